@@ -1,0 +1,604 @@
+//! The job model, in Rundeck's job YAML shape.
+//!
+//! Keys follow Rundeck's export format (`loglevel`, `sequence.keepgoing`,
+//! `runnerSelector`, …) so that a Rundeck user's YAML loads unchanged. Unknown
+//! keys are rejected rather than ignored: a misspelt `keepgoing` that silently
+//! did nothing would be worse than an error. Semantic checks run inside
+//! deserialisation (`try_from`) so that the YAML parser can attach a line.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Longest tag, option or runner name we accept; keeps subject tokens short.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// One job definition: one element of Rundeck's YAML job list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, try_from = "RawJob")]
+pub struct Job {
+    /// Stable identity. Generated (UUIDv7) when the YAML has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<Uuid>,
+    pub name: String,
+    /// Slash-separated group path, as in Rundeck (`ops/web`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub loglevel: LogLevel,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<JobOption>,
+    pub sequence: Sequence,
+    /// Where the job's steps run; absent means the control plane's local runner.
+    #[serde(
+        rename = "runnerSelector",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub runner_selector: Option<RunnerSelector>,
+    #[serde(rename = "executionEnabled", default = "yes")]
+    pub execution_enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the YAML may hold before semantic checks. Includes keys that Rundeck
+/// exports but that carry no behaviour here (`defaultTab`, …) so that exports
+/// import cleanly.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    #[serde(default)]
+    uuid: Option<String>,
+    /// Rundeck exports carry both `id` and `uuid`, with the same value.
+    #[serde(default)]
+    id: Option<String>,
+    name: String,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    loglevel: LogLevel,
+    #[serde(default)]
+    options: Vec<JobOption>,
+    sequence: Sequence,
+    #[serde(rename = "runnerSelector", default)]
+    runner_selector: Option<RunnerSelector>,
+    #[serde(rename = "executionEnabled", default = "yes")]
+    execution_enabled: bool,
+    // Accepted for Rundeck compatibility; no behaviour.
+    #[serde(rename = "defaultTab", default)]
+    _default_tab: Option<String>,
+    #[serde(rename = "scheduleEnabled", default)]
+    _schedule_enabled: Option<bool>,
+    #[serde(rename = "nodeFilterEditable", default)]
+    _node_filter_editable: Option<bool>,
+    #[serde(rename = "multipleExecutions", default)]
+    _multiple_executions: Option<bool>,
+}
+
+impl TryFrom<RawJob> for Job {
+    type Error = String;
+
+    fn try_from(raw: RawJob) -> Result<Self, String> {
+        let parse_uuid = |key: &str, s: &str| {
+            Uuid::parse_str(s).map_err(|e| format!("job `{}`: `{key}` is not a UUID: {e}", raw.name))
+        };
+        let uuid = match (&raw.uuid, &raw.id) {
+            (Some(u), Some(i)) if u != i => {
+                return Err(format!(
+                    "job `{}`: `id` ({i}) and `uuid` ({u}) differ",
+                    raw.name
+                ))
+            }
+            (Some(u), _) => Some(parse_uuid("uuid", u)?),
+            (None, Some(i)) => Some(parse_uuid("id", i)?),
+            (None, None) => None,
+        };
+        let name = raw.name.trim().to_string();
+        if name.is_empty() {
+            return Err("job `name` is empty".into());
+        }
+        if name.contains('/') {
+            return Err(format!("job name `{name}` contains `/`; put the path in `group`"));
+        }
+        let group = match raw.group.as_deref().map(|g| g.trim().trim_matches('/')) {
+            None | Some("") => None,
+            Some(g) => {
+                if g.split('/').any(|seg| seg.trim().is_empty()) {
+                    return Err(format!("job `{name}`: group `{g}` has an empty path segment"));
+                }
+                Some(g.to_string())
+            }
+        };
+        let mut seen = BTreeSet::new();
+        for opt in &raw.options {
+            if !seen.insert(opt.name.as_str()) {
+                return Err(format!("job `{name}`: option `{}` is defined twice", opt.name));
+            }
+        }
+        let defined: BTreeSet<&str> = raw.options.iter().map(|o| o.name.as_str()).collect();
+        for (i, cmd) in raw.sequence.commands.iter().enumerate() {
+            for text in cmd.texts() {
+                for reference in option_references(text) {
+                    if !defined.contains(reference) {
+                        return Err(format!(
+                            "job `{name}`: step {} uses ${{option.{reference}}}, but the job defines no option `{reference}`",
+                            i + 1
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Job {
+            uuid,
+            name,
+            group,
+            description: raw.description.unwrap_or_default(),
+            loglevel: raw.loglevel,
+            options: raw.options,
+            sequence: raw.sequence,
+            runner_selector: raw.runner_selector,
+            execution_enabled: raw.execution_enabled,
+        })
+    }
+}
+
+impl Job {
+    /// `group/name`, or just `name`: how Rundeck users refer to a job.
+    pub fn full_name(&self) -> String {
+        match &self.group {
+            Some(g) => format!("{g}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// Where step `index` (0-based) runs: its own selector, else the job's.
+    pub fn step_target(&self, index: usize) -> Target {
+        self.sequence.commands[index]
+            .runner_selector
+            .as_ref()
+            .or(self.runner_selector.as_ref())
+            .map(RunnerSelector::target)
+            .unwrap_or(Target::Local)
+    }
+}
+
+/// The names used in `${option.NAME}` references inside `text`.
+pub fn option_references(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices("${option.").filter_map(move |(at, m)| {
+        let rest = &text[at + m.len()..];
+        let end = rest.find('}')?;
+        Some(&rest[..end])
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    Debug,
+    Verbose,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+/// A job option (Rundeck's `options` list entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, try_from = "RawJobOption")]
+pub struct JobOption {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub required: bool,
+    /// Default value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Allowed values; enforced only when `enforced` is true.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    #[serde(default)]
+    pub enforced: bool,
+    /// Accepted so that Rundeck exports load; secure delivery is not yet
+    /// implemented, so such a job is refused at run time rather than leaking.
+    #[serde(default)]
+    pub secure: bool,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RawJobOption {
+    name: String,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    value: Option<ScalarString>,
+    #[serde(default)]
+    values: Vec<ScalarString>,
+    #[serde(default)]
+    enforced: bool,
+    #[serde(default)]
+    secure: bool,
+    #[serde(rename = "valueExposed", default)]
+    _value_exposed: Option<bool>,
+}
+
+/// YAML writes `value: 3` as a number; Rundeck treats every option as text.
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+enum ScalarString {
+    S(String),
+    I(i64),
+    F(f64),
+    B(bool),
+}
+
+impl From<ScalarString> for String {
+    fn from(s: ScalarString) -> String {
+        match s {
+            ScalarString::S(s) => s,
+            ScalarString::I(i) => i.to_string(),
+            ScalarString::F(f) => f.to_string(),
+            ScalarString::B(b) => b.to_string(),
+        }
+    }
+}
+
+impl TryFrom<RawJobOption> for JobOption {
+    type Error = String;
+    fn try_from(raw: RawJobOption) -> Result<Self, String> {
+        check_name("option name", &raw.name, |c| c == '_' || c == '-' || c == '.')?;
+        let value: Option<String> = raw.value.map(Into::into);
+        let values: Vec<String> = raw.values.into_iter().map(Into::into).collect();
+        if raw.enforced {
+            if values.is_empty() {
+                return Err(format!("option `{}` is `enforced` but lists no `values`", raw.name));
+            }
+            if let Some(v) = &value {
+                if !values.contains(v) {
+                    return Err(format!(
+                        "option `{}`: default `{v}` is not one of its `values`",
+                        raw.name
+                    ));
+                }
+            }
+        }
+        Ok(JobOption {
+            name: raw.name,
+            label: raw.label,
+            description: raw.description,
+            required: raw.required,
+            value,
+            values,
+            enforced: raw.enforced,
+            secure: raw.secure,
+        })
+    }
+}
+
+/// `sequence:` — the workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sequence {
+    /// Run the remaining steps after a failure (the execution still fails).
+    #[serde(default)]
+    pub keepgoing: bool,
+    #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(deserialize_with = "non_empty_commands")]
+    pub commands: Vec<Command>,
+}
+
+fn non_empty_commands<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Command>, D::Error> {
+    let v = Vec::<Command>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(serde::de::Error::custom("`commands` is empty; a job needs at least one step"));
+    }
+    Ok(v)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum Strategy {
+    #[default]
+    #[serde(rename = "node-first")]
+    NodeFirst,
+    #[serde(rename = "sequential", alias = "step-first")]
+    Sequential,
+    #[serde(rename = "parallel")]
+    Parallel,
+}
+
+/// One workflow step: `exec` (a command line) or `script` (+ `args`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, try_from = "RawCommand")]
+pub struct Command {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+    /// e.g. `bash -e` or `python3`; the script file's path is appended.
+    #[serde(rename = "scriptInterpreter", skip_serializing_if = "Option::is_none")]
+    pub script_interpreter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Per-step runner selection, an Outpost extension over Rundeck.
+    #[serde(rename = "runnerSelector", skip_serializing_if = "Option::is_none")]
+    pub runner_selector: Option<RunnerSelector>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RawCommand {
+    #[serde(default)]
+    exec: Option<String>,
+    #[serde(default)]
+    script: Option<String>,
+    #[serde(default)]
+    args: Option<String>,
+    #[serde(rename = "scriptInterpreter", default)]
+    script_interpreter: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(rename = "runnerSelector", default)]
+    runner_selector: Option<RunnerSelector>,
+}
+
+impl TryFrom<RawCommand> for Command {
+    type Error = String;
+    fn try_from(raw: RawCommand) -> Result<Self, String> {
+        match (&raw.exec, &raw.script) {
+            (Some(_), Some(_)) => return Err("a step has both `exec` and `script`; use one".into()),
+            (None, None) => return Err("a step needs `exec` or `script`".into()),
+            (Some(e), None) if e.trim().is_empty() => return Err("`exec` is empty".into()),
+            (Some(_), None) if raw.args.is_some() => {
+                return Err("`args` goes with `script`, not `exec`".into())
+            }
+            (Some(_), None) if raw.script_interpreter.is_some() => {
+                return Err("`scriptInterpreter` goes with `script`, not `exec`".into())
+            }
+            _ => {}
+        }
+        Ok(Command {
+            exec: raw.exec,
+            script: raw.script,
+            args: raw.args,
+            script_interpreter: raw.script_interpreter,
+            description: raw.description,
+            runner_selector: raw.runner_selector,
+        })
+    }
+}
+
+impl Command {
+    /// Every text in which `${option.X}` may appear.
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        [&self.exec, &self.script, &self.args]
+            .into_iter()
+            .filter_map(|t| t.as_deref())
+    }
+
+    /// A one-line label for listings.
+    pub fn label(&self) -> String {
+        if let Some(d) = &self.description {
+            return d.clone();
+        }
+        match (&self.exec, &self.script) {
+            (Some(e), _) => e.clone(),
+            (_, Some(s)) => format!("script: {}", s.lines().next().unwrap_or("")),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Rundeck Enterprise's runner selector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, try_from = "RawRunnerSelector")]
+pub struct RunnerSelector {
+    /// Comma-separated tags; a runner must carry all of them.
+    #[serde(default)]
+    pub filter: String,
+    #[serde(rename = "runnerFilterMode")]
+    pub mode: RunnerFilterMode,
+    #[serde(rename = "runnerFilterType")]
+    pub filter_type: RunnerFilterType,
+    /// The canonical tag set parsed from `filter` (sorted, deduplicated).
+    #[serde(skip)]
+    #[schemars(skip)]
+    tags: Vec<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RawRunnerSelector {
+    #[serde(default)]
+    filter: String,
+    #[serde(rename = "runnerFilterMode", default)]
+    mode: Option<RunnerFilterMode>,
+    #[serde(rename = "runnerFilterType", default)]
+    filter_type: Option<RunnerFilterType>,
+}
+
+impl TryFrom<RawRunnerSelector> for RunnerSelector {
+    type Error = String;
+    fn try_from(raw: RawRunnerSelector) -> Result<Self, String> {
+        let (mode, filter_type) = match (raw.mode, raw.filter_type) {
+            (Some(RunnerFilterMode::Local), None | Some(RunnerFilterType::LocalRunner))
+            | (None, Some(RunnerFilterType::LocalRunner)) => {
+                (RunnerFilterMode::Local, RunnerFilterType::LocalRunner)
+            }
+            (Some(RunnerFilterMode::Tags) | None, Some(RunnerFilterType::TagFilterAnd) | None) => {
+                (RunnerFilterMode::Tags, RunnerFilterType::TagFilterAnd)
+            }
+            (m, t) => {
+                return Err(format!(
+                    "runnerSelector: runnerFilterMode {m:?} does not go with runnerFilterType {t:?}; use TAGS with TAG_FILTER_AND, or LOCAL with LOCAL_RUNNER"
+                ))
+            }
+        };
+        let tags = if mode == RunnerFilterMode::Tags {
+            let tags = parse_tag_list(&raw.filter).map_err(|e| format!("runnerSelector: {e}"))?;
+            if tags.is_empty() {
+                return Err("runnerSelector: mode TAGS needs at least one tag in `filter`".into());
+            }
+            tags
+        } else {
+            Vec::new()
+        };
+        Ok(RunnerSelector {
+            filter: raw.filter,
+            mode,
+            filter_type,
+            tags,
+        })
+    }
+}
+
+impl RunnerSelector {
+    pub fn local() -> Self {
+        RunnerSelector {
+            filter: String::new(),
+            mode: RunnerFilterMode::Local,
+            filter_type: RunnerFilterType::LocalRunner,
+            tags: Vec::new(),
+        }
+    }
+
+    pub fn tags(tags: &[&str]) -> Result<Self, String> {
+        RawRunnerSelector {
+            filter: tags.join(","),
+            mode: Some(RunnerFilterMode::Tags),
+            filter_type: Some(RunnerFilterType::TagFilterAnd),
+        }
+        .try_into()
+    }
+
+    pub fn target(&self) -> Target {
+        match self.mode {
+            RunnerFilterMode::Local => Target::Local,
+            RunnerFilterMode::Tags => Target::Tags(TagSet(self.tags.clone())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RunnerFilterMode {
+    Tags,
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunnerFilterType {
+    TagFilterAnd,
+    LocalRunner,
+}
+
+/// Where a step is routed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "tags")]
+pub enum Target {
+    /// The control plane's embedded local runner.
+    Local,
+    /// Any runner that carries every tag.
+    Tags(TagSet),
+}
+
+impl Target {
+    /// The subject token and consumer suffix for this target; see
+    /// [`crate::subjects`] for the partitioning scheme.
+    pub fn token(&self) -> String {
+        match self {
+            Target::Local => crate::subjects::LOCAL_TOKEN.to_string(),
+            Target::Tags(t) => t.token(),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Local => f.write_str("local runner"),
+            Target::Tags(t) => write!(f, "runners tagged {}", t.0.join("+")),
+        }
+    }
+}
+
+/// A canonical tag set: sorted, deduplicated, each tag `[A-Za-z0-9][A-Za-z0-9_-]*`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "Vec<String>")]
+pub struct TagSet(Vec<String>);
+
+impl TryFrom<Vec<String>> for TagSet {
+    type Error = String;
+    fn try_from(v: Vec<String>) -> Result<Self, String> {
+        TagSet::new(v)
+    }
+}
+
+impl TagSet {
+    pub fn new<S: AsRef<str>>(tags: impl IntoIterator<Item = S>) -> Result<Self, String> {
+        let mut out = BTreeSet::new();
+        for t in tags {
+            let t = t.as_ref().trim();
+            check_name("tag", t, |c| c == '_' || c == '-')?;
+            out.insert(t.to_string());
+        }
+        Ok(TagSet(out.into_iter().collect()))
+    }
+
+    pub fn tags(&self) -> &[String] {
+        &self.0
+    }
+
+    /// `a+b+c`: one subject token, one consumer per distinct set.
+    pub fn token(&self) -> String {
+        self.0.join("+")
+    }
+
+    /// A runner carrying `runner_tags` may take work for this set.
+    pub fn satisfied_by(&self, runner_tags: &TagSet) -> bool {
+        self.0.iter().all(|t| runner_tags.0.binary_search(t).is_ok())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Parses Rundeck's comma-separated tag filter (`"linux, prod"`).
+pub fn parse_tag_list(filter: &str) -> Result<Vec<String>, String> {
+    let parts: Vec<&str> = filter.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    Ok(TagSet::new(parts)?.0)
+}
+
+/// Names that end up in subject tokens or KV keys: ASCII letters, digits and
+/// a few separators, starting with a letter or digit.
+pub fn check_name(what: &str, s: &str, extra: impl Fn(char) -> bool) -> Result<(), String> {
+    let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = s.chars().all(|c| c.is_ascii_alphanumeric() || extra(c));
+    if !ok_first || !ok_rest || s.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "{what} `{s}` is not valid: use letters, digits, `_` or `-` (starting with a letter or digit, at most {MAX_NAME_LEN} characters)"
+        ));
+    }
+    Ok(())
+}

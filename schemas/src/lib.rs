@@ -1,0 +1,46 @@
+//! Outpost's wire contract.
+//!
+//! Everything that crosses NATS is defined here: the subjects ([`subjects`]),
+//! the messages ([`messages`]) and the job model they carry ([`job`]). Outside
+//! consumers validate against the JSON Schemas generated from these types and
+//! committed under `schemas/json/`; `just schemas` regenerates them and the
+//! `committed_schemas_are_current` test fails when they drift.
+
+pub mod job;
+pub mod messages;
+pub mod state;
+pub mod subjects;
+
+pub use messages::*;
+
+/// Every JSON Schema we publish: file stem and schema.
+pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
+    use schemars::schema_for;
+    vec![
+        ("event", schema_for!(messages::Event)),
+        ("execution_requested", schema_for!(messages::ExecutionRequested)),
+        ("step_dispatched", schema_for!(messages::StepDispatched)),
+        ("step_waiting", schema_for!(messages::StepWaiting)),
+        ("step_claimed", schema_for!(messages::StepClaimed)),
+        ("step_started", schema_for!(messages::StepStarted)),
+        ("log_chunk", schema_for!(messages::LogChunk)),
+        ("step_finished", schema_for!(messages::StepFinished)),
+        ("execution_finished", schema_for!(messages::ExecutionFinished)),
+        ("abort_requested", schema_for!(messages::AbortRequested)),
+        ("runner_heartbeat", schema_for!(messages::RunnerHeartbeat)),
+        ("execution_state", schema_for!(state::ExecutionState)),
+        ("job", schema_for!(job::Job)),
+    ]
+}
+
+/// File name of a schema under `schemas/json/`.
+pub fn schema_file_name(stem: &str) -> String {
+    format!("{stem}.v{}.json", messages::SCHEMA_VERSION)
+}
+
+/// The pretty-printed text we commit for a schema.
+pub fn render_schema(schema: &schemars::Schema) -> String {
+    let mut s = serde_json::to_string_pretty(schema).expect("schema serialises");
+    s.push('\n');
+    s
+}

@@ -1,0 +1,328 @@
+//! Every message published on an Outpost subject.
+//!
+//! Each carries a [`Header`]: schema version, a UUIDv7 message id (sorts by
+//! time, and is the JetStream `Nats-Msg-Id` where dedup matters) and a
+//! timestamp. Fields are only ever added; a change of meaning bumps
+//! [`SCHEMA_VERSION`] and the schema file names.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::job::{Job, LogLevel, Target};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Common to every message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Header {
+    /// Schema version of this message; see `schemas/json/*.v{N}.json`.
+    pub schema_version: u32,
+    /// UUIDv7 of this message.
+    pub message_id: Uuid,
+    /// When the publisher created the message (UTC).
+    pub time: DateTime<Utc>,
+}
+
+impl Header {
+    pub fn now() -> Self {
+        Header {
+            schema_version: SCHEMA_VERSION,
+            message_id: Uuid::now_v7(),
+            time: Utc::now(),
+        }
+    }
+}
+
+impl Default for Header {
+    fn default() -> Self {
+        Header::now()
+    }
+}
+
+/// 1-based step number, as in Rundeck's `stepctx`.
+pub type StepNo = u32;
+
+/// Published by the API when a run is accepted. Carries a snapshot of the job
+/// so that later edits to the job do not change a running execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExecutionRequested {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub project: String,
+    pub job_id: Uuid,
+    pub job: Job,
+    /// Option values after defaults were applied.
+    pub options: BTreeMap<String, String>,
+    /// Who asked; `anonymous` until API authentication exists.
+    pub requested_by: String,
+}
+
+/// A unit of work on a dispatch subject (and, for the record, on the event
+/// stream). Everything a runner needs to run the step is inside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StepDispatched {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    pub project: String,
+    pub job_id: Uuid,
+    pub job_name: String,
+    pub target: Target,
+    pub command: StepCommand,
+    /// Extra environment for the step (`RD_OPTION_*`, `RD_JOB_*`).
+    pub env: BTreeMap<String, String>,
+    pub loglevel: LogLevel,
+}
+
+/// What to run, with `${option.*}` already substituted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum StepCommand {
+    /// A command line, run by `sh -c`.
+    Exec { command: String },
+    /// A script body written to a temp file and run with its args.
+    Script {
+        script: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        args: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interpreter: Option<String>,
+    },
+}
+
+/// The orchestrator found no live runner for a dispatched step. The step stays
+/// queued and is taken as soon as a matching runner appears.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StepWaiting {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    pub reason: String,
+}
+
+/// A runner took a step off its dispatch subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StepClaimed {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    pub runner_id: String,
+    pub replica_id: Uuid,
+    pub hostname: String,
+}
+
+/// The step's process is running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StepStarted {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    pub runner_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Written by the runner itself (exit status, errors).
+    System,
+}
+
+/// One line (or one piece of an over-long line) of step output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LogEntry {
+    pub time: DateTime<Utc>,
+    pub stream: LogStream,
+    /// Rundeck's level: `NORMAL` for stdout, `ERROR` for stderr.
+    pub level: String,
+    /// The text, without its trailing newline.
+    pub log: String,
+}
+
+/// A batch of output lines of one step, in order. `seq` counts from 1 per
+/// step with no gaps, so a consumer can tell when something is missing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LogChunk {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    pub runner_id: String,
+    pub seq: u64,
+    pub entries: Vec<LogEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StepOutcome {
+    Succeeded,
+    Failed,
+    Aborted,
+}
+
+/// The step ended. Published only after every log chunk of the step was
+/// acknowledged by JetStream, so `log_chunks` chunks are already stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StepFinished {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    pub runner_id: String,
+    pub outcome: StepOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why, when it did not succeed: `exit code 2`, `killed by signal 9`,
+    /// `runner-lost`, `aborted`, `shutdown deadline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub log_chunks: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionOutcome {
+    Succeeded,
+    Failed,
+    Aborted,
+}
+
+/// The orchestrator decided the execution is over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExecutionFinished {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub outcome: ExecutionOutcome,
+    /// Step numbers that failed (with `keepgoing`, there may be several).
+    pub failed_steps: Vec<StepNo>,
+    /// Steps never run because an earlier one failed or the run was aborted.
+    pub skipped_steps: Vec<StepNo>,
+}
+
+/// Someone asked to stop an execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AbortRequested {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub requested_by: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerState {
+    Running,
+    Draining,
+    Stopped,
+}
+
+/// Sent by every runner process about every 5 s, and once on graceful stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunnerHeartbeat {
+    #[serde(flatten)]
+    pub header: Header,
+    pub runner_id: String,
+    /// One per process; replicas share `runner_id`.
+    pub replica_id: Uuid,
+    pub version: String,
+    pub hostname: String,
+    pub tags: Vec<String>,
+    pub local: bool,
+    pub running_steps: u32,
+    pub capacity: u32,
+    pub state: RunnerState,
+}
+
+/// Everything on the event stream, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    ExecutionRequested(ExecutionRequested),
+    StepDispatched(StepDispatched),
+    StepWaiting(StepWaiting),
+    StepClaimed(StepClaimed),
+    StepStarted(StepStarted),
+    StepFinished(StepFinished),
+    ExecutionFinished(ExecutionFinished),
+    AbortRequested(AbortRequested),
+}
+
+impl Event {
+    pub fn execution_id(&self) -> Uuid {
+        match self {
+            Event::ExecutionRequested(e) => e.execution_id,
+            Event::StepDispatched(e) => e.execution_id,
+            Event::StepWaiting(e) => e.execution_id,
+            Event::StepClaimed(e) => e.execution_id,
+            Event::StepStarted(e) => e.execution_id,
+            Event::StepFinished(e) => e.execution_id,
+            Event::ExecutionFinished(e) => e.execution_id,
+            Event::AbortRequested(e) => e.execution_id,
+        }
+    }
+
+    pub fn header(&self) -> &Header {
+        match self {
+            Event::ExecutionRequested(e) => &e.header,
+            Event::StepDispatched(e) => &e.header,
+            Event::StepWaiting(e) => &e.header,
+            Event::StepClaimed(e) => &e.header,
+            Event::StepStarted(e) => &e.header,
+            Event::StepFinished(e) => &e.header,
+            Event::ExecutionFinished(e) => &e.header,
+            Event::AbortRequested(e) => &e.header,
+        }
+    }
+
+    /// The `<kind>` token of the event's subject.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ExecutionRequested(_) => "execution_requested",
+            Event::StepDispatched(_) => "step_dispatched",
+            Event::StepWaiting(_) => "step_waiting",
+            Event::StepClaimed(_) => "step_claimed",
+            Event::StepStarted(_) => "step_started",
+            Event::StepFinished(_) => "step_finished",
+            Event::ExecutionFinished(_) => "execution_finished",
+            Event::AbortRequested(_) => "abort_requested",
+        }
+    }
+
+    /// Who published it: a runner id, or the control plane.
+    pub fn source(&self) -> &str {
+        match self {
+            Event::StepClaimed(e) => &e.runner_id,
+            Event::StepStarted(e) => &e.runner_id,
+            Event::StepFinished(e) => &e.runner_id,
+            _ => crate::subjects::CONTROL_PLANE_SOURCE,
+        }
+    }
+
+    /// The subject this event is published on.
+    pub fn subject(&self) -> String {
+        crate::subjects::event(self.kind(), self.execution_id(), self.source())
+    }
+
+    /// Dedup id: one per logical event, so a retried publish is stored once.
+    pub fn dedup_id(&self) -> String {
+        match self {
+            // One per step: a redelivered finished event re-dispatches nothing twice.
+            Event::StepDispatched(e) => format!("{}.{}.dispatched", e.execution_id, e.step),
+            Event::ExecutionFinished(e) => format!("{}.finished", e.execution_id),
+            other => other.header().message_id.to_string(),
+        }
+    }
+}

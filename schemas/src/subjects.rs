@@ -1,0 +1,101 @@
+//! Subjects, streams and buckets: the NATS topology's names.
+//!
+//! ```text
+//! outpost.dispatch.<target>.<execution_id>.<step>     OUTPOST_DISPATCH (work queue)
+//! outpost.ev.<kind>.<execution_id>.<source>           OUTPOST_EVENTS
+//! outpost.log.<execution_id>.<step>.<runner_id>       OUTPOST_LOGS
+//! outpost.hb.<runner_id>.<replica_id>                 OUTPOST_HEARTBEATS
+//! outpost.abort.<execution_id>                        core NATS (no stream)
+//! ```
+//!
+//! **Partitioning.** `<target>` is `_local` for the control plane's local runner,
+//! or the canonical token of a tag set: its tags sorted, deduplicated and
+//! joined by `+` (`linux+prod`). Each distinct token has exactly one durable
+//! pull consumer, `dispatch_<token>`, filtered on `outpost.dispatch.<token>.>`.
+//! Filters of different tokens never overlap, as a work-queue stream demands.
+//! A runner binds to the consumer of every registered tag set that is a subset
+//! of its own tags; runners and replicas bound to one consumer share its
+//! messages, each delivered to one of them. Tag sets are registered in the
+//! `OUTPOST_TAGSETS` bucket by the orchestrator before the first dispatch to
+//! them, and runners watch that bucket.
+
+use uuid::Uuid;
+
+pub const DISPATCH_STREAM: &str = "OUTPOST_DISPATCH";
+pub const EVENTS_STREAM: &str = "OUTPOST_EVENTS";
+pub const LOGS_STREAM: &str = "OUTPOST_LOGS";
+pub const HEARTBEATS_STREAM: &str = "OUTPOST_HEARTBEATS";
+
+pub const JOBS_BUCKET: &str = "OUTPOST_JOBS";
+pub const EXECUTIONS_BUCKET: &str = "OUTPOST_EXECUTIONS";
+pub const RUNS_BUCKET: &str = "OUTPOST_RUNS";
+pub const TAGSETS_BUCKET: &str = "OUTPOST_TAGSETS";
+pub const PROJECTS_BUCKET: &str = "OUTPOST_PROJECTS";
+
+pub const ORCHESTRATOR_CONSUMER: &str = "orchestrator";
+pub const PROJECTOR_CONSUMER: &str = "projector";
+
+/// Dispatch token of the local runner. Tags cannot start with `_`.
+pub const LOCAL_TOKEN: &str = "_local";
+/// Runner id of the embedded local runner.
+pub const LOCAL_RUNNER_ID: &str = "_local";
+/// Event source token of control-plane services. Runner ids cannot start with `_`.
+pub const CONTROL_PLANE_SOURCE: &str = "_cp";
+
+pub const DEFAULT_PROJECT: &str = "default";
+
+pub fn dispatch(token: &str, execution_id: Uuid, step: u32) -> String {
+    format!("outpost.dispatch.{token}.{}.{step}", execution_id.simple())
+}
+
+pub fn dispatch_filter(token: &str) -> String {
+    format!("outpost.dispatch.{token}.>")
+}
+
+pub fn dispatch_consumer(token: &str) -> String {
+    format!("dispatch_{token}")
+}
+
+pub fn event(kind: &str, execution_id: Uuid, source: &str) -> String {
+    format!("outpost.ev.{kind}.{}.{source}", execution_id.simple())
+}
+
+/// All events of one execution, for replay.
+pub fn events_of(execution_id: Uuid) -> String {
+    format!("outpost.ev.*.{}.*", execution_id.simple())
+}
+
+/// Event kinds that drive the orchestrator.
+pub fn orchestrator_filters() -> Vec<String> {
+    ["execution_requested", "step_finished", "abort_requested"]
+        .iter()
+        .map(|k| format!("outpost.ev.{k}.>"))
+        .collect()
+}
+
+pub fn log(execution_id: Uuid, step: u32, runner_id: &str) -> String {
+    format!("outpost.log.{}.{step}.{runner_id}", execution_id.simple())
+}
+
+/// One execution's whole log.
+pub fn logs_of(execution_id: Uuid) -> String {
+    format!("outpost.log.{}.>", execution_id.simple())
+}
+
+pub fn heartbeat(runner_id: &str, replica_id: Uuid) -> String {
+    format!("outpost.hb.{runner_id}.{}", replica_id.simple())
+}
+
+pub fn abort(execution_id: Uuid) -> String {
+    format!("outpost.abort.{}", execution_id.simple())
+}
+
+/// KV key of an execution's state (and of its orchestration cursor).
+pub fn execution_key(execution_id: Uuid) -> String {
+    execution_id.simple().to_string()
+}
+
+/// KV key of a registered tag set: its tags joined by `.` (KV keys allow no `+`).
+pub fn tagset_key(tags: &[String]) -> String {
+    tags.join(".")
+}
