@@ -1,1 +1,14 @@
+//! The Outpost runner.
+//!
+//! A runner sits inside a private network, connects outbound to NATS (over
+//! WebSocket, directly or through a leaf node), long-polls the dispatch
+//! consumers of the tag sets it satisfies, and runs steps as local processes.
+//! Entry point: [`Runner::run`]. The control plane embeds the same code as
+//! its local runner.
 
+pub mod bus;
+pub mod executor;
+pub mod logs;
+mod runner;
+
+pub use runner::{Runner, RunnerError, RunnerOptions, DEFAULT_CAPACITY};

@@ -1,1 +1,130 @@
-fn main(){}
+//! `outpost-runner`: the runner agent.
+//!
+//! Configuration is layered: defaults, then the TOML file (`--config`), then
+//! `OUTPOST_*` environment variables, then flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use outpost_runner::bus::NatsOptions;
+use outpost_runner::{Runner, RunnerOptions, DEFAULT_CAPACITY};
+use outpost_schemas::job::{parse_tag_list, TagSet};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(name = "outpost-runner", version, about = "Outpost runner: runs steps inside a private network, connecting outbound only")]
+struct Cli {
+    /// TOML config file.
+    #[arg(long, env = "OUTPOST_RUNNER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Runner id (shared by replicas).
+    #[arg(long, env = "OUTPOST_RUNNER_ID")]
+    id: Option<String>,
+    /// Comma-separated tags this runner carries.
+    #[arg(long, env = "OUTPOST_RUNNER_TAGS")]
+    tags: Option<String>,
+    /// NATS URL: ws://, wss:// or nats://.
+    #[arg(long, env = "OUTPOST_NATS_URL")]
+    nats_url: Option<String>,
+    /// JetStream domain of the hub.
+    #[arg(long, env = "OUTPOST_JS_DOMAIN")]
+    domain: Option<String>,
+    /// Most steps run at once by this process.
+    #[arg(long, env = "OUTPOST_RUNNER_CAPACITY")]
+    capacity: Option<usize>,
+    /// Where scripts are written while they run.
+    #[arg(long, env = "OUTPOST_RUNNER_WORK_DIR")]
+    work_dir: Option<PathBuf>,
+    /// Seconds running steps get to finish on SIGTERM.
+    #[arg(long, env = "OUTPOST_RUNNER_SHUTDOWN_GRACE")]
+    shutdown_grace: Option<u64>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<String>,
+    tags: Option<Vec<String>>,
+    nats_url: Option<String>,
+    domain: Option<String>,
+    capacity: Option<usize>,
+    work_dir: Option<PathBuf>,
+    shutdown_grace: Option<u64>,
+}
+
+fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
+    let file: FileConfig = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let Some(id) = cli.id.or(file.id) else {
+        bail!("no runner id: pass --id, set OUTPOST_RUNNER_ID, or put `id` in the config file");
+    };
+    let tags = match cli.tags {
+        Some(t) => parse_tag_list(&t),
+        None => TagSet::new(file.tags.unwrap_or_default()).map(|t| t.tags().to_vec()),
+    }
+    .map_err(anyhow::Error::msg)?;
+    let tags = TagSet::new(tags).map_err(anyhow::Error::msg)?;
+    let nats = NatsOptions {
+        url: cli
+            .nats_url
+            .or(file.nats_url)
+            .unwrap_or_else(|| "ws://127.0.0.1:8080".into()),
+        domain: cli.domain.or(file.domain).or_else(|| Some("hub".into())),
+        name: format!("outpost-runner {id}"),
+        inbox_prefix: Some(format!("_INBOX_{id}")),
+    };
+    let mut opts = RunnerOptions::new(id, tags, nats);
+    opts.capacity = cli.capacity.or(file.capacity).unwrap_or(DEFAULT_CAPACITY);
+    if opts.capacity == 0 {
+        bail!("capacity must be at least 1");
+    }
+    if let Some(dir) = cli.work_dir.or(file.work_dir) {
+        opts.work_dir = dir;
+    }
+    if let Some(secs) = cli.shutdown_grace.or(file.shutdown_grace) {
+        opts.shutdown_grace = Duration::from_secs(secs);
+    }
+    Ok(opts)
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+                .unwrap_or_else(|_| "info,async_nats=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(err) = run().await {
+        eprintln!("outpost-runner: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let opts = options(Cli::parse())?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_to_cancel(shutdown.clone()));
+    Runner::new(opts).run(shutdown).await?;
+    Ok(())
+}
+
+async fn signal_to_cancel(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    token.cancel();
+}

@@ -31,6 +31,7 @@ pub const EXECUTIONS_BUCKET: &str = "OUTPOST_EXECUTIONS";
 pub const RUNS_BUCKET: &str = "OUTPOST_RUNS";
 pub const TAGSETS_BUCKET: &str = "OUTPOST_TAGSETS";
 pub const PROJECTS_BUCKET: &str = "OUTPOST_PROJECTS";
+pub const CLAIMS_BUCKET: &str = "OUTPOST_CLAIMS";
 
 pub const ORCHESTRATOR_CONSUMER: &str = "orchestrator";
 pub const PROJECTOR_CONSUMER: &str = "projector";
@@ -88,6 +89,11 @@ pub fn heartbeat(runner_id: &str, replica_id: Uuid) -> String {
 
 pub fn abort(execution_id: Uuid) -> String {
     format!("outpost.abort.{}", execution_id.simple())
+}
+
+/// KV key of a step's claim: whoever creates it runs the step.
+pub fn claim_key(execution_id: Uuid, step: u32) -> String {
+    format!("{}.{step}", execution_id.simple())
 }
 
 /// KV key of an execution's state (and of its orchestration cursor).

@@ -1,0 +1,144 @@
+//! NATS plumbing shared by the runner and the control plane: connecting, and
+//! publishing to JetStream with dedup ids and retries.
+//!
+//! It lives in the runner crate because the control plane embeds the runner
+//! (its local runner) and so already depends on it.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use backon::{ExponentialBuilder, Retryable};
+use outpost_schemas::Event;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("publish to `{subject}` failed: {message}")]
+    Publish { subject: String, message: String },
+    #[error("cannot encode message for `{subject}`: {source}")]
+    Encode {
+        subject: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How to reach NATS.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// `nats://`, `ws://` or `wss://` URL(s), comma-separated.
+    pub url: String,
+    /// JetStream domain of the hub; set it so that the same client works
+    /// directly and through a leaf node.
+    pub domain: Option<String>,
+    /// Connection name, shown by `nats-server` monitoring.
+    pub name: String,
+    /// Per-identity inbox prefix, so that permissions can confine replies.
+    pub inbox_prefix: Option<String>,
+}
+
+/// Connects, retrying with backoff until `give_up_after`: services and runners
+/// may start before `nats-server` does. Once connected, async-nats reconnects
+/// by itself for the life of the client.
+pub async fn connect(
+    opts: &NatsOptions,
+    give_up_after: Duration,
+) -> Result<(async_nats::Client, jetstream::Context), BusError> {
+    let attempt = || async {
+        let mut co = async_nats::ConnectOptions::new()
+            .name(&opts.name)
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            });
+        if let Some(prefix) = &opts.inbox_prefix {
+            co = co.custom_inbox_prefix(prefix);
+        }
+        let urls: Vec<&str> = opts.url.split(',').map(str::trim).collect();
+        co.connect(urls).await
+    };
+    let client = attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(2))
+                .with_total_delay(Some(give_up_after))
+                .without_max_times(),
+        )
+        .notify(|err, wait| tracing::warn!(error = %err, ?wait, "NATS not reachable yet; retrying"))
+        .await
+        .map_err(|source| BusError::Connect {
+            url: opts.url.clone(),
+            source,
+        })?;
+    let js = match &opts.domain {
+        Some(domain) => jetstream::with_domain(client.clone(), domain),
+        None => jetstream::new(client.clone()),
+    };
+    Ok((client, js))
+}
+
+/// Publishes `payload` to a stream and waits for its acknowledgment, retrying
+/// with the same `Nats-Msg-Id` so that a retried publish is stored once.
+/// Returns whether the stream reported the message as a duplicate.
+pub async fn publish_acked(
+    js: &jetstream::Context,
+    subject: &str,
+    msg_id: &str,
+    payload: bytes::Bytes,
+) -> Result<bool, BusError> {
+    let attempt = || async {
+        let ack = js
+            .send_publish(
+                subject.to_string(),
+                PublishMessage::build().payload(payload.clone()).message_id(msg_id),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        ack.await.map(|a| a.duplicate).map_err(|e| e.to_string())
+    };
+    attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(5))
+                .with_total_delay(Some(Duration::from_secs(120)))
+                .without_max_times(),
+        )
+        .notify(|err, wait| tracing::warn!(error = %err, subject, ?wait, "publish failed; retrying"))
+        .await
+        .map_err(|message| BusError::Publish {
+            subject: subject.to_string(),
+            message,
+        })
+}
+
+/// Serialises and publishes any wire message.
+pub async fn publish_json<T: Serialize>(
+    js: &jetstream::Context,
+    subject: &str,
+    msg_id: &str,
+    msg: &T,
+) -> Result<bool, BusError> {
+    let payload = serde_json::to_vec(msg).map_err(|source| BusError::Encode {
+        subject: subject.to_string(),
+        source,
+    })?;
+    publish_acked(js, subject, msg_id, payload.into()).await
+}
+
+/// Publishes an event on its subject with its dedup id.
+pub async fn publish_event(js: &jetstream::Context, event: &Event) -> Result<bool, BusError> {
+    publish_json(js, &event.subject(), &event.dedup_id(), event).await
+}

@@ -1,0 +1,346 @@
+//! Runs one step as a child process in its own process group and turns its
+//! output into ordered log entries.
+//!
+//! Output travels through a bounded channel: when the publisher falls behind,
+//! the readers stop reading, the pipe fills and the child blocks on write.
+//! Memory stays bounded and no line is dropped.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::Utc;
+use outpost_schemas::{LogEntry, LogStream, StepCommand};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Longest line kept whole; longer lines are split into pieces of this size.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// How long a step's process group gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long to keep reading after the step's process exits, for output that
+/// its children still hold open.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// Cancelled (abort or shutdown deadline) and killed.
+    Killed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot write script to {path}: {source}")]
+    Script {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started step.
+pub struct RunningStep {
+    child: Child,
+    pid: u32,
+    script: Option<PathBuf>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts `command` under `work_dir`; its output goes to `lines`.
+pub fn spawn(
+    command: &StepCommand,
+    env: &BTreeMap<String, String>,
+    work_dir: &Path,
+    script_name: &str,
+    lines: mpsc::Sender<LogEntry>,
+) -> Result<RunningStep, ExecError> {
+    let (shell_line, script) = match command {
+        StepCommand::Exec { command } => (command.clone(), None),
+        StepCommand::Script {
+            script,
+            args,
+            interpreter,
+        } => {
+            let path = work_dir.join(script_name);
+            write_script(&path, script).map_err(|source| ExecError::Script {
+                path: path.clone(),
+                source,
+            })?;
+            let quoted = shell_quote(&path.to_string_lossy());
+            let runner = match interpreter {
+                Some(i) => format!("{i} {quoted}"),
+                None if script.starts_with("#!") => quoted,
+                None => format!("/bin/sh {quoted}"),
+            };
+            let line = match args {
+                Some(a) if !a.trim().is_empty() => format!("{runner} {a}"),
+                _ => runner,
+            };
+            (line, Some(path))
+        }
+    };
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&shell_line)
+        .current_dir(work_dir)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own process group, so that a kill reaches everything the step started.
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| {
+        if let Some(p) = &script {
+            let _ = std::fs::remove_file(p);
+        }
+        ExecError::Spawn {
+            program: "/bin/sh".into(),
+            source,
+        }
+    })?;
+    let pid = child.id().unwrap_or_default();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let readers = vec![
+        tokio::spawn(read_lines(stdout, LogStream::Stdout, lines.clone())),
+        tokio::spawn(read_lines(stderr, LogStream::Stderr, lines)),
+    ];
+    Ok(RunningStep {
+        child,
+        pid,
+        script,
+        readers,
+    })
+}
+
+impl RunningStep {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the step to end, killing its process group when `cancel`
+    /// fires. Returns once its output is fully read (or abandoned).
+    pub async fn wait(mut self, cancel: CancellationToken) -> Exit {
+        let exit = tokio::select! {
+            status = self.child.wait() => status_to_exit(status),
+            _ = cancel.cancelled() => {
+                kill_group(self.pid, libc::SIGTERM);
+                match tokio::time::timeout(KILL_GRACE, self.child.wait()).await {
+                    Ok(_) => {}
+                    Err(_) => {
+                        kill_group(self.pid, libc::SIGKILL);
+                        let _ = self.child.wait().await;
+                    }
+                }
+                // Whatever the shell left behind in its group goes too.
+                kill_group(self.pid, libc::SIGKILL);
+                Exit::Killed
+            }
+        };
+        let deadline = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
+        for reader in self.readers.drain(..) {
+            let abort = reader.abort_handle();
+            if tokio::time::timeout_at(deadline, reader).await.is_err() {
+                abort.abort();
+            }
+        }
+        if let Some(p) = self.script.take() {
+            let _ = std::fs::remove_file(p);
+        }
+        exit
+    }
+}
+
+fn status_to_exit(status: std::io::Result<std::process::ExitStatus>) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(sig)) => Exit::Signal(sig),
+            (None, None) => Exit::Code(-1),
+        },
+        Err(_) => Exit::Code(-1),
+    }
+}
+
+fn kill_group(pgid: u32, signal: i32) {
+    if pgid == 0 {
+        return;
+    }
+    // SAFETY: killpg has no memory-safety preconditions; a stale pgid only
+    // yields ESRCH.
+    unsafe {
+        libc::killpg(pgid as libc::pid_t, signal);
+    }
+}
+
+fn write_script(path: &Path, body: &str) -> std::io::Result<()> {
+    std::fs::write(path, body)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Single-quotes `s` for `/bin/sh`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+async fn read_lines(mut pipe: impl AsyncRead + Unpin, stream: LogStream, out: mpsc::Sender<LogEntry>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let mut start = 0;
+        while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + pos;
+            if !emit(&out, stream, &pending[start..end]).await {
+                return;
+            }
+            start = end + 1;
+        }
+        pending.drain(..start);
+        while pending.len() >= MAX_LINE_BYTES {
+            let piece: Vec<u8> = pending.drain(..MAX_LINE_BYTES).collect();
+            if !emit(&out, stream, &piece).await {
+                return;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        emit(&out, stream, &pending).await;
+    }
+}
+
+async fn emit(out: &mpsc::Sender<LogEntry>, stream: LogStream, bytes: &[u8]) -> bool {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    let entry = LogEntry {
+        time: Utc::now(),
+        stream,
+        level: match stream {
+            LogStream::Stdout => "NORMAL",
+            LogStream::Stderr => "ERROR",
+            LogStream::System => "VERBOSE",
+        }
+        .to_string(),
+        log: String::from_utf8_lossy(bytes).into_owned(),
+    };
+    out.send(entry).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn run(cmd: StepCommand, cancel: CancellationToken) -> (Exit, Vec<LogEntry>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx).unwrap();
+        let collect = tokio::spawn(async move {
+            let mut v = Vec::new();
+            while let Some(e) = rx.recv().await {
+                v.push(e);
+            }
+            v
+        });
+        let exit = step.wait(cancel).await;
+        (exit, collect.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn exec_captures_both_streams_in_order_and_the_exit_code() {
+        let (exit, lines) = run(
+            StepCommand::Exec {
+                command: "echo one; echo two >&2; printf 'three'; exit 3".into(),
+            },
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(exit, Exit::Code(3));
+        let texts: Vec<_> = lines.iter().map(|l| (l.stream, l.log.as_str())).collect();
+        assert!(texts.contains(&(LogStream::Stdout, "one")));
+        assert!(texts.contains(&(LogStream::Stderr, "two")));
+        assert!(texts.contains(&(LogStream::Stdout, "three")));
+    }
+
+    #[tokio::test]
+    async fn script_gets_args_and_is_removed_afterwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let cmd = StepCommand::Script {
+            script: "#!/bin/sh\necho \"$2-$1\"\n".into(),
+            args: Some("a 'b c'".into()),
+            interpreter: None,
+        };
+        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx).unwrap();
+        assert!(dir.path().join("s.sh").exists());
+        assert_eq!(step.wait(CancellationToken::new()).await, Exit::Code(0));
+        assert_eq!(rx.recv().await.unwrap().log, "b c-a");
+        assert!(!dir.path().join("s.sh").exists());
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_split_not_lost() {
+        let (exit, lines) = run(
+            StepCommand::Exec {
+                command: format!("head -c {} /dev/zero | tr '\\0' x", MAX_LINE_BYTES * 2 + 10),
+            },
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(exit, Exit::Code(0));
+        let lens: Vec<usize> = lines.iter().map(|l| l.log.len()).collect();
+        assert_eq!(lens, vec![MAX_LINE_BYTES, MAX_LINE_BYTES, 10]);
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        let cancel = CancellationToken::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        let cmd = StepCommand::Exec {
+            command: format!("sleep 1000 & echo $! > {}; echo started; wait", pidfile.display()),
+        };
+        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx).unwrap();
+        assert_eq!(rx.recv().await.unwrap().log, "started");
+        cancel.cancel();
+        assert_eq!(step.wait(cancel).await, Exit::Killed);
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        assert!(process_gone(pid).await, "grandchild {pid} survived the kill");
+    }
+
+    /// Whether `pid` is gone (or a zombie awaiting its reaper) within 2 s:
+    /// SIGKILL is asynchronous, so poll its state rather than guess a delay.
+    async fn process_gone(pid: i32) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let gone = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => true,
+                Ok(stat) => stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')),
+            };
+            if gone {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! The runner component: binds to the dispatch consumers it may serve, claims
+//! and runs steps, publishes their events and logs, and heartbeats.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, kv, AckKind};
+use futures::StreamExt;
+use outpost_schemas::job::TagSet;
+use outpost_schemas::{
+    subjects, Event, Header, LogEntry, LogStream, RunnerHeartbeat, RunnerState, StepClaimed,
+    StepDispatched, StepFinished, StepOutcome, StepStarted,
+};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::bus::{self, BusError, NatsOptions};
+use crate::executor::{self, Exit};
+
+pub const DEFAULT_CAPACITY: usize = 50;
+
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// Runner identity; replicas share it. `_local` for the embedded runner.
+    pub runner_id: String,
+    pub tags: TagSet,
+    /// Serve the control plane's local dispatch subject instead of tag sets.
+    pub local: bool,
+    pub nats: NatsOptions,
+    /// Most steps this process runs at once; at the limit it stops fetching.
+    pub capacity: usize,
+    pub work_dir: PathBuf,
+    /// How long running steps may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    pub heartbeat_every: Duration,
+    /// Long-poll expiry of each fetch.
+    pub fetch_expiry: Duration,
+    /// In-progress ack cadence; must be well under the consumers' `ack_wait`.
+    pub progress_every: Duration,
+}
+
+impl RunnerOptions {
+    pub fn new(runner_id: impl Into<String>, tags: TagSet, nats: NatsOptions) -> Self {
+        let runner_id = runner_id.into();
+        RunnerOptions {
+            work_dir: std::env::temp_dir().join(format!("outpost-runner-{runner_id}")),
+            runner_id,
+            tags,
+            local: false,
+            nats,
+            capacity: DEFAULT_CAPACITY,
+            shutdown_grace: Duration::from_secs(30),
+            heartbeat_every: Duration::from_secs(5),
+            fetch_expiry: Duration::from_secs(5),
+            progress_every: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("runner id `{0}` is not valid: use letters, digits, `_` or `-`, not starting with `_`")]
+    BadId(String),
+    #[error("cannot create work dir {path}: {source}")]
+    WorkDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the control plane has not created `{what}` yet (is it running?): {message}")]
+    Topology { what: String, message: String },
+}
+
+/// Why a running step's token was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelReason {
+    Abort,
+    ShutdownDeadline,
+}
+
+struct Running {
+    execution_id: Uuid,
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<CancelReason>>>,
+}
+
+struct Shared {
+    opts: RunnerOptions,
+    js: jetstream::Context,
+    claims: kv::Store,
+    replica_id: Uuid,
+    hostname: String,
+    running: Mutex<HashMap<(Uuid, u32), Running>>,
+    slots: Arc<Semaphore>,
+}
+
+pub struct Runner {
+    opts: RunnerOptions,
+}
+
+impl Runner {
+    pub fn new(opts: RunnerOptions) -> Self {
+        Runner { opts }
+    }
+
+    /// Runs until `shutdown` fires, then stops fetching, lets running steps
+    /// finish within `shutdown_grace`, kills what remains and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
+        let opts = self.opts;
+        let id_ok = opts.local
+            || outpost_schemas::job::check_name("runner id", &opts.runner_id, |c| {
+                c == '_' || c == '-'
+            })
+            .is_ok();
+        if !id_ok {
+            return Err(RunnerError::BadId(opts.runner_id));
+        }
+        std::fs::create_dir_all(&opts.work_dir).map_err(|source| RunnerError::WorkDir {
+            path: opts.work_dir.clone(),
+            source,
+        })?;
+        let (client, js) = bus::connect(&opts.nats, Duration::from_secs(60)).await?;
+        let claims = wait_for_bucket(&js, subjects::CLAIMS_BUCKET, &shutdown).await?;
+        let shared = Arc::new(Shared {
+            slots: Arc::new(Semaphore::new(opts.capacity)),
+            hostname: hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "unknown".into()),
+            replica_id: Uuid::now_v7(),
+            running: Mutex::new(HashMap::new()),
+            opts,
+            js,
+            claims,
+        });
+        tracing::info!(
+            runner_id = %shared.opts.runner_id,
+            replica_id = %shared.replica_id,
+            tags = ?shared.opts.tags.tags(),
+            "runner started"
+        );
+
+        let fetchers = TaskTracker::new();
+        let steps = TaskTracker::new();
+        let stop_fetching = shutdown.child_token();
+
+        let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), stop_fetching.clone()));
+        let aborts = tokio::spawn(abort_listener(shared.clone(), client.clone(), stop_fetching.clone()));
+        if shared.opts.local {
+            fetchers.spawn(fetch_loop(
+                shared.clone(),
+                subjects::dispatch_consumer(subjects::LOCAL_TOKEN),
+                steps.clone(),
+                stop_fetching.clone(),
+            ));
+        } else {
+            fetchers.spawn(bind_tag_sets(
+                shared.clone(),
+                fetchers.clone(),
+                steps.clone(),
+                stop_fetching.clone(),
+            ));
+        }
+
+        shutdown.cancelled().await;
+        tracing::info!(runner_id = %shared.opts.runner_id, "stopping: no new steps; waiting for running ones");
+        fetchers.close();
+        fetchers.wait().await;
+        steps.close();
+        if tokio::time::timeout(shared.opts.shutdown_grace, steps.wait()).await.is_err() {
+            tracing::warn!(runner_id = %shared.opts.runner_id, "shutdown deadline passed; killing running steps");
+            for r in shared.running.lock().unwrap().values() {
+                *r.reason.lock().unwrap() = Some(CancelReason::ShutdownDeadline);
+                r.cancel.cancel();
+            }
+            steps.wait().await;
+        }
+        heartbeat.abort();
+        aborts.abort();
+        let _ = publish_heartbeat(&shared, RunnerState::Stopped).await;
+        client.flush().await.ok();
+        Ok(())
+    }
+}
+
+async fn wait_for_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    shutdown: &CancellationToken,
+) -> Result<kv::Store, RunnerError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match js.get_key_value(bucket).await {
+            Ok(kv) => return Ok(kv),
+            Err(err) => {
+                tracing::warn!(error = %err, bucket, "waiting for the control plane to create the bucket");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Err(RunnerError::Topology { what: bucket.into(), message: err.to_string() }),
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Watches the tag-set registry and starts a fetch loop for every registered
+/// set that this runner's tags satisfy.
+async fn bind_tag_sets(
+    shared: Arc<Shared>,
+    fetchers: TaskTracker,
+    steps: TaskTracker,
+    stop: CancellationToken,
+) {
+    let registry = match wait_for_bucket(&shared.js, subjects::TAGSETS_BUCKET, &stop).await {
+        Ok(kv) => kv,
+        Err(_) => return,
+    };
+    let mut bound: HashSet<String> = HashSet::new();
+    loop {
+        let mut watch = match registry.watch_all().await {
+            Ok(w) => w,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot watch the tag-set registry; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            let entry = tokio::select! {
+                e = watch.next() => e,
+                _ = stop.cancelled() => return,
+            };
+            let entry = match entry {
+                Some(Ok(e)) => e,
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "tag-set watch failed; re-watching");
+                    break;
+                }
+                None => break,
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let set: TagSet = match serde_json::from_slice(&entry.value) {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!(error = %err, key = entry.key, "ignoring malformed tag-set entry");
+                    continue;
+                }
+            };
+            if set.satisfied_by(&shared.opts.tags) && bound.insert(set.token()) {
+                tracing::info!(runner_id = %shared.opts.runner_id, tag_set = %set.token(), "serving tag set");
+                fetchers.spawn(fetch_loop(
+                    shared.clone(),
+                    subjects::dispatch_consumer(&set.token()),
+                    steps.clone(),
+                    stop.clone(),
+                ));
+            }
+        }
+    }
+}
+
+/// Long-polls one consumer, one message per free slot.
+async fn fetch_loop(shared: Arc<Shared>, consumer_name: String, steps: TaskTracker, stop: CancellationToken) {
+    let consumer = loop {
+        match shared
+            .js
+            .get_consumer_from_stream::<pull::Config, _, _>(&consumer_name, subjects::DISPATCH_STREAM)
+            .await
+        {
+            Ok(c) => break c,
+            Err(err) => {
+                tracing::warn!(error = %err, consumer = consumer_name, "consumer not available yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    loop {
+        let permit = tokio::select! {
+            p = shared.slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = stop.cancelled() => return,
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        // A fetch is a long poll: it returns as soon as a message exists, or
+        // empty after `fetch_expiry`. Not interrupted by `stop`, so that a
+        // message that arrives meanwhile is handed back rather than stranded.
+        let batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(shared.opts.fetch_expiry)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(err) => {
+                tracing::warn!(error = %err, consumer = consumer_name, "fetch failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
+        };
+        while let Some(msg) = batch.next().await {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(err) => {
+                    tracing::debug!(error = %err, consumer = consumer_name, "fetch ended");
+                    continue;
+                }
+            };
+            if stop.is_cancelled() {
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
+            steps.spawn(handle_dispatch(shared.clone(), msg, permit));
+            break;
+        }
+    }
+}
+
+async fn handle_dispatch(
+    shared: Arc<Shared>,
+    msg: jetstream::Message,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let dispatched: StepDispatched = match serde_json::from_slice(&msg.payload) {
+        Ok(d) => d,
+        Err(err) => {
+            tracing::error!(error = %err, subject = %msg.subject, "malformed dispatch message; terminating it");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let execution_id = dispatched.execution_id;
+    let step = dispatched.step;
+    let runner_id = shared.opts.runner_id.clone();
+    let key = subjects::claim_key(execution_id, step);
+    let me = shared.replica_id.to_string();
+    match shared.claims.create(&key, me.clone().into()).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+            let owner = shared
+                .claims
+                .get(&key)
+                .await
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default();
+            if owner == me {
+                // Our own step, redelivered during a hiccup: the task running
+                // it will ack it.
+                return;
+            }
+            // Claimed before by a replica that stopped acknowledging it. A
+            // started step never starts twice; it ends as lost instead.
+            tracing::warn!(execution_id = %execution_id, step, runner_id, owner, "step was claimed by a replica that went silent; marking it runner-lost");
+            let finished = Event::StepFinished(StepFinished {
+                header: Header::now(),
+                execution_id,
+                step,
+                runner_id: runner_id.clone(),
+                outcome: StepOutcome::Failed,
+                exit_code: None,
+                reason: Some(format!("runner-lost: replica {owner} claimed the step and stopped acknowledging it")),
+                log_chunks: 0,
+            });
+            if bus::publish_event(&shared.js, &finished).await.is_ok() {
+                let _ = msg.double_ack().await;
+            }
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, execution_id = %execution_id, step, "cannot record claim; handing the step back");
+            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            return;
+        }
+    }
+
+    let cancel = CancellationToken::new();
+    let reason = Arc::new(Mutex::new(None));
+    shared.running.lock().unwrap().insert(
+        (execution_id, step),
+        Running {
+            execution_id,
+            cancel: cancel.clone(),
+            reason: reason.clone(),
+        },
+    );
+    let (message, acker) = msg.split();
+    drop(message);
+    let acker = Arc::new(acker);
+    let progress = {
+        let acker = acker.clone();
+        let every = shared.opts.progress_every;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(err) = acker.ack_with(AckKind::Progress).await {
+                    tracing::warn!(error = %err, "in-progress ack failed");
+                }
+            }
+        })
+    };
+
+    let result = run_claimed(&shared, &dispatched, cancel, reason).await;
+    progress.abort();
+    shared.running.lock().unwrap().remove(&(execution_id, step));
+    match result {
+        Ok(()) => {
+            if let Err(err) = acker.double_ack().await {
+                // The finished event is stored; a redelivery will find our claim.
+                tracing::warn!(error = %err, execution_id = %execution_id, step, "final ack failed");
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, execution_id = %execution_id, step, runner_id, "could not report the step; leaving it to redelivery");
+        }
+    }
+}
+
+async fn run_claimed(
+    shared: &Shared,
+    d: &StepDispatched,
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<CancelReason>>>,
+) -> Result<(), BusError> {
+    let runner_id = shared.opts.runner_id.clone();
+    let (execution_id, step) = (d.execution_id, d.step);
+    bus::publish_event(
+        &shared.js,
+        &Event::StepClaimed(StepClaimed {
+            header: Header::now(),
+            execution_id,
+            step,
+            runner_id: runner_id.clone(),
+            replica_id: shared.replica_id,
+            hostname: shared.hostname.clone(),
+        }),
+    )
+    .await?;
+
+    let (tx, rx) = mpsc::channel::<LogEntry>(1024);
+    let pump = tokio::spawn(crate::logs::pump(
+        shared.js.clone(),
+        execution_id,
+        step,
+        runner_id.clone(),
+        rx,
+    ));
+    let mut env: BTreeMap<String, String> = d.env.clone();
+    env.insert("OUTPOST_EXECUTION_ID".into(), execution_id.to_string());
+    env.insert("OUTPOST_STEP".into(), step.to_string());
+    let script_name = format!("{}-{step}.script", execution_id.simple());
+    let (outcome, exit_code, why) =
+        match executor::spawn(&d.command, &env, &shared.opts.work_dir, &script_name, tx.clone()) {
+            Err(err) => {
+                system_line(&tx, format!("could not start the step: {err}")).await;
+                (StepOutcome::Failed, None, Some(err.to_string()))
+            }
+            Ok(proc) => {
+                bus::publish_event(
+                    &shared.js,
+                    &Event::StepStarted(StepStarted {
+                        header: Header::now(),
+                        execution_id,
+                        step,
+                        runner_id: runner_id.clone(),
+                        pid: Some(proc.pid()),
+                    }),
+                )
+                .await?;
+                tracing::debug!(execution_id = %execution_id, step, runner_id, "step started");
+                match proc.wait(cancel).await {
+                    Exit::Code(0) => (StepOutcome::Succeeded, Some(0), None),
+                    Exit::Code(c) => {
+                        system_line(&tx, format!("exit code {c}")).await;
+                        (StepOutcome::Failed, Some(c), Some(format!("exit code {c}")))
+                    }
+                    Exit::Signal(s) => {
+                        system_line(&tx, format!("killed by signal {s}")).await;
+                        (StepOutcome::Failed, None, Some(format!("killed by signal {s}")))
+                    }
+                    Exit::Killed => match *reason.lock().unwrap() {
+                        Some(CancelReason::ShutdownDeadline) => (
+                            StepOutcome::Failed,
+                            None,
+                            Some("runner shutdown deadline passed; step killed".into()),
+                        ),
+                        _ => (StepOutcome::Aborted, None, Some("aborted".into())),
+                    },
+                }
+            }
+        };
+    drop(tx);
+    let log_chunks = pump.await.expect("log pump does not panic")?;
+    bus::publish_event(
+        &shared.js,
+        &Event::StepFinished(StepFinished {
+            header: Header::now(),
+            execution_id,
+            step,
+            runner_id,
+            outcome,
+            exit_code,
+            reason: why,
+            log_chunks,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn system_line(tx: &mpsc::Sender<LogEntry>, text: String) {
+    let _ = tx
+        .send(LogEntry {
+            time: chrono::Utc::now(),
+            stream: LogStream::System,
+            level: "ERROR".into(),
+            log: text,
+        })
+        .await;
+}
+
+async fn abort_listener(shared: Arc<Shared>, client: async_nats::Client, stop: CancellationToken) {
+    let mut sub = match client.subscribe("outpost.abort.*").await {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot subscribe to abort notices");
+            return;
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => m,
+            _ = stop.cancelled() => return,
+        };
+        let Some(msg) = msg else { return };
+        let Some(id) = msg.subject.rsplit('.').next().and_then(|s| Uuid::parse_str(s).ok()) else {
+            continue;
+        };
+        for r in shared.running.lock().unwrap().values() {
+            if r.execution_id == id {
+                *r.reason.lock().unwrap() = Some(CancelReason::Abort);
+                r.cancel.cancel();
+                tracing::info!(execution_id = %id, runner_id = %shared.opts.runner_id, "aborting step");
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.opts.heartbeat_every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(err) = publish_heartbeat(&shared, RunnerState::Running).await {
+            tracing::warn!(error = %err, runner_id = %shared.opts.runner_id, "heartbeat failed");
+        }
+    }
+}
+
+async fn publish_heartbeat(shared: &Shared, state: RunnerState) -> Result<bool, BusError> {
+    let running = shared.running.lock().unwrap().len() as u32;
+    let hb = RunnerHeartbeat {
+        header: Header::now(),
+        runner_id: shared.opts.runner_id.clone(),
+        replica_id: shared.replica_id,
+        version: env!("CARGO_PKG_VERSION").into(),
+        hostname: shared.hostname.clone(),
+        tags: shared.opts.tags.tags().to_vec(),
+        local: shared.opts.local,
+        running_steps: running,
+        capacity: shared.opts.capacity as u32,
+        state,
+    };
+    let subject = subjects::heartbeat(&shared.opts.runner_id, shared.replica_id);
+    bus::publish_json(&shared.js, &subject, &hb.header.message_id.to_string(), &hb).await
+}
