@@ -210,6 +210,9 @@ pub struct ExecutionFinished {
     pub failed_steps: Vec<StepNo>,
     /// Steps never run because an earlier one failed or the run was aborted.
     pub skipped_steps: Vec<StepNo>,
+    /// Why, when it did not succeed in the ordinary way (`aborted by …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Someone asked to stop an execution.

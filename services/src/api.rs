@@ -1,0 +1,634 @@
+//! The REST API (axum), shaped after Rundeck's: `/api/v1/project/{p}/jobs`,
+//! `/api/v1/job/{id}/run`, `/api/v1/execution/{id}/output`, …
+//!
+//! Stateless: reads come from KV and streams, and a run is one event publish.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use outpost_runner::bus;
+use outpost_schemas::state::ExecutionState;
+use outpost_schemas::{subjects, AbortRequested, Event, ExecutionRequested, Header, LogChunk};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::job_yaml;
+use crate::store::{DupeOption, JobRecord, Project, Store, StoreError};
+use crate::{fleet, ServiceError};
+
+pub const API_PREFIX: &str = "/api/v1";
+const DEFAULT_MAX_ENTRIES: usize = 5000;
+
+#[derive(Clone)]
+struct AppState {
+    js: jetstream::Context,
+    client: async_nats::Client,
+    store: Store,
+}
+
+pub struct Api {
+    listener: TcpListener,
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl Api {
+    /// Binds now, so that the caller learns the address (port 0 in tests).
+    pub async fn bind(addr: &str, client: async_nats::Client, js: jetstream::Context) -> Result<Self, ServiceError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind {
+            addr: addr.into(),
+            source,
+        })?;
+        Ok(Api { listener, client, js })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
+        let store = Store::open(&self.js).await?;
+        tracing::info!(addr = %self.local_addr(), "api listening");
+        let state = AppState {
+            js: self.js,
+            client: self.client,
+            store,
+        };
+        axum::serve(self.listener, router(state))
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .map_err(|e| ServiceError::Nats(format!("http server: {e}")))
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/health", get(health))
+        .route("/projects", get(list_projects).post(create_project))
+        .route("/project/{project}/jobs", get(list_jobs))
+        .route("/project/{project}/jobs/import", post(import_jobs))
+        .route("/project/{project}/job/{*name}", get(job_by_name))
+        .route("/project/{project}/executions", get(list_executions))
+        .route("/job/{id}", get(get_job).put(put_job).delete(delete_job))
+        .route("/job/{id}/run", post(run_job))
+        .route("/execution/{id}", get(get_execution))
+        .route("/execution/{id}/output", get(get_output))
+        .route("/execution/{id}/output/stream", get(stream_output))
+        .route("/execution/{id}/abort", post(abort_execution))
+        .route("/runners", get(list_runners));
+    Router::new()
+        .route("/", get(index))
+        .nest(API_PREFIX, api)
+        .with_state(state)
+}
+
+/// Rundeck-style error body: `{"error": true, "errorCode": …, "message": …}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "api.error.item.doesnotexist", what)
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "api.error.invalid.request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(error = %self.message, "api error");
+        }
+        let body = json!({"error": true, "errorCode": self.code, "message": self.message});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoProject(p) => ApiError::not_found(format!("project `{p}` does not exist")),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "api.error.item.conflict", m),
+            StoreError::Invalid(m) => ApiError::invalid(m),
+            StoreError::Service(s) => s.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api.error.unavailable", e.to_string())
+    }
+}
+
+impl From<bus::BusError> for ApiError {
+    fn from(e: bus::BusError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn parse_id(id: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(id).map_err(|_| ApiError::invalid(format!("`{id}` is not a UUID")))
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("ui/index.html"),
+    )
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn list_projects(State(s): State<AppState>) -> ApiResult<Json<Vec<Project>>> {
+    Ok(Json(s.store.projects().await?))
+}
+
+async fn create_project(State(s): State<AppState>, Json(p): Json<Project>) -> ApiResult<(StatusCode, Json<Project>)> {
+    s.store.create_project(&p).await?;
+    Ok((StatusCode::CREATED, Json(p)))
+}
+
+#[derive(Serialize)]
+struct JobSummary {
+    id: Uuid,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    project: String,
+    description: String,
+    href: String,
+}
+
+impl From<&JobRecord> for JobSummary {
+    fn from(r: &JobRecord) -> Self {
+        JobSummary {
+            id: r.id,
+            name: r.job.name.clone(),
+            group: r.job.group.clone(),
+            project: r.project.clone(),
+            description: r.job.description.clone(),
+            href: format!("{API_PREFIX}/job/{}", r.id),
+        }
+    }
+}
+
+async fn list_jobs(State(s): State<AppState>, Path(project): Path<String>) -> ApiResult<Json<Vec<JobSummary>>> {
+    s.store.require_project(&project).await?;
+    let jobs = s.store.jobs(&project).await?;
+    Ok(Json(jobs.iter().map(JobSummary::from).collect()))
+}
+
+#[derive(Deserialize)]
+struct ImportQuery {
+    #[serde(rename = "dupeOption", default)]
+    dupe_option: DupeOption,
+}
+
+async fn import_jobs(
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+    Query(q): Query<ImportQuery>,
+    body: String,
+) -> ApiResult<Json<serde_json::Value>> {
+    s.store.require_project(&project).await?;
+    let jobs = job_yaml::parse_jobs(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "api.error.jobs.import.invalid", e.to_string())
+    })?;
+    let imported = s.store.import(&project, jobs, q.dupe_option).await?;
+    tracing::info!(project, count = imported.len(), "jobs imported");
+    Ok(Json(json!({ "succeeded": imported })))
+}
+
+async fn job_by_name(
+    State(s): State<AppState>,
+    Path((project, name)): Path<(String, String)>,
+) -> ApiResult<Json<JobRecord>> {
+    s.store.require_project(&project).await?;
+    s.store
+        .job_by_name(&project, &name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no job `{name}` in project `{project}`")))
+}
+
+#[derive(Deserialize)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+async fn get_job(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<FormatQuery>) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let rec = s
+        .store
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    Ok(match q.format.as_deref() {
+        Some("yaml") => (
+            [(header::CONTENT_TYPE, "application/yaml")],
+            job_yaml::to_yaml(std::slice::from_ref(&rec.job)),
+        )
+            .into_response(),
+        _ => Json(rec).into_response(),
+    })
+}
+
+async fn put_job(State(s): State<AppState>, Path(id): Path<String>, body: String) -> ApiResult<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    let rec = s
+        .store
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let mut jobs = job_yaml::parse_jobs(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "api.error.jobs.import.invalid", e.to_string())
+    })?;
+    if jobs.len() != 1 {
+        return Err(ApiError::invalid("PUT /job/{id} takes exactly one job"));
+    }
+    let mut job = jobs.remove(0);
+    match job.uuid {
+        Some(u) if u != id => return Err(ApiError::invalid(format!("the body's uuid {u} is not {id}"))),
+        _ => job.uuid = Some(id),
+    }
+    let imported = s.store.import(&rec.project, vec![job], DupeOption::Update).await?;
+    Ok(Json(json!({ "succeeded": imported })))
+}
+
+async fn delete_job(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    match s.store.delete_job(id).await? {
+        Some(rec) => {
+            tracing::info!(job_id = %id, project = rec.project, "job deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::not_found(format!("no job {id}"))),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RunRequest {
+    #[serde(default)]
+    options: BTreeMap<String, String>,
+}
+
+async fn run_job(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Option<Json<RunRequest>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let rec = s
+        .store
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    if !rec.job.execution_enabled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "api.error.execution.disabled",
+            format!("job `{}` has executionEnabled: false", rec.job.full_name()),
+        ));
+    }
+    let options = resolve_options(&rec, req.options)?;
+    let execution_id = Uuid::now_v7();
+    let event = Event::ExecutionRequested(ExecutionRequested {
+        header: Header::now(),
+        execution_id,
+        project: rec.project.clone(),
+        job_id: rec.id,
+        job: rec.job.clone(),
+        options,
+        requested_by: "anonymous".into(),
+    });
+    bus::publish_event(&s.js, &event).await?;
+    tracing::info!(execution_id = %execution_id, job = %rec.job.full_name(), "run accepted");
+    Ok(Json(json!({
+        "id": execution_id,
+        "href": format!("{API_PREFIX}/execution/{execution_id}"),
+        "status": "queued",
+        "project": rec.project,
+        "job": {"id": rec.id, "name": rec.job.name, "group": rec.job.group},
+    })))
+}
+
+/// Applies defaults and checks the given values against the job's options.
+fn resolve_options(rec: &JobRecord, mut given: BTreeMap<String, String>) -> ApiResult<BTreeMap<String, String>> {
+    let job = &rec.job;
+    if let Some(unknown) = given.keys().find(|k| !job.options.iter().any(|o| &&o.name == k)) {
+        return Err(ApiError::invalid(format!(
+            "job `{}` has no option `{unknown}`",
+            job.full_name()
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for opt in &job.options {
+        if opt.secure {
+            return Err(ApiError::invalid(format!(
+                "option `{}` is secure, and secure option delivery is not implemented yet; running would put its value in plain text on the event stream",
+                opt.name
+            )));
+        }
+        let value = given.remove(&opt.name).or_else(|| opt.value.clone());
+        match value {
+            None if opt.required => {
+                return Err(ApiError::invalid(format!(
+                    "option `{}` is required and has no default",
+                    opt.name
+                )))
+            }
+            None => {}
+            Some(v) => {
+                if opt.enforced && !opt.values.contains(&v) {
+                    return Err(ApiError::invalid(format!(
+                        "option `{}` must be one of {:?}, not `{v}`",
+                        opt.name, opt.values
+                    )));
+                }
+                out.insert(opt.name.clone(), v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    max: Option<usize>,
+}
+
+async fn list_executions(
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    s.store.require_project(&project).await?;
+    let max = q.max.unwrap_or(20).clamp(1, 1000);
+    let executions = s.store.executions(&project, max).await?;
+    Ok(Json(json!({"executions": executions})))
+}
+
+async fn get_execution(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ExecutionState>> {
+    let id = parse_id(&id)?;
+    s.store
+        .execution(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))
+}
+
+/// One output line, in Rundeck's `/execution/{id}/output` shape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutputEntry {
+    pub time: String,
+    pub absolute_time: DateTime<Utc>,
+    pub level: String,
+    pub log: String,
+    /// 1-based step number, as a string like Rundeck's.
+    pub stepctx: String,
+    pub runner: String,
+    pub stream: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputPage {
+    pub id: Uuid,
+    /// Pass back as `offset` to continue after the last entry returned.
+    pub offset: String,
+    /// The execution is over and every entry has been returned.
+    pub completed: bool,
+    #[serde(rename = "execCompleted")]
+    pub exec_completed: bool,
+    #[serde(rename = "execState")]
+    pub exec_state: String,
+    pub entries: Vec<OutputEntry>,
+}
+
+#[derive(Deserialize)]
+struct OutputQuery {
+    offset: Option<String>,
+    maxlines: Option<usize>,
+}
+
+fn parse_offset(offset: Option<&str>) -> ApiResult<u64> {
+    match offset {
+        None | Some("") => Ok(0),
+        Some(o) => o
+            .parse()
+            .map_err(|_| ApiError::invalid(format!("offset `{o}` is not a number"))),
+    }
+}
+
+async fn get_output(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<OutputQuery>,
+) -> ApiResult<Json<OutputPage>> {
+    let id = parse_id(&id)?;
+    let offset = parse_offset(q.offset.as_deref())?;
+    let max = q.maxlines.unwrap_or(DEFAULT_MAX_ENTRIES).max(1);
+    Ok(Json(output_page(&s, id, offset, max).await?))
+}
+
+/// Reads whole chunks after stream sequence `offset` until `max` entries or
+/// the end of the execution's log.
+async fn output_page(s: &AppState, id: Uuid, mut offset: u64, max: usize) -> ApiResult<OutputPage> {
+    // State first: if it is terminal now, every chunk is already stored,
+    // because runners publish a step's finished event after its last chunk.
+    let state = s
+        .store
+        .execution(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+    let stream = s
+        .js
+        .get_stream_no_info(subjects::LOGS_STREAM)
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    let filter = subjects::logs_of(id);
+    let mut entries = Vec::new();
+    let mut at_end = false;
+    while entries.len() < max {
+        match stream.direct_get_next_for_subject(filter.as_str(), Some(offset + 1)).await {
+            Ok(msg) => {
+                offset = msg.sequence;
+                match serde_json::from_slice::<LogChunk>(&msg.payload) {
+                    Ok(chunk) => entries.extend(chunk.entries.into_iter().map(|e| OutputEntry {
+                        time: e.time.format("%H:%M:%S").to_string(),
+                        absolute_time: e.time,
+                        level: e.level,
+                        log: e.log,
+                        stepctx: chunk.step.to_string(),
+                        runner: chunk.runner_id.clone(),
+                        stream: format!("{:?}", e.stream).to_lowercase(),
+                    })),
+                    Err(err) => tracing::warn!(error = %err, execution_id = %id, seq = offset, "skipping malformed log chunk"),
+                }
+            }
+            Err(e) if matches!(e.kind(), async_nats::jetstream::stream::DirectGetErrorKind::NotFound) => {
+                at_end = true;
+                break;
+            }
+            Err(e) => return Err(ServiceError::Nats(e.to_string()).into()),
+        }
+    }
+    let exec_completed = state.status.is_terminal();
+    Ok(OutputPage {
+        id,
+        offset: offset.to_string(),
+        completed: exec_completed && at_end,
+        exec_completed,
+        exec_state: format!("{:?}", state.status).to_lowercase(),
+        entries,
+    })
+}
+
+/// Server-sent events: `output` events carry [`OutputPage`]s as they come,
+/// then one `end` event carries the final execution state.
+async fn stream_output(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<OutputQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let id = parse_id(&id)?;
+    let offset = parse_offset(q.offset.as_deref())?;
+    // Fail fast on an unknown execution rather than streaming nothing.
+    output_page(&s, id, offset, 1).await?;
+    let (tx, rx) = mpsc::channel::<SseEvent>(16);
+    tokio::spawn(follow(s, id, offset, tx));
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn follow(s: AppState, id: Uuid, mut offset: u64, tx: mpsc::Sender<SseEvent>) {
+    // Subscribe before reading, so nothing published in between is missed:
+    // every log chunk and every state change wakes us.
+    let mut logs = match s.client.subscribe(subjects::logs_of(id)).await {
+        Ok(sub) => sub,
+        Err(_) => return,
+    };
+    let mut changes = match s.store.executions_bucket().watch(subjects::execution_key(id)).await {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    loop {
+        let page = match output_page(&s, id, offset, DEFAULT_MAX_ENTRIES).await {
+            Ok(p) => p,
+            Err(err) => {
+                let _ = tx
+                    .send(SseEvent::default().event("error").data(err.message))
+                    .await;
+                return;
+            }
+        };
+        offset = page.offset.parse().unwrap_or(offset);
+        let completed = page.completed;
+        let more = page.entries.len() >= DEFAULT_MAX_ENTRIES;
+        if !page.entries.is_empty() {
+            let data = serde_json::to_string(&page).expect("page serialises");
+            if tx.send(SseEvent::default().event("output").data(data)).await.is_err() {
+                return;
+            }
+        }
+        if completed {
+            if let Ok(Some(state)) = s.store.execution(id).await {
+                let data = serde_json::to_string(&state).expect("state serialises");
+                let _ = tx.send(SseEvent::default().event("end").data(data)).await;
+            }
+            return;
+        }
+        if more {
+            continue;
+        }
+        // The timeout is a safety net against a missed wake-up, not the cadence.
+        tokio::select! {
+            _ = logs.next() => {}
+            _ = changes.next() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+async fn abort_execution(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    let state = s
+        .store
+        .execution(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+    if state.status.is_terminal() {
+        return Ok(Json(json!({
+            "abort": {"status": "failed", "reason": format!("execution is already {:?}", state.status).to_lowercase()},
+            "execution": {"id": id, "status": state.status},
+        })));
+    }
+    bus::publish_event(
+        &s.js,
+        &Event::AbortRequested(AbortRequested {
+            header: Header::now(),
+            execution_id: id,
+            requested_by: "anonymous".into(),
+        }),
+    )
+    .await?;
+    tracing::info!(execution_id = %id, "abort requested");
+    Ok(Json(json!({
+        "abort": {"status": "pending"},
+        "execution": {"id": id, "status": state.status},
+    })))
+}
+
+#[derive(Serialize)]
+struct RunnerView {
+    #[serde(flatten)]
+    heartbeat: outpost_schemas::RunnerHeartbeat,
+    live: bool,
+}
+
+async fn list_runners(State(s): State<AppState>, _h: HeaderMap) -> ApiResult<Json<Vec<RunnerView>>> {
+    let hbs = fleet::heartbeats(&s.js).await.map_err(ServiceError::Nats)?;
+    Ok(Json(
+        hbs.into_iter()
+            .map(|h| RunnerView {
+                live: fleet::is_live(&h),
+                heartbeat: h,
+            })
+            .collect(),
+    ))
+}

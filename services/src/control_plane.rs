@@ -1,0 +1,129 @@
+//! Runs any set of control-plane services, plus the embedded local runner,
+//! in one process over one NATS connection.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use outpost_runner::bus::{self, NatsOptions};
+use outpost_runner::{Runner, RunnerOptions};
+use outpost_schemas::job::TagSet;
+use outpost_schemas::subjects;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Api;
+use crate::orchestrator::Orchestrator;
+use crate::projector::Projector;
+use crate::{topology, ServiceError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub orchestrator: bool,
+    pub projector: bool,
+    pub local_runner: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        orchestrator: true,
+        projector: true,
+        local_runner: true,
+    };
+    pub const NONE: Roles = Roles {
+        api: false,
+        orchestrator: false,
+        projector: false,
+        local_runner: false,
+    };
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlPlaneOptions {
+    pub nats: NatsOptions,
+    pub roles: Roles,
+    /// API listen address; port 0 picks one.
+    pub listen: String,
+    pub local_runner_work_dir: Option<PathBuf>,
+}
+
+pub struct ControlPlane {
+    opts: ControlPlaneOptions,
+}
+
+/// A started control plane: where its API listens, and its tasks.
+pub struct ControlPlaneHandle {
+    pub api_addr: Option<SocketAddr>,
+    tasks: JoinSet<(&'static str, Result<(), String>)>,
+}
+
+impl ControlPlane {
+    pub fn new(opts: ControlPlaneOptions) -> Self {
+        ControlPlane { opts }
+    }
+
+    /// Connects, creates the topology and starts every role; returns once the
+    /// API is bound. Everything stops when `shutdown` fires.
+    pub async fn start(self, shutdown: CancellationToken) -> Result<ControlPlaneHandle, ServiceError> {
+        let opts = self.opts;
+        let (client, js) = bus::connect(&opts.nats, std::time::Duration::from_secs(60)).await?;
+        topology::ensure(&js).await?;
+        let mut tasks = JoinSet::new();
+        let mut api_addr = None;
+        if opts.roles.api {
+            let api = Api::bind(&opts.listen, client.clone(), js.clone()).await?;
+            api_addr = Some(api.local_addr());
+            let s = shutdown.clone();
+            tasks.spawn(async move { ("api", api.run(s).await.map_err(|e| e.to_string())) });
+        }
+        if opts.roles.orchestrator {
+            let o = Orchestrator::new(client.clone(), js.clone());
+            let s = shutdown.clone();
+            tasks.spawn(async move { ("orchestrator", o.run(s).await.map_err(|e| e.to_string())) });
+        }
+        if opts.roles.projector {
+            let p = Projector::new(js.clone());
+            let s = shutdown.clone();
+            tasks.spawn(async move { ("projector", p.run(s).await.map_err(|e| e.to_string())) });
+        }
+        if opts.roles.local_runner {
+            let mut ro = RunnerOptions::new(
+                subjects::LOCAL_RUNNER_ID,
+                TagSet::new(Vec::<String>::new()).expect("empty tag set"),
+                NatsOptions {
+                    name: "outpost local runner".into(),
+                    inbox_prefix: None,
+                    ..opts.nats.clone()
+                },
+            );
+            ro.local = true;
+            if let Some(dir) = &opts.local_runner_work_dir {
+                ro.work_dir = dir.clone();
+            }
+            let s = shutdown.clone();
+            tasks.spawn(async move { ("local runner", Runner::new(ro).run(s).await.map_err(|e| e.to_string())) });
+        }
+        Ok(ControlPlaneHandle { api_addr, tasks })
+    }
+}
+
+impl ControlPlaneHandle {
+    /// Waits for every role to stop; the first failure is returned.
+    pub async fn wait(mut self) -> Result<(), ServiceError> {
+        let mut first_err = None;
+        while let Some(res) = self.tasks.join_next().await {
+            match res {
+                Ok((_, Ok(()))) => {}
+                Ok((role, Err(e))) => {
+                    tracing::error!(error = %e, role, "service failed");
+                    first_err.get_or_insert(ServiceError::Invalid(format!("{role}: {e}")));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(ServiceError::Invalid(format!("task panicked: {e}")));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,89 @@
+//! What the control plane knows about runners: their latest heartbeats.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::Utc;
+use outpost_schemas::job::Target;
+use outpost_schemas::{subjects, RunnerHeartbeat, RunnerState};
+
+/// A runner replica whose last heartbeat is older than this is not live.
+pub const LIVE_WITHIN: Duration = Duration::from_secs(30);
+
+/// The latest heartbeat of every replica that heartbeated within a day.
+pub async fn heartbeats(js: &jetstream::Context) -> Result<Vec<RunnerHeartbeat>, String> {
+    let stream = js
+        .get_stream(subjects::HEARTBEATS_STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    let info = stream
+        .info_with_subjects("outpost.hb.>")
+        .await
+        .map_err(|e| e.to_string())?;
+    let subjects: Vec<String> = {
+        use futures::TryStreamExt;
+        info.try_collect::<std::collections::HashMap<String, usize>>()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_keys()
+            .collect()
+    };
+    let mut out = Vec::with_capacity(subjects.len());
+    for subject in subjects {
+        match stream.direct_get_last_for_subject(&subject).await {
+            Ok(msg) => match serde_json::from_slice::<RunnerHeartbeat>(&msg.payload) {
+                Ok(hb) => out.push(hb),
+                Err(err) => tracing::warn!(error = %err, subject, "malformed heartbeat"),
+            },
+            Err(err) => tracing::debug!(error = %err, subject, "heartbeat vanished"),
+        }
+    }
+    out.sort_by(|a, b| (&a.runner_id, a.replica_id).cmp(&(&b.runner_id, b.replica_id)));
+    Ok(out)
+}
+
+pub fn is_live(hb: &RunnerHeartbeat) -> bool {
+    let age = Utc::now().signed_duration_since(hb.header.time);
+    hb.state == RunnerState::Running && age.to_std().map(|a| a <= LIVE_WITHIN).unwrap_or(true)
+}
+
+pub fn serves(hb: &RunnerHeartbeat, target: &Target) -> bool {
+    match target {
+        Target::Local => hb.local,
+        Target::Tags(set) => {
+            !hb.local
+                && outpost_schemas::job::TagSet::new(&hb.tags)
+                    .map(|t| set.satisfied_by(&t))
+                    .unwrap_or(false)
+        }
+    }
+}
+
+/// Why a step for `target` cannot start now, or `None` when a live runner
+/// serves it.
+pub async fn why_waiting(js: &jetstream::Context, target: &Target) -> Option<String> {
+    let hbs = match heartbeats(js).await {
+        Ok(h) => h,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read heartbeats");
+            return None;
+        }
+    };
+    let live: Vec<&RunnerHeartbeat> = hbs.iter().filter(|h| is_live(h)).collect();
+    if live.iter().any(|h| serves(h, target)) {
+        return None;
+    }
+    let others: Vec<String> = live
+        .iter()
+        .filter(|h| !h.local)
+        .map(|h| format!("{} [{}]", h.runner_id, h.tags.join(",")))
+        .collect();
+    Some(match target {
+        Target::Local => "the control plane's local runner is not running; the step starts when it connects".into(),
+        Target::Tags(set) => format!(
+            "no live runner carries all of the tags [{}] (live runners: {}); the step stays queued and starts when one connects",
+            set.tags().join(","),
+            if others.is_empty() { "none".into() } else { others.join(", ") }
+        ),
+    })
+}

@@ -1,0 +1,237 @@
+//! Workflow planning: pure functions from a run request to step dispatches,
+//! and from a finished step to what happens next.
+//!
+//! A [`Run`] is the orchestrator's per-execution record in `OUTPOST_RUNS`. It
+//! is rewritten with compare-and-set, so two orchestrator replicas, or one
+//! seeing a redelivery, agree on every transition.
+
+use std::collections::BTreeMap;
+
+use outpost_schemas::job::{LogLevel, Target};
+use outpost_schemas::{
+    ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header, StepCommand, StepDispatched,
+    StepFinished, StepNo, StepOutcome,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    pub target: Target,
+    pub command: StepCommand,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub execution_id: Uuid,
+    pub project: String,
+    pub job_id: Uuid,
+    pub job_name: String,
+    pub keepgoing: bool,
+    pub loglevel: LogLevel,
+    pub env: BTreeMap<String, String>,
+    pub steps: Vec<PlannedStep>,
+    /// The step in flight (1-based).
+    pub current: StepNo,
+    pub failed: Vec<StepNo>,
+    pub abort_requested: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Finish>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finish {
+    pub outcome: ExecutionOutcome,
+    pub skipped: Vec<StepNo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Builds the run: substitutes `${option.*}` and `${job.*}` into every step
+/// and computes the Rundeck-style environment.
+pub fn plan(req: &ExecutionRequested) -> Run {
+    let job = &req.job;
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for opt in &job.options {
+        let value = req.options.get(&opt.name).cloned().unwrap_or_default();
+        env.insert(format!("RD_OPTION_{}", env_name(&opt.name)), value.clone());
+        vars.insert(format!("option.{}", opt.name), value);
+    }
+    let job_vars = [
+        ("name", job.name.clone()),
+        ("group", job.group.clone().unwrap_or_default()),
+        ("id", req.job_id.to_string()),
+        ("execid", req.execution_id.to_string()),
+        ("project", req.project.clone()),
+        ("username", req.requested_by.clone()),
+        ("loglevel", format!("{:?}", job.loglevel).to_uppercase()),
+    ];
+    for (k, v) in job_vars {
+        env.insert(format!("RD_JOB_{}", k.to_uppercase()), v.clone());
+        vars.insert(format!("job.{k}"), v);
+    }
+    let steps = job
+        .sequence
+        .commands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let command = match (&c.exec, &c.script) {
+                (Some(e), _) => StepCommand::Exec {
+                    command: substitute(e, &vars),
+                },
+                (None, Some(s)) => StepCommand::Script {
+                    script: substitute(s, &vars),
+                    args: c.args.as_ref().map(|a| substitute(a, &vars)),
+                    interpreter: c.script_interpreter.clone(),
+                },
+                (None, None) => unreachable!("job validation requires exec or script"),
+            };
+            PlannedStep {
+                target: job.step_target(i),
+                command,
+            }
+        })
+        .collect();
+    Run {
+        execution_id: req.execution_id,
+        project: req.project.clone(),
+        job_id: req.job_id,
+        job_name: job.full_name(),
+        keepgoing: job.sequence.keepgoing,
+        loglevel: job.loglevel,
+        env,
+        steps,
+        current: 1,
+        failed: Vec::new(),
+        abort_requested: false,
+        finished: None,
+    }
+}
+
+/// `RD_OPTION_` suffix, as Rundeck builds it: upper case, `.`/`-` to `_`.
+fn env_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect()
+}
+
+/// Replaces `${key}` for every known key; unknown references stay as they are.
+pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) if vars.contains_key(&after[..end]) => {
+                out.push_str(&vars[&after[..end]]);
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Run {
+    /// The dispatch message for the current step.
+    pub fn dispatch(&self) -> StepDispatched {
+        let step = &self.steps[(self.current - 1) as usize];
+        StepDispatched {
+            header: Header::now(),
+            execution_id: self.execution_id,
+            step: self.current,
+            project: self.project.clone(),
+            job_id: self.job_id,
+            job_name: self.job_name.clone(),
+            target: step.target.clone(),
+            command: step.command.clone(),
+            env: self.env.clone(),
+            loglevel: self.loglevel,
+        }
+    }
+
+    pub fn finished_event(&self) -> Option<ExecutionFinished> {
+        let f = self.finished.as_ref()?;
+        Some(ExecutionFinished {
+            header: Header::now(),
+            execution_id: self.execution_id,
+            outcome: f.outcome,
+            failed_steps: self.failed.clone(),
+            skipped_steps: f.skipped.clone(),
+            reason: f.reason.clone(),
+        })
+    }
+
+    fn remaining_after(&self, step: StepNo) -> Vec<StepNo> {
+        (step + 1..=self.steps.len() as StepNo).collect()
+    }
+
+    /// Applies a finished step. Returns false when the event changes nothing
+    /// (a duplicate, a stale step, or a run already over).
+    pub fn on_step_finished(&mut self, f: &StepFinished) -> bool {
+        if self.finished.is_some() || f.step != self.current {
+            return false;
+        }
+        let last = self.steps.len() as StepNo;
+        match f.outcome {
+            StepOutcome::Succeeded => {}
+            StepOutcome::Failed => self.failed.push(f.step),
+            StepOutcome::Aborted => {}
+        }
+        let stop = |outcome, reason: Option<String>| Finish {
+            outcome,
+            skipped: self.remaining_after(f.step),
+            reason,
+        };
+        if f.outcome == StepOutcome::Aborted || self.abort_requested {
+            self.finished = Some(stop(ExecutionOutcome::Aborted, Some("aborted".into())));
+        } else if f.outcome == StepOutcome::Failed && !self.keepgoing {
+            self.finished = Some(stop(
+                ExecutionOutcome::Failed,
+                Some(format!("step {} failed and keepgoing is false", f.step)),
+            ));
+        } else if f.step == last {
+            let outcome = if self.failed.is_empty() {
+                ExecutionOutcome::Succeeded
+            } else {
+                ExecutionOutcome::Failed
+            };
+            self.finished = Some(Finish {
+                outcome,
+                skipped: Vec::new(),
+                reason: None,
+            });
+        } else {
+            self.current += 1;
+        }
+        true
+    }
+
+    /// Records an abort. When `current_unclaimed` the step in flight never
+    /// started (and now never will), so the run ends here; otherwise it ends
+    /// when the runner reports the killed step.
+    pub fn on_abort(&mut self, current_unclaimed: bool) -> bool {
+        if self.finished.is_some() || (self.abort_requested && !current_unclaimed) {
+            return false;
+        }
+        self.abort_requested = true;
+        if current_unclaimed {
+            self.finished = Some(Finish {
+                outcome: ExecutionOutcome::Aborted,
+                skipped: (self.current..=self.steps.len() as StepNo).collect(),
+                reason: Some("aborted before the step was claimed".into()),
+            });
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

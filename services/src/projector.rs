@@ -1,0 +1,212 @@
+//! The projector: folds the event stream into `OUTPOST_EXECUTIONS`.
+//!
+//! Writes are compare-and-set on the key's revision, and the fold itself is
+//! idempotent, so replicas, redeliveries and replays all converge on the same
+//! state. `rebuild` replays the whole stream into a fresh bucket.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, kv, AckKind};
+use futures::StreamExt;
+use outpost_schemas::state::ExecutionState;
+use outpost_schemas::{subjects, Event};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::projection::{fold, Folded};
+use crate::ServiceError;
+
+const CONCURRENCY: usize = 32;
+
+pub struct Projector {
+    js: jetstream::Context,
+}
+
+impl Projector {
+    pub fn new(js: jetstream::Context) -> Self {
+        Projector { js }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
+        let store = crate::bucket(&self.js, subjects::EXECUTIONS_BUCKET).await?;
+        let consumer: jetstream::consumer::Consumer<pull::Config> = self
+            .js
+            .get_consumer_from_stream(subjects::PROJECTOR_CONSUMER, subjects::EVENTS_STREAM)
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?;
+        tracing::info!("projector started");
+        crate::consume(consumer, shutdown, CONCURRENCY, |msg| handle(&store, msg)).await;
+        tracing::info!("projector stopped");
+        Ok(())
+    }
+}
+
+async fn handle(store: &kv::Store, msg: jetstream::Message) {
+    let event: Event = match serde_json::from_slice(&msg.payload) {
+        Ok(e) => e,
+        Err(err) => {
+            tracing::error!(error = %err, subject = %msg.subject, "malformed event; terminating it");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    match apply(store, &event).await {
+        Ok(true) => {
+            let _ = msg.ack().await;
+        }
+        Ok(false) => {
+            // Its request is not folded yet (another replica has it in hand).
+            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, execution_id = %event.execution_id(), "projection failed; will retry");
+            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        }
+    }
+}
+
+/// Folds one event into the stored state. Returns false when the event must
+/// wait for its execution's request.
+pub async fn apply(store: &kv::Store, event: &Event) -> Result<bool, ServiceError> {
+    let key = subjects::execution_key(event.execution_id());
+    loop {
+        let entry = store
+            .entry(&key)
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?
+            .filter(|e| e.operation == kv::Operation::Put);
+        let current: Option<ExecutionState> = match &entry {
+            Some(e) => Some(
+                serde_json::from_slice(&e.value)
+                    .map_err(|err| ServiceError::Corrupt(format!("execution {key}: {err}")))?,
+            ),
+            None => None,
+        };
+        let next = match fold(current.as_ref(), event) {
+            Folded::Unchanged => return Ok(true),
+            Folded::NeedsRequest => return Ok(false),
+            Folded::Changed(next) => next,
+        };
+        let value: bytes::Bytes = serde_json::to_vec(&next).expect("state serialises").into();
+        let written = match &entry {
+            Some(e) => store.update(&key, value, e.revision).await.map(drop).map_err(|e| {
+                (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())
+            }),
+            None => store.create(&key, value).await.map(drop).map_err(|e| {
+                (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())
+            }),
+        };
+        match written {
+            Ok(()) => return Ok(true),
+            Err((true, _)) => continue,
+            Err((false, message)) => return Err(ServiceError::Nats(message)),
+        }
+    }
+}
+
+/// What `outpost projector rebuild` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RebuildReport {
+    pub bucket: String,
+    pub events: u64,
+    pub executions: usize,
+    /// Events whose execution's request is no longer in the stream.
+    pub orphans: u64,
+}
+
+/// Replays the event stream from its first message into `bucket`, which is
+/// deleted and created afresh. Folds in memory, then writes each execution.
+pub async fn rebuild(js: &jetstream::Context, bucket: &str) -> Result<RebuildReport, ServiceError> {
+    if bucket == subjects::EXECUTIONS_BUCKET {
+        return Err(ServiceError::Invalid(
+            "refusing to rebuild into the live bucket; name a fresh one".into(),
+        ));
+    }
+    let _ = js.delete_key_value(bucket).await;
+    let store = js
+        .create_key_value(kv::Config {
+            bucket: bucket.into(),
+            description: "Execution state rebuilt from the event stream".into(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    let mut stream = js
+        .get_stream(subjects::EVENTS_STREAM)
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    let last = stream
+        .info()
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))?
+        .state
+        .last_sequence;
+    let mut states: BTreeMap<Uuid, ExecutionState> = BTreeMap::new();
+    let (mut events, mut orphans) = (0u64, 0u64);
+    if last > 0 {
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: "outpost.ev.>".into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| ServiceError::Nats(e.to_string()))?;
+            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(last);
+            match serde_json::from_slice::<Event>(&msg.payload) {
+                Ok(event) => {
+                    events += 1;
+                    let id = event.execution_id();
+                    match fold(states.get(&id), &event) {
+                        Folded::Changed(s) => {
+                            states.insert(id, *s);
+                        }
+                        Folded::Unchanged => {}
+                        Folded::NeedsRequest => orphans += 1,
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, seq, "skipping malformed event"),
+            }
+            if seq >= last {
+                break;
+            }
+        }
+    }
+    for (id, state) in &states {
+        let value = serde_json::to_vec(state).expect("state serialises");
+        store
+            .put(subjects::execution_key(*id), value.into())
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    }
+    Ok(RebuildReport {
+        bucket: bucket.into(),
+        events,
+        executions: states.len(),
+        orphans,
+    })
+}
+
+/// Every execution state in a bucket, by id.
+pub async fn read_all(js: &jetstream::Context, bucket: &str) -> Result<BTreeMap<String, ExecutionState>, ServiceError> {
+    let store = crate::bucket(js, bucket).await?;
+    let mut keys = store.keys().await.map_err(|e| ServiceError::Nats(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| ServiceError::Nats(e.to_string()))?;
+        if let Some(v) = store.get(&key).await.map_err(|e| ServiceError::Nats(e.to_string()))? {
+            let state: ExecutionState = serde_json::from_slice(&v)
+                .map_err(|e| ServiceError::Corrupt(format!("execution {key}: {e}")))?;
+            out.insert(key, state);
+        }
+    }
+    Ok(out)
+}

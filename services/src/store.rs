@@ -1,0 +1,331 @@
+//! Jobs, projects and execution state as the API reads and writes them.
+//!
+//! Jobs live in `OUTPOST_JOBS` under `job.<uuid>`, with a name index
+//! `name.<project>.<base64url(group/name)>` → uuid whose `create` is what
+//! keeps names unique per project, across API replicas.
+
+use async_nats::jetstream::{self, kv};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use outpost_schemas::job::{check_name, Job};
+use outpost_schemas::state::ExecutionState;
+use outpost_schemas::subjects;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ServiceError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: Uuid,
+    pub project: String,
+    pub job: Job,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Project {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Rundeck's `dupeOption` for imports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DupeOption {
+    #[default]
+    Update,
+    Skip,
+    Create,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportAction {
+    Created,
+    Updated,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Imported {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub project: String,
+    pub action: ImportAction,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("project `{0}` does not exist")]
+    NoProject(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+fn nats(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Service(ServiceError::Nats(e.to_string()))
+}
+
+#[derive(Clone)]
+pub struct Store {
+    jobs: kv::Store,
+    projects: kv::Store,
+    executions: kv::Store,
+}
+
+fn job_key(id: Uuid) -> String {
+    format!("job.{}", id.simple())
+}
+
+fn name_key(project: &str, full_name: &str) -> String {
+    let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(full_name);
+    format!("name.{project}.{enc}")
+}
+
+impl Store {
+    pub async fn open(js: &jetstream::Context) -> Result<Self, ServiceError> {
+        Ok(Store {
+            jobs: crate::bucket(js, subjects::JOBS_BUCKET).await?,
+            projects: crate::bucket(js, subjects::PROJECTS_BUCKET).await?,
+            executions: crate::bucket(js, subjects::EXECUTIONS_BUCKET).await?,
+        })
+    }
+
+    pub async fn projects(&self) -> Result<Vec<Project>, StoreError> {
+        let mut keys = self.projects.keys().await.map_err(nats)?;
+        let mut out = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(nats)?;
+            if let Some(v) = self.projects.get(&k).await.map_err(nats)? {
+                if let Ok(p) = serde_json::from_slice::<Project>(&v) {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub async fn require_project(&self, name: &str) -> Result<(), StoreError> {
+        if check_name("project", name, |c| c == '_' || c == '-').is_err() {
+            return Err(StoreError::NoProject(name.into()));
+        }
+        match self.projects.get(name).await.map_err(nats)? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NoProject(name.into())),
+        }
+    }
+
+    pub async fn create_project(&self, p: &Project) -> Result<(), StoreError> {
+        check_name("project name", &p.name, |c| c == '_' || c == '-').map_err(StoreError::Invalid)?;
+        let value = serde_json::to_vec(p).expect("project serialises");
+        match self.projects.create(&p.name, value.into()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                Err(StoreError::Conflict(format!("project `{}` already exists", p.name)))
+            }
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    pub async fn job(&self, id: Uuid) -> Result<Option<JobRecord>, StoreError> {
+        match self.jobs.get(job_key(id)).await.map_err(nats)? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| ServiceError::Corrupt(format!("job {id}: {e}")).into()),
+            None => Ok(None),
+        }
+    }
+
+    /// Finds a job by `group/name` (or just `name`) in a project.
+    pub async fn job_by_name(&self, project: &str, full_name: &str) -> Result<Option<JobRecord>, StoreError> {
+        let full_name = full_name.trim_matches('/');
+        let Some(v) = self.jobs.get(name_key(project, full_name)).await.map_err(nats)? else {
+            return Ok(None);
+        };
+        let id = Uuid::from_slice(&v).map_err(|e| ServiceError::Corrupt(format!("name index: {e}")))?;
+        self.job(id).await
+    }
+
+    pub async fn jobs(&self, project: &str) -> Result<Vec<JobRecord>, StoreError> {
+        let mut keys = self.jobs.keys().await.map_err(nats)?;
+        let mut out = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(nats)?;
+            if !k.starts_with("job.") {
+                continue;
+            }
+            if let Some(v) = self.jobs.get(&k).await.map_err(nats)? {
+                let rec: JobRecord =
+                    serde_json::from_slice(&v).map_err(|e| ServiceError::Corrupt(format!("{k}: {e}")))?;
+                if rec.project == project {
+                    out.push(rec);
+                }
+            }
+        }
+        out.sort_by_key(|r| r.job.full_name());
+        Ok(out)
+    }
+
+    /// Stores parsed jobs. Every conflict is checked before anything is
+    /// written, so a refused import stores nothing.
+    pub async fn import(&self, project: &str, jobs: Vec<Job>, dupe: DupeOption) -> Result<Vec<Imported>, StoreError> {
+        self.require_project(project).await?;
+        let mut plan = Vec::with_capacity(jobs.len());
+        let mut names = std::collections::BTreeSet::new();
+        for job in jobs {
+            let full = job.full_name();
+            if !names.insert(full.clone()) {
+                return Err(StoreError::Invalid(format!("the file defines job `{full}` twice")));
+            }
+            let by_name = self.job_by_name(project, &full).await?;
+            let by_id = match job.uuid {
+                Some(id) => self.job(id).await?,
+                None => None,
+            };
+            if let Some(rec) = &by_id {
+                if rec.project != project {
+                    return Err(StoreError::Conflict(format!(
+                        "job uuid {} belongs to `{}` in project `{}`",
+                        rec.id,
+                        rec.job.full_name(),
+                        rec.project
+                    )));
+                }
+            }
+            if let (Some(n), Some(id)) = (&by_name, job.uuid) {
+                if n.id != id {
+                    return Err(StoreError::Conflict(format!(
+                        "project `{project}` already has a job `{full}` with uuid {}; the file gives uuid {id}",
+                        n.id
+                    )));
+                }
+            }
+            let existing = by_id.or(by_name);
+            if existing.is_some() && dupe == DupeOption::Create {
+                return Err(StoreError::Conflict(format!(
+                    "job `{full}` already exists in project `{project}` (dupeOption=create)"
+                )));
+            }
+            plan.push((job, existing));
+        }
+        let mut out = Vec::with_capacity(plan.len());
+        let now = Utc::now();
+        for (mut job, existing) in plan {
+            let full = job.full_name();
+            let (id, created_at, action) = match &existing {
+                Some(rec) if dupe == DupeOption::Skip => {
+                    out.push(Imported {
+                        id: rec.id,
+                        name: rec.job.name.clone(),
+                        group: rec.job.group.clone(),
+                        project: project.into(),
+                        action: ImportAction::Skipped,
+                    });
+                    continue;
+                }
+                Some(rec) => (rec.id, rec.created_at, ImportAction::Updated),
+                None => (job.uuid.unwrap_or_else(Uuid::now_v7), now, ImportAction::Created),
+            };
+            job.uuid = Some(id);
+            let index = name_key(project, &full);
+            let id_bytes: bytes::Bytes = id.as_bytes().to_vec().into();
+            match &existing {
+                Some(rec) if rec.job.full_name() != full => {
+                    self.create_index(&index, id_bytes, &full).await?;
+                    self.jobs.delete(name_key(project, &rec.job.full_name())).await.map_err(nats)?;
+                }
+                Some(_) => {}
+                None => self.create_index(&index, id_bytes, &full).await?,
+            }
+            let rec = JobRecord {
+                id,
+                project: project.into(),
+                job,
+                created_at,
+                updated_at: now,
+            };
+            let value = serde_json::to_vec(&rec).expect("job serialises");
+            self.jobs.put(job_key(id), value.into()).await.map_err(nats)?;
+            out.push(Imported {
+                id,
+                name: rec.job.name,
+                group: rec.job.group,
+                project: project.into(),
+                action,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn create_index(&self, key: &str, id: bytes::Bytes, full: &str) -> Result<(), StoreError> {
+        match self.jobs.create(key, id).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(StoreError::Conflict(format!(
+                "job `{full}` was created concurrently; retry the import"
+            ))),
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    pub async fn delete_job(&self, id: Uuid) -> Result<Option<JobRecord>, StoreError> {
+        let Some(rec) = self.job(id).await? else {
+            return Ok(None);
+        };
+        self.jobs.delete(job_key(id)).await.map_err(nats)?;
+        self.jobs
+            .delete(name_key(&rec.project, &rec.job.full_name()))
+            .await
+            .map_err(nats)?;
+        Ok(Some(rec))
+    }
+
+    pub async fn execution(&self, id: Uuid) -> Result<Option<ExecutionState>, StoreError> {
+        match self.executions.get(subjects::execution_key(id)).await.map_err(nats)? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| ServiceError::Corrupt(format!("execution {id}: {e}")).into()),
+            None => Ok(None),
+        }
+    }
+
+    /// Newest first. Reads every key: fine for the retention we keep, and the
+    /// place to add a per-project index when it is not.
+    pub async fn executions(&self, project: &str, max: usize) -> Result<Vec<ExecutionState>, StoreError> {
+        let mut keys = self.executions.keys().await.map_err(nats)?;
+        let mut ids = Vec::new();
+        while let Some(k) = keys.next().await {
+            ids.push(k.map_err(nats)?);
+        }
+        // UUIDv7 keys sort by creation time.
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out = Vec::new();
+        for k in ids {
+            if out.len() >= max {
+                break;
+            }
+            if let Some(v) = self.executions.get(&k).await.map_err(nats)? {
+                let st: ExecutionState =
+                    serde_json::from_slice(&v).map_err(|e| ServiceError::Corrupt(format!("execution {k}: {e}")))?;
+                if st.project == project {
+                    out.push(st);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn executions_bucket(&self) -> &kv::Store {
+        &self.executions
+    }
+}

