@@ -182,7 +182,8 @@ impl Runner {
         }
         heartbeat.abort();
         aborts.abort();
-        let _ = publish_heartbeat(&shared, RunnerState::Stopped).await;
+        // Best effort: with NATS gone, liveness expiry says the same thing later.
+        let _ = tokio::time::timeout(Duration::from_secs(2), publish_heartbeat(&shared, RunnerState::Stopped)).await;
         client.flush().await.ok();
         Ok(())
     }
@@ -223,7 +224,7 @@ async fn bind_tag_sets(
     };
     let mut bound: HashSet<String> = HashSet::new();
     loop {
-        let mut watch = match registry.watch_all().await {
+        let mut watch = match registry.watch_with_history(">").await {
             Ok(w) => w,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot watch the tag-set registry; retrying");

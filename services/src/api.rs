@@ -156,6 +156,35 @@ impl From<bus::BusError> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The execution's projected state. Right after a run is accepted the
+/// projector may not have folded the request yet; then the request event
+/// itself is folded here, so a client reads its own write.
+async fn execution_state(s: &AppState, id: Uuid) -> ApiResult<ExecutionState> {
+    if let Some(st) = s.store.execution(id).await? {
+        return Ok(st);
+    }
+    let stream = s
+        .js
+        .get_stream_no_info(subjects::EVENTS_STREAM)
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    let subject = subjects::event("execution_requested", id, "*");
+    let not_found = || ApiError::not_found(format!("no execution {id}"));
+    let msg = match stream.direct_get_next_for_subject(subject.as_str(), None).await {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), async_nats::jetstream::stream::DirectGetErrorKind::NotFound) => {
+            return Err(not_found())
+        }
+        Err(e) => return Err(ServiceError::Nats(e.to_string()).into()),
+    };
+    let event: Event = serde_json::from_slice(&msg.payload)
+        .map_err(|e| ServiceError::Corrupt(format!("request of {id}: {e}")))?;
+    match crate::projection::fold(None, &event) {
+        crate::projection::Folded::Changed(st) => Ok(*st),
+        _ => Err(not_found()),
+    }
+}
+
 fn parse_id(id: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(id).map_err(|_| ApiError::invalid(format!("`{id}` is not a UUID")))
 }
@@ -403,11 +432,7 @@ async fn list_executions(
 
 async fn get_execution(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ExecutionState>> {
     let id = parse_id(&id)?;
-    s.store
-        .execution(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))
+    execution_state(&s, id).await.map(Json)
 }
 
 /// One output line, in Rundeck's `/execution/{id}/output` shape.
@@ -468,11 +493,7 @@ async fn get_output(
 async fn output_page(s: &AppState, id: Uuid, mut offset: u64, max: usize) -> ApiResult<OutputPage> {
     // State first: if it is terminal now, every chunk is already stored,
     // because runners publish a step's finished event after its last chunk.
-    let state = s
-        .store
-        .execution(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+    let state = execution_state(s, id).await?;
     let stream = s
         .js
         .get_stream_no_info(subjects::LOGS_STREAM)
@@ -566,7 +587,7 @@ async fn follow(s: AppState, id: Uuid, mut offset: u64, tx: mpsc::Sender<SseEven
             }
         }
         if completed {
-            if let Ok(Some(state)) = s.store.execution(id).await {
+            if let Ok(state) = execution_state(&s, id).await {
                 let data = serde_json::to_string(&state).expect("state serialises");
                 let _ = tx.send(SseEvent::default().event("end").data(data)).await;
             }
@@ -587,11 +608,7 @@ async fn follow(s: AppState, id: Uuid, mut offset: u64, tx: mpsc::Sender<SseEven
 
 async fn abort_execution(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id(&id)?;
-    let state = s
-        .store
-        .execution(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+    let state = execution_state(&s, id).await?;
     if state.status.is_terminal() {
         return Ok(Json(json!({
             "abort": {"status": "failed", "reason": format!("execution is already {:?}", state.status).to_lowercase()},

@@ -104,6 +104,17 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
         .map_err(io(format!("cannot write {}", conf_path.display())))?;
 
     let binary = nats_server_binary()?;
+    for (what, port) in [
+        ("NATS client", opts.ports.client),
+        ("NATS WebSocket", opts.ports.websocket),
+        ("NATS leaf", opts.ports.leaf),
+    ] {
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_err() {
+            return Err(UpError::NatsStart(format!(
+                "the {what} port {port} is in use (is another `outpost up` or nats-server running?)"
+            )));
+        }
+    }
     let mut nats = Command::new(&binary)
         .arg("-c")
         .arg(&conf_path)
@@ -163,12 +174,26 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
         data = data_dir.display(),
     );
 
-    shutdown.cancelled().await;
+    // nats-server dying under us is fatal: say so instead of timing out quietly.
+    let mut nats_died = None;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        status = nats.wait() => {
+            nats_died = Some(status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+            shutdown.cancel();
+        }
+    }
     println!("stopping…");
     if let Some(mut r) = runner {
         terminate(&mut r, Duration::from_secs(35)).await;
     }
     cp.wait().await?;
+    if let Some(status) = nats_died {
+        return Err(UpError::NatsStart(format!(
+            "nats-server exited ({status}); see {}",
+            log_path.display()
+        )));
+    }
     terminate(&mut nats, Duration::from_secs(10)).await;
     Ok(())
 }

