@@ -70,7 +70,7 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
         Event::StepDispatched(d) => {
             if let Some(st) = step_mut(&mut next, d.step) {
                 advance(st, StepStatus::Dispatched);
-                st.dispatched_at.get_or_insert(time);
+                earliest(&mut st.dispatched_at, time);
             }
         }
         Event::StepWaiting(w) => {
@@ -86,21 +86,21 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                 if advance(st, StepStatus::Claimed) {
                     st.reason = None;
                 }
-                st.claimed_at.get_or_insert(time);
+                earliest(&mut st.claimed_at, time);
                 st.runner_id.get_or_insert_with(|| c.runner_id.clone());
                 st.hostname.get_or_insert_with(|| c.hostname.clone());
             }
             advance_exec(&mut next, ExecutionStatus::Running);
-            next.started_at.get_or_insert(time);
+            earliest(&mut next.started_at, time);
         }
         Event::StepStarted(s) => {
             if let Some(st) = step_mut(&mut next, s.step) {
                 advance(st, StepStatus::Running);
-                st.started_at.get_or_insert(time);
+                earliest(&mut st.started_at, time);
                 st.runner_id.get_or_insert_with(|| s.runner_id.clone());
             }
             advance_exec(&mut next, ExecutionStatus::Running);
-            next.started_at.get_or_insert(time);
+            earliest(&mut next.started_at, time);
         }
         Event::StepFinished(f) => {
             if let Some(st) = step_mut(&mut next, f.step) {
@@ -152,6 +152,11 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
         Some(old) if *old == next => Folded::Unchanged,
         _ => Folded::Changed(Box::new(next)),
     }
+}
+
+/// Keeps the earliest time seen, whatever order the events come in.
+fn earliest(slot: &mut Option<chrono::DateTime<chrono::Utc>>, time: chrono::DateTime<chrono::Utc>) {
+    *slot = Some(slot.map_or(time, |t| t.min(time)));
 }
 
 fn step_mut(state: &mut ExecutionState, step: u32) -> Option<&mut StepState> {

@@ -1,1 +1,122 @@
+//! Data-driven: jobs and the runs planned from them; finished-step sequences
+//! and where they lead.
+use chrono::{TimeZone, Utc};
+use outpost_schemas::*;
+use uuid::Uuid;
 
+use super::*;
+
+fn request(yaml: &str, options: &[(&str, &str)]) -> ExecutionRequested {
+    let job = crate::job_yaml::parse_jobs(yaml).unwrap().remove(0);
+    ExecutionRequested {
+        header: Header {
+            schema_version: SCHEMA_VERSION,
+            message_id: Uuid::from_u128(1),
+            time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        },
+        execution_id: Uuid::from_u128(42),
+        project: "default".into(),
+        job_id: Uuid::from_u128(7),
+        job,
+        options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        requested_by: "alice".into(),
+    }
+}
+
+const SUBSTITUTION: &str = r#"
+- name: deploy
+  group: web/eu
+  options:
+  - {name: version}
+  - {name: dry-run}
+  - {name: unset}
+  runnerSelector: {filter: "prod, linux"}
+  sequence:
+    commands:
+    - exec: deploy --version ${option.version} --dry-run=${option.dry-run} --x='${option.unset}' ${job.name}/${job.execid}
+    - script: |
+        echo "${option.version} ${unknown.thing} ${option.version"
+      args: ${option.version} ${job.project}
+      scriptInterpreter: bash -e
+      runnerSelector: {runnerFilterMode: LOCAL}
+"#;
+
+#[test]
+fn plan_substitutes_options_and_job_context_and_routes_steps() {
+    insta::assert_yaml_snapshot!(plan(&request(SUBSTITUTION, &[("version", "2.1"), ("dry-run", "true")])));
+}
+
+#[test]
+fn substitute_leaves_unknown_and_unterminated_references() {
+    let vars = [("option.a".to_string(), "1".to_string())].into();
+    assert_eq!(substitute("${option.a}${option.b} ${option.a", &vars), "1${option.b} ${option.a");
+    assert_eq!(substitute("$${option.a}}", &vars), "$1}");
+}
+
+const THREE: &str = "- name: t\n  sequence:\n    keepgoing: KG\n    commands:\n    - exec: a\n    - exec: b\n    - exec: c\n";
+
+fn finished(step: u32, outcome: StepOutcome) -> StepFinished {
+    StepFinished {
+        header: Header::now(),
+        execution_id: Uuid::from_u128(42),
+        step,
+        runner_id: "r".into(),
+        outcome,
+        exit_code: None,
+        reason: None,
+        log_chunks: 0,
+    }
+}
+
+/// Feeds outcomes to a fresh run; renders each step's effect and the end.
+fn walk(keepgoing: bool, outcomes: &[StepOutcome]) -> String {
+    let mut run = plan(&request(&THREE.replace("KG", &keepgoing.to_string()), &[]));
+    let mut log = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        let changed = run.on_step_finished(&finished(i as u32 + 1, *o));
+        log.push(format!("step {} {o:?} -> changed={changed} current={} finished={:?}", i + 1, run.current, run.finished));
+    }
+    log.join("\n")
+}
+
+#[test]
+fn transitions() {
+    use StepOutcome::*;
+    let cases = [
+        ("all succeed", false, vec![Succeeded, Succeeded, Succeeded]),
+        ("first fails, keepgoing false", false, vec![Failed, Succeeded]),
+        ("first fails, keepgoing true", true, vec![Failed, Succeeded, Succeeded]),
+        ("middle aborted", true, vec![Succeeded, Aborted, Succeeded]),
+    ];
+    let rendered: Vec<String> = cases
+        .iter()
+        .map(|(name, kg, outcomes)| format!("## {name}\n{}", walk(*kg, outcomes)))
+        .collect();
+    insta::assert_snapshot!(rendered.join("\n\n"));
+}
+
+#[test]
+fn a_stale_or_duplicate_finish_changes_nothing() {
+    let mut run = plan(&request(&THREE.replace("KG", "false"), &[]));
+    assert!(run.on_step_finished(&finished(1, StepOutcome::Succeeded)));
+    let before = run.clone();
+    assert!(!run.on_step_finished(&finished(1, StepOutcome::Succeeded)), "duplicate");
+    assert!(!run.on_step_finished(&finished(3, StepOutcome::Succeeded)), "not the current step");
+    assert_eq!(run, before);
+}
+
+#[test]
+fn abort_before_claim_ends_the_run_and_after_claim_waits_for_the_runner() {
+    let mut run = plan(&request(&THREE.replace("KG", "false"), &[]));
+    assert!(run.on_abort(false));
+    assert!(run.finished.is_none(), "waits for the runner's report");
+    assert!(!run.on_abort(false), "a second abort changes nothing");
+    assert!(run.on_step_finished(&finished(1, StepOutcome::Aborted)));
+    let f = run.finished.clone().unwrap();
+    assert_eq!((f.outcome, f.skipped), (ExecutionOutcome::Aborted, vec![2, 3]));
+
+    let mut run = plan(&request(&THREE.replace("KG", "false"), &[]));
+    assert!(run.on_abort(true));
+    let f = run.finished.clone().unwrap();
+    assert_eq!((f.outcome, f.skipped), (ExecutionOutcome::Aborted, vec![1, 2, 3]));
+}

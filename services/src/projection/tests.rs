@@ -1,1 +1,193 @@
+//! Data-driven: event sequences and the state they fold into, plus the
+//! properties the projector relies on (order and duplicates do not matter).
+use chrono::{TimeZone, Utc};
+use outpost_schemas::*;
+use uuid::Uuid;
 
+use super::*;
+
+const JOB: &str = r#"
+- name: deploy
+  group: ops
+  options:
+  - {name: version, value: "1.0"}
+  sequence:
+    keepgoing: true
+    commands:
+    - exec: echo one
+      description: first step
+    - exec: echo two
+      runnerSelector: {filter: "linux,eu"}
+    - script: echo three
+"#;
+
+fn header(sec: u32) -> Header {
+    Header {
+        schema_version: SCHEMA_VERSION,
+        message_id: Uuid::from_u128(0x1000 + sec as u128),
+        time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, sec).unwrap(),
+    }
+}
+
+fn exec_id() -> Uuid {
+    Uuid::from_u128(42)
+}
+
+fn request() -> Event {
+    let job = crate::job_yaml::parse_jobs(JOB).unwrap().remove(0);
+    Event::ExecutionRequested(ExecutionRequested {
+        header: header(0),
+        execution_id: exec_id(),
+        project: "default".into(),
+        job_id: Uuid::from_u128(7),
+        job,
+        options: [("version".to_string(), "2.0".to_string())].into(),
+        requested_by: "alice".into(),
+    })
+}
+
+fn claimed(sec: u32, step: u32, runner: &str) -> Event {
+    Event::StepClaimed(StepClaimed {
+        header: header(sec),
+        execution_id: exec_id(),
+        step,
+        runner_id: runner.into(),
+        replica_id: Uuid::from_u128(9),
+        hostname: "host-a".into(),
+    })
+}
+
+fn started(sec: u32, step: u32, runner: &str) -> Event {
+    Event::StepStarted(StepStarted {
+        header: header(sec),
+        execution_id: exec_id(),
+        step,
+        runner_id: runner.into(),
+        pid: Some(1234),
+    })
+}
+
+fn finished(sec: u32, step: u32, runner: &str, code: i32) -> Event {
+    Event::StepFinished(StepFinished {
+        header: header(sec),
+        execution_id: exec_id(),
+        step,
+        runner_id: runner.into(),
+        outcome: if code == 0 { StepOutcome::Succeeded } else { StepOutcome::Failed },
+        exit_code: Some(code),
+        reason: (code != 0).then(|| format!("exit code {code}")),
+        log_chunks: 2,
+    })
+}
+
+fn waiting(sec: u32, step: u32) -> Event {
+    Event::StepWaiting(StepWaiting {
+        header: header(sec),
+        execution_id: exec_id(),
+        step,
+        reason: "no live runner carries all of the tags [eu,linux]".into(),
+    })
+}
+
+fn exec_finished(sec: u32, outcome: ExecutionOutcome, failed: Vec<u32>, skipped: Vec<u32>) -> Event {
+    Event::ExecutionFinished(ExecutionFinished {
+        header: header(sec),
+        execution_id: exec_id(),
+        outcome,
+        failed_steps: failed,
+        skipped_steps: skipped,
+        reason: None,
+    })
+}
+
+fn fold_all(events: &[Event]) -> Option<ExecutionState> {
+    let mut state: Option<ExecutionState> = None;
+    for e in events {
+        match fold(state.as_ref(), e) {
+            Folded::Changed(s) => state = Some(*s),
+            Folded::Unchanged => {}
+            Folded::NeedsRequest => panic!("event before its request"),
+        }
+    }
+    state
+}
+
+fn full_run() -> Vec<Event> {
+    vec![
+        request(),
+        claimed(1, 1, "_local"),
+        started(2, 1, "_local"),
+        finished(3, 1, "_local", 0),
+        waiting(4, 2),
+        claimed(5, 2, "eu-1"),
+        started(6, 2, "eu-1"),
+        finished(7, 2, "eu-1", 2),
+        claimed(8, 3, "_local"),
+        started(9, 3, "_local"),
+        finished(10, 3, "_local", 0),
+        exec_finished(11, ExecutionOutcome::Failed, vec![2], vec![]),
+    ]
+}
+
+#[test]
+fn a_requested_execution_is_queued_with_its_planned_steps() {
+    insta::assert_yaml_snapshot!(fold_all(&[request()]));
+}
+
+#[test]
+fn a_full_run_with_a_failure_under_keepgoing() {
+    insta::assert_yaml_snapshot!(fold_all(&full_run()));
+}
+
+#[test]
+fn waiting_then_abandoned_by_an_abort() {
+    let events = vec![
+        request(),
+        claimed(1, 1, "_local"),
+        started(2, 1, "_local"),
+        finished(3, 1, "_local", 0),
+        waiting(4, 2),
+        Event::AbortRequested(AbortRequested {
+            header: header(5),
+            execution_id: exec_id(),
+            requested_by: "bob".into(),
+        }),
+        exec_finished(6, ExecutionOutcome::Aborted, vec![], vec![2, 3]),
+    ];
+    insta::assert_yaml_snapshot!(fold_all(&events));
+}
+
+#[test]
+fn events_before_their_request_ask_to_be_retried() {
+    assert_eq!(fold(None, &claimed(1, 1, "_local")), Folded::NeedsRequest);
+}
+
+#[test]
+fn duplicates_change_nothing() {
+    let once = fold_all(&full_run()).unwrap();
+    for e in full_run() {
+        assert_eq!(fold(Some(&once), &e), Folded::Unchanged, "re-folding {} changed the state", e.kind());
+    }
+}
+
+#[test]
+fn any_order_after_the_request_gives_the_same_state() {
+    let events = full_run();
+    let expected = fold_all(&events).unwrap();
+    let rest = &events[1..];
+    // Reversed, rotated and interleaved orders: enough to catch an
+    // order-dependent field without enumerating all 11! permutations.
+    let mut orders: Vec<Vec<Event>> = vec![rest.iter().rev().cloned().collect()];
+    for k in 1..rest.len() {
+        let mut v = rest.to_vec();
+        v.rotate_left(k);
+        orders.push(v);
+    }
+    let (even, odd): (Vec<_>, Vec<_>) = rest.iter().cloned().enumerate().partition(|(i, _)| i % 2 == 0);
+    orders.push(odd.into_iter().chain(even).map(|(_, e)| e).collect());
+    for order in orders {
+        let mut all = vec![events[0].clone()];
+        all.extend(order);
+        assert_eq!(fold_all(&all).unwrap(), expected);
+    }
+}
