@@ -50,15 +50,21 @@ pub async fn connect(
     opts: &NatsOptions,
     give_up_after: Duration,
 ) -> Result<(async_nats::Client, jetstream::Context), BusError> {
+    let websocket = opts.url.trim_start().starts_with("ws");
     let attempt = || async {
         let mut co = async_nats::ConnectOptions::new()
             .name(&opts.name)
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
-            .event_callback(|event| async move {
+            .event_callback(move |event| async move {
                 match event {
                     async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    async_nats::Event::Connected => {
+                        if websocket {
+                            disable_nagle();
+                        }
+                        tracing::info!("connected to NATS")
+                    }
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             });
@@ -82,6 +88,9 @@ pub async fn connect(
             url: opts.url.clone(),
             source,
         })?;
+    if websocket {
+        disable_nagle();
+    }
     let js = match &opts.domain {
         Some(domain) => jetstream::with_domain(client.clone(), domain),
         None => jetstream::new(client.clone()),
@@ -141,4 +150,51 @@ pub async fn publish_json<T: Serialize>(
 /// Publishes an event on its subject with its dedup id.
 pub async fn publish_event(js: &jetstream::Context, event: &Event) -> Result<bool, BusError> {
     publish_json(js, &event.subject(), &event.dedup_id(), event).await
+}
+
+/// Sets TCP_NODELAY on every TCP socket of this process.
+///
+/// async-nats 0.51 sets it on plain TCP connections but not on WebSocket ones
+/// (see its `connector.rs`). Without it, a write that follows one the server
+/// does not answer at once (a long-poll pull request, an ack) sits in Nagle's
+/// buffer until the server's delayed ACK, about 40 ms on Linux: that made
+/// pickup over WebSocket 45 ms instead of 3 ms. We cannot reach the socket
+/// through the client, so we find it among our file descriptors. Setting the
+/// option on any other TCP socket only lowers its latency too.
+pub fn disable_nagle() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<libc::c_int>().ok()) else {
+            continue;
+        };
+        let mut ty: libc::c_int = 0;
+        let mut domain: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let one: libc::c_int = 1;
+        // SAFETY: getsockopt/setsockopt write at most `len` bytes into the
+        // c_int we pass; on a descriptor that is not a socket (or was closed
+        // meanwhile) they fail with an error and touch nothing.
+        unsafe {
+            if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut ty as *mut libc::c_int).cast(), &mut len) != 0
+                || ty != libc::SOCK_STREAM
+            {
+                continue;
+            }
+            len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&mut domain as *mut libc::c_int).cast(), &mut len) != 0
+                || (domain != libc::AF_INET && domain != libc::AF_INET6)
+            {
+                continue;
+            }
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
 }
