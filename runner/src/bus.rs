@@ -111,7 +111,9 @@ pub async fn publish_acked(
         let ack = js
             .send_publish(
                 subject.to_string(),
-                PublishMessage::build().payload(payload.clone()).message_id(msg_id),
+                PublishMessage::build()
+                    .payload(payload.clone())
+                    .message_id(msg_id),
             )
             .await
             .map_err(|e| e.to_string())?;
@@ -125,7 +127,9 @@ pub async fn publish_acked(
                 .with_total_delay(Some(Duration::from_secs(120)))
                 .without_max_times(),
         )
-        .notify(|err, wait| tracing::warn!(error = %err, subject, ?wait, "publish failed; retrying"))
+        .notify(
+            |err, wait| tracing::warn!(error = %err, subject, ?wait, "publish failed; retrying"),
+        )
         .await
         .map_err(|message| BusError::Publish {
             subject: subject.to_string(),
@@ -166,7 +170,11 @@ pub fn disable_nagle() {
         return;
     };
     for entry in dir.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<libc::c_int>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<libc::c_int>().ok())
+        else {
             continue;
         };
         let mut ty: libc::c_int = 0;
@@ -177,13 +185,25 @@ pub fn disable_nagle() {
         // c_int we pass; on a descriptor that is not a socket (or was closed
         // meanwhile) they fail with an error and touch nothing.
         unsafe {
-            if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut ty as *mut libc::c_int).cast(), &mut len) != 0
+            if libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TYPE,
+                (&mut ty as *mut libc::c_int).cast(),
+                &mut len,
+            ) != 0
                 || ty != libc::SOCK_STREAM
             {
                 continue;
             }
             len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&mut domain as *mut libc::c_int).cast(), &mut len) != 0
+            if libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_DOMAIN,
+                (&mut domain as *mut libc::c_int).cast(),
+                &mut len,
+            ) != 0
                 || (domain != libc::AF_INET && domain != libc::AF_INET6)
             {
                 continue;

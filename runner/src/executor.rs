@@ -197,7 +197,11 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-async fn read_lines(mut pipe: impl AsyncRead + Unpin, stream: LogStream, out: mpsc::Sender<LogEntry>) {
+async fn read_lines(
+    mut pipe: impl AsyncRead + Unpin,
+    stream: LogStream,
+    out: mpsc::Sender<LogEntry>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -315,14 +319,24 @@ mod tests {
         let cancel = CancellationToken::new();
         let (tx, mut rx) = mpsc::channel(16);
         let cmd = StepCommand::Exec {
-            command: format!("sleep 1000 & echo $! > {}; echo started; wait", pidfile.display()),
+            command: format!(
+                "sleep 1000 & echo $! > {}; echo started; wait",
+                pidfile.display()
+            ),
         };
         let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx).unwrap();
         assert_eq!(rx.recv().await.unwrap().log, "started");
         cancel.cancel();
         assert_eq!(step.wait(cancel).await, Exit::Killed);
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-        assert!(process_gone(pid).await, "grandchild {pid} survived the kill");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            process_gone(pid).await,
+            "grandchild {pid} survived the kill"
+        );
     }
 
     /// Whether `pid` is gone (or a zombie awaiting its reaper) within 2 s:
@@ -332,7 +346,10 @@ mod tests {
         loop {
             let gone = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 Err(_) => true,
-                Ok(stat) => stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')),
+                Ok(stat) => stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z')),
             };
             if gone {
                 return true;

@@ -15,7 +15,11 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(name = "outpost-runner", version, about = "Outpost runner: runs steps inside a private network, connecting outbound only")]
+#[command(
+    name = "outpost-runner",
+    version,
+    about = "Outpost runner: runs steps inside a private network, connecting outbound only"
+)]
 struct Cli {
     /// TOML config file.
     #[arg(long, env = "OUTPOST_RUNNER_CONFIG")]

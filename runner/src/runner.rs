@@ -65,7 +65,9 @@ impl RunnerOptions {
 pub enum RunnerError {
     #[error(transparent)]
     Bus(#[from] BusError),
-    #[error("runner id `{0}` is not valid: use letters, digits, `_` or `-`, not starting with `_`")]
+    #[error(
+        "runner id `{0}` is not valid: use letters, digits, `_` or `-`, not starting with `_`"
+    )]
     BadId(String),
     #[error("cannot create work dir {path}: {source}")]
     WorkDir {
@@ -150,7 +152,11 @@ impl Runner {
         let stop_fetching = shutdown.child_token();
 
         let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), stop_fetching.clone()));
-        let aborts = tokio::spawn(abort_listener(shared.clone(), client.clone(), stop_fetching.clone()));
+        let aborts = tokio::spawn(abort_listener(
+            shared.clone(),
+            client.clone(),
+            stop_fetching.clone(),
+        ));
         if shared.opts.local {
             fetchers.spawn(fetch_loop(
                 shared.clone(),
@@ -172,7 +178,10 @@ impl Runner {
         fetchers.close();
         fetchers.wait().await;
         steps.close();
-        if tokio::time::timeout(shared.opts.shutdown_grace, steps.wait()).await.is_err() {
+        if tokio::time::timeout(shared.opts.shutdown_grace, steps.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(runner_id = %shared.opts.runner_id, "shutdown deadline passed; killing running steps");
             for r in shared.running.lock().unwrap().values() {
                 *r.reason.lock().unwrap() = Some(CancelReason::ShutdownDeadline);
@@ -183,7 +192,11 @@ impl Runner {
         heartbeat.abort();
         aborts.abort();
         // Best effort: with NATS gone, liveness expiry says the same thing later.
-        let _ = tokio::time::timeout(Duration::from_secs(2), publish_heartbeat(&shared, RunnerState::Stopped)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            publish_heartbeat(&shared, RunnerState::Stopped),
+        )
+        .await;
         client.flush().await.ok();
         Ok(())
     }
@@ -271,11 +284,19 @@ async fn bind_tag_sets(
 }
 
 /// Long-polls one consumer, one message per free slot.
-async fn fetch_loop(shared: Arc<Shared>, consumer_name: String, steps: TaskTracker, stop: CancellationToken) {
+async fn fetch_loop(
+    shared: Arc<Shared>,
+    consumer_name: String,
+    steps: TaskTracker,
+    stop: CancellationToken,
+) {
     let consumer = loop {
         match shared
             .js
-            .get_consumer_from_stream::<pull::Config, _, _>(&consumer_name, subjects::DISPATCH_STREAM)
+            .get_consumer_from_stream::<pull::Config, _, _>(
+                &consumer_name,
+                subjects::DISPATCH_STREAM,
+            )
             .await
         {
             Ok(c) => break c,
@@ -377,7 +398,9 @@ async fn handle_dispatch(
                 runner_id: runner_id.clone(),
                 outcome: StepOutcome::Failed,
                 exit_code: None,
-                reason: Some(format!("runner-lost: replica {owner} claimed the step and stopped acknowledging it")),
+                reason: Some(format!(
+                    "runner-lost: replica {owner} claimed the step and stopped acknowledging it"
+                )),
                 log_chunks: 0,
             });
             if bus::publish_event(&shared.js, &finished).await.is_ok() {
@@ -387,7 +410,9 @@ async fn handle_dispatch(
         }
         Err(err) => {
             tracing::warn!(error = %err, execution_id = %execution_id, step, "cannot record claim; handing the step back");
-            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
             return;
         }
     }
@@ -469,46 +494,55 @@ async fn run_claimed(
     env.insert("OUTPOST_EXECUTION_ID".into(), execution_id.to_string());
     env.insert("OUTPOST_STEP".into(), step.to_string());
     let script_name = format!("{}-{step}.script", execution_id.simple());
-    let (outcome, exit_code, why) =
-        match executor::spawn(&d.command, &env, &shared.opts.work_dir, &script_name, tx.clone()) {
-            Err(err) => {
-                system_line(&tx, format!("could not start the step: {err}")).await;
-                (StepOutcome::Failed, None, Some(err.to_string()))
-            }
-            Ok(proc) => {
-                bus::publish_event(
-                    &shared.js,
-                    &Event::StepStarted(StepStarted {
-                        header: Header::now(),
-                        execution_id,
-                        step,
-                        runner_id: runner_id.clone(),
-                        pid: Some(proc.pid()),
-                    }),
-                )
-                .await?;
-                tracing::debug!(execution_id = %execution_id, step, runner_id, "step started");
-                match proc.wait(cancel).await {
-                    Exit::Code(0) => (StepOutcome::Succeeded, Some(0), None),
-                    Exit::Code(c) => {
-                        system_line(&tx, format!("exit code {c}")).await;
-                        (StepOutcome::Failed, Some(c), Some(format!("exit code {c}")))
-                    }
-                    Exit::Signal(s) => {
-                        system_line(&tx, format!("killed by signal {s}")).await;
-                        (StepOutcome::Failed, None, Some(format!("killed by signal {s}")))
-                    }
-                    Exit::Killed => match *reason.lock().unwrap() {
-                        Some(CancelReason::ShutdownDeadline) => (
-                            StepOutcome::Failed,
-                            None,
-                            Some("runner shutdown deadline passed; step killed".into()),
-                        ),
-                        _ => (StepOutcome::Aborted, None, Some("aborted".into())),
-                    },
+    let (outcome, exit_code, why) = match executor::spawn(
+        &d.command,
+        &env,
+        &shared.opts.work_dir,
+        &script_name,
+        tx.clone(),
+    ) {
+        Err(err) => {
+            system_line(&tx, format!("could not start the step: {err}")).await;
+            (StepOutcome::Failed, None, Some(err.to_string()))
+        }
+        Ok(proc) => {
+            bus::publish_event(
+                &shared.js,
+                &Event::StepStarted(StepStarted {
+                    header: Header::now(),
+                    execution_id,
+                    step,
+                    runner_id: runner_id.clone(),
+                    pid: Some(proc.pid()),
+                }),
+            )
+            .await?;
+            tracing::debug!(execution_id = %execution_id, step, runner_id, "step started");
+            match proc.wait(cancel).await {
+                Exit::Code(0) => (StepOutcome::Succeeded, Some(0), None),
+                Exit::Code(c) => {
+                    system_line(&tx, format!("exit code {c}")).await;
+                    (StepOutcome::Failed, Some(c), Some(format!("exit code {c}")))
                 }
+                Exit::Signal(s) => {
+                    system_line(&tx, format!("killed by signal {s}")).await;
+                    (
+                        StepOutcome::Failed,
+                        None,
+                        Some(format!("killed by signal {s}")),
+                    )
+                }
+                Exit::Killed => match *reason.lock().unwrap() {
+                    Some(CancelReason::ShutdownDeadline) => (
+                        StepOutcome::Failed,
+                        None,
+                        Some("runner shutdown deadline passed; step killed".into()),
+                    ),
+                    _ => (StepOutcome::Aborted, None, Some("aborted".into())),
+                },
             }
-        };
+        }
+    };
     drop(tx);
     let log_chunks = pump.await.expect("log pump does not panic")?;
     bus::publish_event(
@@ -553,7 +587,12 @@ async fn abort_listener(shared: Arc<Shared>, client: async_nats::Client, stop: C
             _ = stop.cancelled() => return,
         };
         let Some(msg) = msg else { return };
-        let Some(id) = msg.subject.rsplit('.').next().and_then(|s| Uuid::parse_str(s).ok()) else {
+        let Some(id) = msg
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|s| Uuid::parse_str(s).ok())
+        else {
             continue;
         };
         for r in shared.running.lock().unwrap().values() {

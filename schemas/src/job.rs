@@ -90,7 +90,8 @@ impl TryFrom<RawJob> for Job {
 
     fn try_from(raw: RawJob) -> Result<Self, String> {
         let parse_uuid = |key: &str, s: &str| {
-            Uuid::parse_str(s).map_err(|e| format!("job `{}`: `{key}` is not a UUID: {e}", raw.name))
+            Uuid::parse_str(s)
+                .map_err(|e| format!("job `{}`: `{key}` is not a UUID: {e}", raw.name))
         };
         let uuid = match (&raw.uuid, &raw.id) {
             (Some(u), Some(i)) if u != i => {
@@ -108,13 +109,17 @@ impl TryFrom<RawJob> for Job {
             return Err("job `name` is empty".into());
         }
         if name.contains('/') {
-            return Err(format!("job name `{name}` contains `/`; put the path in `group`"));
+            return Err(format!(
+                "job name `{name}` contains `/`; put the path in `group`"
+            ));
         }
         let group = match raw.group.as_deref().map(|g| g.trim().trim_matches('/')) {
             None | Some("") => None,
             Some(g) => {
                 if g.split('/').any(|seg| seg.trim().is_empty()) {
-                    return Err(format!("job `{name}`: group `{g}` has an empty path segment"));
+                    return Err(format!(
+                        "job `{name}`: group `{g}` has an empty path segment"
+                    ));
                 }
                 Some(g.to_string())
             }
@@ -122,7 +127,10 @@ impl TryFrom<RawJob> for Job {
         let mut seen = BTreeSet::new();
         for opt in &raw.options {
             if !seen.insert(opt.name.as_str()) {
-                return Err(format!("job `{name}`: option `{}` is defined twice", opt.name));
+                return Err(format!(
+                    "job `{name}`: option `{}` is defined twice",
+                    opt.name
+                ));
             }
         }
         let defined: BTreeSet<&str> = raw.options.iter().map(|o| o.name.as_str()).collect();
@@ -263,12 +271,17 @@ impl From<ScalarString> for String {
 impl TryFrom<RawJobOption> for JobOption {
     type Error = String;
     fn try_from(raw: RawJobOption) -> Result<Self, String> {
-        check_name("option name", &raw.name, |c| c == '_' || c == '-' || c == '.')?;
+        check_name("option name", &raw.name, |c| {
+            c == '_' || c == '-' || c == '.'
+        })?;
         let value: Option<String> = raw.value.map(Into::into);
         let values: Vec<String> = raw.values.into_iter().map(Into::into).collect();
         if raw.enforced {
             if values.is_empty() {
-                return Err(format!("option `{}` is `enforced` but lists no `values`", raw.name));
+                return Err(format!(
+                    "option `{}` is `enforced` but lists no `values`",
+                    raw.name
+                ));
             }
             if let Some(v) = &value {
                 if !values.contains(v) {
@@ -308,7 +321,9 @@ pub struct Sequence {
 fn non_empty_commands<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Command>, D::Error> {
     let v = Vec::<Command>::deserialize(d)?;
     if v.is_empty() {
-        return Err(serde::de::Error::custom("`commands` is empty; a job needs at least one step"));
+        return Err(serde::de::Error::custom(
+            "`commands` is empty; a job needs at least one step",
+        ));
     }
     Ok(v)
 }
@@ -543,7 +558,9 @@ impl fmt::Display for Target {
 }
 
 /// A canonical tag set: sorted, deduplicated, each tag `[A-Za-z0-9][A-Za-z0-9_-]*`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "Vec<String>")]
 pub struct TagSet(Vec<String>);
 
@@ -576,7 +593,9 @@ impl TagSet {
 
     /// A runner carrying `runner_tags` may take work for this set.
     pub fn satisfied_by(&self, runner_tags: &TagSet) -> bool {
-        self.0.iter().all(|t| runner_tags.0.binary_search(t).is_ok())
+        self.0
+            .iter()
+            .all(|t| runner_tags.0.binary_search(t).is_ok())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -586,7 +605,11 @@ impl TagSet {
 
 /// Parses Rundeck's comma-separated tag filter (`"linux, prod"`).
 pub fn parse_tag_list(filter: &str) -> Result<Vec<String>, String> {
-    let parts: Vec<&str> = filter.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let parts: Vec<&str> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     Ok(TagSet::new(parts)?.0)
 }
 

@@ -18,14 +18,20 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
     use schemars::schema_for;
     vec![
         ("event", schema_for!(messages::Event)),
-        ("execution_requested", schema_for!(messages::ExecutionRequested)),
+        (
+            "execution_requested",
+            schema_for!(messages::ExecutionRequested),
+        ),
         ("step_dispatched", schema_for!(messages::StepDispatched)),
         ("step_waiting", schema_for!(messages::StepWaiting)),
         ("step_claimed", schema_for!(messages::StepClaimed)),
         ("step_started", schema_for!(messages::StepStarted)),
         ("log_chunk", schema_for!(messages::LogChunk)),
         ("step_finished", schema_for!(messages::StepFinished)),
-        ("execution_finished", schema_for!(messages::ExecutionFinished)),
+        (
+            "execution_finished",
+            schema_for!(messages::ExecutionFinished),
+        ),
         ("abort_requested", schema_for!(messages::AbortRequested)),
         ("runner_heartbeat", schema_for!(messages::RunnerHeartbeat)),
         ("execution_state", schema_for!(state::ExecutionState)),

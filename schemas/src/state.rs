@@ -11,7 +11,9 @@ use uuid::Uuid;
 use crate::job::Target;
 use crate::messages::StepNo;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionStatus {
     /// Accepted; no step has started yet.
@@ -30,7 +32,9 @@ impl ExecutionStatus {
 
 /// Ordered by progress: the projector never moves a step backwards, which is
 /// what makes the fold indifferent to redelivery and reordering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum StepStatus {
     Pending,

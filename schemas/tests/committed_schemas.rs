@@ -28,6 +28,9 @@ fn no_stray_schema_files() {
         .collect();
     for entry in std::fs::read_dir(dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        assert!(expected.contains(&name), "schemas/json/{name} matches no message type");
+        assert!(
+            expected.contains(&name),
+            "schemas/json/{name} matches no message type"
+        );
     }
 }

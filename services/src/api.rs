@@ -49,16 +49,28 @@ pub struct Api {
 
 impl Api {
     /// Binds now, so that the caller learns the address (port 0 in tests).
-    pub async fn bind(addr: &str, client: async_nats::Client, js: jetstream::Context) -> Result<Self, ServiceError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind {
-            addr: addr.into(),
-            source,
-        })?;
-        Ok(Api { listener, client, js })
+    pub async fn bind(
+        addr: &str,
+        client: async_nats::Client,
+        js: jetstream::Context,
+    ) -> Result<Self, ServiceError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServiceError::Bind {
+                addr: addr.into(),
+                source,
+            })?;
+        Ok(Api {
+            listener,
+            client,
+            js,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
@@ -117,7 +129,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "api.error.item.doesnotexist", what)
     }
     fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "api.error.invalid.request", message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "api.error.invalid.request",
+            message,
+        )
     }
 }
 
@@ -134,8 +150,12 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoProject(p) => ApiError::not_found(format!("project `{p}` does not exist")),
-            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "api.error.item.conflict", m),
+            StoreError::NoProject(p) => {
+                ApiError::not_found(format!("project `{p}` does not exist"))
+            }
+            StoreError::Conflict(m) => {
+                ApiError::new(StatusCode::CONFLICT, "api.error.item.conflict", m)
+            }
             StoreError::Invalid(m) => ApiError::invalid(m),
             StoreError::Service(s) => s.into(),
         }
@@ -144,7 +164,11 @@ impl From<StoreError> for ApiError {
 
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api.error.unavailable", e.to_string())
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api.error.unavailable",
+            e.to_string(),
+        )
     }
 }
 
@@ -163,16 +187,23 @@ async fn execution_state(s: &AppState, id: Uuid) -> ApiResult<ExecutionState> {
     if let Some(st) = s.store.execution(id).await? {
         return Ok(st);
     }
-    let stream = s
-        .js
-        .get_stream_no_info(subjects::EVENTS_STREAM)
-        .await
-        .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    let stream =
+        s.js.get_stream_no_info(subjects::EVENTS_STREAM)
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?;
     let subject = subjects::event("execution_requested", id, "*");
     let not_found = || ApiError::not_found(format!("no execution {id}"));
-    let msg = match stream.direct_get_next_for_subject(subject.as_str(), None).await {
+    let msg = match stream
+        .direct_get_next_for_subject(subject.as_str(), None)
+        .await
+    {
         Ok(m) => m,
-        Err(e) if matches!(e.kind(), async_nats::jetstream::stream::DirectGetErrorKind::NotFound) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                async_nats::jetstream::stream::DirectGetErrorKind::NotFound
+            ) =>
+        {
             return Err(not_found())
         }
         Err(e) => return Err(ServiceError::Nats(e.to_string()).into()),
@@ -204,7 +235,10 @@ async fn list_projects(State(s): State<AppState>) -> ApiResult<Json<Vec<Project>
     Ok(Json(s.store.projects().await?))
 }
 
-async fn create_project(State(s): State<AppState>, Json(p): Json<Project>) -> ApiResult<(StatusCode, Json<Project>)> {
+async fn create_project(
+    State(s): State<AppState>,
+    Json(p): Json<Project>,
+) -> ApiResult<(StatusCode, Json<Project>)> {
     s.store.create_project(&p).await?;
     Ok((StatusCode::CREATED, Json(p)))
 }
@@ -233,7 +267,10 @@ impl From<&JobRecord> for JobSummary {
     }
 }
 
-async fn list_jobs(State(s): State<AppState>, Path(project): Path<String>) -> ApiResult<Json<Vec<JobSummary>>> {
+async fn list_jobs(
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Vec<JobSummary>>> {
     s.store.require_project(&project).await?;
     let jobs = s.store.jobs(&project).await?;
     Ok(Json(jobs.iter().map(JobSummary::from).collect()))
@@ -253,7 +290,11 @@ async fn import_jobs(
 ) -> ApiResult<Json<serde_json::Value>> {
     s.store.require_project(&project).await?;
     let jobs = job_yaml::parse_jobs(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "api.error.jobs.import.invalid", e.to_string())
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "api.error.jobs.import.invalid",
+            e.to_string(),
+        )
     })?;
     let imported = s.store.import(&project, jobs, q.dupe_option).await?;
     tracing::info!(project, count = imported.len(), "jobs imported");
@@ -277,7 +318,11 @@ struct FormatQuery {
     format: Option<String>,
 }
 
-async fn get_job(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<FormatQuery>) -> ApiResult<Response> {
+async fn get_job(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<FormatQuery>,
+) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let rec = s
         .store
@@ -294,7 +339,11 @@ async fn get_job(State(s): State<AppState>, Path(id): Path<String>, Query(q): Qu
     })
 }
 
-async fn put_job(State(s): State<AppState>, Path(id): Path<String>, body: String) -> ApiResult<Json<serde_json::Value>> {
+async fn put_job(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: String,
+) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id(&id)?;
     let rec = s
         .store
@@ -302,17 +351,28 @@ async fn put_job(State(s): State<AppState>, Path(id): Path<String>, body: String
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     let mut jobs = job_yaml::parse_jobs(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "api.error.jobs.import.invalid", e.to_string())
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "api.error.jobs.import.invalid",
+            e.to_string(),
+        )
     })?;
     if jobs.len() != 1 {
         return Err(ApiError::invalid("PUT /job/{id} takes exactly one job"));
     }
     let mut job = jobs.remove(0);
     match job.uuid {
-        Some(u) if u != id => return Err(ApiError::invalid(format!("the body's uuid {u} is not {id}"))),
+        Some(u) if u != id => {
+            return Err(ApiError::invalid(format!(
+                "the body's uuid {u} is not {id}"
+            )))
+        }
         _ => job.uuid = Some(id),
     }
-    let imported = s.store.import(&rec.project, vec![job], DupeOption::Update).await?;
+    let imported = s
+        .store
+        .import(&rec.project, vec![job], DupeOption::Update)
+        .await?;
     Ok(Json(json!({ "succeeded": imported })))
 }
 
@@ -375,9 +435,15 @@ async fn run_job(
 }
 
 /// Applies defaults and checks the given values against the job's options.
-fn resolve_options(rec: &JobRecord, mut given: BTreeMap<String, String>) -> ApiResult<BTreeMap<String, String>> {
+fn resolve_options(
+    rec: &JobRecord,
+    mut given: BTreeMap<String, String>,
+) -> ApiResult<BTreeMap<String, String>> {
     let job = &rec.job;
-    if let Some(unknown) = given.keys().find(|k| !job.options.iter().any(|o| &&o.name == k)) {
+    if let Some(unknown) = given
+        .keys()
+        .find(|k| !job.options.iter().any(|o| &&o.name == k))
+    {
         return Err(ApiError::invalid(format!(
             "job `{}` has no option `{unknown}`",
             job.full_name()
@@ -430,7 +496,10 @@ async fn list_executions(
     Ok(Json(json!({"executions": executions})))
 }
 
-async fn get_execution(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ExecutionState>> {
+async fn get_execution(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ExecutionState>> {
     let id = parse_id(&id)?;
     execution_state(&s, id).await.map(Json)
 }
@@ -494,16 +563,18 @@ async fn output_page(s: &AppState, id: Uuid, mut offset: u64, max: usize) -> Api
     // State first: if it is terminal now, every chunk is already stored,
     // because runners publish a step's finished event after its last chunk.
     let state = execution_state(s, id).await?;
-    let stream = s
-        .js
-        .get_stream_no_info(subjects::LOGS_STREAM)
-        .await
-        .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    let stream =
+        s.js.get_stream_no_info(subjects::LOGS_STREAM)
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?;
     let filter = subjects::logs_of(id);
     let mut entries = Vec::new();
     let mut at_end = false;
     while entries.len() < max {
-        match stream.direct_get_next_for_subject(filter.as_str(), Some(offset + 1)).await {
+        match stream
+            .direct_get_next_for_subject(filter.as_str(), Some(offset + 1))
+            .await
+        {
             Ok(msg) => {
                 offset = msg.sequence;
                 match serde_json::from_slice::<LogChunk>(&msg.payload) {
@@ -516,10 +587,17 @@ async fn output_page(s: &AppState, id: Uuid, mut offset: u64, max: usize) -> Api
                         runner: chunk.runner_id.clone(),
                         stream: format!("{:?}", e.stream).to_lowercase(),
                     })),
-                    Err(err) => tracing::warn!(error = %err, execution_id = %id, seq = offset, "skipping malformed log chunk"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, execution_id = %id, seq = offset, "skipping malformed log chunk")
+                    }
                 }
             }
-            Err(e) if matches!(e.kind(), async_nats::jetstream::stream::DirectGetErrorKind::NotFound) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    async_nats::jetstream::stream::DirectGetErrorKind::NotFound
+                ) =>
+            {
                 at_end = true;
                 break;
             }
@@ -563,7 +641,12 @@ async fn follow(s: AppState, id: Uuid, mut offset: u64, tx: mpsc::Sender<SseEven
         Ok(sub) => sub,
         Err(_) => return,
     };
-    let mut changes = match s.store.executions_bucket().watch(subjects::execution_key(id)).await {
+    let mut changes = match s
+        .store
+        .executions_bucket()
+        .watch(subjects::execution_key(id))
+        .await
+    {
         Ok(w) => w,
         Err(_) => return,
     };
@@ -582,7 +665,11 @@ async fn follow(s: AppState, id: Uuid, mut offset: u64, tx: mpsc::Sender<SseEven
         let more = page.entries.len() >= DEFAULT_MAX_ENTRIES;
         if !page.entries.is_empty() {
             let data = serde_json::to_string(&page).expect("page serialises");
-            if tx.send(SseEvent::default().event("output").data(data)).await.is_err() {
+            if tx
+                .send(SseEvent::default().event("output").data(data))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -606,7 +693,10 @@ async fn follow(s: AppState, id: Uuid, mut offset: u64, tx: mpsc::Sender<SseEven
     }
 }
 
-async fn abort_execution(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn abort_execution(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id(&id)?;
     let state = execution_state(&s, id).await?;
     if state.status.is_terminal() {
@@ -638,7 +728,10 @@ struct RunnerView {
     live: bool,
 }
 
-async fn list_runners(State(s): State<AppState>, _h: HeaderMap) -> ApiResult<Json<Vec<RunnerView>>> {
+async fn list_runners(
+    State(s): State<AppState>,
+    _h: HeaderMap,
+) -> ApiResult<Json<Vec<RunnerView>>> {
     let hbs = fleet::heartbeats(&s.js).await.map_err(ServiceError::Nats)?;
     Ok(Json(
         hbs.into_iter()

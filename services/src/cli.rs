@@ -76,7 +76,8 @@ impl Client {
     }
 
     pub async fn jobs(&self, project: &str) -> Result<Value, CliError> {
-        self.json(self.http.get(self.url(&format!("/project/{project}/jobs")))).await
+        self.json(self.http.get(self.url(&format!("/project/{project}/jobs"))))
+            .await
     }
 
     /// A job's uuid, from a uuid or a `group/name`.
@@ -85,7 +86,10 @@ impl Client {
             return Ok(id);
         }
         let v = self
-            .json(self.http.get(self.url(&format!("/project/{project}/job/{}", job.trim_matches('/')))))
+            .json(
+                self.http
+                    .get(self.url(&format!("/project/{project}/job/{}", job.trim_matches('/')))),
+            )
             .await?;
         v.get("id")
             .and_then(Value::as_str)
@@ -99,7 +103,10 @@ impl Client {
             req = req.query(&[("format", "yaml")]);
         }
         let resp = self.send(req).await?;
-        let text = resp.text().await.map_err(|e| CliError::User(e.to_string()))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| CliError::User(e.to_string()))?;
         Ok(if yaml {
             text
         } else {
@@ -110,7 +117,9 @@ impl Client {
     }
 
     pub async fn delete_job(&self, id: Uuid) -> Result<(), CliError> {
-        self.send(self.http.delete(self.url(&format!("/job/{id}")))).await.map(drop)
+        self.send(self.http.delete(self.url(&format!("/job/{id}"))))
+            .await
+            .map(drop)
     }
 
     pub async fn run(&self, id: Uuid, options: BTreeMap<String, String>) -> Result<Uuid, CliError> {
@@ -124,15 +133,24 @@ impl Client {
         v.get("id")
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| CliError::User("unexpected API response: run without execution id".into()))
+            .ok_or_else(|| {
+                CliError::User("unexpected API response: run without execution id".into())
+            })
     }
 
     pub async fn execution(&self, id: Uuid) -> Result<ExecutionState, CliError> {
-        let v = self.json(self.http.get(self.url(&format!("/execution/{id}")))).await?;
-        serde_json::from_value(v).map_err(|e| CliError::User(format!("unexpected API response: {e}")))
+        let v = self
+            .json(self.http.get(self.url(&format!("/execution/{id}"))))
+            .await?;
+        serde_json::from_value(v)
+            .map_err(|e| CliError::User(format!("unexpected API response: {e}")))
     }
 
-    pub async fn executions(&self, project: &str, max: usize) -> Result<Vec<ExecutionState>, CliError> {
+    pub async fn executions(
+        &self,
+        project: &str,
+        max: usize,
+    ) -> Result<Vec<ExecutionState>, CliError> {
         let v = self
             .json(
                 self.http
@@ -152,11 +170,13 @@ impl Client {
                     .query(&[("offset", offset)]),
             )
             .await?;
-        serde_json::from_value(v).map_err(|e| CliError::User(format!("unexpected API response: {e}")))
+        serde_json::from_value(v)
+            .map_err(|e| CliError::User(format!("unexpected API response: {e}")))
     }
 
     pub async fn abort(&self, id: Uuid) -> Result<Value, CliError> {
-        self.json(self.http.post(self.url(&format!("/execution/{id}/abort")))).await
+        self.json(self.http.post(self.url(&format!("/execution/{id}/abort"))))
+            .await
     }
 
     pub async fn runners(&self) -> Result<Value, CliError> {
@@ -165,7 +185,11 @@ impl Client {
 
     /// Prints output live until the execution ends; returns its final state.
     /// Resumes from the last offset if the stream breaks (an API restart).
-    pub async fn follow(&self, id: Uuid, out: &mut (dyn Write + Send)) -> Result<ExecutionState, CliError> {
+    pub async fn follow(
+        &self,
+        id: Uuid,
+        out: &mut (dyn Write + Send),
+    ) -> Result<ExecutionState, CliError> {
         let mut offset = String::from("0");
         let mut failures = 0u32;
         loop {
@@ -208,7 +232,9 @@ impl Client {
             buf.extend_from_slice(&bytes);
             while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_string();
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
                 if line.is_empty() {
                     match event.as_str() {
                         "output" => {
@@ -221,9 +247,9 @@ impl Client {
                             }
                         }
                         "end" => {
-                            return serde_json::from_str(&data)
-                                .map(Some)
-                                .map_err(|e| CliError::User(format!("unexpected API response: {e}")));
+                            return serde_json::from_str(&data).map(Some).map_err(|e| {
+                                CliError::User(format!("unexpected API response: {e}"))
+                            });
                         }
                         "error" => return Err(CliError::User(data)),
                         _ => {}
@@ -249,7 +275,11 @@ pub fn describe(state: &ExecutionState) -> String {
     let mut s = format!(
         "execution {}\n  job:     {}{}\n  project: {}\n  status:  {}\n",
         state.id,
-        state.job_group.as_ref().map(|g| format!("{g}/")).unwrap_or_default(),
+        state
+            .job_group
+            .as_ref()
+            .map(|g| format!("{g}/"))
+            .unwrap_or_default(),
         state.job_name,
         state.project,
         status_word(state.status),
@@ -260,9 +290,14 @@ pub fn describe(state: &ExecutionState) -> String {
             st.step,
             format!("{:?}", st.status).to_lowercase(),
             st.runner_id.as_deref().unwrap_or("-"),
-            st.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            st.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             st.label,
-            st.reason.as_ref().map(|r| format!("  ({r})")).unwrap_or_default(),
+            st.reason
+                .as_ref()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default(),
         ));
     }
     s

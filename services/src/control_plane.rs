@@ -65,7 +65,10 @@ impl ControlPlane {
 
     /// Connects, creates the topology and starts every role; returns once the
     /// API is bound. Everything stops when `shutdown` fires.
-    pub async fn start(self, shutdown: CancellationToken) -> Result<ControlPlaneHandle, ServiceError> {
+    pub async fn start(
+        self,
+        shutdown: CancellationToken,
+    ) -> Result<ControlPlaneHandle, ServiceError> {
         let opts = self.opts;
         let (client, js) = bus::connect(&opts.nats, std::time::Duration::from_secs(60)).await?;
         topology::ensure(&js).await?;
@@ -102,7 +105,12 @@ impl ControlPlane {
                 ro.work_dir = dir.clone();
             }
             let s = shutdown.clone();
-            tasks.spawn(async move { ("local runner", Runner::new(ro).run(s).await.map_err(|e| e.to_string())) });
+            tasks.spawn(async move {
+                (
+                    "local runner",
+                    Runner::new(ro).run(s).await.map_err(|e| e.to_string()),
+                )
+            });
         }
         Ok(ControlPlaneHandle { api_addr, tasks })
     }

@@ -18,7 +18,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[derive(Parser)]
-#[command(name = "outpost", version, about = "Outpost: automation that reaches private networks through outbound-only runners")]
+#[command(
+    name = "outpost",
+    version,
+    about = "Outpost: automation that reaches private networks through outbound-only runners"
+)]
 struct Cli {
     /// TOML config file (keys: nats_url, domain, listen, data_dir, api_url, project).
     #[arg(long, global = true, env = "OUTPOST_CONFIG")]
@@ -167,11 +171,19 @@ enum RunnerCmd {
 
 fn main() {
     let cli = Cli::parse();
-    let quiet_client = !matches!(cli.command, Command::Up(_) | Command::Serve(_) | Command::Projector(_));
+    let quiet_client = !matches!(
+        cli.command,
+        Command::Up(_) | Command::Serve(_) | Command::Projector(_)
+    );
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| {
-                if quiet_client { "warn" } else { "info,async_nats=warn" }.into()
+                if quiet_client {
+                    "warn"
+                } else {
+                    "info,async_nats=warn"
+                }
+                .into()
             }),
         )
         .with_writer(std::io::stderr)
@@ -193,10 +205,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let api_url = pick(cli.api_url.clone(), file.api_url.clone(), || {
         format!("http://{}", config::DEFAULT_LISTEN)
     });
-    let project = pick(cli.project.clone(), file.project.clone(), || "default".into());
+    let project = pick(cli.project.clone(), file.project.clone(), || {
+        "default".into()
+    });
     let nats = |name: &str| NatsOptions {
-        url: pick(cli.nats_url.clone(), file.nats_url.clone(), || config::DEFAULT_NATS_URL.into()),
-        domain: Some(pick(cli.domain.clone(), file.domain.clone(), || config::DEFAULT_DOMAIN.into())),
+        url: pick(cli.nats_url.clone(), file.nats_url.clone(), || {
+            config::DEFAULT_NATS_URL.into()
+        }),
+        domain: Some(pick(cli.domain.clone(), file.domain.clone(), || {
+            config::DEFAULT_DOMAIN.into()
+        })),
         name: name.into(),
         inbox_prefix: None,
     };
@@ -207,8 +225,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let shutdown = cancel_on_signal();
             up::run(
                 up::UpOptions {
-                    data_dir: pick(a.data_dir, file.data_dir.clone(), || config::DEFAULT_DATA_DIR.into()),
-                    listen: pick(a.listen, file.listen.clone(), || config::DEFAULT_LISTEN.into()),
+                    data_dir: pick(a.data_dir, file.data_dir.clone(), || {
+                        config::DEFAULT_DATA_DIR.into()
+                    }),
+                    listen: pick(a.listen, file.listen.clone(), || {
+                        config::DEFAULT_LISTEN.into()
+                    }),
                     ports: up::NatsPorts {
                         client: a.nats_port.into(),
                         websocket: a.ws_port.into(),
@@ -235,7 +257,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let handle = ControlPlane::new(ControlPlaneOptions {
                 nats: nats("outpost control plane"),
                 roles,
-                listen: pick(a.listen, file.listen.clone(), || config::DEFAULT_LISTEN.into()),
+                listen: pick(a.listen, file.listen.clone(), || {
+                    config::DEFAULT_LISTEN.into()
+                }),
                 local_runner_work_dir: None,
             })
             .start(shutdown)
@@ -246,9 +270,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             handle.wait().await?;
         }
         Command::Projector(ProjectorCmd::Rebuild { bucket }) => {
-            let (_client, js) = bus::connect(&nats("outpost projector rebuild"), std::time::Duration::from_secs(10)).await?;
+            let (_client, js) = bus::connect(
+                &nats("outpost projector rebuild"),
+                std::time::Duration::from_secs(10),
+            )
+            .await?;
             let report = projector::rebuild(&js, &bucket).await?;
-            let live = projector::read_all(&js, outpost_schemas::subjects::EXECUTIONS_BUCKET).await?;
+            let live =
+                projector::read_all(&js, outpost_schemas::subjects::EXECUTIONS_BUCKET).await?;
             let rebuilt = projector::read_all(&js, &bucket).await?;
             let differing: Vec<&String> = live
                 .iter()
@@ -270,7 +299,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             return Ok(if differing.is_empty() { 0 } else { 1 });
         }
         Command::Job(JobCmd::Load { file: path, dupe }) => {
-            let yaml = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let yaml = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             let v = client
                 .import(&project, yaml, &dupe)
                 .await
@@ -280,7 +310,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     Some(g) => format!("{g}/{}", j["name"].as_str().unwrap_or("")),
                     None => j["name"].as_str().unwrap_or("").to_string(),
                 };
-                println!("{:<8} {}  {}", j["action"].as_str().unwrap_or(""), j["id"].as_str().unwrap_or(""), name);
+                println!(
+                    "{:<8} {}  {}",
+                    j["action"].as_str().unwrap_or(""),
+                    j["id"].as_str().unwrap_or(""),
+                    name
+                );
             }
         }
         Command::Job(JobCmd::List) => {
@@ -290,7 +325,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     Some(g) => format!("{g}/{}", j["name"].as_str().unwrap_or("")),
                     None => j["name"].as_str().unwrap_or("").to_string(),
                 };
-                println!("{}  {:<30} {}", j["id"].as_str().unwrap_or(""), name, j["description"].as_str().unwrap_or(""));
+                println!(
+                    "{}  {:<30} {}",
+                    j["id"].as_str().unwrap_or(""),
+                    name,
+                    j["description"].as_str().unwrap_or("")
+                );
             }
         }
         Command::Job(JobCmd::Get { job, yaml }) => {
@@ -337,7 +377,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 offset = page.offset;
             }
         }
-        Command::Exec(ExecCmd::Follow { id }) => return follow_exit(&client, id, &mut stdout).await,
+        Command::Exec(ExecCmd::Follow { id }) => {
+            return follow_exit(&client, id, &mut stdout).await
+        }
         Command::Exec(ExecCmd::List { max }) => {
             for st in client.executions(&project, max).await? {
                 println!(
@@ -363,8 +405,18 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!(
                     "{:<16} {:<6} tags=[{}] running={}/{} last={} host={}",
                     r["runner_id"].as_str().unwrap_or(""),
-                    if r["live"].as_bool() == Some(true) { "live" } else { "stale" },
-                    r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(","),
+                    if r["live"].as_bool() == Some(true) {
+                        "live"
+                    } else {
+                        "stale"
+                    },
+                    r["tags"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     r["running_steps"],
                     r["capacity"],
                     r["time"].as_str().unwrap_or(""),
@@ -381,14 +433,27 @@ async fn follow_exit(client: &Client, id: Uuid, out: &mut std::io::Stdout) -> an
     let failed: Vec<String> = st
         .steps
         .iter()
-        .filter_map(|s| s.reason.as_ref().filter(|_| s.status >= outpost_schemas::state::StepStatus::Failed).map(|r| format!("step {}: {r}", s.step)))
+        .filter_map(|s| {
+            s.reason
+                .as_ref()
+                .filter(|_| s.status >= outpost_schemas::state::StepStatus::Failed)
+                .map(|r| format!("step {}: {r}", s.step))
+        })
         .collect();
     eprintln!(
         "execution {id} {}{}",
         cli::status_word(st.status),
-        if failed.is_empty() { String::new() } else { format!(" ({})", failed.join("; ")) }
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", failed.join("; "))
+        }
     );
-    Ok(if st.status == ExecutionStatus::Succeeded { 0 } else { 1 })
+    Ok(if st.status == ExecutionStatus::Succeeded {
+        0
+    } else {
+        1
+    })
 }
 
 fn cancel_on_signal() -> CancellationToken {

@@ -77,7 +77,9 @@ async fn handle(ctx: &Ctx, msg: jetstream::Message) {
         }
         Err(err) => {
             tracing::warn!(error = %err, execution_id = %execution_id, kind = event.kind(), "handling failed; will retry");
-            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
         }
     }
 }
@@ -92,7 +94,9 @@ async fn on_event(ctx: &Ctx, event: &Event) -> Result<(), ServiceError> {
                     tracing::info!(execution_id = %req.execution_id, job = %run.job_name, "execution planned");
                     Some(run)
                 }
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => load(&ctx.runs, &key).await?,
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    load(&ctx.runs, &key).await?
+                }
                 Err(e) => return Err(ServiceError::Nats(e.to_string())),
             }
         }
@@ -107,8 +111,15 @@ async fn on_event(ctx: &Ctx, event: &Event) -> Result<(), ServiceError> {
                 // Whoever creates the claim runs the step: if we win, no runner
                 // ever will, and the run ends now.
                 let claim = subjects::claim_key(run.execution_id, run.current);
-                let unclaimed = ctx.claims.create(&claim, ABORTED_CLAIM.into()).await.is_ok();
-                let run = update(&ctx.runs, &key, |r| r.on_abort(unclaimed && r.current == run.current)).await?;
+                let unclaimed = ctx
+                    .claims
+                    .create(&claim, ABORTED_CLAIM.into())
+                    .await
+                    .is_ok();
+                let run = update(&ctx.runs, &key, |r| {
+                    r.on_abort(unclaimed && r.current == run.current)
+                })
+                .await?;
                 if !unclaimed {
                     ctx.client
                         .publish(subjects::abort(event.execution_id()), "abort".into())
@@ -171,7 +182,11 @@ fn encode(run: &Run) -> bytes::Bytes {
 }
 
 async fn load(runs: &kv::Store, key: &str) -> Result<Option<Run>, ServiceError> {
-    let Some(entry) = runs.entry(key).await.map_err(|e| ServiceError::Nats(e.to_string()))? else {
+    let Some(entry) = runs
+        .entry(key)
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))?
+    else {
         return Ok(None);
     };
     if entry.operation != kv::Operation::Put {
@@ -190,7 +205,11 @@ async fn update(
     change: impl Fn(&mut Run) -> bool,
 ) -> Result<Option<Run>, ServiceError> {
     loop {
-        let Some(entry) = runs.entry(key).await.map_err(|e| ServiceError::Nats(e.to_string()))? else {
+        let Some(entry) = runs
+            .entry(key)
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?
+        else {
             return Ok(None);
         };
         let mut run: Run = serde_json::from_slice(&entry.value)

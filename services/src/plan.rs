@@ -113,7 +113,13 @@ pub fn plan(req: &ExecutionRequested) -> Run {
 /// `RD_OPTION_` suffix, as Rundeck builds it: upper case, `.`/`-` to `_`.
 fn env_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

@@ -139,7 +139,10 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                         } else {
                             StepStatus::Skipped
                         };
-                        st.reason = f.reason.clone().or_else(|| Some("an earlier step failed".into()));
+                        st.reason = f
+                            .reason
+                            .clone()
+                            .or_else(|| Some("an earlier step failed".into()));
                     }
                 }
             }

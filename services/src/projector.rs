@@ -57,11 +57,15 @@ async fn handle(store: &kv::Store, msg: jetstream::Message) {
         }
         Ok(false) => {
             // Its request is not folded yet (another replica has it in hand).
-            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await;
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_millis(200))))
+                .await;
         }
         Err(err) => {
             tracing::warn!(error = %err, execution_id = %event.execution_id(), "projection failed; will retry");
-            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
         }
     }
 }
@@ -90,11 +94,21 @@ pub async fn apply(store: &kv::Store, event: &Event) -> Result<bool, ServiceErro
         };
         let value: bytes::Bytes = serde_json::to_vec(&next).expect("state serialises").into();
         let written = match &entry {
-            Some(e) => store.update(&key, value, e.revision).await.map(drop).map_err(|e| {
-                (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())
-            }),
+            Some(e) => store
+                .update(&key, value, e.revision)
+                .await
+                .map(drop)
+                .map_err(|e| {
+                    (
+                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                        e.to_string(),
+                    )
+                }),
             None => store.create(&key, value).await.map(drop).map_err(|e| {
-                (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())
+                (
+                    e.kind() == kv::CreateErrorKind::AlreadyExists,
+                    e.to_string(),
+                )
             }),
         };
         match written {
@@ -196,13 +210,23 @@ pub async fn rebuild(js: &jetstream::Context, bucket: &str) -> Result<RebuildRep
 }
 
 /// Every execution state in a bucket, by id.
-pub async fn read_all(js: &jetstream::Context, bucket: &str) -> Result<BTreeMap<String, ExecutionState>, ServiceError> {
+pub async fn read_all(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<BTreeMap<String, ExecutionState>, ServiceError> {
     let store = crate::bucket(js, bucket).await?;
-    let mut keys = store.keys().await.map_err(|e| ServiceError::Nats(e.to_string()))?;
+    let mut keys = store
+        .keys()
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))?;
     let mut out = BTreeMap::new();
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| ServiceError::Nats(e.to_string()))?;
-        if let Some(v) = store.get(&key).await.map_err(|e| ServiceError::Nats(e.to_string()))? {
+        if let Some(v) = store
+            .get(&key)
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?
+        {
             let state: ExecutionState = serde_json::from_slice(&v)
                 .map_err(|e| ServiceError::Corrupt(format!("execution {key}: {e}")))?;
             out.insert(key, state);

@@ -127,13 +127,14 @@ impl Store {
     }
 
     pub async fn create_project(&self, p: &Project) -> Result<(), StoreError> {
-        check_name("project name", &p.name, |c| c == '_' || c == '-').map_err(StoreError::Invalid)?;
+        check_name("project name", &p.name, |c| c == '_' || c == '-')
+            .map_err(StoreError::Invalid)?;
         let value = serde_json::to_vec(p).expect("project serialises");
         match self.projects.create(&p.name, value.into()).await {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                Err(StoreError::Conflict(format!("project `{}` already exists", p.name)))
-            }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(StoreError::Conflict(
+                format!("project `{}` already exists", p.name),
+            )),
             Err(e) => Err(nats(e)),
         }
     }
@@ -148,12 +149,22 @@ impl Store {
     }
 
     /// Finds a job by `group/name` (or just `name`) in a project.
-    pub async fn job_by_name(&self, project: &str, full_name: &str) -> Result<Option<JobRecord>, StoreError> {
+    pub async fn job_by_name(
+        &self,
+        project: &str,
+        full_name: &str,
+    ) -> Result<Option<JobRecord>, StoreError> {
         let full_name = full_name.trim_matches('/');
-        let Some(v) = self.jobs.get(name_key(project, full_name)).await.map_err(nats)? else {
+        let Some(v) = self
+            .jobs
+            .get(name_key(project, full_name))
+            .await
+            .map_err(nats)?
+        else {
             return Ok(None);
         };
-        let id = Uuid::from_slice(&v).map_err(|e| ServiceError::Corrupt(format!("name index: {e}")))?;
+        let id =
+            Uuid::from_slice(&v).map_err(|e| ServiceError::Corrupt(format!("name index: {e}")))?;
         self.job(id).await
     }
 
@@ -166,8 +177,8 @@ impl Store {
                 continue;
             }
             if let Some(v) = self.jobs.get(&k).await.map_err(nats)? {
-                let rec: JobRecord =
-                    serde_json::from_slice(&v).map_err(|e| ServiceError::Corrupt(format!("{k}: {e}")))?;
+                let rec: JobRecord = serde_json::from_slice(&v)
+                    .map_err(|e| ServiceError::Corrupt(format!("{k}: {e}")))?;
                 if rec.project == project {
                     out.push(rec);
                 }
@@ -179,14 +190,21 @@ impl Store {
 
     /// Stores parsed jobs. Every conflict is checked before anything is
     /// written, so a refused import stores nothing.
-    pub async fn import(&self, project: &str, jobs: Vec<Job>, dupe: DupeOption) -> Result<Vec<Imported>, StoreError> {
+    pub async fn import(
+        &self,
+        project: &str,
+        jobs: Vec<Job>,
+        dupe: DupeOption,
+    ) -> Result<Vec<Imported>, StoreError> {
         self.require_project(project).await?;
         let mut plan = Vec::with_capacity(jobs.len());
         let mut names = std::collections::BTreeSet::new();
         for job in jobs {
             let full = job.full_name();
             if !names.insert(full.clone()) {
-                return Err(StoreError::Invalid(format!("the file defines job `{full}` twice")));
+                return Err(StoreError::Invalid(format!(
+                    "the file defines job `{full}` twice"
+                )));
             }
             let by_name = self.job_by_name(project, &full).await?;
             let by_id = match job.uuid {
@@ -235,7 +253,11 @@ impl Store {
                     continue;
                 }
                 Some(rec) => (rec.id, rec.created_at, ImportAction::Updated),
-                None => (job.uuid.unwrap_or_else(Uuid::now_v7), now, ImportAction::Created),
+                None => (
+                    job.uuid.unwrap_or_else(Uuid::now_v7),
+                    now,
+                    ImportAction::Created,
+                ),
             };
             job.uuid = Some(id);
             let index = name_key(project, &full);
@@ -243,7 +265,10 @@ impl Store {
             match &existing {
                 Some(rec) if rec.job.full_name() != full => {
                     self.create_index(&index, id_bytes, &full).await?;
-                    self.jobs.delete(name_key(project, &rec.job.full_name())).await.map_err(nats)?;
+                    self.jobs
+                        .delete(name_key(project, &rec.job.full_name()))
+                        .await
+                        .map_err(nats)?;
                 }
                 Some(_) => {}
                 None => self.create_index(&index, id_bytes, &full).await?,
@@ -256,7 +281,10 @@ impl Store {
                 updated_at: now,
             };
             let value = serde_json::to_vec(&rec).expect("job serialises");
-            self.jobs.put(job_key(id), value.into()).await.map_err(nats)?;
+            self.jobs
+                .put(job_key(id), value.into())
+                .await
+                .map_err(nats)?;
             out.push(Imported {
                 id,
                 name: rec.job.name,
@@ -268,12 +296,17 @@ impl Store {
         Ok(out)
     }
 
-    async fn create_index(&self, key: &str, id: bytes::Bytes, full: &str) -> Result<(), StoreError> {
+    async fn create_index(
+        &self,
+        key: &str,
+        id: bytes::Bytes,
+        full: &str,
+    ) -> Result<(), StoreError> {
         match self.jobs.create(key, id).await {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(StoreError::Conflict(format!(
-                "job `{full}` was created concurrently; retry the import"
-            ))),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(StoreError::Conflict(
+                format!("job `{full}` was created concurrently; retry the import"),
+            )),
             Err(e) => Err(nats(e)),
         }
     }
@@ -291,7 +324,12 @@ impl Store {
     }
 
     pub async fn execution(&self, id: Uuid) -> Result<Option<ExecutionState>, StoreError> {
-        match self.executions.get(subjects::execution_key(id)).await.map_err(nats)? {
+        match self
+            .executions
+            .get(subjects::execution_key(id))
+            .await
+            .map_err(nats)?
+        {
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
                 .map_err(|e| ServiceError::Corrupt(format!("execution {id}: {e}")).into()),
@@ -301,7 +339,11 @@ impl Store {
 
     /// Newest first. Reads every key: fine for the retention we keep, and the
     /// place to add a per-project index when it is not.
-    pub async fn executions(&self, project: &str, max: usize) -> Result<Vec<ExecutionState>, StoreError> {
+    pub async fn executions(
+        &self,
+        project: &str,
+        max: usize,
+    ) -> Result<Vec<ExecutionState>, StoreError> {
         let mut keys = self.executions.keys().await.map_err(nats)?;
         let mut ids = Vec::new();
         while let Some(k) = keys.next().await {
@@ -315,8 +357,8 @@ impl Store {
                 break;
             }
             if let Some(v) = self.executions.get(&k).await.map_err(nats)? {
-                let st: ExecutionState =
-                    serde_json::from_slice(&v).map_err(|e| ServiceError::Corrupt(format!("execution {k}: {e}")))?;
+                let st: ExecutionState = serde_json::from_slice(&v)
+                    .map_err(|e| ServiceError::Corrupt(format!("execution {k}: {e}")))?;
                 if st.project == project {
                     out.push(st);
                 }

@@ -92,12 +92,37 @@ fn bucket_configs() -> Vec<kv::Config> {
         ..Default::default()
     };
     vec![
-        bucket(s::JOBS_BUCKET, "Job definitions and name index", 5, Duration::ZERO),
+        bucket(
+            s::JOBS_BUCKET,
+            "Job definitions and name index",
+            5,
+            Duration::ZERO,
+        ),
         bucket(s::PROJECTS_BUCKET, "Projects", 1, Duration::ZERO),
-        bucket(s::EXECUTIONS_BUCKET, "Projected execution state", 1, 90 * DAY),
-        bucket(s::RUNS_BUCKET, "Orchestrator progress per execution", 1, 90 * DAY),
-        bucket(s::TAGSETS_BUCKET, "Registered dispatch tag sets", 1, Duration::ZERO),
-        bucket(s::CLAIMS_BUCKET, "Step claims: the creator of a key runs the step", 1, 7 * DAY),
+        bucket(
+            s::EXECUTIONS_BUCKET,
+            "Projected execution state",
+            1,
+            90 * DAY,
+        ),
+        bucket(
+            s::RUNS_BUCKET,
+            "Orchestrator progress per execution",
+            1,
+            90 * DAY,
+        ),
+        bucket(
+            s::TAGSETS_BUCKET,
+            "Registered dispatch tag sets",
+            1,
+            Duration::ZERO,
+        ),
+        bucket(
+            s::CLAIMS_BUCKET,
+            "Step claims: the creator of a key runs the step",
+            1,
+            7 * DAY,
+        ),
     ]
 }
 
@@ -150,16 +175,21 @@ pub async fn ensure(js: &jetstream::Context) -> Result<(), TopologyError> {
     )
     .await?;
     ensure_dispatch_consumer(js, s::LOCAL_TOKEN).await?;
-    let projects = js
-        .get_key_value(s::PROJECTS_BUCKET)
-        .await
-        .map_err(|e| TopologyError::Bucket {
-            name: s::PROJECTS_BUCKET.into(),
-            message: e.to_string(),
-        })?;
+    let projects =
+        js.get_key_value(s::PROJECTS_BUCKET)
+            .await
+            .map_err(|e| TopologyError::Bucket {
+                name: s::PROJECTS_BUCKET.into(),
+                message: e.to_string(),
+            })?;
     // `create` fails when the project exists, which is the point.
     let _ = projects
-        .create(s::DEFAULT_PROJECT, br#"{"name":"default","description":"Created at start"}"#.to_vec().into())
+        .create(
+            s::DEFAULT_PROJECT,
+            br#"{"name":"default","description":"Created at start"}"#
+                .to_vec()
+                .into(),
+        )
         .await;
     Ok(())
 }
@@ -182,13 +212,18 @@ async fn ensure_consumer(
     })
 }
 
-async fn ensure_dispatch_consumer(js: &jetstream::Context, token: &str) -> Result<(), TopologyError> {
+async fn ensure_dispatch_consumer(
+    js: &jetstream::Context,
+    token: &str,
+) -> Result<(), TopologyError> {
     ensure_consumer(
         js,
         s::DISPATCH_STREAM,
         pull::Config {
             durable_name: Some(s::dispatch_consumer(token)),
-            description: Some(format!("Work for target `{token}`, shared by every runner that satisfies it")),
+            description: Some(format!(
+                "Work for target `{token}`, shared by every runner that satisfies it"
+            )),
             filter_subject: s::dispatch_filter(token),
             ack_policy: AckPolicy::Explicit,
             ack_wait: ACK_WAIT,

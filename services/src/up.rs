@@ -41,7 +41,12 @@ pub struct NatsPorts {
 
 /// Renders the single-machine NATS config: client, WebSocket and leaf
 /// listeners on loopback, JetStream with domain `hub` under `store_dir`.
-pub fn nats_config(ports: &NatsPorts, store_dir: &Path, log_file: &Path, ports_dir: Option<&Path>) -> String {
+pub fn nats_config(
+    ports: &NatsPorts,
+    store_dir: &Path,
+    log_file: &Path,
+    ports_dir: Option<&Path>,
+) -> String {
     let mut conf = format!(
         r#"# Written by Outpost. Single-machine development config.
 server_name: outpost-dev
@@ -97,11 +102,15 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
     let io = |what: String| move |source| UpError::Io { what, source };
     let data_dir = absolute(&opts.data_dir);
     let nats_dir = data_dir.join("nats");
-    std::fs::create_dir_all(&nats_dir).map_err(io(format!("cannot create {}", nats_dir.display())))?;
+    std::fs::create_dir_all(&nats_dir)
+        .map_err(io(format!("cannot create {}", nats_dir.display())))?;
     let conf_path = nats_dir.join("nats.conf");
     let log_path = nats_dir.join("nats.log");
-    std::fs::write(&conf_path, nats_config(&opts.ports, &nats_dir.join("jetstream"), &log_path, None))
-        .map_err(io(format!("cannot write {}", conf_path.display())))?;
+    std::fs::write(
+        &conf_path,
+        nats_config(&opts.ports, &nats_dir.join("jetstream"), &log_path, None),
+    )
+    .map_err(io(format!("cannot write {}", conf_path.display())))?;
 
     let binary = nats_server_binary()?;
     for (what, port) in [
@@ -142,7 +151,9 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
 
     let mut runner = None;
     if opts.remote_runner {
-        let exe = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("outpost-runner")));
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("outpost-runner")));
         match exe.filter(|p| p.is_file()) {
             Some(exe) => {
                 let log = std::fs::File::create(data_dir.join("runner-demo.log"))
@@ -202,7 +213,9 @@ fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
     }
 }
 
@@ -217,11 +230,17 @@ async fn wait_for_port(child: &mut Child, port: u16, log: &Path) -> Result<(), U
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             )));
         }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(UpError::NatsStart(format!("port {port} did not open within 15 s; see {}", log.display())));
+            return Err(UpError::NatsStart(format!(
+                "port {port} did not open within 15 s; see {}",
+                log.display()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -29,7 +29,12 @@ fn ms(d: Duration) -> String {
 fn report(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
     let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-    println!("{name:<58} n={:<4} p50 {:>9}  p99 {:>9}", samples.len(), ms(p50), ms(p99));
+    println!(
+        "{name:<58} n={:<4} p50 {:>9}  p99 {:>9}",
+        samples.len(),
+        ms(p50),
+        ms(p99)
+    );
     (p50, p99)
 }
 
@@ -44,7 +49,10 @@ async fn main() {
         )
         .await;
     let local_job = stack
-        .load("- name: local\n  sequence:\n    commands:\n    - exec: 'true'\n", "local")
+        .load(
+            "- name: local\n  sequence:\n    commands:\n    - exec: 'true'\n",
+            "local",
+        )
         .await;
 
     // Warm up: connections, the tag set's consumer, the runner's binding.
@@ -55,8 +63,16 @@ async fn main() {
 
     let baseline = raw_jetstream(&stack.nats).await;
 
-    let mut started = stack.client.subscribe("outpost.ev.step_started.>").await.unwrap();
-    let mut finished = stack.client.subscribe("outpost.ev.execution_finished.>").await.unwrap();
+    let mut started = stack
+        .client
+        .subscribe("outpost.ev.step_started.>")
+        .await
+        .unwrap();
+    let mut finished = stack
+        .client
+        .subscribe("outpost.ev.execution_finished.>")
+        .await
+        .unwrap();
     let mut pickup = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         let t0 = Instant::now();
@@ -78,8 +94,14 @@ async fn main() {
     }
     println!();
     let (p50, _) = report("pickup: run request -> step started (ws runner)", pickup);
-    let (b50, _) = report("baseline: raw JetStream publish -> long-poll fetch (ws)", baseline);
-    println!("pickup p50 is {:.1}x the raw JetStream p50 (target: pickup p50 <= 20 ms)", p50.as_secs_f64() / b50.as_secs_f64());
+    let (b50, _) = report(
+        "baseline: raw JetStream publish -> long-poll fetch (ws)",
+        baseline,
+    );
+    println!(
+        "pickup p50 is {:.1}x the raw JetStream p50 (target: pickup p50 <= 20 ms)",
+        p50.as_secs_f64() / b50.as_secs_f64()
+    );
 
     println!();
     for (name, job) in [("ws runner", job), ("local runner", local_job)] {
@@ -113,9 +135,10 @@ async fn main() {
 /// same WebSocket listener the runner uses.
 async fn raw_jetstream(nats: &NatsServer) -> Vec<Duration> {
     let (_pc, publisher) = nats.connect().await;
-    let (_fc, fetcher) = outpost_runner::bus::connect(&nats.ws_options("bench fetcher"), Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (_fc, fetcher) =
+        outpost_runner::bus::connect(&nats.ws_options("bench fetcher"), Duration::from_secs(10))
+            .await
+            .unwrap();
     publisher
         .create_stream(stream::Config {
             name: "BENCH".into(),
@@ -137,12 +160,20 @@ async fn raw_jetstream(nats: &NatsServer) -> Vec<Duration> {
         )
         .await
         .unwrap();
-    let consumer: jetstream::consumer::PullConsumer =
-        fetcher.get_consumer_from_stream("bench", "BENCH").await.unwrap();
+    let consumer: jetstream::consumer::PullConsumer = fetcher
+        .get_consumer_from_stream("bench", "BENCH")
+        .await
+        .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Instant>(1);
     let fetch_loop = tokio::spawn(async move {
         loop {
-            let mut batch = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await
+                .unwrap();
             while let Some(m) = batch.next().await {
                 let m = m.unwrap();
                 let now = Instant::now();
@@ -158,7 +189,12 @@ async fn raw_jetstream(nats: &NatsServer) -> Vec<Duration> {
         // Let the fetch get back to waiting, as an idle runner's would be.
         tokio::time::sleep(Duration::from_millis(2)).await;
         let t0 = Instant::now();
-        publisher.publish(format!("bench.{i}"), "x".into()).await.unwrap().await.unwrap();
+        publisher
+            .publish(format!("bench.{i}"), "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         let received = rx.recv().await.unwrap();
         if i >= 20 {
             out.push(received.duration_since(t0));

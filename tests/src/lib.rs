@@ -17,7 +17,9 @@ use outpost_runner::{Runner, RunnerOptions};
 use outpost_schemas::job::TagSet;
 use outpost_schemas::state::ExecutionState;
 use outpost_schemas::{subjects, Event};
-use outpost_services::control_plane::{ControlPlane, ControlPlaneHandle, ControlPlaneOptions, Roles};
+use outpost_services::control_plane::{
+    ControlPlane, ControlPlaneHandle, ControlPlaneOptions, Roles,
+};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -30,7 +32,8 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OUTPOST_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("OUTPOST_TEST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -93,7 +96,11 @@ impl NatsServer {
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("nats-server exited with {status}: {}", server.log());
             }
-            assert!(Instant::now() < deadline, "nats-server wrote no ports file: {}", server.log());
+            assert!(
+                Instant::now() < deadline,
+                "nats-server wrote no ports file: {}",
+                server.log()
+            );
             std::thread::sleep(Duration::from_millis(10));
         };
         server.client_url = ports["nats"][0].as_str().unwrap().to_string();
@@ -213,7 +220,11 @@ pub fn start_runner_with(
     tweak: impl FnOnce(&mut RunnerOptions),
 ) -> RunnerGuard {
     let work_dir = tempfile::tempdir().unwrap();
-    let mut opts = RunnerOptions::new(id, TagSet::new(tags).unwrap(), nats.ws_options(&format!("runner {id}")));
+    let mut opts = RunnerOptions::new(
+        id,
+        TagSet::new(tags).unwrap(),
+        nats.ws_options(&format!("runner {id}")),
+    );
     opts.work_dir = work_dir.path().to_path_buf();
     opts.heartbeat_every = Duration::from_secs(1);
     tweak(&mut opts);
@@ -297,8 +308,10 @@ impl Stack {
     }
 
     pub async fn try_run(&self, job: Uuid, options: &[(&str, &str)]) -> (u16, Value) {
-        let opts: serde_json::Map<String, Value> =
-            options.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+        let opts: serde_json::Map<String, Value> = options
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
         let r = self
             .http
             .post(self.url(&format!("/job/{job}/run")))
@@ -321,12 +334,18 @@ impl Stack {
     }
 
     /// Waits, by watching its KV key, until the projected state satisfies `pred`.
-    pub async fn wait_state(&self, id: Uuid, what: &str, pred: impl Fn(&ExecutionState) -> bool) -> ExecutionState {
+    pub async fn wait_state(
+        &self,
+        id: Uuid,
+        what: &str,
+        pred: impl Fn(&ExecutionState) -> bool,
+    ) -> ExecutionState {
         wait_state(&self.js, id, what, pred).await
     }
 
     pub async fn wait_terminal(&self, id: Uuid) -> ExecutionState {
-        self.wait_state(id, "a terminal status", |s| s.status.is_terminal()).await
+        self.wait_state(id, "a terminal status", |s| s.status.is_terminal())
+            .await
     }
 
     /// Every output line of an execution, read page by page through the API.
@@ -393,11 +412,17 @@ pub async fn wait_state(
 }
 
 pub async fn events_of(js: &jetstream::Context, id: Uuid) -> Vec<Event> {
-    let stream = js.get_stream_no_info(subjects::EVENTS_STREAM).await.unwrap();
+    let stream = js
+        .get_stream_no_info(subjects::EVENTS_STREAM)
+        .await
+        .unwrap();
     let filter = subjects::events_of(id);
     let mut seq = 0;
     let mut out = Vec::new();
-    while let Ok(msg) = stream.direct_get_next_for_subject(filter.as_str(), Some(seq + 1)).await {
+    while let Ok(msg) = stream
+        .direct_get_next_for_subject(filter.as_str(), Some(seq + 1))
+        .await
+    {
         seq = msg.sequence;
         out.push(serde_json::from_slice(&msg.payload).unwrap());
     }

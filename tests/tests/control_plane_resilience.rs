@@ -36,7 +36,9 @@ async fn orchestrator_and_projector_restarted_mid_run_and_the_execution_still_fi
         .await;
     let id = stack.run_job(job, &[]).await;
     stack
-        .wait_state(id, "step 1 running", |s| s.steps[0].status == StepStatus::Running)
+        .wait_state(id, "step 1 running", |s| {
+            s.steps[0].status == StepStatus::Running
+        })
         .await;
 
     // Both services go away while step 1 runs, and step 1 finishes while
@@ -48,13 +50,25 @@ async fn orchestrator_and_projector_restarted_mid_run_and_the_execution_still_fi
         .await
         .unwrap();
     std::fs::write(&gate_file, "").unwrap();
-    tokio::time::timeout(WAIT, finished.next()).await.expect("step 1 finishes").unwrap();
-    assert_eq!(stack.execution(id).await.steps[0].status, StepStatus::Running, "projector is down");
+    tokio::time::timeout(WAIT, finished.next())
+        .await
+        .expect("step 1 finishes")
+        .unwrap();
+    assert_eq!(
+        stack.execution(id).await.steps[0].status,
+        StepStatus::Running,
+        "projector is down"
+    );
 
     let _engine = Services::start(&stack.nats, roles(false, true, true, false)).await;
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
-    let lines: Vec<String> = stack.output_lines(id).await.into_iter().map(|e| e.log).collect();
+    let lines: Vec<String> = stack
+        .output_lines(id)
+        .await
+        .into_iter()
+        .map(|e| e.log)
+        .collect();
     assert_eq!(lines, ["through", "second"]);
 }
 
@@ -90,7 +104,12 @@ async fn two_replicas_of_every_service_process_each_thing_once() {
             assert_eq!(*n, 1, "{what} happened {n} times in {id}: {counts:?}");
         }
         assert_eq!(counts.len(), 14, "{counts:?}");
-        let lines: Vec<String> = stack.output_lines(id).await.into_iter().map(|e| e.log).collect();
+        let lines: Vec<String> = stack
+            .output_lines(id)
+            .await
+            .into_iter()
+            .map(|e| e.log)
+            .collect();
         assert_eq!(lines, ["a", "b", "c"]);
     }
 }
@@ -129,14 +148,18 @@ async fn a_projection_rebuilt_from_the_event_stream_equals_the_live_one() {
     }
     let waiting = stack.run_job(stuck, &[]).await;
     stack
-        .wait_state(waiting, "a waiting step", |s| s.steps[0].status == StepStatus::Waiting)
+        .wait_state(waiting, "a waiting step", |s| {
+            s.steps[0].status == StepStatus::Waiting
+        })
         .await;
     wait_projector_idle(&stack).await;
 
     let report = projector::rebuild(&stack.js, "REBUILT").await.unwrap();
     assert_eq!(report.executions, 7);
     assert_eq!(report.orphans, 0);
-    let live = projector::read_all(&stack.js, subjects::EXECUTIONS_BUCKET).await.unwrap();
+    let live = projector::read_all(&stack.js, subjects::EXECUTIONS_BUCKET)
+        .await
+        .unwrap();
     let rebuilt = projector::read_all(&stack.js, "REBUILT").await.unwrap();
     assert_eq!(live.len(), 7);
     assert_eq!(live, rebuilt);
@@ -148,8 +171,16 @@ async fn a_projection_rebuilt_from_the_event_stream_equals_the_live_one() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("7 executions") && stdout.contains("0 differ"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("7 executions") && stdout.contains("0 differ"),
+        "{stdout}"
+    );
 }
 
 /// The projector has nothing pending or unacknowledged. No event exists for
@@ -166,7 +197,10 @@ async fn wait_projector_idle(stack: &Stack) {
         if info.num_pending == 0 && info.num_ack_pending == 0 {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "projector never caught up: {info:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projector never caught up: {info:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -38,7 +38,11 @@ async fn invalid_yaml_is_rejected_with_field_and_line_and_nothing_is_stored() {
         .json()
         .await
         .unwrap();
-    assert_eq!(jobs, serde_json::json!([]), "a refused import stores nothing, not even its valid jobs");
+    assert_eq!(
+        jobs,
+        serde_json::json!([]),
+        "a refused import stores nothing, not even its valid jobs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +93,12 @@ async fn jobs_are_created_read_updated_and_deleted_by_uuid_or_name() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = stack.http.get(stack.url("/project/default/job/db/nightly/backup")).send().await.unwrap();
+    let r = stack
+        .http
+        .get(stack.url("/project/default/job/db/nightly/backup"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let renamed: Value = get(&stack, "/project/default/job/db/nightly/backup-all").await;
     assert_eq!(renamed["id"], id.to_string());
@@ -104,13 +113,29 @@ async fn jobs_are_created_read_updated_and_deleted_by_uuid_or_name() {
         .text()
         .await
         .unwrap();
-    assert!(yaml.contains("name: backup-all") && yaml.contains(&id.to_string()), "{yaml}");
+    assert!(
+        yaml.contains("name: backup-all") && yaml.contains(&id.to_string()),
+        "{yaml}"
+    );
     let (status, body) = stack.import(&yaml).await;
-    assert_eq!((status, body["succeeded"][0]["action"].clone()), (200, "updated".into()));
+    assert_eq!(
+        (status, body["succeeded"][0]["action"].clone()),
+        (200, "updated".into())
+    );
 
-    let r = stack.http.delete(stack.url(&format!("/job/{id}"))).send().await.unwrap();
+    let r = stack
+        .http
+        .delete(stack.url(&format!("/job/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    let r = stack.http.get(stack.url(&format!("/job/{id}"))).send().await.unwrap();
+    let r = stack
+        .http
+        .get(stack.url(&format!("/job/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], true);
@@ -119,7 +144,12 @@ async fn jobs_are_created_read_updated_and_deleted_by_uuid_or_name() {
     // Projects: `default` exists from the start; others are created.
     let projects: Value = get(&stack, "/projects").await;
     assert_eq!(projects[0]["name"], "default");
-    let r = stack.http.get(stack.url("/project/nope/jobs")).send().await.unwrap();
+    let r = stack
+        .http
+        .get(stack.url("/project/nope/jobs"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 

@@ -1,16 +1,12 @@
 //! Jobs run end to end over the real stack: nats-server, the control-plane
 //! services, the local runner, and remote runners over WebSocket.
 
-
-
 use outpost_schemas::state::{ExecutionStatus, StepStatus};
 use outpost_schemas::Event;
 use outpost_tests::*;
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_loads_runs_and_follows_with_the_right_exit_code() {
-
     let stack = Stack::start().await;
     let _demo = start_runner(&stack.nats, "demo", &["demo"]);
     let outpost = workspace_binary("outpost");
@@ -54,7 +50,10 @@ async fn cli_loads_runs_and_follows_with_the_right_exit_code() {
     };
     let (code, stdout, stderr) = cli(&["job", "load", yaml.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains("created") && stdout.contains("demo/hello"), "{stdout}");
+    assert!(
+        stdout.contains("created") && stdout.contains("demo/hello"),
+        "{stdout}"
+    );
 
     let (code, stdout, stderr) = cli(&["run", "demo/hello", "-o", "who=Outpost", "--follow"]);
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
@@ -64,7 +63,10 @@ async fn cli_loads_runs_and_follows_with_the_right_exit_code() {
     let (code, stdout, stderr) = cli(&["run", "broken", "--follow"]);
     assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.starts_with("about to fail\n"), "{stdout}");
-    assert!(stderr.contains("failed") && stderr.contains("exit code 7"), "{stderr}");
+    assert!(
+        stderr.contains("failed") && stderr.contains("exit code 7"),
+        "{stderr}"
+    );
 
     // A user mistake is one line, exit 2, no backtrace.
     let (code, _, stderr) = cli(&["run", "nope"]);
@@ -103,20 +105,49 @@ async fn keepgoing_false_stops_and_keepgoing_true_runs_the_rest_but_fails() {
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Failed);
     let statuses: Vec<StepStatus> = st.steps.iter().map(|s| s.status).collect();
-    assert_eq!(statuses, [StepStatus::Failed, StepStatus::Skipped, StepStatus::Skipped]);
+    assert_eq!(
+        statuses,
+        [StepStatus::Failed, StepStatus::Skipped, StepStatus::Skipped]
+    );
     assert_eq!(st.steps[0].exit_code, Some(3));
-    let lines: Vec<String> = stack.output_lines(id).await.into_iter().map(|e| e.log).collect();
+    let lines: Vec<String> = stack
+        .output_lines(id)
+        .await
+        .into_iter()
+        .map(|e| e.log)
+        .collect();
     assert_eq!(lines, ["first", "exit code 3"]);
 
     let id = stack.run_job(go_on, &[]).await;
     let st = stack.wait_terminal(id).await;
-    assert_eq!(st.status, ExecutionStatus::Failed, "keepgoing still fails the execution");
+    assert_eq!(
+        st.status,
+        ExecutionStatus::Failed,
+        "keepgoing still fails the execution"
+    );
     let statuses: Vec<StepStatus> = st.steps.iter().map(|s| s.status).collect();
-    assert_eq!(statuses, [StepStatus::Failed, StepStatus::Succeeded, StepStatus::Succeeded]);
-    let lines: Vec<String> = stack.output_lines(id).await.into_iter().map(|e| e.log).collect();
+    assert_eq!(
+        statuses,
+        [
+            StepStatus::Failed,
+            StepStatus::Succeeded,
+            StepStatus::Succeeded
+        ]
+    );
+    let lines: Vec<String> = stack
+        .output_lines(id)
+        .await
+        .into_iter()
+        .map(|e| e.log)
+        .collect();
     assert_eq!(lines, ["first", "exit code 3", "second", "third"]);
     // The output carries Rundeck's step context.
-    let steps: Vec<String> = stack.output_lines(id).await.into_iter().map(|e| e.stepctx).collect();
+    let steps: Vec<String> = stack
+        .output_lines(id)
+        .await
+        .into_iter()
+        .map(|e| e.stepctx)
+        .collect();
     assert_eq!(steps, ["1", "1", "2", "3"]);
 }
 
@@ -137,8 +168,10 @@ async fn a_nonzero_exit_code_fails_the_execution_and_is_recorded() {
     assert_eq!(st.steps[0].runner_id.as_deref(), Some("_local"));
     assert!(st.started_at.is_some() && st.finished_at.is_some());
     let out = stack.output_lines(id).await;
-    let by_stream: Vec<(String, String, String)> =
-        out.into_iter().map(|e| (e.stream, e.level, e.log)).collect();
+    let by_stream: Vec<(String, String, String)> = out
+        .into_iter()
+        .map(|e| (e.stream, e.level, e.log))
+        .collect();
     assert!(by_stream.contains(&("stdout".into(), "NORMAL".into(), "out".into())));
     assert!(by_stream.contains(&("stderr".into(), "ERROR".into(), "err".into())));
 }
@@ -180,7 +213,11 @@ async fn runners_with_different_tags_receive_only_their_own_steps() {
                 _ => None,
             })
             .collect();
-        assert_eq!(claims, [expected], "exactly one claim, by the matching runner");
+        assert_eq!(
+            claims,
+            [expected],
+            "exactly one claim, by the matching runner"
+        );
     }
 }
 
@@ -209,9 +246,16 @@ async fn a_step_selector_overrides_the_jobs() {
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Succeeded);
     let runners: Vec<Option<&str>> = st.steps.iter().map(|s| s.runner_id.as_deref()).collect();
-    assert_eq!(runners, [Some("runner-a"), Some("runner-b"), Some("_local")]);
-    let lines: Vec<(String, String)> =
-        stack.output_lines(id).await.into_iter().map(|e| (e.runner, e.log)).collect();
+    assert_eq!(
+        runners,
+        [Some("runner-a"), Some("runner-b"), Some("_local")]
+    );
+    let lines: Vec<(String, String)> = stack
+        .output_lines(id)
+        .await
+        .into_iter()
+        .map(|e| (e.runner, e.log))
+        .collect();
     assert_eq!(
         lines,
         [
@@ -230,17 +274,25 @@ async fn a_step_with_no_live_runner_waits_says_why_and_runs_when_one_connects() 
         .await;
     let id = stack.run_job(job, &[]).await;
     let st = stack
-        .wait_state(id, "a waiting step", |s| s.steps[0].status == StepStatus::Waiting)
+        .wait_state(id, "a waiting step", |s| {
+            s.steps[0].status == StepStatus::Waiting
+        })
         .await;
     assert_eq!(st.status, ExecutionStatus::Queued);
     let reason = st.steps[0].reason.clone().unwrap();
-    assert!(reason.contains("no live runner carries all of the tags [gpu]"), "{reason}");
+    assert!(
+        reason.contains("no live runner carries all of the tags [gpu]"),
+        "{reason}"
+    );
 
     let _gpu = start_runner(&stack.nats, "gpu-box", &["gpu", "linux"]);
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Succeeded);
     assert_eq!(st.steps[0].runner_id.as_deref(), Some("gpu-box"));
-    assert_eq!(st.steps[0].reason, None, "the waiting reason is gone once claimed");
+    assert_eq!(
+        st.steps[0].reason, None,
+        "the waiting reason is gone once claimed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,16 +314,30 @@ async fn options_are_defaulted_validated_and_substituted() {
         .await;
     let (status, body) = stack.try_run(job, &[]).await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("`env` is required"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("`env` is required"),
+        "{body}"
+    );
     let (status, body) = stack.try_run(job, &[("env", "qa")]).await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("must be one of"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("must be one of"),
+        "{body}"
+    );
 
     let id = stack.run_job(job, &[("env", "prod")]).await;
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Succeeded);
     assert_eq!(st.options.get("greeting").map(String::as_str), Some("hi"));
-    let lines: Vec<String> = stack.output_lines(id).await.into_iter().map(|e| e.log).collect();
+    let lines: Vec<String> = stack
+        .output_lines(id)
+        .await
+        .into_iter()
+        .map(|e| e.log)
+        .collect();
     assert_eq!(lines, ["hi prod prod opts default"]);
 }
 
@@ -301,7 +367,11 @@ async fn ten_megabytes_of_output_arrive_complete_and_in_order() {
         let n: usize = l.log[..8].parse().unwrap();
         assert_eq!(n, i + 1, "line {} out of order", i + 1);
     }
-    assert!(st.steps[0].log_chunks > 10, "output was batched into chunks: {}", st.steps[0].log_chunks);
+    assert!(
+        st.steps[0].log_chunks > 10,
+        "output was batched into chunks: {}",
+        st.steps[0].log_chunks
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,9 +385,16 @@ async fn abort_kills_a_running_step_and_cancels_a_waiting_one() {
         .await;
     let id = stack.run_job(job, &[]).await;
     stack
-        .wait_state(id, "a running step", |s| s.steps[0].status == StepStatus::Running)
+        .wait_state(id, "a running step", |s| {
+            s.steps[0].status == StepStatus::Running
+        })
         .await;
-    let r = stack.http.post(stack.url(&format!("/execution/{id}/abort"))).send().await.unwrap();
+    let r = stack
+        .http
+        .post(stack.url(&format!("/execution/{id}/abort")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Aborted);
@@ -333,9 +410,16 @@ async fn abort_kills_a_running_step_and_cancels_a_waiting_one() {
         .await;
     let id = stack.run_job(stuck, &[]).await;
     stack
-        .wait_state(id, "a waiting step", |s| s.steps[0].status == StepStatus::Waiting)
+        .wait_state(id, "a waiting step", |s| {
+            s.steps[0].status == StepStatus::Waiting
+        })
         .await;
-    stack.http.post(stack.url(&format!("/execution/{id}/abort"))).send().await.unwrap();
+    stack
+        .http
+        .post(stack.url(&format!("/execution/{id}/abort")))
+        .send()
+        .await
+        .unwrap();
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Aborted);
     // A runner that turns up later must not run the aborted step.
@@ -350,5 +434,4 @@ async fn abort_kills_a_running_step_and_cancels_a_waiting_one() {
         .filter(|e| matches!(e, Event::StepClaimed(_)))
         .count();
     assert_eq!(claims, 0, "the aborted step was never claimed");
-
 }

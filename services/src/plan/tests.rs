@@ -18,7 +18,10 @@ fn request(yaml: &str, options: &[(&str, &str)]) -> ExecutionRequested {
         project: "default".into(),
         job_id: Uuid::from_u128(7),
         job,
-        options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        options: options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         requested_by: "alice".into(),
     }
 }
@@ -43,13 +46,19 @@ const SUBSTITUTION: &str = r#"
 
 #[test]
 fn plan_substitutes_options_and_job_context_and_routes_steps() {
-    insta::assert_yaml_snapshot!(plan(&request(SUBSTITUTION, &[("version", "2.1"), ("dry-run", "true")])));
+    insta::assert_yaml_snapshot!(plan(&request(
+        SUBSTITUTION,
+        &[("version", "2.1"), ("dry-run", "true")]
+    )));
 }
 
 #[test]
 fn substitute_leaves_unknown_and_unterminated_references() {
     let vars = [("option.a".to_string(), "1".to_string())].into();
-    assert_eq!(substitute("${option.a}${option.b} ${option.a", &vars), "1${option.b} ${option.a");
+    assert_eq!(
+        substitute("${option.a}${option.b} ${option.a", &vars),
+        "1${option.b} ${option.a"
+    );
     assert_eq!(substitute("$${option.a}}", &vars), "$1}");
 }
 
@@ -74,7 +83,12 @@ fn walk(keepgoing: bool, outcomes: &[StepOutcome]) -> String {
     let mut log = Vec::new();
     for (i, o) in outcomes.iter().enumerate() {
         let changed = run.on_step_finished(&finished(i as u32 + 1, *o));
-        log.push(format!("step {} {o:?} -> changed={changed} current={} finished={:?}", i + 1, run.current, run.finished));
+        log.push(format!(
+            "step {} {o:?} -> changed={changed} current={} finished={:?}",
+            i + 1,
+            run.current,
+            run.finished
+        ));
     }
     log.join("\n")
 }
@@ -84,8 +98,16 @@ fn transitions() {
     use StepOutcome::*;
     let cases = [
         ("all succeed", false, vec![Succeeded, Succeeded, Succeeded]),
-        ("first fails, keepgoing false", false, vec![Failed, Succeeded]),
-        ("first fails, keepgoing true", true, vec![Failed, Succeeded, Succeeded]),
+        (
+            "first fails, keepgoing false",
+            false,
+            vec![Failed, Succeeded],
+        ),
+        (
+            "first fails, keepgoing true",
+            true,
+            vec![Failed, Succeeded, Succeeded],
+        ),
         ("middle aborted", true, vec![Succeeded, Aborted, Succeeded]),
     ];
     let rendered: Vec<String> = cases
@@ -100,8 +122,14 @@ fn a_stale_or_duplicate_finish_changes_nothing() {
     let mut run = plan(&request(&THREE.replace("KG", "false"), &[]));
     assert!(run.on_step_finished(&finished(1, StepOutcome::Succeeded)));
     let before = run.clone();
-    assert!(!run.on_step_finished(&finished(1, StepOutcome::Succeeded)), "duplicate");
-    assert!(!run.on_step_finished(&finished(3, StepOutcome::Succeeded)), "not the current step");
+    assert!(
+        !run.on_step_finished(&finished(1, StepOutcome::Succeeded)),
+        "duplicate"
+    );
+    assert!(
+        !run.on_step_finished(&finished(3, StepOutcome::Succeeded)),
+        "not the current step"
+    );
     assert_eq!(run, before);
 }
 
@@ -113,10 +141,16 @@ fn abort_before_claim_ends_the_run_and_after_claim_waits_for_the_runner() {
     assert!(!run.on_abort(false), "a second abort changes nothing");
     assert!(run.on_step_finished(&finished(1, StepOutcome::Aborted)));
     let f = run.finished.clone().unwrap();
-    assert_eq!((f.outcome, f.skipped), (ExecutionOutcome::Aborted, vec![2, 3]));
+    assert_eq!(
+        (f.outcome, f.skipped),
+        (ExecutionOutcome::Aborted, vec![2, 3])
+    );
 
     let mut run = plan(&request(&THREE.replace("KG", "false"), &[]));
     assert!(run.on_abort(true));
     let f = run.finished.clone().unwrap();
-    assert_eq!((f.outcome, f.skipped), (ExecutionOutcome::Aborted, vec![1, 2, 3]));
+    assert_eq!(
+        (f.outcome, f.skipped),
+        (ExecutionOutcome::Aborted, vec![1, 2, 3])
+    );
 }

