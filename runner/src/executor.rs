@@ -56,6 +56,7 @@ pub struct RunningStep {
     pid: u32,
     script: Option<PathBuf>,
     readers: Vec<tokio::task::JoinHandle<()>>,
+    stop_reading: CancellationToken,
 }
 
 /// Starts `command` under `work_dir`; its output goes to `lines`.
@@ -114,15 +115,27 @@ pub fn spawn(
     let pid = child.id().unwrap_or_default();
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
+    let stop_reading = CancellationToken::new();
     let readers = vec![
-        tokio::spawn(read_lines(stdout, LogStream::Stdout, lines.clone())),
-        tokio::spawn(read_lines(stderr, LogStream::Stderr, lines)),
+        tokio::spawn(read_lines(
+            stdout,
+            LogStream::Stdout,
+            lines.clone(),
+            stop_reading.clone(),
+        )),
+        tokio::spawn(read_lines(
+            stderr,
+            LogStream::Stderr,
+            lines,
+            stop_reading.clone(),
+        )),
     ];
     Ok(RunningStep {
         child,
         pid,
         script,
         readers,
+        stop_reading,
     })
 }
 
@@ -150,11 +163,16 @@ impl RunningStep {
                 Exit::Killed
             }
         };
-        let deadline = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
-        for reader in self.readers.drain(..) {
-            let abort = reader.abort_handle();
-            if tokio::time::timeout_at(deadline, reader).await.is_err() {
-                abort.abort();
+        // Read what the pipes still hold. If the step's children keep them
+        // open past the deadline, stop *reading*; what was read is still
+        // delivered, however slow the publisher.
+        let readers = futures::future::join_all(self.readers.drain(..));
+        tokio::pin!(readers);
+        tokio::select! {
+            _ = &mut readers => {}
+            _ = tokio::time::sleep(DRAIN_AFTER_EXIT) => {
+                self.stop_reading.cancel();
+                readers.await;
             }
         }
         if let Some(p) = self.script.take() {
@@ -201,11 +219,16 @@ async fn read_lines(
     mut pipe: impl AsyncRead + Unpin,
     stream: LogStream,
     out: mpsc::Sender<LogEntry>,
+    stop_reading: CancellationToken,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {
-        let n = match pipe.read(&mut buf).await {
+        let read = tokio::select! {
+            r = pipe.read(&mut buf) => r,
+            _ = stop_reading.cancelled() => break,
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -337,6 +360,36 @@ mod tests {
             process_gone(pid).await,
             "grandchild {pid} survived the kill"
         );
+    }
+
+    #[tokio::test]
+    async fn a_background_child_holding_the_pipe_does_not_hold_the_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("bg.pid");
+        let cmd = StepCommand::Exec {
+            command: format!(
+                "echo before; sleep 30 & echo $! > {}; echo after",
+                pidfile.display()
+            ),
+        };
+        let started = std::time::Instant::now();
+        let (exit, lines) = run(cmd, CancellationToken::new()).await;
+        assert_eq!(exit, Exit::Code(0));
+        let texts: Vec<&str> = lines.iter().map(|l| l.log.as_str()).collect();
+        assert_eq!(texts, ["before", "after"]);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waited for the background child"
+        );
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) on the sleep this test started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
     }
 
     /// Whether `pid` is gone (or a zombie awaiting its reaper) within 2 s:

@@ -11,4 +11,4 @@ pub mod executor;
 pub mod logs;
 mod runner;
 
-pub use runner::{Runner, RunnerError, RunnerOptions, DEFAULT_CAPACITY};
+pub use runner::{Runner, RunnerError, RunnerOptions, ABORTED_CLAIM, DEFAULT_CAPACITY};

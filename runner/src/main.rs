@@ -131,4 +131,10 @@ async fn signal_to_cancel(token: CancellationToken) {
         _ = tokio::signal::ctrl_c() => {}
     }
     token.cancel();
+    // A second signal means "now": skip the drain.
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    std::process::exit(130);
 }

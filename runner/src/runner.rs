@@ -21,6 +21,9 @@ use uuid::Uuid;
 use crate::bus::{self, BusError, NatsOptions};
 use crate::executor::{self, Exit};
 
+/// Claim value the orchestrator writes when an abort beats every runner to a step.
+pub const ABORTED_CLAIM: &str = "_aborted";
+
 pub const DEFAULT_CAPACITY: usize = 50;
 
 #[derive(Debug, Clone)]
@@ -151,11 +154,18 @@ impl Runner {
         let steps = TaskTracker::new();
         let stop_fetching = shutdown.child_token();
 
-        let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), stop_fetching.clone()));
+        // Heartbeats and abort notices outlive fetching: a draining runner
+        // still reports itself (as draining) and still honours aborts.
+        let stop_background = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            shared.clone(),
+            stop_fetching.clone(),
+            stop_background.clone(),
+        ));
         let aborts = tokio::spawn(abort_listener(
             shared.clone(),
             client.clone(),
-            stop_fetching.clone(),
+            stop_background.clone(),
         ));
         if shared.opts.local {
             fetchers.spawn(fetch_loop(
@@ -189,15 +199,17 @@ impl Runner {
             }
             steps.wait().await;
         }
-        heartbeat.abort();
-        aborts.abort();
+        stop_background.cancel();
+        let _ = heartbeat.await;
+        let _ = aborts.await;
         // Best effort: with NATS gone, liveness expiry says the same thing later.
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             publish_heartbeat(&shared, RunnerState::Stopped),
         )
         .await;
-        client.flush().await.ok();
+        // Flush waits for a connection; with NATS gone it would wait forever.
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
         Ok(())
     }
 }
@@ -336,21 +348,25 @@ async fn fetch_loop(
                 }
             }
         };
-        while let Some(msg) = batch.next().await {
-            let msg = match msg {
-                Ok(m) => m,
-                Err(err) => {
-                    tracing::debug!(error = %err, consumer = consumer_name, "fetch ended");
-                    continue;
+        // One message at most (max_messages(1)); the batch ends after it, or
+        // empty at expiry.
+        let msg = match batch.next().await {
+            None => continue,
+            Some(Ok(m)) => m,
+            Some(Err(err)) => {
+                // e.g. the consumer was deleted: back off, do not spin.
+                tracing::warn!(error = %err, consumer = consumer_name, "fetch failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.cancelled() => return,
                 }
-            };
-            if stop.is_cancelled() {
-                let _ = msg.ack_with(AckKind::Nak(None)).await;
-                return;
             }
-            steps.spawn(handle_dispatch(shared.clone(), msg, permit));
-            break;
+        };
+        if stop.is_cancelled() {
+            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            return;
         }
+        steps.spawn(handle_dispatch(shared.clone(), msg, permit));
     }
 }
 
@@ -372,51 +388,18 @@ async fn handle_dispatch(
     let runner_id = shared.opts.runner_id.clone();
     let key = subjects::claim_key(execution_id, step);
     let me = shared.replica_id.to_string();
-    match shared.claims.create(&key, me.clone().into()).await {
-        Ok(_) => {}
-        Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
-            let owner = shared
-                .claims
-                .get(&key)
-                .await
-                .ok()
-                .flatten()
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .unwrap_or_default();
-            if owner == me {
-                // Our own step, redelivered during a hiccup: the task running
-                // it will ack it.
-                return;
-            }
-            // Claimed before by a replica that stopped acknowledging it. A
-            // started step never starts twice; it ends as lost instead.
-            tracing::warn!(execution_id = %execution_id, step, runner_id, owner, "step was claimed by a replica that went silent; marking it runner-lost");
-            let finished = Event::StepFinished(StepFinished {
-                header: Header::now(),
-                execution_id,
-                step,
-                runner_id: runner_id.clone(),
-                outcome: StepOutcome::Failed,
-                exit_code: None,
-                reason: Some(format!(
-                    "runner-lost: replica {owner} claimed the step and stopped acknowledging it"
-                )),
-                log_chunks: 0,
-            });
-            if bus::publish_event(&shared.js, &finished).await.is_ok() {
-                let _ = msg.double_ack().await;
-            }
-            return;
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, execution_id = %execution_id, step, "cannot record claim; handing the step back");
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
-            return;
-        }
+    if shared
+        .running
+        .lock()
+        .unwrap()
+        .contains_key(&(execution_id, step))
+    {
+        // Our own step, redelivered while it runs (an ack got lost in a
+        // reconnect): the task running it acks it at the end.
+        return;
     }
-
+    // Registered before the claim, so that an abort notice, which the
+    // orchestrator sends only once a claim exists, always finds the step.
     let cancel = CancellationToken::new();
     let reason = Arc::new(Mutex::new(None));
     shared.running.lock().unwrap().insert(
@@ -427,6 +410,61 @@ async fn handle_dispatch(
             reason: reason.clone(),
         },
     );
+    let unregister = || {
+        shared.running.lock().unwrap().remove(&(execution_id, step));
+    };
+    match shared.claims.create(&key, me.clone().into()).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+            unregister();
+            let owner = shared
+                .claims
+                .get(&key)
+                .await
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default();
+            if owner == ABORTED_CLAIM {
+                // Aborted before anyone claimed it; the orchestrator ends the
+                // execution itself.
+                let _ = msg.double_ack().await;
+                return;
+            }
+            // Claimed before by a replica that stopped acknowledging it (or
+            // by this one, which lost track of it when a report failed). A
+            // claimed step never starts twice; it ends as lost instead.
+            let who = if owner == me {
+                "this replica could not report the step's end".to_string()
+            } else {
+                format!("replica {owner} claimed the step and stopped acknowledging it")
+            };
+            tracing::warn!(execution_id = %execution_id, step, runner_id, owner, "step already claimed; marking it runner-lost");
+            let finished = Event::StepFinished(StepFinished {
+                header: Header::now(),
+                execution_id,
+                step,
+                runner_id: runner_id.clone(),
+                outcome: StepOutcome::Failed,
+                exit_code: None,
+                reason: Some(format!("runner-lost: {who}")),
+                log_chunks: 0,
+            });
+            if bus::publish_event(&shared.js, &finished).await.is_ok() {
+                let _ = msg.double_ack().await;
+            }
+            return;
+        }
+        Err(err) => {
+            unregister();
+            tracing::warn!(error = %err, execution_id = %execution_id, step, "cannot record claim; handing the step back");
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+    }
+
     let (message, acker) = msg.split();
     drop(message);
     let acker = Arc::new(acker);
@@ -447,7 +485,7 @@ async fn handle_dispatch(
 
     let result = run_claimed(&shared, &dispatched, cancel, reason).await;
     progress.abort();
-    shared.running.lock().unwrap().remove(&(execution_id, step));
+    unregister();
     match result {
         Ok(()) => {
             if let Err(err) = acker.double_ack().await {
@@ -506,7 +544,7 @@ async fn run_claimed(
             (StepOutcome::Failed, None, Some(err.to_string()))
         }
         Ok(proc) => {
-            bus::publish_event(
+            let started = bus::publish_event(
                 &shared.js,
                 &Event::StepStarted(StepStarted {
                     header: Header::now(),
@@ -516,7 +554,13 @@ async fn run_claimed(
                     pid: Some(proc.pid()),
                 }),
             )
-            .await?;
+            .await;
+            if let Err(err) = started {
+                // Work nobody can see must not go on: kill it all.
+                cancel.cancel();
+                proc.wait(cancel).await;
+                return Err(err);
+            }
             tracing::debug!(execution_id = %execution_id, step, runner_id, "step started");
             match proc.wait(cancel).await {
                 Exit::Code(0) => (StepOutcome::Succeeded, Some(0), None),
@@ -605,14 +649,19 @@ async fn abort_listener(shared: Arc<Shared>, client: async_nats::Client, stop: C
     }
 }
 
-async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
+async fn heartbeat_loop(shared: Arc<Shared>, draining: CancellationToken, stop: CancellationToken) {
     let mut tick = tokio::time::interval(shared.opts.heartbeat_every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if let Err(err) = publish_heartbeat(&shared, RunnerState::Running).await {
+        let state = if draining.is_cancelled() {
+            RunnerState::Draining
+        } else {
+            RunnerState::Running
+        };
+        if let Err(err) = publish_heartbeat(&shared, state).await {
             tracing::warn!(error = %err, runner_id = %shared.opts.runner_id, "heartbeat failed");
         }
     }

@@ -39,6 +39,8 @@ struct AppState {
     js: jetstream::Context,
     client: async_nats::Client,
     store: Store,
+    /// Ends live streams, so that graceful shutdown does not wait on them.
+    shutdown: CancellationToken,
 }
 
 pub struct Api {
@@ -80,6 +82,7 @@ impl Api {
             js: self.js,
             client: self.client,
             store,
+            shutdown: shutdown.clone(),
         };
         axum::serve(self.listener, router(state))
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -689,6 +692,7 @@ async fn follow(s: AppState, id: Uuid, mut offset: u64, tx: mpsc::Sender<SseEven
             _ = changes.next() => {}
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = tx.closed() => return,
+            _ = s.shutdown.cancelled() => return,
         }
     }
 }

@@ -56,6 +56,7 @@ pub struct ControlPlane {
 pub struct ControlPlaneHandle {
     pub api_addr: Option<SocketAddr>,
     tasks: JoinSet<(&'static str, Result<(), String>)>,
+    shutdown: CancellationToken,
 }
 
 impl ControlPlane {
@@ -112,23 +113,31 @@ impl ControlPlane {
                 )
             });
         }
-        Ok(ControlPlaneHandle { api_addr, tasks })
+        Ok(ControlPlaneHandle {
+            api_addr,
+            tasks,
+            shutdown,
+        })
     }
 }
 
 impl ControlPlaneHandle {
-    /// Waits for every role to stop; the first failure is returned.
+    /// Waits for every role to stop. A role that fails stops the others, so
+    /// that a half-working process exits (and gets restarted) rather than,
+    /// say, accepting runs that no orchestrator will ever plan.
     pub async fn wait(mut self) -> Result<(), ServiceError> {
         let mut first_err = None;
         while let Some(res) = self.tasks.join_next().await {
             match res {
                 Ok((_, Ok(()))) => {}
                 Ok((role, Err(e))) => {
-                    tracing::error!(error = %e, role, "service failed");
+                    tracing::error!(error = %e, role, "service failed; stopping the others");
                     first_err.get_or_insert(ServiceError::Invalid(format!("{role}: {e}")));
+                    self.shutdown.cancel();
                 }
                 Err(e) => {
                     first_err.get_or_insert(ServiceError::Invalid(format!("task panicked: {e}")));
+                    self.shutdown.cancel();
                 }
             }
         }

@@ -53,44 +53,72 @@ pub(crate) async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::St
         .map_err(|e| ServiceError::Nats(format!("bucket {name}: {e}")))
 }
 
-/// Pulls from a durable consumer until `shutdown`, handling up to
-/// `concurrency` messages at once. The pull is a long poll, so a message is
-/// handled as soon as it is stored.
+/// Pulls from a durable consumer until `shutdown`, handling messages in
+/// `lanes` sequential lanes chosen by `key`: messages with the same key (an
+/// execution id) are handled one at a time in stream order, different keys
+/// in parallel. The pull is a long poll, so a message is handled as soon as
+/// it is stored.
 pub(crate) async fn consume<F, Fut>(
     consumer: jetstream::consumer::Consumer<pull::Config>,
     shutdown: CancellationToken,
-    concurrency: usize,
+    lanes: usize,
+    key: fn(&str) -> &str,
     handler: F,
 ) where
     F: Fn(jetstream::Message) -> Fut,
     Fut: Future<Output = ()>,
 {
-    while !shutdown.is_cancelled() {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(concurrency)
-            .expires(Duration::from_secs(5))
-            .heartbeat(Duration::from_secs(2))
-            .messages()
-            .await;
-        let messages = match messages {
-            Ok(m) => m,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot pull; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = shutdown.cancelled() => return,
-                }
+    use std::hash::{Hash, Hasher};
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes)
+        .map(|_| tokio::sync::mpsc::channel::<jetstream::Message>(64))
+        .unzip();
+    let workers = futures::future::join_all(receivers.into_iter().map(|mut rx| {
+        let handler = &handler;
+        async move {
+            while let Some(m) = rx.recv().await {
+                handler(m).await;
             }
-        };
-        messages
-            .take_until(shutdown.cancelled())
-            .for_each_concurrent(concurrency, |m| async {
+        }
+    }));
+    let pull = async move {
+        while !shutdown.is_cancelled() {
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(lanes.max(16))
+                .expires(Duration::from_secs(5))
+                .heartbeat(Duration::from_secs(2))
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(m) => Box::pin(m.take_until(shutdown.cancelled())),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot pull; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            while let Some(m) = messages.next().await {
                 match m {
-                    Ok(m) => handler(m).await,
+                    Ok(m) => {
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        key(&m.subject).hash(&mut h);
+                        let lane = (h.finish() % lanes as u64) as usize;
+                        if senders[lane].send(m).await.is_err() {
+                            return;
+                        }
+                    }
                     Err(err) => tracing::debug!(error = %err, "pull interrupted"),
                 }
-            })
-            .await;
-    }
+            }
+        }
+        // Dropping the senders lets the lanes finish what they hold.
+    };
+    futures::future::join(pull, workers).await;
+}
+
+/// The execution id token of an event subject, `outpost.ev.<kind>.<exec>.<source>`.
+pub(crate) fn event_execution(subject: &str) -> &str {
+    subject.split('.').nth(3).unwrap_or(subject)
 }

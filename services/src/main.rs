@@ -467,6 +467,12 @@ fn cancel_on_signal() -> CancellationToken {
             _ = tokio::signal::ctrl_c() => {}
         }
         t.cancel();
+        eprintln!("outpost: stopping; press Ctrl-C again to exit at once");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        std::process::exit(130);
     });
     token
 }

@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 use crate::plan::{self, Run};
 use crate::{fleet, topology, ServiceError};
 
-/// Messages handled at once; transitions of one execution are serialised by
-/// compare-and-set, not by this limit.
+/// Lanes of parallel handling; one execution's events share a lane, so a
+/// replica handles them in stream order. Across replicas, compare-and-set
+/// keeps transitions consistent.
 const CONCURRENCY: usize = 32;
-/// Claim owner recorded when an abort beats every runner to a step.
-pub const ABORTED_CLAIM: &str = "_aborted";
+use outpost_runner::ABORTED_CLAIM;
 
 pub struct Orchestrator {
     js: jetstream::Context,
@@ -55,10 +55,27 @@ impl Orchestrator {
             .await
             .map_err(|e| ServiceError::Nats(e.to_string()))?;
         tracing::info!("orchestrator started");
-        crate::consume(consumer, shutdown, CONCURRENCY, |msg| handle(&ctx, msg)).await;
+        crate::consume(
+            consumer,
+            shutdown,
+            CONCURRENCY,
+            crate::event_execution,
+            |msg| handle(&ctx, msg),
+        )
+        .await;
         tracing::info!("orchestrator stopped");
         Ok(())
     }
+}
+
+/// Aborts for an execution whose request is not planned yet are retried
+/// this many times (about a minute) before being dropped.
+const MAX_EARLY_ABORT_DELIVERIES: i64 = 60;
+
+enum Outcome {
+    Done,
+    /// The event depends on one not handled yet; retry it shortly.
+    NotYet,
 }
 
 async fn handle(ctx: &Ctx, msg: jetstream::Message) {
@@ -71,9 +88,19 @@ async fn handle(ctx: &Ctx, msg: jetstream::Message) {
         }
     };
     let execution_id = event.execution_id();
-    match on_event(ctx, &event).await {
-        Ok(()) => {
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+    match on_event(ctx, &event, delivered > 1).await {
+        Ok(Outcome::Done) => {
             let _ = msg.ack().await;
+        }
+        Ok(Outcome::NotYet) if delivered < MAX_EARLY_ABORT_DELIVERIES => {
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        }
+        Ok(Outcome::NotYet) => {
+            tracing::warn!(execution_id = %execution_id, kind = event.kind(), "event for an execution that was never planned; dropping it");
+            let _ = msg.ack_with(AckKind::Term).await;
         }
         Err(err) => {
             tracing::warn!(error = %err, execution_id = %execution_id, kind = event.kind(), "handling failed; will retry");
@@ -84,59 +111,108 @@ async fn handle(ctx: &Ctx, msg: jetstream::Message) {
     }
 }
 
-async fn on_event(ctx: &Ctx, event: &Event) -> Result<(), ServiceError> {
+/// `redelivered`: this message was delivered before, so an earlier attempt
+/// may have changed the run and died before its side effects; redo them.
+/// A first delivery of a stale event does nothing at all: re-publishing a
+/// dispatch long after its dedup window would store it twice.
+async fn on_event(ctx: &Ctx, event: &Event, redelivered: bool) -> Result<Outcome, ServiceError> {
     let key = subjects::execution_key(event.execution_id());
-    let run = match event {
+    match event {
         Event::ExecutionRequested(req) => {
-            let run = plan::plan(req);
-            match ctx.runs.create(&key, encode(&run)).await {
+            let planned = plan::plan(req);
+            let run = match ctx.runs.create(&key, encode(&planned)).await {
                 Ok(_) => {
-                    tracing::info!(execution_id = %req.execution_id, job = %run.job_name, "execution planned");
-                    Some(run)
+                    tracing::info!(execution_id = %req.execution_id, job = %planned.job_name, "execution planned");
+                    planned
                 }
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    load(&ctx.runs, &key).await?
+                    match load(&ctx.runs, &key).await? {
+                        Some(run) => run,
+                        None => return Ok(Outcome::Done),
+                    }
                 }
                 Err(e) => return Err(ServiceError::Nats(e.to_string())),
-            }
-        }
-        Event::StepFinished(f) => update(&ctx.runs, &key, |run| run.on_step_finished(f)).await?,
-        Event::AbortRequested(_) => {
-            let Some(run) = load(&ctx.runs, &key).await? else {
-                return Ok(());
             };
-            if run.finished.is_some() {
-                Some(run)
-            } else {
-                // Whoever creates the claim runs the step: if we win, no runner
-                // ever will, and the run ends now.
-                let claim = subjects::claim_key(run.execution_id, run.current);
-                let unclaimed = ctx
-                    .claims
-                    .create(&claim, ABORTED_CLAIM.into())
-                    .await
-                    .is_ok();
-                let run = update(&ctx.runs, &key, |r| {
-                    r.on_abort(unclaimed && r.current == run.current)
-                })
-                .await?;
-                if !unclaimed {
-                    ctx.client
-                        .publish(subjects::abort(event.execution_id()), "abort".into())
-                        .await
-                        .map_err(|e| ServiceError::Nats(e.to_string()))?;
-                }
-                run
+            // Still on its first step: (re)dispatching it is what this event
+            // is for, and its dedup id makes a repeat harmless.
+            if run.current == 1 || run.finished.is_some() {
+                effects(ctx, &run).await?;
             }
         }
-        _ => return Ok(()),
-    };
-    match run {
-        Some(run) => effects(ctx, &run).await,
-        None => {
-            tracing::warn!(execution_id = %event.execution_id(), kind = event.kind(), "event for an execution the orchestrator does not know; ignoring");
-            Ok(())
+        Event::StepFinished(f) => {
+            let Some((run, changed)) =
+                update(&ctx.runs, &key, |run| run.on_step_finished(f)).await?
+            else {
+                tracing::warn!(execution_id = %f.execution_id, step = f.step, "finished step of an unknown execution; ignoring");
+                return Ok(Outcome::Done);
+            };
+            let caused_current = run.finished.is_some() || run.current == f.step + 1;
+            if changed || (redelivered && caused_current) {
+                effects(ctx, &run).await?;
+            }
         }
+        Event::AbortRequested(_) => return abort(ctx, &key, event, redelivered).await,
+        _ => {}
+    }
+    Ok(Outcome::Done)
+}
+
+async fn abort(
+    ctx: &Ctx,
+    key: &str,
+    event: &Event,
+    redelivered: bool,
+) -> Result<Outcome, ServiceError> {
+    let Some(mut run) = load(&ctx.runs, key).await? else {
+        // The request is not planned yet (both were in one batch).
+        return Ok(Outcome::NotYet);
+    };
+    loop {
+        if run.finished.is_some() {
+            if redelivered || run.abort_requested {
+                effects(ctx, &run).await?;
+            }
+            return Ok(Outcome::Done);
+        }
+        // Whoever creates the claim runs the step: if we win, no runner ever
+        // will, and the run ends now.
+        let current = run.current;
+        let claim = subjects::claim_key(run.execution_id, current);
+        let unclaimed = match ctx.claims.create(&claim, ABORTED_CLAIM.into()).await {
+            Ok(_) => true,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                // Our own earlier attempt counts as unclaimed.
+                let owner = ctx
+                    .claims
+                    .get(&claim)
+                    .await
+                    .map_err(|e| ServiceError::Nats(e.to_string()))?;
+                owner.as_deref() == Some(ABORTED_CLAIM.as_bytes())
+            }
+            Err(e) => return Err(ServiceError::Nats(e.to_string())),
+        };
+        let Some((updated, _)) = update(&ctx.runs, key, |r| {
+            r.on_abort(unclaimed && r.current == current)
+        })
+        .await?
+        else {
+            return Ok(Outcome::Done);
+        };
+        if !unclaimed {
+            ctx.client
+                .publish(subjects::abort(event.execution_id()), "abort".into())
+                .await
+                .map_err(|e| ServiceError::Nats(e.to_string()))?;
+        }
+        if updated.finished.is_none() && updated.current != current {
+            // The run moved on meanwhile: abort the step it is on now.
+            run = updated;
+            continue;
+        }
+        if updated.finished.is_some() {
+            effects(ctx, &updated).await?;
+        }
+        return Ok(Outcome::Done);
     }
 }
 
@@ -203,7 +279,7 @@ async fn update(
     runs: &kv::Store,
     key: &str,
     change: impl Fn(&mut Run) -> bool,
-) -> Result<Option<Run>, ServiceError> {
+) -> Result<Option<(Run, bool)>, ServiceError> {
     loop {
         let Some(entry) = runs
             .entry(key)
@@ -215,10 +291,10 @@ async fn update(
         let mut run: Run = serde_json::from_slice(&entry.value)
             .map_err(|e| ServiceError::Corrupt(format!("run {key}: {e}")))?;
         if !change(&mut run) {
-            return Ok(Some(run));
+            return Ok(Some((run, false)));
         }
         match runs.update(key, encode(&run), entry.revision).await {
-            Ok(_) => return Ok(Some(run)),
+            Ok(_) => return Ok(Some((run, true))),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
             Err(e) => return Err(ServiceError::Nats(e.to_string())),
         }

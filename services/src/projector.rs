@@ -36,7 +36,14 @@ impl Projector {
             .await
             .map_err(|e| ServiceError::Nats(e.to_string()))?;
         tracing::info!("projector started");
-        crate::consume(consumer, shutdown, CONCURRENCY, |msg| handle(&store, msg)).await;
+        crate::consume(
+            consumer,
+            shutdown,
+            CONCURRENCY,
+            crate::event_execution,
+            |msg| handle(&store, msg),
+        )
+        .await;
         tracing::info!("projector stopped");
         Ok(())
     }
@@ -152,12 +159,19 @@ pub async fn rebuild(js: &jetstream::Context, bucket: &str) -> Result<RebuildRep
         .get_stream(subjects::EVENTS_STREAM)
         .await
         .map_err(|e| ServiceError::Nats(e.to_string()))?;
-    let last = stream
+    let state = stream
         .info()
         .await
         .map_err(|e| ServiceError::Nats(e.to_string()))?
         .state
-        .last_sequence;
+        .clone();
+    // Replay what is there now; events published meanwhile are the live
+    // projector's business.
+    let last = if state.messages == 0 {
+        0
+    } else {
+        state.last_sequence
+    };
     let mut states: BTreeMap<Uuid, ExecutionState> = BTreeMap::new();
     let (mut events, mut orphans) = (0u64, 0u64);
     if last > 0 {
@@ -174,7 +188,10 @@ pub async fn rebuild(js: &jetstream::Context, bucket: &str) -> Result<RebuildRep
             .map_err(|e| ServiceError::Nats(e.to_string()))?;
         while let Some(msg) = messages.next().await {
             let msg = msg.map_err(|e| ServiceError::Nats(e.to_string()))?;
-            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(last);
+            let (seq, pending) = msg
+                .info()
+                .map(|i| (i.stream_sequence, i.pending))
+                .unwrap_or((last, 0));
             match serde_json::from_slice::<Event>(&msg.payload) {
                 Ok(event) => {
                     events += 1;
@@ -189,7 +206,7 @@ pub async fn rebuild(js: &jetstream::Context, bucket: &str) -> Result<RebuildRep
                 }
                 Err(err) => tracing::warn!(error = %err, seq, "skipping malformed event"),
             }
-            if seq >= last {
+            if seq >= last || pending == 0 {
                 break;
             }
         }

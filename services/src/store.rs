@@ -199,6 +199,7 @@ impl Store {
         self.require_project(project).await?;
         let mut plan = Vec::with_capacity(jobs.len());
         let mut names = std::collections::BTreeSet::new();
+        let mut ids = std::collections::BTreeSet::new();
         for job in jobs {
             let full = job.full_name();
             if !names.insert(full.clone()) {
@@ -230,6 +231,15 @@ impl Store {
                 }
             }
             let existing = by_id.or(by_name);
+            // Two entries that land on one record would each write from a
+            // stale copy of it; refuse the file instead.
+            if let Some(id) = existing.as_ref().map(|r| r.id).or(job.uuid) {
+                if !ids.insert(id) {
+                    return Err(StoreError::Invalid(format!(
+                        "two jobs in the file resolve to job {id} (the second is `{full}`)"
+                    )));
+                }
+            }
             if existing.is_some() && dupe == DupeOption::Create {
                 return Err(StoreError::Conflict(format!(
                     "job `{full}` already exists in project `{project}` (dupeOption=create)"

@@ -39,7 +39,7 @@ fn stream_configs() -> Vec<stream::Config> {
             subjects: vec!["outpost.dispatch.>".into()],
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
-            max_age: 7 * DAY,
+            // No max age: a step waiting for its runner must not vanish.
             duplicate_window: DUPLICATE_WINDOW,
             allow_direct: true,
             ..Default::default()

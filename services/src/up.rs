@@ -128,6 +128,9 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
         .arg("-c")
         .arg(&conf_path)
         .stdin(Stdio::null())
+        // Its own process group: Ctrl-C in the terminal reaches only us, and
+        // we stop the children in order (runners, services, then NATS).
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(io(format!("cannot start {}", binary.display())))?;
@@ -167,6 +170,7 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
                     .stdin(Stdio::null())
                     .stdout(log.try_clone().map_err(io("runner log".into()))?)
                     .stderr(log)
+                    .process_group(0)
                     .kill_on_drop(true)
                     .spawn()
                     .map_err(io(format!("cannot start {}", exe.display())))?;

@@ -435,3 +435,31 @@ async fn abort_kills_a_running_step_and_cancels_a_waiting_one() {
         .count();
     assert_eq!(claims, 0, "the aborted step was never claimed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_sent_right_after_the_run_always_ends_it_aborted() {
+    let stack = Stack::start().await;
+    let job = stack
+        .load(
+            "- name: long\n  sequence:\n    commands:\n    - exec: sleep 1000\n    - exec: echo never\n",
+            "long",
+        )
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let id = stack.run_job(job, &[]).await;
+        let r = stack
+            .http
+            .post(stack.url(&format!("/execution/{id}/abort")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push(id);
+    }
+    for id in ids {
+        let st = stack.wait_terminal(id).await;
+        assert_eq!(st.status, ExecutionStatus::Aborted, "{st:#?}");
+        assert_eq!(st.steps[1].status, StepStatus::Aborted);
+    }
+}
