@@ -219,6 +219,13 @@ async fn execution_state(s: &AppState, id: Uuid) -> ApiResult<ExecutionState> {
     }
 }
 
+async fn job_or_404(s: &AppState, id: Uuid) -> ApiResult<JobRecord> {
+    s.store
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
 fn parse_id(id: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(id).map_err(|_| ApiError::invalid(format!("`{id}` is not a UUID")))
 }
@@ -327,11 +334,7 @@ async fn get_job(
     Query(q): Query<FormatQuery>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let rec = s
-        .store
-        .job(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let rec = job_or_404(&s, id).await?;
     Ok(match q.format.as_deref() {
         Some("yaml") => (
             [(header::CONTENT_TYPE, "application/yaml")],
@@ -348,11 +351,7 @@ async fn put_job(
     body: String,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id(&id)?;
-    let rec = s
-        .store
-        .job(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let rec = job_or_404(&s, id).await?;
     let mut jobs = job_yaml::parse_jobs(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -403,11 +402,7 @@ async fn run_job(
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id(&id)?;
     let req = body.map(|Json(b)| b).unwrap_or_default();
-    let rec = s
-        .store
-        .job(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let rec = job_or_404(&s, id).await?;
     if !rec.job.execution_enabled {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

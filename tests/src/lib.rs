@@ -374,6 +374,26 @@ impl Stack {
         }
     }
 
+    /// Just the text of every output line.
+    pub async fn log_texts(&self, id: Uuid) -> Vec<String> {
+        self.output_lines(id)
+            .await
+            .into_iter()
+            .map(|e| e.log)
+            .collect()
+    }
+
+    /// Asks for an abort through the API.
+    pub async fn abort(&self, id: Uuid) {
+        let r = self
+            .http
+            .post(self.url(&format!("/execution/{id}/abort")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "abort refused");
+    }
+
     /// Every event of an execution, in stream order.
     pub async fn events(&self, id: Uuid) -> Vec<Event> {
         events_of(&self.js, id).await

@@ -63,12 +63,7 @@ async fn orchestrator_and_projector_restarted_mid_run_and_the_execution_still_fi
     let _engine = Services::start(&stack.nats, roles(false, true, true, false)).await;
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
-    let lines: Vec<String> = stack
-        .output_lines(id)
-        .await
-        .into_iter()
-        .map(|e| e.log)
-        .collect();
+    let lines: Vec<String> = stack.log_texts(id).await;
     assert_eq!(lines, ["through", "second"]);
 }
 
@@ -104,12 +99,7 @@ async fn two_replicas_of_every_service_process_each_thing_once() {
             assert_eq!(*n, 1, "{what} happened {n} times in {id}: {counts:?}");
         }
         assert_eq!(counts.len(), 14, "{counts:?}");
-        let lines: Vec<String> = stack
-            .output_lines(id)
-            .await
-            .into_iter()
-            .map(|e| e.log)
-            .collect();
+        let lines: Vec<String> = stack.log_texts(id).await;
         assert_eq!(lines, ["a", "b", "c"]);
     }
 }

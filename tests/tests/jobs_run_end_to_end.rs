@@ -110,12 +110,7 @@ async fn keepgoing_false_stops_and_keepgoing_true_runs_the_rest_but_fails() {
         [StepStatus::Failed, StepStatus::Skipped, StepStatus::Skipped]
     );
     assert_eq!(st.steps[0].exit_code, Some(3));
-    let lines: Vec<String> = stack
-        .output_lines(id)
-        .await
-        .into_iter()
-        .map(|e| e.log)
-        .collect();
+    let lines: Vec<String> = stack.log_texts(id).await;
     assert_eq!(lines, ["first", "exit code 3"]);
 
     let id = stack.run_job(go_on, &[]).await;
@@ -134,12 +129,7 @@ async fn keepgoing_false_stops_and_keepgoing_true_runs_the_rest_but_fails() {
             StepStatus::Succeeded
         ]
     );
-    let lines: Vec<String> = stack
-        .output_lines(id)
-        .await
-        .into_iter()
-        .map(|e| e.log)
-        .collect();
+    let lines: Vec<String> = stack.log_texts(id).await;
     assert_eq!(lines, ["first", "exit code 3", "second", "third"]);
     // The output carries Rundeck's step context.
     let steps: Vec<String> = stack
@@ -332,12 +322,7 @@ async fn options_are_defaulted_validated_and_substituted() {
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Succeeded);
     assert_eq!(st.options.get("greeting").map(String::as_str), Some("hi"));
-    let lines: Vec<String> = stack
-        .output_lines(id)
-        .await
-        .into_iter()
-        .map(|e| e.log)
-        .collect();
+    let lines: Vec<String> = stack.log_texts(id).await;
     assert_eq!(lines, ["hi prod prod opts default"]);
 }
 
@@ -389,13 +374,7 @@ async fn abort_kills_a_running_step_and_cancels_a_waiting_one() {
             s.steps[0].status == StepStatus::Running
         })
         .await;
-    let r = stack
-        .http
-        .post(stack.url(&format!("/execution/{id}/abort")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    stack.abort(id).await;
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Aborted);
     assert_eq!(st.steps[0].status, StepStatus::Aborted);
@@ -414,12 +393,7 @@ async fn abort_kills_a_running_step_and_cancels_a_waiting_one() {
             s.steps[0].status == StepStatus::Waiting
         })
         .await;
-    stack
-        .http
-        .post(stack.url(&format!("/execution/{id}/abort")))
-        .send()
-        .await
-        .unwrap();
+    stack.abort(id).await;
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Aborted);
     // A runner that turns up later must not run the aborted step.
@@ -448,13 +422,7 @@ async fn an_abort_sent_right_after_the_run_always_ends_it_aborted() {
     let mut ids = Vec::new();
     for _ in 0..10 {
         let id = stack.run_job(job, &[]).await;
-        let r = stack
-            .http
-            .post(stack.url(&format!("/execution/{id}/abort")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        stack.abort(id).await;
         ids.push(id);
     }
     for id in ids {

@@ -77,12 +77,7 @@ async fn sigterm_lets_the_running_step_finish_and_takes_no_new_one() {
         ExecutionStatus::Succeeded,
         "the running step finished"
     );
-    let lines: Vec<String> = stack
-        .output_lines(first)
-        .await
-        .into_iter()
-        .map(|e| e.log)
-        .collect();
+    let lines: Vec<String> = stack.log_texts(first).await;
     assert_eq!(lines, ["begin", "end"]);
 
     let status = tokio::task::spawn_blocking(move || {
