@@ -8,6 +8,7 @@
 
 pub mod bus;
 pub mod executor;
+pub mod inventory;
 pub mod logs;
 mod runner;
 
