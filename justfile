@@ -27,6 +27,18 @@ deps:
     fi
     command -v nats-server >/dev/null || { echo "nats-server is still not on PATH; add Python's scripts directory (python3 -m site --user-base)/bin to PATH" >&2; exit 1; }
 
+# Install OpenSSH's server (for the SSH executor's tests) if it is missing.
+test-deps: deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then
+        echo "installing openssh-server"
+        sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssh-server >/dev/null
+    fi
+    # Debian's package starts a system sshd on port 22; the tests start their own.
+
 # Build the binaries.
 build:
     cargo build --bins
@@ -41,7 +53,7 @@ up: deps build
     exec target/debug/outpost up
 
 # Run every test: unit, snapshot and end-to-end (each end-to-end test starts its own nats-server).
-test: deps build
+test: test-deps build
     cargo test --workspace --no-fail-fast
 
 # Benchmarks: pickup latency and throughput beside raw JetStream (release build).

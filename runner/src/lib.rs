@@ -11,5 +11,6 @@ pub mod executor;
 pub mod inventory;
 pub mod logs;
 mod runner;
+pub mod ssh;
 
 pub use runner::{Runner, RunnerError, RunnerOptions, ABORTED_CLAIM, DEFAULT_CAPACITY};

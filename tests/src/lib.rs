@@ -6,6 +6,8 @@
 //! WebSocket to the real server, and tests observe through the REST API, the
 //! CLI binary and NATS subjects.
 
+pub mod sshd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

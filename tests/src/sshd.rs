@@ -1,0 +1,132 @@
+//! A real OpenSSH `sshd` per test, on a loopback port, with its own host key,
+//! config and authorized keys in a temp dir; killed and reaped on drop.
+//!
+//! Logins are as the user running the tests (root in CI), by key.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Sshd {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    /// known_hosts content that trusts this server's host key.
+    pub known_hosts_line: String,
+}
+
+pub const SSHD: &str = "/usr/sbin/sshd";
+
+/// Generates a key pair with ssh-keygen; returns the private key's path.
+pub fn keygen(dir: &Path, name: &str, kind: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.args(["-q", "-N", "", "-t", kind, "-f"]).arg(&path);
+    if kind == "rsa" {
+        cmd.args(["-b", "3072"]);
+    }
+    let status = cmd.stdout(Stdio::null()).status().expect("ssh-keygen runs");
+    assert!(status.success(), "ssh-keygen failed");
+    path
+}
+
+impl Sshd {
+    /// Starts sshd authorising the public halves of `client_keys`.
+    pub fn start(client_keys: &[&Path]) -> Self {
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} is missing: run `just test` (it installs openssh-server), or `apt-get install openssh-server`"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let host_key = keygen(dir.path(), "host_ed25519", "ed25519");
+        let mut authorized = String::new();
+        for k in client_keys {
+            authorized.push_str(&std::fs::read_to_string(k.with_extension("pub")).unwrap());
+        }
+        let auth_path = dir.path().join("authorized_keys");
+        std::fs::write(&auth_path, authorized).unwrap();
+        // sshd refuses to start without its privilege-separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let pub_host = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+        let mut last_err = String::new();
+        for _ in 0..20 {
+            let port = free_port();
+            let config = dir.path().join("sshd_config");
+            std::fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\nPidFile {dir}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nLogLevel ERROR\n",
+                    host = host_key.display(),
+                    auth = auth_path.display(),
+                    dir = dir.path().display(),
+                ),
+            )
+            .unwrap();
+            let log = dir.path().join("sshd.log");
+            let mut child = Command::new(SSHD)
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start sshd");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    last_err = std::fs::read_to_string(&log).unwrap_or_default();
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let key = pub_host
+                        .split_whitespace()
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    return Sshd {
+                        child: Some(child),
+                        dir,
+                        port,
+                        known_hosts_line: format!("[127.0.0.1]:{port} {key}\n"),
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "sshd did not listen on {port}: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("sshd would not start: {last_err}");
+    }
+
+    /// Writes a known_hosts file trusting this server; returns its path.
+    pub fn known_hosts(&self) -> PathBuf {
+        let p = self.dir.path().join("known_hosts");
+        std::fs::write(&p, &self.known_hosts_line).unwrap();
+        p
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A port free right now. sshd cannot be told to pick one, so a clash with
+/// another process is possible; `Sshd::start` retries on a new port then.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
