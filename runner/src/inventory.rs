@@ -152,11 +152,10 @@ pub fn parse_resources(text: &str) -> Result<Vec<Node>, InventoryError> {
 }
 
 fn node_from(key: Option<String>, raw: RawNode) -> Result<Node, String> {
+    // As in Rundeck, a map key is the node's name, whatever `nodename` says.
     let nodename = match (key, raw.nodename) {
-        (Some(k), Some(n)) if k != n => {
-            return Err(format!("key `{k}` and nodename `{n}` differ"));
-        }
-        (_, Some(n)) | (Some(n), None) => n,
+        (Some(k), _) => k,
+        (None, Some(n)) => n,
         (None, None) => return Err("has no `nodename`".into()),
     };
     if nodename.trim().is_empty() {
@@ -169,6 +168,11 @@ fn node_from(key: Option<String>, raw: RawNode) -> Result<Node, String> {
         Some(h) if !h.trim().is_empty() => h.trim().to_string(),
         _ if local => "localhost".to_string(),
         _ => return Err(format!("`{nodename}` has no `hostname`")),
+    };
+    // `user@host` supplies the user when `username` is not set.
+    let (user_in_host, hostname) = match hostname.split_once('@') {
+        Some((u, h)) if !u.is_empty() => (Some(u.to_string()), h.to_string()),
+        _ => (None, hostname),
     };
     let (hostname, port) = split_port(&hostname).map_err(|e| format!("`{nodename}`: {e}"))?;
     let tags = match raw.tags {
@@ -188,7 +192,7 @@ fn node_from(key: Option<String>, raw: RawNode) -> Result<Node, String> {
         nodename,
         hostname,
         port,
-        username: raw.username.filter(|u| !u.is_empty()),
+        username: raw.username.filter(|u| !u.is_empty()).or(user_in_host),
         tags,
         attributes,
     })
@@ -243,9 +247,9 @@ mod tests {
             ),
             ("empty file", "\n", "[]"),
             (
-                "key and nodename disagree",
-                "a:\n  nodename: b\n  hostname: h\n",
-                "error: node #1: key `a` and nodename `b` differ",
+                "the map key wins over nodename; user@host gives the user",
+                "a:\n  nodename: b\n  hostname: ops@h:2022\n",
+                r#"[{"nodename":"a","hostname":"h","port":2022,"username":"ops"}]"#,
             ),
             ("no hostname", "- nodename: x\n", "error: node #1: `x` has no `hostname`"),
             (

@@ -10,6 +10,7 @@ pub mod bus;
 pub mod executor;
 pub mod inventory;
 pub mod logs;
+pub mod node_filter;
 mod runner;
 pub mod ssh;
 
