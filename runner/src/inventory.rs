@@ -6,50 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// One node: an endpoint a node step can run on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Node {
-    pub nodename: String,
-    /// Host name or address, without the port.
-    pub hostname: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub tags: BTreeSet<String>,
-    /// Every other attribute, standard (`osFamily`, `node-executor`,
-    /// `ssh-key-storage-path`, …) or custom, as text.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub attributes: BTreeMap<String, String>,
-}
-
-impl Node {
-    /// An attribute's value as node filters see it: `name`/`nodename`,
-    /// `hostname`, `username`, `tags` (comma-joined), or any other attribute.
-    pub fn attribute(&self, name: &str) -> Option<String> {
-        match name {
-            "name" | "nodename" => Some(self.nodename.clone()),
-            "hostname" => Some(match self.port {
-                Some(p) => format!("{}:{p}", self.hostname),
-                None => self.hostname.clone(),
-            }),
-            "username" => self.username.clone(),
-            "tags" => Some(self.tags.iter().cloned().collect::<Vec<_>>().join(",")),
-            other => self.attributes.get(other).cloned(),
-        }
-    }
-
-    /// `node-executor`, defaulting to SSH (`local` runs on the runner's host).
-    pub fn executor(&self) -> &str {
-        self.attributes
-            .get("node-executor")
-            .map(String::as_str)
-            .unwrap_or("ssh")
-    }
-}
+pub use outpost_schemas::node::Node;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]

@@ -45,6 +45,9 @@ struct Cli {
     /// Seconds running steps get to finish on SIGTERM.
     #[arg(long, env = "OUTPOST_RUNNER_SHUTDOWN_GRACE")]
     shutdown_grace: Option<u64>,
+    /// Rundeck resources.yaml of the nodes this runner serves.
+    #[arg(long, env = "OUTPOST_RUNNER_NODES_FILE")]
+    nodes_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -57,6 +60,7 @@ struct FileConfig {
     capacity: Option<usize>,
     work_dir: Option<PathBuf>,
     shutdown_grace: Option<u64>,
+    nodes_file: Option<PathBuf>,
 }
 
 fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
@@ -94,6 +98,7 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
     if let Some(dir) = cli.work_dir.or(file.work_dir) {
         opts.work_dir = dir;
     }
+    opts.nodes_file = cli.nodes_file.or(file.nodes_file);
     if let Some(secs) = cli.shutdown_grace.or(file.shutdown_grace) {
         opts.shutdown_grace = Duration::from_secs(secs);
     }

@@ -44,6 +44,8 @@ pub struct RunnerOptions {
     pub fetch_expiry: Duration,
     /// In-progress ack cadence; must be well under the consumers' `ack_wait`.
     pub progress_every: Duration,
+    /// Nodes this runner serves, from a `resources.yaml` on its host.
+    pub nodes_file: Option<PathBuf>,
 }
 
 impl RunnerOptions {
@@ -60,6 +62,7 @@ impl RunnerOptions {
             heartbeat_every: Duration::from_secs(5),
             fetch_expiry: Duration::from_secs(5),
             progress_every: Duration::from_secs(10),
+            nodes_file: None,
         }
     }
 }
@@ -78,6 +81,8 @@ pub enum RunnerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("nodes file {path}: {message}")]
+    Nodes { path: PathBuf, message: String },
     #[error("the control plane has not created `{what}` yet (is it running?): {message}")]
     Topology { what: String, message: String },
 }
@@ -130,6 +135,23 @@ impl Runner {
             path: opts.work_dir.clone(),
             source,
         })?;
+        // Read the node source first: a bad file should stop the runner
+        // before it takes any work.
+        let nodes = match &opts.nodes_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| RunnerError::Nodes {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                Some(
+                    crate::inventory::parse_resources(&text).map_err(|e| RunnerError::Nodes {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?,
+                )
+            }
+            None => None,
+        };
         let (client, js) = bus::connect(&opts.nats, Duration::from_secs(60)).await?;
         let claims = wait_for_bucket(&js, subjects::CLAIMS_BUCKET, &shutdown).await?;
         let shared = Arc::new(Shared {
@@ -143,6 +165,19 @@ impl Runner {
             js,
             claims,
         });
+        if let Some(nodes) = nodes {
+            let report = outpost_schemas::NodeReport {
+                header: Header::now(),
+                runner_id: shared.opts.runner_id.clone(),
+                replica_id: shared.replica_id,
+                // Where credentials live stays here.
+                nodes: nodes.iter().map(|n| n.redacted()).collect(),
+            };
+            let subject = subjects::node_report(&shared.opts.runner_id);
+            let id = report.header.message_id.to_string();
+            bus::publish_json(&shared.js, &subject, &id, &report).await?;
+            tracing::info!(runner_id = %shared.opts.runner_id, nodes = report.nodes.len(), "reported nodes");
+        }
         tracing::info!(
             runner_id = %shared.opts.runner_id,
             replica_id = %shared.replica_id,

@@ -8,6 +8,7 @@
 
 pub mod job;
 pub mod messages;
+pub mod node;
 pub mod state;
 pub mod subjects;
 
@@ -34,6 +35,7 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ),
         ("abort_requested", schema_for!(messages::AbortRequested)),
         ("runner_heartbeat", schema_for!(messages::RunnerHeartbeat)),
+        ("node_report", schema_for!(messages::NodeReport)),
         ("execution_state", schema_for!(state::ExecutionState)),
         ("job", schema_for!(job::Job)),
     ]

@@ -249,6 +249,17 @@ pub struct RunnerHeartbeat {
     pub state: RunnerState,
 }
 
+/// The nodes a runner serves from its own node source, sent at start. The
+/// runner strips credential attributes first (`Node::redacted`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeReport {
+    #[serde(flatten)]
+    pub header: Header,
+    pub runner_id: String,
+    pub replica_id: Uuid,
+    pub nodes: Vec<crate::node::Node>,
+}
+
 /// Everything on the event stream, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]

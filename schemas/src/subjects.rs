@@ -5,6 +5,7 @@
 //! outpost.ev.<kind>.<execution_id>.<source>           OUTPOST_EVENTS
 //! outpost.log.<execution_id>.<step>.<runner_id>       OUTPOST_LOGS
 //! outpost.hb.<runner_id>.<replica_id>                 OUTPOST_HEARTBEATS
+//! outpost.nodes.<runner_id>                           OUTPOST_NODE_REPORTS
 //! outpost.abort.<execution_id>                        core NATS (no stream)
 //! ```
 //!
@@ -25,6 +26,7 @@ pub const DISPATCH_STREAM: &str = "OUTPOST_DISPATCH";
 pub const EVENTS_STREAM: &str = "OUTPOST_EVENTS";
 pub const LOGS_STREAM: &str = "OUTPOST_LOGS";
 pub const HEARTBEATS_STREAM: &str = "OUTPOST_HEARTBEATS";
+pub const NODE_REPORTS_STREAM: &str = "OUTPOST_NODE_REPORTS";
 
 pub const JOBS_BUCKET: &str = "OUTPOST_JOBS";
 pub const EXECUTIONS_BUCKET: &str = "OUTPOST_EXECUTIONS";
@@ -32,6 +34,7 @@ pub const RUNS_BUCKET: &str = "OUTPOST_RUNS";
 pub const TAGSETS_BUCKET: &str = "OUTPOST_TAGSETS";
 pub const PROJECTS_BUCKET: &str = "OUTPOST_PROJECTS";
 pub const CLAIMS_BUCKET: &str = "OUTPOST_CLAIMS";
+pub const NODES_BUCKET: &str = "OUTPOST_NODES";
 
 pub const ORCHESTRATOR_CONSUMER: &str = "orchestrator";
 pub const PROJECTOR_CONSUMER: &str = "projector";
@@ -85,6 +88,10 @@ pub fn logs_of(execution_id: Uuid) -> String {
 
 pub fn heartbeat(runner_id: &str, replica_id: Uuid) -> String {
     format!("outpost.hb.{runner_id}.{}", replica_id.simple())
+}
+
+pub fn node_report(runner_id: &str) -> String {
+    format!("outpost.nodes.{runner_id}")
 }
 
 pub fn abort(execution_id: Uuid) -> String {

@@ -105,7 +105,11 @@ fn router(state: AppState) -> Router {
         .route("/execution/{id}/output", get(get_output))
         .route("/execution/{id}/output/stream", get(stream_output))
         .route("/execution/{id}/abort", post(abort_execution))
-        .route("/runners", get(list_runners));
+        .route("/runners", get(list_runners))
+        .route(
+            "/project/{project}/resources",
+            get(list_nodes).put(put_nodes),
+        );
     Router::new()
         .route("/", get(index))
         .nest(API_PREFIX, api)
@@ -740,4 +744,58 @@ async fn list_runners(
             })
             .collect(),
     ))
+}
+
+#[derive(Deserialize)]
+struct NodesQuery {
+    filter: Option<String>,
+    #[serde(rename = "excludePrecedence", default = "yes")]
+    exclude_precedence: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Rundeck's `GET /project/{p}/resources?filter=…`: the project's nodes and
+/// those runners report, optionally filtered. No filter lists every node.
+async fn list_nodes(
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+    Query(q): Query<NodesQuery>,
+) -> ApiResult<Json<Vec<crate::store::NodeView>>> {
+    let filter = match q.filter.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(f) => Some(
+            outpost_runner::node_filter::parse(f).map_err(|e| ApiError::invalid(e.to_string()))?,
+        ),
+    };
+    let reports = fleet::node_reports(&s.js)
+        .await
+        .map_err(ServiceError::Nats)?;
+    let mut nodes = s.store.nodes(&project, reports).await?;
+    if let Some(f) = filter {
+        nodes.retain(|n| f.selects(&n.node, q.exclude_precedence));
+    }
+    nodes.sort_by(|a, b| a.node.nodename.cmp(&b.node.nodename));
+    Ok(Json(nodes))
+}
+
+/// Replaces the project's node source with a resources.yaml body.
+async fn put_nodes(
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+    body: String,
+) -> ApiResult<Json<serde_json::Value>> {
+    let nodes = outpost_runner::inventory::parse_resources(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "api.error.resources.invalid",
+            e.to_string(),
+        )
+    })?;
+    let count = nodes.len();
+    s.store.put_project_nodes(&project, nodes).await?;
+    tracing::info!(project, count, "project nodes replaced");
+    Ok(Json(json!({ "project": project, "nodes": count })))
 }

@@ -179,6 +179,26 @@ impl Client {
             .await
     }
 
+    pub async fn nodes(&self, project: &str, filter: Option<&str>) -> Result<Value, CliError> {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/project/{project}/resources")));
+        if let Some(f) = filter {
+            req = req.query(&[("filter", f)]);
+        }
+        self.json(req).await
+    }
+
+    pub async fn put_nodes(&self, project: &str, yaml: String) -> Result<Value, CliError> {
+        self.json(
+            self.http
+                .put(self.url(&format!("/project/{project}/resources")))
+                .header("content-type", "application/yaml")
+                .body(yaml),
+        )
+        .await
+    }
+
     pub async fn runners(&self) -> Result<Value, CliError> {
         self.json(self.http.get(self.url("/runners"))).await
     }

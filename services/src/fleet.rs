@@ -10,14 +10,15 @@ use outpost_schemas::{subjects, RunnerHeartbeat, RunnerState};
 /// A runner replica whose last heartbeat is older than this is not live.
 pub const LIVE_WITHIN: Duration = Duration::from_secs(30);
 
-/// The latest heartbeat of every replica that heartbeated within a day.
-pub async fn heartbeats(js: &jetstream::Context) -> Result<Vec<RunnerHeartbeat>, String> {
-    let stream = js
-        .get_stream(subjects::HEARTBEATS_STREAM)
-        .await
-        .map_err(|e| e.to_string())?;
+/// The last message of every subject under `filter` in `stream`, decoded.
+async fn last_per_subject<T: serde::de::DeserializeOwned>(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> Result<Vec<T>, String> {
+    let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
     let info = stream
-        .info_with_subjects("outpost.hb.>")
+        .info_with_subjects(filter)
         .await
         .map_err(|e| e.to_string())?;
     let subjects: Vec<String> = {
@@ -31,14 +32,31 @@ pub async fn heartbeats(js: &jetstream::Context) -> Result<Vec<RunnerHeartbeat>,
     let mut out = Vec::with_capacity(subjects.len());
     for subject in subjects {
         match stream.direct_get_last_for_subject(&subject).await {
-            Ok(msg) => match serde_json::from_slice::<RunnerHeartbeat>(&msg.payload) {
-                Ok(hb) => out.push(hb),
-                Err(err) => tracing::warn!(error = %err, subject, "malformed heartbeat"),
+            Ok(msg) => match serde_json::from_slice::<T>(&msg.payload) {
+                Ok(v) => out.push(v),
+                Err(err) => tracing::warn!(error = %err, subject, "malformed message"),
             },
-            Err(err) => tracing::debug!(error = %err, subject, "heartbeat vanished"),
+            Err(err) => tracing::debug!(error = %err, subject, "message vanished"),
         }
     }
+    Ok(out)
+}
+
+/// The latest heartbeat of every replica that heartbeated within a day.
+pub async fn heartbeats(js: &jetstream::Context) -> Result<Vec<RunnerHeartbeat>, String> {
+    let mut out: Vec<RunnerHeartbeat> =
+        last_per_subject(js, subjects::HEARTBEATS_STREAM, "outpost.hb.>").await?;
     out.sort_by(|a, b| (&a.runner_id, a.replica_id).cmp(&(&b.runner_id, b.replica_id)));
+    Ok(out)
+}
+
+/// The latest node report of every runner that has a node source.
+pub async fn node_reports(
+    js: &jetstream::Context,
+) -> Result<Vec<outpost_schemas::NodeReport>, String> {
+    let mut out: Vec<outpost_schemas::NodeReport> =
+        last_per_subject(js, subjects::NODE_REPORTS_STREAM, "outpost.nodes.>").await?;
+    out.sort_by(|a, b| a.runner_id.cmp(&b.runner_id));
     Ok(out)
 }
 

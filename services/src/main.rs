@@ -63,6 +63,23 @@ enum Command {
     /// Runners.
     #[command(subcommand)]
     Runner(RunnerCmd),
+    /// List the project's nodes (`--filter` in Rundeck's syntax), or `load` a resources.yaml.
+    Nodes(NodesArgs),
+}
+
+#[derive(Args)]
+struct NodesArgs {
+    /// Rundeck node filter, e.g. `tags: web+prod !name: web2`.
+    #[arg(long, short = 'F')]
+    filter: Option<String>,
+    #[command(subcommand)]
+    cmd: Option<NodesCmd>,
+}
+
+#[derive(Subcommand)]
+enum NodesCmd {
+    /// Replace the project's node source with a Rundeck resources.yaml.
+    Load { file: PathBuf },
 }
 
 #[derive(Args)]
@@ -397,6 +414,46 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             match v["abort"]["reason"].as_str() {
                 Some(r) => println!("abort {status}: {r}"),
                 None => println!("abort {status}"),
+            }
+        }
+        Command::Nodes(NodesArgs {
+            cmd: Some(NodesCmd::Load { file: path }),
+            ..
+        }) => {
+            let yaml = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let v = client
+                .put_nodes(&project, yaml)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            println!("loaded {} nodes into project {project}", v["nodes"]);
+        }
+        Command::Nodes(NodesArgs { filter, cmd: None }) => {
+            let v = client.nodes(&project, filter.as_deref()).await?;
+            for n in v.as_array().into_iter().flatten() {
+                let source = match n["source"]["kind"].as_str() {
+                    Some("runner") => {
+                        format!("runner:{}", n["source"]["runner_id"].as_str().unwrap_or(""))
+                    }
+                    _ => "project".into(),
+                };
+                let host = match n["port"].as_u64() {
+                    Some(p) => format!("{}:{p}", n["hostname"].as_str().unwrap_or("")),
+                    None => n["hostname"].as_str().unwrap_or("").to_string(),
+                };
+                let tags: Vec<&str> = n["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str())
+                    .collect();
+                println!(
+                    "{:<20} {:<24} {:<18} tags=[{}]",
+                    n["nodename"].as_str().unwrap_or(""),
+                    host,
+                    source,
+                    tags.join(",")
+                );
             }
         }
         Command::Runner(RunnerCmd::List) => {

@@ -76,8 +76,32 @@ fn nats(e: impl std::fmt::Display) -> StoreError {
     StoreError::Service(ServiceError::Nats(e.to_string()))
 }
 
+/// Where a node came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum NodeSource {
+    /// The project's uploaded resources.yaml.
+    Project,
+    /// A runner's own node source; the runner serves these nodes.
+    Runner { runner_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub node: outpost_schemas::node::Node,
+    pub source: NodeSource,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ProjectNodes {
+    nodes: Vec<outpost_schemas::node::Node>,
+    updated_at: DateTime<Utc>,
+}
+
 #[derive(Clone)]
 pub struct Store {
+    nodes: kv::Store,
     jobs: kv::Store,
     projects: kv::Store,
     executions: kv::Store,
@@ -95,6 +119,7 @@ fn name_key(project: &str, full_name: &str) -> String {
 impl Store {
     pub async fn open(js: &jetstream::Context) -> Result<Self, ServiceError> {
         Ok(Store {
+            nodes: crate::bucket(js, subjects::NODES_BUCKET).await?,
             jobs: crate::bucket(js, subjects::JOBS_BUCKET).await?,
             projects: crate::bucket(js, subjects::PROJECTS_BUCKET).await?,
             executions: crate::bucket(js, subjects::EXECUTIONS_BUCKET).await?,
@@ -373,6 +398,50 @@ impl Store {
                     out.push(st);
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the project's node source.
+    pub async fn put_project_nodes(
+        &self,
+        project: &str,
+        nodes: Vec<outpost_schemas::node::Node>,
+    ) -> Result<(), StoreError> {
+        self.require_project(project).await?;
+        let value = serde_json::to_vec(&ProjectNodes {
+            nodes,
+            updated_at: Utc::now(),
+        })
+        .expect("nodes serialise");
+        self.nodes.put(project, value.into()).await.map_err(nats)?;
+        Ok(())
+    }
+
+    /// The project's nodes, then every runner-reported node (runners' nodes
+    /// belong to every project: they describe the runner's network).
+    pub async fn nodes(
+        &self,
+        project: &str,
+        reports: Vec<outpost_schemas::NodeReport>,
+    ) -> Result<Vec<NodeView>, StoreError> {
+        self.require_project(project).await?;
+        let mut out = Vec::new();
+        if let Some(v) = self.nodes.get(project).await.map_err(nats)? {
+            let p: ProjectNodes = serde_json::from_slice(&v)
+                .map_err(|e| ServiceError::Corrupt(format!("nodes of {project}: {e}")))?;
+            out.extend(p.nodes.into_iter().map(|node| NodeView {
+                node,
+                source: NodeSource::Project,
+            }));
+        }
+        for r in reports {
+            out.extend(r.nodes.into_iter().map(|node| NodeView {
+                node,
+                source: NodeSource::Runner {
+                    runner_id: r.runner_id.clone(),
+                },
+            }));
         }
         Ok(out)
     }

@@ -79,6 +79,17 @@ fn stream_configs() -> Vec<stream::Config> {
             allow_direct: true,
             ..Default::default()
         },
+        stream::Config {
+            name: s::NODE_REPORTS_STREAM.into(),
+            description: Some("Latest node list each runner serves from its own source".into()),
+            subjects: vec!["outpost.nodes.>".into()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            max_messages_per_subject: 1,
+            discard: DiscardPolicy::Old,
+            allow_direct: true,
+            ..Default::default()
+        },
     ]
 }
 
@@ -115,6 +126,12 @@ fn bucket_configs() -> Vec<kv::Config> {
             s::TAGSETS_BUCKET,
             "Registered dispatch tag sets",
             1,
+            Duration::ZERO,
+        ),
+        bucket(
+            s::NODES_BUCKET,
+            "Project node sources (resources.yaml uploads)",
+            5,
             Duration::ZERO,
         ),
         bucket(

@@ -467,3 +467,35 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// Every place in every stream (KV buckets included) whose message contains
+/// `needle`, as `STREAM#seq subject`. For proving a secret is nowhere.
+pub async fn find_in_all_streams(js: &jetstream::Context, needle: &str) -> Vec<String> {
+    let mut names = js.stream_names();
+    let mut found = Vec::new();
+    while let Some(name) = names.next().await {
+        let name = name.unwrap();
+        let mut stream = js.get_stream(&name).await.unwrap();
+        let state = stream.info().await.unwrap().state.clone();
+        if state.messages == 0 {
+            continue;
+        }
+        for seq in state.first_sequence..=state.last_sequence {
+            if let Ok(msg) = stream.direct_get(seq).await {
+                let haystack = [
+                    msg.payload.as_ref(),
+                    format!("{:?}", msg.headers).as_bytes(),
+                ]
+                .concat();
+                if haystack
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes())
+                    || msg.subject.contains(needle)
+                {
+                    found.push(format!("{name}#{seq} {}", msg.subject));
+                }
+            }
+        }
+    }
+    found
+}
