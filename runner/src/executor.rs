@@ -266,6 +266,7 @@ async fn emit(out: &mpsc::Sender<LogEntry>, stream: LogStream, bytes: &[u8]) -> 
         }
         .to_string(),
         log: String::from_utf8_lossy(bytes).into_owned(),
+        node: None,
     };
     out.send(entry).await.is_ok()
 }

@@ -11,6 +11,7 @@ pub mod executor;
 pub mod inventory;
 pub mod logs;
 pub mod node_filter;
+pub mod node_run;
 mod runner;
 pub mod ssh;
 

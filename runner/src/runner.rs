@@ -648,6 +648,7 @@ async fn system_line(tx: &mpsc::Sender<LogEntry>, text: String) {
             stream: LogStream::System,
             level: "ERROR".into(),
             log: text,
+            node: None,
         })
         .await;
 }

@@ -394,6 +394,7 @@ impl LineSplitter {
             }
             .into(),
             log: String::from_utf8_lossy(bytes).into_owned(),
+            node: None,
         }
     }
 

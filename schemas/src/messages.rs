@@ -149,6 +149,9 @@ pub struct LogEntry {
     pub level: String,
     /// The text, without its trailing newline.
     pub log: String,
+    /// The node the line came from, for node steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A batch of output lines of one step, in order. `seq` counts from 1 per

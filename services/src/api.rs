@@ -517,6 +517,9 @@ pub struct OutputEntry {
     pub stepctx: String,
     pub runner: String,
     pub stream: String,
+    /// The node, for node steps (Rundeck's `node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -588,6 +591,7 @@ async fn output_page(s: &AppState, id: Uuid, mut offset: u64, max: usize) -> Api
                         stepctx: chunk.step.to_string(),
                         runner: chunk.runner_id.clone(),
                         stream: format!("{:?}", e.stream).to_lowercase(),
+                        node: e.node,
                     })),
                     Err(err) => {
                         tracing::warn!(error = %err, execution_id = %id, seq = offset, "skipping malformed log chunk")

@@ -1,0 +1,412 @@
+//! Runs node steps on a set of nodes: the matrix of steps × nodes, in
+//! Rundeck's strategies, with `threadcount` nodes at a time and Rundeck's
+//! two keepgoing flags.
+//!
+//! - `node-first`: each node runs every step in turn; up to `threadcount`
+//!   nodes at once.
+//! - `sequential` (`step-first`): each step runs on every node (up to
+//!   `threadcount` at once) before the next step starts.
+//! - `parallel`: every (step, node) pair may run at once, up to
+//!   `threadcount`.
+//!
+//! `node_keepgoing` (`nodefilters.dispatch.keepgoing`): after a node fails,
+//! other nodes still start. `step_keepgoing` (`sequence.keepgoing`): after a
+//! step fails, later steps still run.
+//!
+//! A node runs locally (`node-executor: local`) or over SSH with credentials
+//! resolved here, on the runner, from its key store.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use outpost_schemas::job::Strategy;
+use outpost_schemas::node::Node;
+use outpost_schemas::{LogEntry, LogStream, StepCommand, StepNo, StepOutcome};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{self, shell_quote, Exit};
+use crate::ssh::{self, SshAuth, SshOptions, SshTarget};
+
+#[derive(Debug, Clone)]
+pub struct NodeRunSpec {
+    /// In dispatch order (already ranked).
+    pub nodes: Vec<Node>,
+    pub steps: Vec<(StepNo, StepCommand)>,
+    pub strategy: Strategy,
+    pub threadcount: usize,
+    pub node_keepgoing: bool,
+    pub step_keepgoing: bool,
+    pub env: BTreeMap<String, String>,
+}
+
+/// What the runner brings: where keys live, how to check hosts.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    /// Root of the runner-local key store; storage paths resolve below it.
+    pub key_store: PathBuf,
+    pub ssh: SshOptions,
+    pub work_dir: PathBuf,
+    /// SSH user when a node names none.
+    pub default_user: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    Started { step: StepNo, node: String },
+    Finished(NodeStepResult),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStepResult {
+    pub step: StepNo,
+    pub node: String,
+    /// `None`: never ran (an earlier failure stopped it).
+    pub outcome: Option<StepOutcome>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+}
+
+/// A log line of a node step.
+pub type NodeLine = (StepNo, LogEntry);
+
+struct Shared {
+    spec: NodeRunSpec,
+    ctx: NodeContext,
+    events: mpsc::Sender<NodeEvent>,
+    lines: mpsc::Sender<NodeLine>,
+    cancel: CancellationToken,
+    /// Set when a node failed and `node_keepgoing` is off: start no node.
+    stop_new: AtomicBool,
+}
+
+/// Runs the matrix; returns one result per (step, node), in step then node
+/// order, including the pairs that never ran.
+pub async fn run(
+    spec: NodeRunSpec,
+    ctx: NodeContext,
+    events: mpsc::Sender<NodeEvent>,
+    lines: mpsc::Sender<NodeLine>,
+    cancel: CancellationToken,
+) -> Vec<NodeStepResult> {
+    let threads = spec.threadcount.max(1);
+    let shared = Arc::new(Shared {
+        spec,
+        ctx,
+        events,
+        lines,
+        cancel,
+        stop_new: AtomicBool::new(false),
+    });
+    let slots = Arc::new(Semaphore::new(threads));
+    let mut results: Vec<NodeStepResult> = Vec::new();
+    match shared.spec.strategy {
+        Strategy::NodeFirst => {
+            let mut tasks = tokio::task::JoinSet::new();
+            for node in shared.spec.nodes.clone() {
+                let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+                if shared.stop_new.load(Ordering::SeqCst) || shared.cancel.is_cancelled() {
+                    break;
+                }
+                let sh = shared.clone();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let mut out = Vec::new();
+                    let mut failed = false;
+                    for (step, cmd) in sh.spec.steps.clone() {
+                        if (failed && !sh.spec.step_keepgoing) || sh.cancel.is_cancelled() {
+                            break;
+                        }
+                        let r = run_pair(&sh, step, &cmd, &node).await;
+                        failed |= r.outcome != Some(StepOutcome::Succeeded);
+                        out.push(r);
+                    }
+                    if failed && !sh.spec.node_keepgoing {
+                        sh.stop_new.store(true, Ordering::SeqCst);
+                    }
+                    out
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                results.extend(r.expect("node task does not panic"));
+            }
+        }
+        Strategy::Sequential => {
+            for (step, cmd) in shared.spec.steps.clone() {
+                let mut tasks = tokio::task::JoinSet::new();
+                for node in shared.spec.nodes.clone() {
+                    let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+                    if shared.stop_new.load(Ordering::SeqCst) || shared.cancel.is_cancelled() {
+                        break;
+                    }
+                    let (sh, cmd) = (shared.clone(), cmd.clone());
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        let r = run_pair(&sh, step, &cmd, &node).await;
+                        if r.outcome != Some(StepOutcome::Succeeded) && !sh.spec.node_keepgoing {
+                            sh.stop_new.store(true, Ordering::SeqCst);
+                        }
+                        r
+                    });
+                }
+                let mut step_failed = false;
+                while let Some(r) = tasks.join_next().await {
+                    let r = r.expect("node task does not panic");
+                    step_failed |= r.outcome != Some(StepOutcome::Succeeded);
+                    results.push(r);
+                }
+                if step_failed && !shared.spec.step_keepgoing {
+                    break;
+                }
+                // A node failure stops new nodes within the step, not the
+                // next step when keepgoing allows it.
+                shared.stop_new.store(false, Ordering::SeqCst);
+            }
+        }
+        Strategy::Parallel => {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (step, cmd) in shared.spec.steps.clone() {
+                for node in shared.spec.nodes.clone() {
+                    let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+                    if shared.stop_new.load(Ordering::SeqCst) || shared.cancel.is_cancelled() {
+                        break;
+                    }
+                    let (sh, cmd) = (shared.clone(), cmd.clone());
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        let r = run_pair(&sh, step, &cmd, &node).await;
+                        if r.outcome != Some(StepOutcome::Succeeded) && !sh.spec.node_keepgoing {
+                            sh.stop_new.store(true, Ordering::SeqCst);
+                        }
+                        r
+                    });
+                }
+            }
+            while let Some(r) = tasks.join_next().await {
+                results.push(r.expect("node task does not panic"));
+            }
+        }
+    }
+    // Every pair gets a result, so that state can say what never ran.
+    for (step, _) in &shared.spec.steps {
+        for node in &shared.spec.nodes {
+            if !results
+                .iter()
+                .any(|r| r.step == *step && r.node == node.nodename)
+            {
+                results.push(NodeStepResult {
+                    step: *step,
+                    node: node.nodename.clone(),
+                    outcome: None,
+                    exit_code: None,
+                    reason: Some(if shared.cancel.is_cancelled() {
+                        "aborted".into()
+                    } else {
+                        "not run: an earlier failure stopped the dispatch".into()
+                    }),
+                });
+            }
+        }
+    }
+    let order: BTreeMap<&str, usize> = shared
+        .spec
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.nodename.as_str(), i))
+        .collect();
+    results.sort_by_key(|r| {
+        (
+            r.step,
+            order.get(r.node.as_str()).copied().unwrap_or(usize::MAX),
+        )
+    });
+    results
+}
+
+async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> NodeStepResult {
+    let _ = sh
+        .events
+        .send(NodeEvent::Started {
+            step,
+            node: node.nodename.clone(),
+        })
+        .await;
+    // Output goes through a per-pair channel that stamps the node on it.
+    let (tx, mut rx) = mpsc::channel::<LogEntry>(256);
+    let forward = {
+        let lines = sh.lines.clone();
+        let name = node.nodename.clone();
+        tokio::spawn(async move {
+            while let Some(mut e) = rx.recv().await {
+                e.node = Some(name.clone());
+                if lines.send((step, e)).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let (outcome, exit_code, reason) = match run_on(sh, step, cmd, node, &tx).await {
+        Ok(Exit::Code(0)) => (StepOutcome::Succeeded, Some(0), None),
+        Ok(Exit::Code(c)) => (StepOutcome::Failed, Some(c), Some(format!("exit code {c}"))),
+        Ok(Exit::Signal(s)) => (
+            StepOutcome::Failed,
+            None,
+            Some(format!("killed by signal {s}")),
+        ),
+        Ok(Exit::Killed) => (StepOutcome::Aborted, None, Some("aborted".into())),
+        Err(why) => (StepOutcome::Failed, None, Some(why)),
+    };
+    if let Some(why) = reason
+        .as_ref()
+        .filter(|_| outcome != StepOutcome::Succeeded)
+    {
+        let _ = tx
+            .send(LogEntry {
+                time: chrono::Utc::now(),
+                stream: LogStream::System,
+                level: "ERROR".into(),
+                log: format!("node {}: {why}", node.nodename),
+                node: None,
+            })
+            .await;
+    }
+    drop(tx);
+    let _ = forward.await;
+    let result = NodeStepResult {
+        step,
+        node: node.nodename.clone(),
+        outcome: Some(outcome),
+        exit_code,
+        reason,
+    };
+    let _ = sh.events.send(NodeEvent::Finished(result.clone())).await;
+    result
+}
+
+/// Runs one step on one node; an `Err` is a one-line reason naming the cause.
+async fn run_on(
+    sh: &Shared,
+    step: StepNo,
+    cmd: &StepCommand,
+    node: &Node,
+    lines: &mpsc::Sender<LogEntry>,
+) -> Result<Exit, String> {
+    let mut env = sh.spec.env.clone();
+    env.insert("RD_NODE_NAME".into(), node.nodename.clone());
+    env.insert("RD_NODE_HOSTNAME".into(), node.hostname.clone());
+    if node.executor() == "local" {
+        let name = format!("{}-{step}.script", sanitize(&node.nodename));
+        let proc = executor::spawn(cmd, &env, &sh.ctx.work_dir, &name, lines.clone())
+            .map_err(|e| e.to_string())?;
+        return Ok(proc.wait(sh.cancel.clone()).await);
+    }
+    let target = SshTarget {
+        host: node.hostname.clone(),
+        port: node.port.unwrap_or(22),
+        username: node
+            .username
+            .clone()
+            .unwrap_or_else(|| sh.ctx.default_user.clone()),
+    };
+    let auth = credentials(node, &sh.ctx.key_store)?;
+    let session = ssh::connect(&target, &auth, &sh.ctx.ssh)
+        .await
+        .map_err(|e| e.to_string())?;
+    let exports: String = env
+        .iter()
+        .map(|(k, v)| format!("export {k}={}; ", shell_quote(v)))
+        .collect();
+    let (remote, stdin) = match cmd {
+        StepCommand::Exec { command } => (format!("{exports}{command}"), None),
+        StepCommand::Script {
+            script,
+            args,
+            interpreter,
+        } => {
+            // Copy the script, run it with its args, remove it, keep its status.
+            let runner = match interpreter {
+                Some(i) => format!("{i} \"$f\""),
+                None if script.starts_with("#!") => "\"$f\"".to_string(),
+                None => "/bin/sh \"$f\"".to_string(),
+            };
+            let args = args.as_deref().unwrap_or("");
+            (
+                format!(
+                    "{exports}f=$(mktemp) && cat > \"$f\" && chmod 700 \"$f\" || exit 127; {runner} {args}; rc=$?; rm -f \"$f\"; exit $rc"
+                ),
+                Some(bytes::Bytes::from(script.clone())),
+            )
+        }
+    };
+    let exit = session
+        .run(
+            &remote,
+            stdin,
+            lines,
+            &sh.cancel,
+            sh.ctx.ssh.command_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string());
+    session.close().await;
+    exit
+}
+
+/// Resolves a node's SSH credentials from the runner's key store.
+fn credentials(node: &Node, key_store: &Path) -> Result<SshAuth, String> {
+    let attr = |k: &str| node.attributes.get(k).map(String::as_str);
+    let want_password = attr("ssh-authentication") == Some("password");
+    match (
+        want_password,
+        attr("ssh-key-storage-path"),
+        attr("ssh-password-storage-path"),
+    ) {
+        (false, Some(path), _) => {
+            let file = store_path(key_store, path)?;
+            ssh::load_key(&file)
+                .map(|k| SshAuth::Key(Arc::new(k)))
+                .map_err(|_| format!("cannot load the key at storage path `{path}`"))
+        }
+        (_, _, Some(path)) => {
+            let file = store_path(key_store, path)?;
+            let pw = std::fs::read_to_string(&file)
+                .map_err(|_| format!("cannot read the password at storage path `{path}`"))?;
+            Ok(SshAuth::Password(
+                pw.trim_end_matches(['\n', '\r']).to_string(),
+            ))
+        }
+        (true, _, None) => {
+            Err("ssh-authentication is password, but no ssh-password-storage-path is set".into())
+        }
+        (false, None, None) => {
+            Err("no credentials: set ssh-key-storage-path or ssh-password-storage-path".into())
+        }
+    }
+}
+
+/// A storage path below the key store; `..` and absolute paths are refused.
+fn store_path(key_store: &Path, path: &str) -> Result<PathBuf, String> {
+    let rel = Path::new(path.trim_start_matches("keys/"));
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(format!("storage path `{path}` leaves the key store"));
+    }
+    Ok(key_store.join(rel))
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! Strategies, threadcount and keepgoing, on local nodes (`node-executor:
+//! local`). The SSH path is covered against a real sshd in `tests/`.
+use std::time::Duration;
+
+use super::*;
+
+fn local_nodes(names: &[&str]) -> Vec<Node> {
+    let yaml: String = names
+        .iter()
+        .map(|n| format!("{n}:\n  node-executor: local\n  tags: t\n"))
+        .collect();
+    crate::inventory::parse_resources(&yaml).unwrap()
+}
+
+fn exec(cmd: &str) -> StepCommand {
+    StepCommand::Exec {
+        command: cmd.into(),
+    }
+}
+
+struct Outcome {
+    results: Vec<NodeStepResult>,
+    events: Vec<NodeEvent>,
+    lines: Vec<NodeLine>,
+}
+
+async fn go(spec: NodeRunSpec) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = NodeContext {
+        key_store: dir.path().join("keys"),
+        ssh: SshOptions {
+            known_hosts: dir.path().join("known_hosts"),
+            host_key_policy: ssh::HostKeyPolicy::Strict,
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: None,
+        },
+        work_dir: dir.path().to_path_buf(),
+        default_user: "root".into(),
+    };
+    let (etx, mut erx) = mpsc::channel(1024);
+    let (ltx, mut lrx) = mpsc::channel(1024);
+    let collect_events = tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Some(e) = erx.recv().await {
+            v.push(e);
+        }
+        v
+    });
+    let collect_lines = tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Some(e) = lrx.recv().await {
+            v.push(e);
+        }
+        v
+    });
+    let results = run(spec, ctx, etx, ltx, CancellationToken::new()).await;
+    Outcome {
+        results,
+        events: collect_events.await.unwrap(),
+        lines: collect_lines.await.unwrap(),
+    }
+}
+
+fn spec(nodes: &[&str], steps: Vec<StepCommand>, strategy: Strategy) -> NodeRunSpec {
+    NodeRunSpec {
+        nodes: local_nodes(nodes),
+        steps: steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (i as u32 + 1, c))
+            .collect(),
+        strategy,
+        threadcount: 1,
+        node_keepgoing: false,
+        step_keepgoing: false,
+        env: BTreeMap::new(),
+    }
+}
+
+fn table(results: &[NodeStepResult]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.step,
+                r.node,
+                match r.outcome {
+                    Some(o) => format!("{o:?}"),
+                    None => "-".into(),
+                }
+            )
+        })
+        .collect()
+}
+
+/// The order in which (step, node) pairs started.
+fn starts(events: &[NodeEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::Started { step, node } => Some(format!("{step} {node}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn node_first_runs_every_step_on_a_node_before_the_next_node() {
+    let o = go(spec(
+        &["a", "b"],
+        vec![exec("echo one"), exec("echo two")],
+        Strategy::NodeFirst,
+    ))
+    .await;
+    assert_eq!(starts(&o.events), ["1 a", "2 a", "1 b", "2 b"]);
+    assert!(o
+        .results
+        .iter()
+        .all(|r| r.outcome == Some(StepOutcome::Succeeded)));
+    let tagged: Vec<(u32, Option<&str>, &str)> = o
+        .lines
+        .iter()
+        .map(|(s, e)| (*s, e.node.as_deref(), e.log.as_str()))
+        .collect();
+    assert_eq!(
+        tagged,
+        [
+            (1, Some("a"), "one"),
+            (2, Some("a"), "two"),
+            (1, Some("b"), "one"),
+            (2, Some("b"), "two")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sequential_runs_a_step_on_every_node_before_the_next_step() {
+    let o = go(spec(
+        &["a", "b"],
+        vec![exec("true"), exec("true")],
+        Strategy::Sequential,
+    ))
+    .await;
+    assert_eq!(starts(&o.events), ["1 a", "1 b", "2 a", "2 b"]);
+}
+
+#[tokio::test]
+async fn threadcount_bounds_how_many_nodes_run_at_once() {
+    const NODES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+    for (threads, limit) in [(1usize, 1usize), (3, 3)] {
+        // Each node marks itself running, records how many were, and leaves.
+        let dir = tempfile::tempdir().unwrap();
+        let (run, seen) = (dir.path().join("run"), dir.path().join("seen"));
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::create_dir_all(&seen).unwrap();
+        let step = exec(&format!(
+            "touch {r}/$RD_NODE_NAME; ls {r} | wc -l > {s}/$RD_NODE_NAME; sleep 0.3; rm {r}/$RD_NODE_NAME",
+            r = run.display(),
+            s = seen.display()
+        ));
+        let mut sp = spec(&NODES, vec![step], Strategy::NodeFirst);
+        sp.threadcount = threads;
+        let o = go(sp).await;
+        assert!(
+            o.results
+                .iter()
+                .all(|r| r.outcome == Some(StepOutcome::Succeeded)),
+            "{:?}",
+            o.results
+        );
+        let running: Vec<usize> = NODES
+            .iter()
+            .map(|n| {
+                std::fs::read_to_string(seen.join(n))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let peak = *running.iter().max().unwrap();
+        assert!(
+            peak <= limit,
+            "threadcount {threads}: saw {running:?} running at once"
+        );
+        if threads > 1 {
+            assert!(
+                peak > 1,
+                "threadcount {threads} never ran nodes together: {running:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_node_stops_new_nodes_unless_node_keepgoing() {
+    let step = exec("test $RD_NODE_NAME != b");
+    let o = go(spec(
+        &["a", "b", "c"],
+        vec![step.clone()],
+        Strategy::NodeFirst,
+    ))
+    .await;
+    assert_eq!(table(&o.results), ["1 a Succeeded", "1 b Failed", "1 c -"]);
+    assert_eq!(o.results[1].reason.as_deref(), Some("exit code 1"));
+
+    let mut s = spec(&["a", "b", "c"], vec![step], Strategy::NodeFirst);
+    s.node_keepgoing = true;
+    let o = go(s).await;
+    assert_eq!(
+        table(&o.results),
+        ["1 a Succeeded", "1 b Failed", "1 c Succeeded"]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_step_stops_later_steps_unless_step_keepgoing() {
+    let steps = vec![exec("test $RD_NODE_NAME != a"), exec("true")];
+    let mut s = spec(&["a", "b"], steps.clone(), Strategy::Sequential);
+    s.node_keepgoing = true;
+    let o = go(s).await;
+    assert_eq!(
+        table(&o.results),
+        ["1 a Failed", "1 b Succeeded", "2 a -", "2 b -"]
+    );
+
+    let mut s = spec(&["a", "b"], steps, Strategy::Sequential);
+    s.node_keepgoing = true;
+    s.step_keepgoing = true;
+    let o = go(s).await;
+    assert_eq!(
+        table(&o.results),
+        [
+            "1 a Failed",
+            "1 b Succeeded",
+            "2 a Succeeded",
+            "2 b Succeeded"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_ssh_node_without_credentials_fails_with_a_one_line_reason() {
+    let mut s = spec(&["a"], vec![exec("true")], Strategy::NodeFirst);
+    s.nodes = crate::inventory::parse_resources("remote:\n  hostname: 127.0.0.1:1\n").unwrap();
+    let o = go(s).await;
+    assert_eq!(o.results[0].outcome, Some(StepOutcome::Failed));
+    assert_eq!(
+        o.results[0].reason.as_deref(),
+        Some("no credentials: set ssh-key-storage-path or ssh-password-storage-path")
+    );
+    let logged: Vec<&str> = o.lines.iter().map(|(_, e)| e.log.as_str()).collect();
+    assert_eq!(
+        logged,
+        ["node remote: no credentials: set ssh-key-storage-path or ssh-password-storage-path"]
+    );
+}
+
+#[test]
+fn storage_paths_stay_inside_the_key_store() {
+    let store = Path::new("/srv/keys");
+    assert_eq!(
+        store_path(store, "keys/web/id").unwrap(),
+        Path::new("/srv/keys/web/id")
+    );
+    assert!(store_path(store, "keys/../../etc/shadow").is_err());
+    assert!(store_path(store, "/etc/shadow").is_err());
+}
