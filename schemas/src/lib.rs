@@ -9,6 +9,7 @@
 pub mod job;
 pub mod messages;
 pub mod node;
+pub mod node_filter;
 pub mod state;
 pub mod subjects;
 

@@ -771,7 +771,7 @@ async fn list_nodes(
     let filter = match q.filter.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(f) => Some(
-            outpost_runner::node_filter::parse(f).map_err(|e| ApiError::invalid(e.to_string()))?,
+            outpost_schemas::node_filter::parse(f).map_err(|e| ApiError::invalid(e.to_string()))?,
         ),
     };
     let reports = fleet::node_reports(&s.js)

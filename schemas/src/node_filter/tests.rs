@@ -1,6 +1,54 @@
 //! Table-driven: filters against one inventory, and parse errors by column.
 use super::*;
-use crate::inventory::parse_resources;
+use crate::node::Node;
+
+/// A minimal resources.yaml reader for these tests (the real parser, with
+/// its checks, is `outpost_runner::inventory`).
+fn parse_resources(yaml: &str) -> Result<Vec<Node>, String> {
+    let map: BTreeMap<String, BTreeMap<String, serde_yaml_ng::Value>> =
+        serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
+    Ok(map
+        .into_iter()
+        .map(|(name, attrs)| {
+            let text = |v: &serde_yaml_ng::Value| match v {
+                serde_yaml_ng::Value::String(s) => s.clone(),
+                other => serde_yaml_ng::to_string(other).unwrap().trim().to_string(),
+            };
+            let mut node = Node {
+                nodename: name,
+                hostname: String::new(),
+                port: None,
+                username: None,
+                tags: Default::default(),
+                attributes: Default::default(),
+            };
+            for (k, v) in attrs {
+                match (k.as_str(), &v) {
+                    ("hostname", _) => {
+                        let h = text(&v);
+                        match h.rsplit_once(':') {
+                            Some((host, port)) => {
+                                node.hostname = host.into();
+                                node.port = port.parse().ok();
+                            }
+                            None => node.hostname = h,
+                        }
+                    }
+                    ("tags", serde_yaml_ng::Value::Sequence(items)) => {
+                        node.tags = items.iter().map(text).collect();
+                    }
+                    ("tags", _) => {
+                        node.tags = text(&v).split(',').map(|t| t.trim().to_string()).collect();
+                    }
+                    _ => {
+                        node.attributes.insert(k, text(&v));
+                    }
+                }
+            }
+            node
+        })
+        .collect())
+}
 
 const NODES: &str = r#"
 web1:

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
-use crate::inventory::Node;
+use crate::node::Node;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("node filter, column {column}: {message}")]
