@@ -1,5 +1,5 @@
-//! Turns a step's log entries into ordered, sequence-numbered chunks on the
-//! log stream.
+//! Turns step output into ordered, sequence-numbered chunks on the log
+//! stream, one subject (and one sequence) per step.
 //!
 //! Batching needs no timer: while one chunk's publish waits for its ack, new
 //! lines queue up and go out together in the next chunk. An idle step's line
@@ -7,8 +7,10 @@
 //! [`CHUNK_BYTES`]. Chunks are published one at a time, each acknowledged
 //! before the next, so the stream holds them in order.
 
+use std::collections::BTreeMap;
+
 use async_nats::jetstream;
-use outpost_schemas::{subjects, Header, LogChunk, LogEntry};
+use outpost_schemas::{subjects, Header, LogChunk, LogEntry, StepNo};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -20,39 +22,51 @@ pub const CHUNK_BYTES: usize = 128 * 1024;
 const ENTRY_OVERHEAD: usize = 96;
 
 /// Publishes everything received on `rx` until it closes; returns the number
-/// of chunks published.
+/// of chunks published per step. A chunk holds lines of one step only.
 pub async fn pump(
     js: jetstream::Context,
     execution_id: Uuid,
-    step: u32,
     runner_id: String,
-    mut rx: mpsc::Receiver<LogEntry>,
-) -> Result<u64, BusError> {
-    let subject = subjects::log(execution_id, step, &runner_id);
-    let mut seq = 0u64;
-    while let Some(first) = rx.recv().await {
+    mut rx: mpsc::Receiver<(StepNo, LogEntry)>,
+) -> Result<BTreeMap<StepNo, u64>, BusError> {
+    let mut seqs: BTreeMap<StepNo, u64> = BTreeMap::new();
+    let mut carry: Option<(StepNo, LogEntry)> = None;
+    loop {
+        let (step, first) = match carry.take() {
+            Some(c) => c,
+            None => match rx.recv().await {
+                Some(c) => c,
+                None => break,
+            },
+        };
         let mut size = first.log.len() + ENTRY_OVERHEAD;
         let mut entries = vec![first];
         while size < CHUNK_BYTES {
             match rx.try_recv() {
-                Ok(e) => {
+                Ok((s, e)) if s == step => {
                     size += e.log.len() + ENTRY_OVERHEAD;
                     entries.push(e);
+                }
+                Ok(other) => {
+                    carry = Some(other);
+                    break;
                 }
                 Err(_) => break,
             }
         }
-        seq += 1;
+        let seq = seqs.entry(step).or_default();
+        *seq += 1;
         let chunk = LogChunk {
             header: Header::now(),
             execution_id,
             step,
             runner_id: runner_id.clone(),
-            seq,
+            seq: *seq,
             entries,
         };
-        let msg_id = format!("{}.{step}.{seq}", execution_id.simple());
+        let msg_id = format!("{}.{step}.{}", execution_id.simple(), chunk.seq);
+        let subject = subjects::log(execution_id, step, &runner_id);
         bus::publish_json(&js, &subject, &msg_id, &chunk).await?;
     }
-    Ok(seq)
+    Ok(seqs)
 }

@@ -48,6 +48,15 @@ struct Cli {
     /// Rundeck resources.yaml of the nodes this runner serves.
     #[arg(long, env = "OUTPOST_RUNNER_NODES_FILE")]
     nodes_file: Option<PathBuf>,
+    /// Directory that `ssh-key-storage-path` / `ssh-password-storage-path` resolve in.
+    #[arg(long, env = "OUTPOST_RUNNER_KEY_STORE")]
+    key_store: Option<PathBuf>,
+    /// known_hosts file for SSH nodes.
+    #[arg(long, env = "OUTPOST_RUNNER_KNOWN_HOSTS")]
+    known_hosts: Option<PathBuf>,
+    /// `strict` (default) or `accept-new`.
+    #[arg(long, env = "OUTPOST_RUNNER_HOST_KEY_POLICY")]
+    host_key_policy: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -61,6 +70,9 @@ struct FileConfig {
     work_dir: Option<PathBuf>,
     shutdown_grace: Option<u64>,
     nodes_file: Option<PathBuf>,
+    key_store: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    host_key_policy: Option<String>,
 }
 
 fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
@@ -99,6 +111,17 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
         opts.work_dir = dir;
     }
     opts.nodes_file = cli.nodes_file.or(file.nodes_file);
+    if let Some(p) = cli.key_store.or(file.key_store) {
+        opts.key_store = p;
+    }
+    if let Some(p) = cli.known_hosts.or(file.known_hosts) {
+        opts.known_hosts = p;
+    }
+    opts.host_key_policy = match cli.host_key_policy.or(file.host_key_policy).as_deref() {
+        None | Some("strict") => outpost_runner::ssh::HostKeyPolicy::Strict,
+        Some("accept-new") => outpost_runner::ssh::HostKeyPolicy::AcceptNew,
+        Some(other) => bail!("host key policy `{other}` is not `strict` or `accept-new`"),
+    };
     if let Some(secs) = cli.shutdown_grace.or(file.shutdown_grace) {
         opts.shutdown_grace = Duration::from_secs(secs);
     }

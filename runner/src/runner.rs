@@ -46,6 +46,12 @@ pub struct RunnerOptions {
     pub progress_every: Duration,
     /// Nodes this runner serves, from a `resources.yaml` on its host.
     pub nodes_file: Option<PathBuf>,
+    /// Where `ssh-*-storage-path` attributes resolve (`keys/web/id` →
+    /// `<key_store>/web/id`).
+    pub key_store: PathBuf,
+    pub known_hosts: PathBuf,
+    pub host_key_policy: crate::ssh::HostKeyPolicy,
+    pub ssh_connect_timeout: Duration,
 }
 
 impl RunnerOptions {
@@ -63,6 +69,10 @@ impl RunnerOptions {
             fetch_expiry: Duration::from_secs(5),
             progress_every: Duration::from_secs(10),
             nodes_file: None,
+            key_store: PathBuf::from("/etc/outpost/keys"),
+            known_hosts: PathBuf::from("/etc/outpost/known_hosts"),
+            host_key_policy: crate::ssh::HostKeyPolicy::Strict,
+            ssh_connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -108,6 +118,24 @@ struct Shared {
     hostname: String,
     running: Mutex<HashMap<(Uuid, u32), Running>>,
     slots: Arc<Semaphore>,
+    /// This runner's own node source, credentials included.
+    local_nodes: Vec<outpost_schemas::node::Node>,
+}
+
+impl Shared {
+    fn node_context(&self) -> crate::node_run::NodeContext {
+        crate::node_run::NodeContext {
+            key_store: self.opts.key_store.clone(),
+            ssh: crate::ssh::SshOptions {
+                known_hosts: self.opts.known_hosts.clone(),
+                host_key_policy: self.opts.host_key_policy,
+                connect_timeout: self.opts.ssh_connect_timeout,
+                command_timeout: None,
+            },
+            work_dir: self.opts.work_dir.clone(),
+            default_user: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        }
+    }
 }
 
 pub struct Runner {
@@ -161,6 +189,7 @@ impl Runner {
                 .unwrap_or_else(|_| "unknown".into()),
             replica_id: Uuid::now_v7(),
             running: Mutex::new(HashMap::new()),
+            local_nodes: nodes.clone().unwrap_or_default(),
             opts,
             js,
             claims,
@@ -317,7 +346,8 @@ async fn bind_tag_sets(
                     continue;
                 }
             };
-            if set.satisfied_by(&shared.opts.tags) && bound.insert(set.token()) {
+            let mine = shared.opts.tags.with_runner(&shared.opts.runner_id);
+            if set.satisfied_by(&mine) && bound.insert(set.token()) {
                 tracing::info!(runner_id = %shared.opts.runner_id, tag_set = %set.token(), "serving tag set");
                 fetchers.spawn(fetch_loop(
                     shared.clone(),
@@ -555,13 +585,24 @@ async fn run_claimed(
     )
     .await?;
 
-    let (tx, rx) = mpsc::channel::<LogEntry>(1024);
+    if let Some(nr) = &d.node_run {
+        return run_nodes(shared, d, nr, cancel).await;
+    }
+
+    let (tx, mut rx) = mpsc::channel::<LogEntry>(1024);
+    let (ptx, prx) = mpsc::channel(1024);
+    let forward = tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            if ptx.send((step, e)).await.is_err() {
+                break;
+            }
+        }
+    });
     let pump = tokio::spawn(crate::logs::pump(
         shared.js.clone(),
         execution_id,
-        step,
         runner_id.clone(),
-        rx,
+        prx,
     ));
     let mut env: BTreeMap<String, String> = d.env.clone();
     env.insert("OUTPOST_EXECUTION_ID".into(), execution_id.to_string());
@@ -623,7 +664,8 @@ async fn run_claimed(
         }
     };
     drop(tx);
-    let log_chunks = pump.await.expect("log pump does not panic")?;
+    let _ = forward.await;
+    let log_chunks = pump.await.expect("log pump does not panic")?.values().sum();
     bus::publish_event(
         &shared.js,
         &Event::StepFinished(StepFinished {
@@ -634,6 +676,158 @@ async fn run_claimed(
             outcome,
             exit_code,
             reason: why,
+            log_chunks,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs a node job's steps on its nodes, reporting each node step, then one
+/// `StepFinished` for the whole dispatch.
+async fn run_nodes(
+    shared: &Shared,
+    d: &StepDispatched,
+    nr: &outpost_schemas::NodeRunDispatch,
+    cancel: CancellationToken,
+) -> Result<(), BusError> {
+    use crate::node_run::{self, NodeEvent, NodeRunSpec};
+    let runner_id = shared.opts.runner_id.clone();
+    let execution_id = d.execution_id;
+    bus::publish_event(
+        &shared.js,
+        &Event::StepStarted(StepStarted {
+            header: Header::now(),
+            execution_id,
+            step: d.step,
+            runner_id: runner_id.clone(),
+            pid: None,
+        }),
+    )
+    .await?;
+    // Nodes this runner reported come back without credential attributes:
+    // use its own, complete, entries for them.
+    let nodes = nr
+        .nodes
+        .iter()
+        .map(|n| {
+            shared
+                .local_nodes
+                .iter()
+                .find(|l| l.nodename == n.nodename)
+                .cloned()
+                .unwrap_or_else(|| n.clone())
+        })
+        .collect();
+    let spec = NodeRunSpec {
+        nodes,
+        steps: nr
+            .steps
+            .iter()
+            .map(|s| (s.step, s.command.clone()))
+            .collect(),
+        strategy: nr.strategy,
+        threadcount: nr.threadcount as usize,
+        node_keepgoing: nr.node_keepgoing,
+        step_keepgoing: nr.step_keepgoing,
+        env: d.env.clone(),
+    };
+    let (etx, mut erx) = mpsc::channel::<NodeEvent>(256);
+    let (ltx, lrx) = mpsc::channel(1024);
+    let pump = tokio::spawn(crate::logs::pump(
+        shared.js.clone(),
+        execution_id,
+        runner_id.clone(),
+        lrx,
+    ));
+    let js = shared.js.clone();
+    let rid = runner_id.clone();
+    // Node events are published in the order they happen, each acknowledged.
+    let reporter = tokio::spawn(async move {
+        while let Some(ev) = erx.recv().await {
+            let event = match ev {
+                NodeEvent::Started { step, node } => {
+                    Event::NodeStepStarted(outpost_schemas::NodeStepStarted {
+                        header: Header::now(),
+                        execution_id,
+                        step,
+                        node,
+                        runner_id: rid.clone(),
+                    })
+                }
+                NodeEvent::Finished(r) => {
+                    Event::NodeStepFinished(outpost_schemas::NodeStepFinished {
+                        header: Header::now(),
+                        execution_id,
+                        step: r.step,
+                        node: r.node,
+                        runner_id: rid.clone(),
+                        outcome: r.outcome,
+                        exit_code: r.exit_code,
+                        reason: r.reason,
+                    })
+                }
+            };
+            bus::publish_event(&js, &event).await?;
+        }
+        Ok::<(), BusError>(())
+    });
+    let results = node_run::run(
+        spec,
+        shared.node_context(),
+        etx.clone(),
+        ltx,
+        cancel.clone(),
+    )
+    .await;
+    // Pairs that never ran are reported too, so state says so.
+    for r in results.iter().filter(|r| r.outcome.is_none()) {
+        let _ = etx.send(NodeEvent::Finished(r.clone())).await;
+    }
+    drop(etx);
+    reporter.await.expect("reporter does not panic")?;
+    let log_chunks: u64 = pump.await.expect("log pump does not panic")?.values().sum();
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.outcome == Some(StepOutcome::Failed))
+        .map(|r| {
+            format!(
+                "{} (step {}: {})",
+                r.node,
+                r.step,
+                r.reason.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect();
+    let (outcome, reason) = if cancel.is_cancelled() {
+        (StepOutcome::Aborted, Some("aborted".to_string()))
+    } else if failed.is_empty()
+        && results
+            .iter()
+            .all(|r| r.outcome == Some(StepOutcome::Succeeded))
+    {
+        (StepOutcome::Succeeded, None)
+    } else if failed.is_empty() {
+        (
+            StepOutcome::Failed,
+            Some("not every node step ran".to_string()),
+        )
+    } else {
+        (
+            StepOutcome::Failed,
+            Some(format!("failed on {}", failed.join("; "))),
+        )
+    };
+    bus::publish_event(
+        &shared.js,
+        &Event::StepFinished(StepFinished {
+            header: Header::now(),
+            execution_id,
+            step: d.step,
+            runner_id,
+            outcome,
+            exit_code: None,
+            reason,
             log_chunks,
         }),
     )

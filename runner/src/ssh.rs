@@ -325,7 +325,7 @@ impl Session {
             return;
         };
         let cmd = format!(
-            "kill -TERM -- -{pgid} 2>/dev/null; sleep 1; kill -KILL -- -{pgid} 2>/dev/null; true"
+            "kill -TERM -- -{pgid} 2>/dev/null; sleep 0.5; kill -KILL -- -{pgid} 2>/dev/null; true"
         );
         if ch.exec(true, cmd).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(5), async {

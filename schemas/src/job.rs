@@ -43,6 +43,9 @@ pub struct Job {
     pub runner_selector: Option<RunnerSelector>,
     #[serde(rename = "executionEnabled", default = "yes")]
     pub execution_enabled: bool,
+    /// Node dispatch: the job's steps run on the nodes the filter selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodefilters: Option<NodeFilters>,
 }
 
 fn yes() -> bool {
@@ -83,6 +86,10 @@ struct RawJob {
     _node_filter_editable: Option<bool>,
     #[serde(rename = "multipleExecutions", default)]
     _multiple_executions: Option<bool>,
+    #[serde(default)]
+    nodefilters: Option<NodeFilters>,
+    #[serde(rename = "nodesSelectedByDefault", default)]
+    _nodes_selected_by_default: Option<bool>,
 }
 
 impl TryFrom<RawJob> for Job {
@@ -146,6 +153,19 @@ impl TryFrom<RawJob> for Job {
                 }
             }
         }
+        if raw.nodefilters.is_some() {
+            if let Some(i) = raw
+                .sequence
+                .commands
+                .iter()
+                .position(|c| c.runner_selector.is_some())
+            {
+                return Err(format!(
+                    "job `{name}`: step {} has its own runnerSelector, but node steps run through one runner; set runnerSelector on the job",
+                    i + 1
+                ));
+            }
+        }
         Ok(Job {
             uuid,
             name,
@@ -156,6 +176,7 @@ impl TryFrom<RawJob> for Job {
             sequence: raw.sequence,
             runner_selector: raw.runner_selector,
             execution_enabled: raw.execution_enabled,
+            nodefilters: raw.nodefilters,
         })
     }
 }
@@ -552,7 +573,10 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Local => f.write_str("local runner"),
-            Target::Tags(t) => write!(f, "runners tagged {}", t.0.join("+")),
+            Target::Tags(t) => match t.0.first().and_then(|x| x.strip_prefix(RUNNER_TAG_PREFIX)) {
+                Some(id) if t.0.len() == 1 => write!(f, "runner {id}"),
+                _ => write!(f, "runners tagged {}", t.0.join("+")),
+            },
         }
     }
 }
@@ -564,10 +588,18 @@ impl fmt::Display for Target {
 #[serde(try_from = "Vec<String>")]
 pub struct TagSet(Vec<String>);
 
+/// On the wire a set may also hold a runner's implicit tag (`_r_<id>`),
+/// which users cannot write.
 impl TryFrom<Vec<String>> for TagSet {
     type Error = String;
     fn try_from(v: Vec<String>) -> Result<Self, String> {
-        TagSet::new(v)
+        let mut out = BTreeSet::new();
+        for t in v {
+            let name = t.strip_prefix(RUNNER_TAG_PREFIX).unwrap_or(&t);
+            check_name("tag", name, |c| c == '_' || c == '-')?;
+            out.insert(t);
+        }
+        Ok(TagSet(out.into_iter().collect()))
     }
 }
 
@@ -601,7 +633,25 @@ impl TagSet {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The set only runner `runner_id` satisfies: it carries this tag
+    /// implicitly, and user tags cannot start with `_`.
+    pub fn runner(runner_id: &str) -> TagSet {
+        TagSet(vec![format!("{RUNNER_TAG_PREFIX}{runner_id}")])
+    }
+
+    /// These tags plus the runner's implicit one.
+    pub fn with_runner(&self, runner_id: &str) -> TagSet {
+        let mut t = self.0.clone();
+        t.push(format!("{RUNNER_TAG_PREFIX}{runner_id}"));
+        t.sort();
+        t.dedup();
+        TagSet(t)
+    }
 }
+
+/// Prefix of the implicit tag each runner carries (`_r_<id>`).
+pub const RUNNER_TAG_PREFIX: &str = "_r_";
 
 /// Parses Rundeck's comma-separated tag filter (`"linux, prod"`).
 pub fn parse_tag_list(filter: &str) -> Result<Vec<String>, String> {
@@ -624,4 +674,112 @@ pub fn check_name(what: &str, s: &str, extra: impl Fn(char) -> bool) -> Result<(
         ));
     }
     Ok(())
+}
+
+/// Rundeck's `nodefilters`: which nodes, and how to dispatch to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, try_from = "RawNodeFilters")]
+pub struct NodeFilters {
+    /// Rundeck node filter (`tags: web+prod !name: web2`); may use `${option.*}`.
+    pub filter: String,
+    #[serde(default)]
+    pub dispatch: NodeDispatch,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RawNodeFilters {
+    filter: String,
+    #[serde(default)]
+    dispatch: NodeDispatch,
+}
+
+impl TryFrom<RawNodeFilters> for NodeFilters {
+    type Error = String;
+    fn try_from(raw: RawNodeFilters) -> Result<Self, String> {
+        // A filter with option references is checked once substituted.
+        if !raw.filter.contains("${") {
+            let parsed = crate::node_filter::parse(&raw.filter)
+                .map_err(|e| format!("nodefilters.filter: {e}"))?;
+            if parsed.is_blank() {
+                return Err("nodefilters.filter is empty; use `.*` for every node".into());
+            }
+        }
+        Ok(NodeFilters {
+            filter: raw.filter,
+            dispatch: raw.dispatch,
+        })
+    }
+}
+
+/// `nodefilters.dispatch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDispatch {
+    /// Nodes run at once.
+    #[serde(default = "one", deserialize_with = "count")]
+    pub threadcount: u32,
+    /// Go on to other nodes after a node fails.
+    #[serde(default)]
+    pub keepgoing: bool,
+    /// Dispatch order attribute (default: the node name).
+    #[serde(
+        rename = "rankAttribute",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rank_attribute: Option<String>,
+    #[serde(rename = "rankOrder", default)]
+    pub rank_order: RankOrder,
+    /// Exclusions win over inclusions (Rundeck's default).
+    #[serde(rename = "excludePrecedence", default = "yes")]
+    pub exclude_precedence: bool,
+    /// Succeed, running nothing, when no node matches; otherwise fail.
+    #[serde(rename = "successOnEmptyNodeFilter", default)]
+    pub success_on_empty_node_filter: bool,
+}
+
+impl Default for NodeDispatch {
+    fn default() -> Self {
+        NodeDispatch {
+            threadcount: 1,
+            keepgoing: false,
+            rank_attribute: None,
+            rank_order: RankOrder::Ascending,
+            exclude_precedence: true,
+            success_on_empty_node_filter: false,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Rundeck exports `threadcount` as a number or as a string.
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n: u32 = match ScalarString::deserialize(d)? {
+        ScalarString::I(i) => u32::try_from(i)
+            .map_err(|_| serde::de::Error::custom("threadcount must be at least 1"))?,
+        ScalarString::S(s) => s.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!("threadcount `{s}` is not a whole number"))
+        })?,
+        _ => {
+            return Err(serde::de::Error::custom(
+                "threadcount must be a whole number",
+            ))
+        }
+    };
+    if n == 0 {
+        return Err(serde::de::Error::custom("threadcount must be at least 1"));
+    }
+    Ok(n)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RankOrder {
+    #[default]
+    Ascending,
+    Descending,
 }

@@ -37,6 +37,11 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("abort_requested", schema_for!(messages::AbortRequested)),
         ("runner_heartbeat", schema_for!(messages::RunnerHeartbeat)),
         ("node_report", schema_for!(messages::NodeReport)),
+        ("node_step_started", schema_for!(messages::NodeStepStarted)),
+        (
+            "node_step_finished",
+            schema_for!(messages::NodeStepFinished),
+        ),
         ("execution_state", schema_for!(state::ExecutionState)),
         ("job", schema_for!(job::Job)),
     ]

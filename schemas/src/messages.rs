@@ -78,6 +78,59 @@ pub struct StepDispatched {
     /// Extra environment for the step (`RD_OPTION_*`, `RD_JOB_*`).
     pub env: BTreeMap<String, String>,
     pub loglevel: LogLevel,
+    /// For a job with `nodefilters`: the whole workflow, to run on these
+    /// nodes. `step` and `command` are then its first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_run: Option<NodeRunDispatch>,
+}
+
+/// Node steps × nodes, as one unit of work for one runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeRunDispatch {
+    /// In dispatch order (ranked). Runner-reported nodes come without
+    /// credential attributes; the runner restores them from its own source.
+    pub nodes: Vec<crate::node::Node>,
+    pub steps: Vec<NodeStepCommand>,
+    pub strategy: crate::job::Strategy,
+    pub threadcount: u32,
+    /// `nodefilters.dispatch.keepgoing`.
+    pub node_keepgoing: bool,
+    /// `sequence.keepgoing`.
+    pub step_keepgoing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeStepCommand {
+    pub step: StepNo,
+    pub command: StepCommand,
+}
+
+/// A node step started on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeStepStarted {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    pub node: String,
+    pub runner_id: String,
+}
+
+/// A node step ended on one node, or (`outcome` absent) never ran there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeStepFinished {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    pub node: String,
+    pub runner_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<StepOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What to run, with `${option.*}` already substituted.
@@ -275,6 +328,8 @@ pub enum Event {
     StepFinished(StepFinished),
     ExecutionFinished(ExecutionFinished),
     AbortRequested(AbortRequested),
+    NodeStepStarted(NodeStepStarted),
+    NodeStepFinished(NodeStepFinished),
 }
 
 impl Event {
@@ -288,6 +343,8 @@ impl Event {
             Event::StepFinished(e) => e.execution_id,
             Event::ExecutionFinished(e) => e.execution_id,
             Event::AbortRequested(e) => e.execution_id,
+            Event::NodeStepStarted(e) => e.execution_id,
+            Event::NodeStepFinished(e) => e.execution_id,
         }
     }
 
@@ -301,6 +358,8 @@ impl Event {
             Event::StepFinished(e) => &e.header,
             Event::ExecutionFinished(e) => &e.header,
             Event::AbortRequested(e) => &e.header,
+            Event::NodeStepStarted(e) => &e.header,
+            Event::NodeStepFinished(e) => &e.header,
         }
     }
 
@@ -315,6 +374,8 @@ impl Event {
             Event::StepFinished(_) => "step_finished",
             Event::ExecutionFinished(_) => "execution_finished",
             Event::AbortRequested(_) => "abort_requested",
+            Event::NodeStepStarted(_) => "node_step_started",
+            Event::NodeStepFinished(_) => "node_step_finished",
         }
     }
 
@@ -324,6 +385,8 @@ impl Event {
             Event::StepClaimed(e) => &e.runner_id,
             Event::StepStarted(e) => &e.runner_id,
             Event::StepFinished(e) => &e.runner_id,
+            Event::NodeStepStarted(e) => &e.runner_id,
+            Event::NodeStepFinished(e) => &e.runner_id,
             _ => crate::subjects::CONTROL_PLANE_SOURCE,
         }
     }

@@ -81,6 +81,22 @@ pub struct StepState {
     pub reason: Option<String>,
     #[serde(default)]
     pub log_chunks: u64,
+    /// Per node, for node steps.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, NodeStepState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeStepState {
+    pub status: StepStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -103,6 +119,19 @@ pub struct ExecutionState {
     #[serde(default)]
     pub abort_requested: bool,
     pub steps: Vec<StepState>,
+    /// Target nodes of a node-dispatch job, in dispatch order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// Nodes on which every step that ran succeeded (Rundeck's `successfulNodes`).
+    #[serde(
+        rename = "successfulNodes",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub successful_nodes: Vec<String>,
+    /// Nodes on which a step failed (Rundeck's `failedNodes`).
+    #[serde(rename = "failedNodes", default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_nodes: Vec<String>,
     /// Time of the latest event folded in (the maximum, so order does not matter).
     pub last_event_at: DateTime<Utc>,
 }

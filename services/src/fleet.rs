@@ -71,7 +71,7 @@ pub fn serves(hb: &RunnerHeartbeat, target: &Target) -> bool {
         Target::Tags(set) => {
             !hb.local
                 && outpost_schemas::job::TagSet::new(&hb.tags)
-                    .map(|t| set.satisfied_by(&t))
+                    .map(|t| set.satisfied_by(&t.with_runner(&hb.runner_id)))
                     .unwrap_or(false)
         }
     }

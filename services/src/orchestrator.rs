@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, kv, AckKind};
 use outpost_runner::bus;
-use outpost_schemas::job::Target;
+use outpost_schemas::job::{TagSet, Target};
 use outpost_schemas::{subjects, Event, Header, StepWaiting};
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +34,7 @@ struct Ctx {
     runs: kv::Store,
     claims: kv::Store,
     tagsets: kv::Store,
+    store: crate::store::Store,
 }
 
 impl Orchestrator {
@@ -46,6 +47,7 @@ impl Orchestrator {
             runs: crate::bucket(&self.js, subjects::RUNS_BUCKET).await?,
             claims: crate::bucket(&self.js, subjects::CLAIMS_BUCKET).await?,
             tagsets: crate::bucket(&self.js, subjects::TAGSETS_BUCKET).await?,
+            store: crate::store::Store::open(&self.js).await?,
             js: self.js,
             client: self.client,
         };
@@ -119,7 +121,10 @@ async fn on_event(ctx: &Ctx, event: &Event, redelivered: bool) -> Result<Outcome
     let key = subjects::execution_key(event.execution_id());
     match event {
         Event::ExecutionRequested(req) => {
-            let planned = plan::plan(req);
+            let mut planned = plan::plan(req);
+            if planned.node_run.is_some() {
+                resolve_nodes(ctx, &mut planned).await?;
+            }
             let run = match ctx.runs.create(&key, encode(&planned)).await {
                 Ok(_) => {
                     tracing::info!(execution_id = %req.execution_id, job = %planned.job_name, "execution planned");
@@ -214,6 +219,75 @@ async fn abort(
         }
         return Ok(Outcome::Done);
     }
+}
+
+/// Picks the nodes of a node job from the inventory (the project's nodes and
+/// those runners report), ranks them, and routes the job to the runner that
+/// serves them: the job's runnerSelector, else the runner that reported the
+/// nodes, else (project nodes) the local runner.
+async fn resolve_nodes(ctx: &Ctx, run: &mut Run) -> Result<(), ServiceError> {
+    use crate::store::NodeSource;
+    let nr = run.node_run.clone().expect("a node job");
+    let filter = match outpost_schemas::node_filter::parse(&nr.filter) {
+        Ok(f) => f,
+        Err(e) => {
+            run.refuse(format!("nodefilters: {e}"));
+            return Ok(());
+        }
+    };
+    let reports = fleet::node_reports(&ctx.js)
+        .await
+        .map_err(ServiceError::Nats)?;
+    let inventory = ctx
+        .store
+        .nodes(&run.project, reports)
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    let selected: Vec<&crate::store::NodeView> = inventory
+        .iter()
+        .filter(|v| filter.selects(&v.node, nr.dispatch.exclude_precedence))
+        .collect();
+    let mut nodes: Vec<&outpost_schemas::node::Node> = selected.iter().map(|v| &v.node).collect();
+    outpost_schemas::node_filter::rank(
+        &mut nodes,
+        nr.dispatch.rank_attribute.as_deref(),
+        nr.dispatch.rank_order == outpost_schemas::job::RankOrder::Ascending,
+    );
+    let explicit = run
+        .steps
+        .first()
+        .map(|s| s.target.clone())
+        .filter(|t| *t != Target::Local);
+    let target = match explicit {
+        Some(t) => t,
+        None => {
+            let mut sources: Vec<&NodeSource> = selected.iter().map(|v| &v.source).collect();
+            sources.dedup();
+            sources.sort_by_key(|s| format!("{s:?}"));
+            sources.dedup();
+            match sources.as_slice() {
+                [] | [NodeSource::Project] => Target::Local,
+                [NodeSource::Runner { runner_id }] => Target::Tags(TagSet::runner(runner_id)),
+                many => {
+                    let names: Vec<String> = many
+                        .iter()
+                        .map(|s| match s {
+                            NodeSource::Project => "the project's node source".to_string(),
+                            NodeSource::Runner { runner_id } => format!("runner {runner_id}"),
+                        })
+                        .collect();
+                    run.refuse(format!(
+                        "the selected nodes come from {}; one execution reaches them through one runner, so set runnerSelector on the job or narrow the filter",
+                        names.join(" and ")
+                    ));
+                    return Ok(());
+                }
+            }
+        }
+    };
+    run.route_all(target);
+    run.set_nodes(nodes.into_iter().cloned().collect());
+    Ok(())
 }
 
 /// Makes the world match the run: its end published, or its current step

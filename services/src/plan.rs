@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use outpost_schemas::job::{LogLevel, Target};
+use outpost_schemas::job::{LogLevel, NodeDispatch, Strategy, Target};
+use outpost_schemas::node::Node;
 use outpost_schemas::{
     ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header, StepCommand, StepDispatched,
     StepFinished, StepNo, StepOutcome,
@@ -37,6 +38,21 @@ pub struct Run {
     pub abort_requested: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<Finish>,
+    /// For a job with `nodefilters`: the whole workflow is one dispatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_run: Option<NodeRunPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRunPlan {
+    /// The filter with `${option.*}` substituted.
+    pub filter: String,
+    pub dispatch: NodeDispatch,
+    pub strategy: Strategy,
+    pub step_keepgoing: bool,
+    /// Resolved by the orchestrator from the inventory, ranked.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,7 +110,15 @@ pub fn plan(req: &ExecutionRequested) -> Run {
             }
         })
         .collect();
+    let node_run = job.nodefilters.as_ref().map(|nf| NodeRunPlan {
+        filter: substitute(&nf.filter, &vars),
+        dispatch: nf.dispatch.clone(),
+        strategy: job.sequence.strategy,
+        step_keepgoing: job.sequence.keepgoing,
+        nodes: Vec::new(),
+    });
     Run {
+        node_run,
         execution_id: req.execution_id,
         project: req.project.clone(),
         job_id: req.job_id,
@@ -149,6 +173,25 @@ impl Run {
     /// The dispatch message for the current step.
     pub fn dispatch(&self) -> StepDispatched {
         let step = &self.steps[(self.current - 1) as usize];
+        let node_run = self
+            .node_run
+            .as_ref()
+            .map(|nr| outpost_schemas::NodeRunDispatch {
+                nodes: nr.nodes.clone(),
+                steps: self
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| outpost_schemas::NodeStepCommand {
+                        step: i as StepNo + 1,
+                        command: s.command.clone(),
+                    })
+                    .collect(),
+                strategy: nr.strategy,
+                threadcount: nr.dispatch.threadcount,
+                node_keepgoing: nr.dispatch.keepgoing,
+                step_keepgoing: nr.step_keepgoing,
+            });
         StepDispatched {
             header: Header::now(),
             execution_id: self.execution_id,
@@ -160,6 +203,7 @@ impl Run {
             command: step.command.clone(),
             env: self.env.clone(),
             loglevel: self.loglevel,
+            node_run,
         }
     }
 
@@ -184,6 +228,25 @@ impl Run {
     pub fn on_step_finished(&mut self, f: &StepFinished) -> bool {
         if self.finished.is_some() || f.step != self.current {
             return false;
+        }
+        if self.node_run.is_some() {
+            // One dispatch ran every step on every node: this is the end.
+            let (outcome, skipped) = match f.outcome {
+                StepOutcome::Succeeded if !self.abort_requested => {
+                    (ExecutionOutcome::Succeeded, vec![])
+                }
+                StepOutcome::Failed if !self.abort_requested => {
+                    self.failed.push(f.step);
+                    (ExecutionOutcome::Failed, vec![])
+                }
+                _ => (ExecutionOutcome::Aborted, vec![]),
+            };
+            self.finished = Some(Finish {
+                outcome,
+                skipped,
+                reason: f.reason.clone(),
+            });
+            return true;
         }
         let last = self.steps.len() as StepNo;
         match f.outcome {
@@ -218,6 +281,50 @@ impl Run {
             self.current += 1;
         }
         true
+    }
+
+    /// Settles the node set: ranked nodes to run on, or the end of the run
+    /// when there are none.
+    pub fn set_nodes(&mut self, nodes: Vec<Node>) {
+        let Some(nr) = self.node_run.as_mut() else {
+            return;
+        };
+        if nodes.is_empty() {
+            let all: Vec<StepNo> = (1..=self.steps.len() as StepNo).collect();
+            self.finished = Some(if nr.dispatch.success_on_empty_node_filter {
+                Finish {
+                    outcome: ExecutionOutcome::Succeeded,
+                    skipped: all,
+                    reason: Some(format!(
+                        "the node filter `{}` matched no node (successOnEmptyNodeFilter)",
+                        nr.filter
+                    )),
+                }
+            } else {
+                Finish {
+                    outcome: ExecutionOutcome::Failed,
+                    skipped: all,
+                    reason: Some(format!("the node filter `{}` matched no node", nr.filter)),
+                }
+            });
+        }
+        nr.nodes = nodes;
+    }
+
+    /// Ends the run before it starts, for a reason found while planning.
+    pub fn refuse(&mut self, reason: String) {
+        self.finished = Some(Finish {
+            outcome: ExecutionOutcome::Failed,
+            skipped: (1..=self.steps.len() as StepNo).collect(),
+            reason: Some(reason),
+        });
+    }
+
+    /// Routes every step of a node job to one target.
+    pub fn route_all(&mut self, target: Target) {
+        for s in &mut self.steps {
+            s.target = target.clone();
+        }
     }
 
     /// Records an abort. When `current_unclaimed` the step in flight never

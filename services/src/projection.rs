@@ -5,7 +5,9 @@
 //! timestamps are first-writer-wins. Folding a redelivered or replayed event
 //! leaves the state as it was.
 
-use outpost_schemas::state::{ExecutionState, ExecutionStatus, StepState, StepStatus};
+use outpost_schemas::state::{
+    ExecutionState, ExecutionStatus, NodeStepState, StepState, StepStatus,
+};
 use outpost_schemas::{Event, ExecutionOutcome, StepOutcome};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,8 +57,12 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                     exit_code: None,
                     reason: None,
                     log_chunks: 0,
+                    nodes: Default::default(),
                 })
                 .collect(),
+            nodes: Vec::new(),
+            successful_nodes: Vec::new(),
+            failed_nodes: Vec::new(),
             last_event_at: r.header.time,
         },
         (None, _) => return Folded::NeedsRequest,
@@ -68,10 +74,66 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
     match event {
         Event::ExecutionRequested(_) => {}
         Event::StepDispatched(d) => {
-            if let Some(st) = step_mut(&mut next, d.step) {
-                advance(st, StepStatus::Dispatched);
-                earliest(&mut st.dispatched_at, time);
+            let covered: Vec<u32> = match &d.node_run {
+                Some(nr) => nr.steps.iter().map(|s| s.step).collect(),
+                None => vec![d.step],
+            };
+            for n in covered {
+                if let Some(st) = step_mut(&mut next, n) {
+                    advance(st, StepStatus::Dispatched);
+                    earliest(&mut st.dispatched_at, time);
+                }
             }
+            if let Some(nr) = &d.node_run {
+                let names: Vec<String> = nr.nodes.iter().map(|n| n.nodename.clone()).collect();
+                next.nodes = names.clone();
+                for s in &nr.steps {
+                    if let Some(st) = step_mut(&mut next, s.step) {
+                        for name in &names {
+                            st.nodes.entry(name.clone()).or_insert(NodeStepState {
+                                status: StepStatus::Pending,
+                                started_at: None,
+                                finished_at: None,
+                                exit_code: None,
+                                reason: None,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Event::NodeStepStarted(e) => {
+            if let Some(st) = step_mut(&mut next, e.step) {
+                let ns = node_mut(st, &e.node);
+                if ns.status < StepStatus::Running {
+                    ns.status = StepStatus::Running;
+                }
+                earliest(&mut ns.started_at, time);
+                advance(st, StepStatus::Running);
+                earliest(&mut st.started_at, time);
+                st.runner_id.get_or_insert_with(|| e.runner_id.clone());
+            }
+            advance_exec(&mut next, ExecutionStatus::Running);
+            earliest(&mut next.started_at, time);
+        }
+        Event::NodeStepFinished(e) => {
+            if let Some(st) = step_mut(&mut next, e.step) {
+                let ns = node_mut(st, &e.node);
+                if !ns.status.is_terminal() {
+                    ns.status = match e.outcome {
+                        Some(StepOutcome::Succeeded) => StepStatus::Succeeded,
+                        Some(StepOutcome::Failed) => StepStatus::Failed,
+                        Some(StepOutcome::Aborted) => StepStatus::Aborted,
+                        None => StepStatus::Skipped,
+                    };
+                    ns.exit_code = e.exit_code;
+                    ns.reason = e.reason.clone();
+                    ns.finished_at = Some(time);
+                }
+                settle_node_step(st, time);
+                st.runner_id.get_or_insert_with(|| e.runner_id.clone());
+            }
+            settle_nodes(&mut next);
         }
         Event::StepWaiting(w) => {
             if let Some(st) = step_mut(&mut next, w.step) {
@@ -155,6 +217,75 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
         Some(old) if *old == next => Folded::Unchanged,
         _ => Folded::Changed(Box::new(next)),
     }
+}
+
+fn node_mut<'a>(st: &'a mut StepState, node: &str) -> &'a mut NodeStepState {
+    st.nodes.entry(node.to_string()).or_insert(NodeStepState {
+        status: StepStatus::Pending,
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        reason: None,
+    })
+}
+
+/// A node step is over once every node is: failed if any node failed.
+fn settle_node_step(st: &mut StepState, time: chrono::DateTime<chrono::Utc>) {
+    if st.status.is_terminal() || st.nodes.values().any(|n| !n.status.is_terminal()) {
+        return;
+    }
+    let failed: Vec<&String> = st
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.status == StepStatus::Failed)
+        .map(|(k, _)| k)
+        .collect();
+    let has = |s: StepStatus| st.nodes.values().any(|n| n.status == s);
+    st.status = if !failed.is_empty() {
+        StepStatus::Failed
+    } else if has(StepStatus::Aborted) {
+        StepStatus::Aborted
+    } else if has(StepStatus::Succeeded) {
+        StepStatus::Succeeded
+    } else {
+        StepStatus::Skipped
+    };
+    if !failed.is_empty() {
+        st.reason = Some(format!(
+            "failed on {}",
+            failed
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    st.finished_at = Some(time);
+}
+
+/// Rundeck's successfulNodes / failedNodes, derived from every node step.
+fn settle_nodes(state: &mut ExecutionState) {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for name in &state.nodes {
+        let statuses: Vec<StepStatus> = state
+            .steps
+            .iter()
+            .filter_map(|s| s.nodes.get(name).map(|n| n.status))
+            .collect();
+        if statuses
+            .iter()
+            .any(|s| matches!(s, StepStatus::Failed | StepStatus::Aborted))
+        {
+            bad.push(name.clone());
+        } else if statuses.contains(&StepStatus::Succeeded)
+            && statuses.iter().all(|s| s.is_terminal())
+        {
+            ok.push(name.clone());
+        }
+    }
+    state.successful_nodes = ok;
+    state.failed_nodes = bad;
 }
 
 /// Keeps the earliest time seen, whatever order the events come in.

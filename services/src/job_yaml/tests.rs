@@ -140,3 +140,23 @@ case!(
     unknown_strategy,
     "- name: hello\n  sequence:\n    strategy: random\n    commands:\n    - exec: echo hi\n"
 );
+
+case!(
+    nodefilters_rundeck_export,
+    "- name: deploy\n  nodefilters:\n    dispatch:\n      excludePrecedence: true\n      keepgoing: false\n      rankOrder: ascending\n      successOnEmptyNodeFilter: false\n      threadcount: '4'\n    filter: 'tags: web !name: web2'\n  nodesSelectedByDefault: true\n  sequence:\n    strategy: node-first\n    commands:\n    - exec: uptime\n"
+);
+
+case!(
+    nodefilters_bad_filter_points_at_the_column,
+    "- name: deploy\n  nodefilters:\n    filter: 'tags: web name:'\n  sequence:\n    commands:\n    - exec: uptime\n"
+);
+
+case!(
+    nodefilters_with_a_step_selector,
+    "- name: deploy\n  nodefilters:\n    filter: '.*'\n  sequence:\n    commands:\n    - exec: uptime\n      runnerSelector: {filter: eu}\n"
+);
+
+case!(
+    nodefilters_zero_threads,
+    "- name: deploy\n  nodefilters:\n    filter: '.*'\n    dispatch:\n      threadcount: 0\n  sequence:\n    commands:\n    - exec: uptime\n"
+);
