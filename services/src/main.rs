@@ -252,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         client: a.nats_port.into(),
                         websocket: a.ws_port.into(),
                         leaf: a.leaf_port.into(),
+                        websocket_host: "127.0.0.1".into(),
                     },
                     remote_runner: !a.no_remote_runner,
                 },

@@ -37,6 +37,8 @@ pub struct NatsPorts {
     pub client: i32,
     pub websocket: i32,
     pub leaf: i32,
+    /// Address the WebSocket listener binds (runners connect there).
+    pub websocket_host: String,
 }
 
 /// Renders the single-machine NATS config: client, WebSocket and leaf
@@ -58,7 +60,7 @@ jetstream {{
   store_dir: "{store}"
 }}
 websocket {{
-  host: 127.0.0.1
+  host: {ws_host}
   port: {ws}
   no_tls: true
 }}
@@ -69,6 +71,7 @@ leafnodes {{
 "#,
         client = ports.client,
         ws = ports.websocket,
+        ws_host = ports.websocket_host,
         leaf = ports.leaf,
         log = log_file.display(),
         store = store_dir.display(),

@@ -6,6 +6,7 @@
 //! WebSocket to the real server, and tests observe through the REST API, the
 //! CLI binary and NATS subjects.
 
+pub mod netns;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,11 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub fn start() -> Self {
+        Self::start_with_ws_host("127.0.0.1")
+    }
+
+    /// With the WebSocket listener on `ws_host` (a test namespace's veth).
+    pub fn start_with_ws_host(ws_host: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports_dir = dir.path().join("ports");
         std::fs::create_dir_all(&ports_dir).unwrap();
@@ -60,6 +66,7 @@ impl NatsServer {
                 client: -1,
                 websocket: -1,
                 leaf: -1,
+                websocket_host: ws_host.into(),
             },
             &dir.path().join("jetstream"),
             &dir.path().join("nats.log"),
@@ -256,8 +263,12 @@ impl Stack {
     }
 
     pub async fn start_with(roles: Roles) -> Self {
+        Self::start_on(NatsServer::start(), roles).await
+    }
+
+    /// The stack over a given server (e.g. one listening on a test veth).
+    pub async fn start_on(nats: NatsServer, roles: Roles) -> Self {
         init_tracing();
-        let nats = NatsServer::start();
         let services = Services::start(&nats, Roles { api: true, ..roles }).await;
         let api = format!("http://{}", services.api_addr.unwrap());
         let (client, js) = nats.connect().await;

@@ -31,8 +31,18 @@ pub fn keygen(dir: &Path, name: &str, kind: &str) -> PathBuf {
 }
 
 impl Sshd {
-    /// Starts sshd authorising the public halves of `client_keys`.
+    /// Starts sshd on loopback, authorising the public halves of `client_keys`.
     pub fn start(client_keys: &[&Path]) -> Self {
+        Self::start_at(client_keys, None, "127.0.0.1")
+    }
+
+    /// Starts sshd inside network namespace `netns`, listening on `addr`:2222.
+    /// It is unreachable from here, so readiness is its pid file.
+    pub fn start_in_netns(client_keys: &[&Path], netns: &str, addr: &str) -> Self {
+        Self::start_at(client_keys, Some(netns), addr)
+    }
+
+    fn start_at(client_keys: &[&Path], netns: Option<&str>, addr: &str) -> Self {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: run `just test` (it installs openssh-server), or `apt-get install openssh-server`"
@@ -50,12 +60,12 @@ impl Sshd {
         let pub_host = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
         let mut last_err = String::new();
         for _ in 0..20 {
-            let port = free_port();
+            let port = if netns.is_some() { 2222 } else { free_port() };
             let config = dir.path().join("sshd_config");
             std::fs::write(
                 &config,
                 format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\nPidFile {dir}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nLogLevel ERROR\n",
+                    "Port {port}\nListenAddress {addr}\nHostKey {host}\nAuthorizedKeysFile {auth}\nPidFile {dir}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nLogLevel ERROR\n",
                     host = host_key.display(),
                     auth = auth_path.display(),
                     dir = dir.path().display(),
@@ -63,7 +73,16 @@ impl Sshd {
             )
             .unwrap();
             let log = dir.path().join("sshd.log");
-            let mut child = Command::new(SSHD)
+            let mut cmd = match netns {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns, SSHD]);
+                    c
+                }
+                None => Command::new(SSHD),
+            };
+            let pid_file = dir.path().join("sshd.pid");
+            let mut child = cmd
                 .args(["-D", "-e", "-f"])
                 .arg(&config)
                 .stdin(Stdio::null())
@@ -77,7 +96,11 @@ impl Sshd {
                     last_err = std::fs::read_to_string(&log).unwrap_or_default();
                     break;
                 }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let ready = match netns {
+                    Some(_) => pid_file.exists(),
+                    None => std::net::TcpStream::connect((addr, port)).is_ok(),
+                };
+                if ready {
                     let key = pub_host
                         .split_whitespace()
                         .take(2)
@@ -87,7 +110,7 @@ impl Sshd {
                         child: Some(child),
                         dir,
                         port,
-                        known_hosts_line: format!("[127.0.0.1]:{port} {key}\n"),
+                        known_hosts_line: format!("[{addr}]:{port} {key}\n"),
                     };
                 }
                 if Instant::now() > deadline {
