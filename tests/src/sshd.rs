@@ -153,3 +153,39 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A throwaway local user with a password, for password logins; removed on
+/// drop. Needs root, as the tests are run.
+pub struct TestUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl TestUser {
+    pub fn create() -> Self {
+        let name = format!("opt{}", std::process::id());
+        let password = format!("pw-{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        let status = Command::new("useradd")
+            .args(["-M", "-d", "/tmp", "-s", "/bin/sh", &name])
+            .status()
+            .expect("useradd runs (the tests need root)");
+        assert!(status.success(), "useradd {name} failed; the password tests need root");
+        let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        chpasswd
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{name}:{password}\n").as_bytes())
+            .unwrap();
+        assert!(chpasswd.wait().unwrap().success(), "chpasswd failed");
+        TestUser { name, password }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        // -f: its sshd session may still be closing.
+        let _ = Command::new("userdel").args(["-f", &self.name]).status();
+    }
+}

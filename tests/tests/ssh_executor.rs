@@ -263,3 +263,23 @@ fn remote_has(marker: &str) -> bool {
         cmdline.trim() == format!("sleep {marker}") && !zombie
     })
 }
+
+#[tokio::test]
+async fn password_logins_work_and_a_wrong_password_is_refused() {
+    let keys = tempfile::tempdir().unwrap();
+    let ed = keygen(keys.path(), "id_ed25519", "ed25519");
+    let sshd = Sshd::start(&[&ed]);
+    let user = outpost_tests::sshd::TestUser::create();
+    let mut t = target(&sshd);
+    t.username = user.name.clone();
+    let opts = options(sshd.known_hosts(), HostKeyPolicy::Strict);
+    let session = ssh::connect(&t, &SshAuth::Password(user.password.clone()), &opts).await.unwrap();
+    let (exit, lines) = run(&session, "id -un", &CancellationToken::new()).await;
+    assert_eq!(exit.unwrap(), Exit::Code(0));
+    let out: Vec<&str> = lines.iter().map(|l| l.log.as_str()).collect();
+    assert_eq!(out, [user.name.as_str()]);
+    session.close().await;
+
+    let err = ssh::connect(&t, &SshAuth::Password("wrong".into()), &opts).await.err().unwrap();
+    assert!(matches!(err, SshError::AuthRefused { method: "password", .. }), "{err}");
+}
