@@ -56,9 +56,19 @@ up: deps build
 test: test-deps build
     cargo test --workspace --no-fail-fast
 
-# Benchmarks: pickup latency and throughput beside raw JetStream (release build).
-bench: deps
+# Benchmarks (release build): pickup latency and throughput beside raw JetStream;
+# SSH fan-out to 100 nodes beside ansible and xargs+ssh.
+bench: test-deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v ansible >/dev/null; then
+        echo "installing ansible-core (for the fan-out comparison)"
+        python3 -m pip install --quiet --disable-pip-version-check ansible-core 2>/dev/null \
+            || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages ansible-core
+        hash -r
+    fi
     cargo bench -p outpost-tests --bench pickup
+    cargo bench -p outpost-tests --bench fanout
 
 # Regenerate the committed JSON Schemas under schemas/json/.
 schemas:

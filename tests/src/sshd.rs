@@ -65,7 +65,7 @@ impl Sshd {
             std::fs::write(
                 &config,
                 format!(
-                    "Port {port}\nListenAddress {addr}\nHostKey {host}\nAuthorizedKeysFile {auth}\nPidFile {dir}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nLogLevel ERROR\n",
+                    "Port {port}\nListenAddress {addr}\nHostKey {host}\nAuthorizedKeysFile {auth}\nPidFile {dir}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin yes\nMaxStartups 200\nMaxSessions 200\nSubsystem sftp /usr/lib/openssh/sftp-server\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nLogLevel ERROR\n",
                     host = host_key.display(),
                     auth = auth_path.display(),
                     dir = dir.path().display(),
@@ -164,13 +164,23 @@ pub struct TestUser {
 impl TestUser {
     pub fn create() -> Self {
         let name = format!("opt{}", std::process::id());
-        let password = format!("pw-{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        let password = format!(
+            "pw-{}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        );
         let status = Command::new("useradd")
             .args(["-M", "-d", "/tmp", "-s", "/bin/sh", &name])
             .status()
             .expect("useradd runs (the tests need root)");
-        assert!(status.success(), "useradd {name} failed; the password tests need root");
-        let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn().unwrap();
+        assert!(
+            status.success(),
+            "useradd {name} failed; the password tests need root"
+        );
+        let mut chpasswd = Command::new("chpasswd")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
         use std::io::Write;
         chpasswd
             .stdin

@@ -273,13 +273,79 @@ async fn password_logins_work_and_a_wrong_password_is_refused() {
     let mut t = target(&sshd);
     t.username = user.name.clone();
     let opts = options(sshd.known_hosts(), HostKeyPolicy::Strict);
-    let session = ssh::connect(&t, &SshAuth::Password(user.password.clone()), &opts).await.unwrap();
+    let session = ssh::connect(&t, &SshAuth::Password(user.password.clone()), &opts)
+        .await
+        .unwrap();
     let (exit, lines) = run(&session, "id -un", &CancellationToken::new()).await;
     assert_eq!(exit.unwrap(), Exit::Code(0));
     let out: Vec<&str> = lines.iter().map(|l| l.log.as_str()).collect();
     assert_eq!(out, [user.name.as_str()]);
     session.close().await;
 
-    let err = ssh::connect(&t, &SshAuth::Password("wrong".into()), &opts).await.err().unwrap();
-    assert!(matches!(err, SshError::AuthRefused { method: "password", .. }), "{err}");
+    let err = ssh::connect(&t, &SshAuth::Password("wrong".into()), &opts)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            SshError::AuthRefused {
+                method: "password",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn connect_and_command_timeouts_are_enforced() {
+    let keys = tempfile::tempdir().unwrap();
+    let ed = keygen(keys.path(), "id_ed25519", "ed25519");
+    let sshd = Sshd::start(&[&ed]);
+
+    // A server that accepts and never speaks SSH.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            held.push(sock);
+        }
+    });
+    let mut t = target(&sshd);
+    t.port = silent_port;
+    let mut opts = options(sshd.known_hosts(), HostKeyPolicy::Strict);
+    opts.connect_timeout = Duration::from_millis(500);
+    let err = ssh::connect(&t, &key(&ed), &opts).await.err().unwrap();
+    assert!(matches!(err, SshError::ConnectTimeout(_)), "{err}");
+    hold.abort();
+
+    let opts = options(sshd.known_hosts(), HostKeyPolicy::Strict);
+    let session = ssh::connect(&target(&sshd), &key(&ed), &opts)
+        .await
+        .unwrap();
+    let marker = format!("900.{}", std::process::id());
+    let (tx, _rx) = mpsc::channel(16);
+    let started = std::time::Instant::now();
+    let err = session
+        .run(
+            &format!("sleep {marker}"),
+            None,
+            &tx,
+            &CancellationToken::new(),
+            Some(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, SshError::CommandTimeout(Duration::from_secs(1)));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while remote_has(&marker) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timed-out command survived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
