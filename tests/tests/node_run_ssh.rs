@@ -131,3 +131,78 @@ async fn several_nodes_run_exec_and_script_steps_and_an_unreachable_one_fails_al
         .iter()
         .any(|(_, _, l)| l.contains(key_store.to_str().unwrap())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threadcount_bounds_concurrent_ssh_nodes() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_store = keys.path().join("store");
+    std::fs::create_dir_all(&key_store).unwrap();
+    let key = keygen(&key_store, "id", "ed25519");
+    let sshd = Sshd::start(&[&key]);
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let yaml: String = (1..=4)
+        .map(|i| format!("n{i}:\n  hostname: 127.0.0.1:{}\n  username: {user}\n  ssh-key-storage-path: keys/id\n", sshd.port))
+        .collect();
+    for (threads, expected_peak) in [(1u32, 1usize), (4, 4)] {
+        let ctx = NodeContext {
+            key_store: key_store.clone(),
+            ssh: SshOptions {
+                known_hosts: sshd.known_hosts(),
+                host_key_policy: HostKeyPolicy::Strict,
+                connect_timeout: Duration::from_secs(5),
+                command_timeout: None,
+            },
+            work_dir: keys.path().to_path_buf(),
+            default_user: user.clone(),
+        };
+        let spec = NodeRunSpec {
+            nodes: parse_resources(&yaml).unwrap(),
+            steps: vec![(
+                1,
+                StepCommand::Exec {
+                    command: "sleep 0.5".into(),
+                },
+            )],
+            strategy: Strategy::NodeFirst,
+            threadcount: threads as usize,
+            node_keepgoing: false,
+            step_keepgoing: false,
+            env: BTreeMap::new(),
+        };
+        // Count how many pairs are between Started and Finished at once.
+        let (etx, mut erx) = mpsc::channel(64);
+        let (ltx, mut lrx) = mpsc::channel::<node_run::NodeLine>(64);
+        let peak = tokio::spawn(async move {
+            let (mut now, mut peak) = (0usize, 0usize);
+            while let Some(e) = erx.recv().await {
+                match e {
+                    node_run::NodeEvent::Started { .. } => now += 1,
+                    node_run::NodeEvent::Finished(_) => now -= 1,
+                }
+                peak = peak.max(now);
+            }
+            peak
+        });
+        let drain = tokio::spawn(async move { while lrx.recv().await.is_some() {} });
+        let results = node_run::run(spec, ctx, etx, ltx, CancellationToken::new()).await;
+        drain.await.unwrap();
+        assert!(
+            results
+                .iter()
+                .all(|r| r.outcome == Some(StepOutcome::Succeeded)),
+            "{results:?}"
+        );
+        let peak = peak.await.unwrap();
+        assert!(
+            peak <= threads as usize,
+            "threadcount {threads}: {peak} at once"
+        );
+        // Connections take time on a loaded machine: with room for four,
+        // demand overlap, not a perfect four.
+        if expected_peak > 1 {
+            assert!(peak > 1, "threadcount {threads} never overlapped nodes");
+        } else {
+            assert_eq!(peak, 1);
+        }
+    }
+}
