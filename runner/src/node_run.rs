@@ -141,15 +141,7 @@ pub async fn run(
                     if shared.stop_new.load(Ordering::SeqCst) || shared.cancel.is_cancelled() {
                         break;
                     }
-                    let (sh, cmd) = (shared.clone(), cmd.clone());
-                    tasks.spawn(async move {
-                        let _permit = permit;
-                        let r = run_pair(&sh, step, &cmd, &node).await;
-                        if r.outcome != Some(StepOutcome::Succeeded) && !sh.spec.node_keepgoing {
-                            sh.stop_new.store(true, Ordering::SeqCst);
-                        }
-                        r
-                    });
+                    tasks.spawn(one_pair(shared.clone(), step, cmd.clone(), node, permit));
                 }
                 let mut step_failed = false;
                 while let Some(r) = tasks.join_next().await {
@@ -173,15 +165,7 @@ pub async fn run(
                     if shared.stop_new.load(Ordering::SeqCst) || shared.cancel.is_cancelled() {
                         break;
                     }
-                    let (sh, cmd) = (shared.clone(), cmd.clone());
-                    tasks.spawn(async move {
-                        let _permit = permit;
-                        let r = run_pair(&sh, step, &cmd, &node).await;
-                        if r.outcome != Some(StepOutcome::Succeeded) && !sh.spec.node_keepgoing {
-                            sh.stop_new.store(true, Ordering::SeqCst);
-                        }
-                        r
-                    });
+                    tasks.spawn(one_pair(shared.clone(), step, cmd.clone(), node, permit));
                 }
             }
             while let Some(r) = tasks.join_next().await {
@@ -224,6 +208,22 @@ pub async fn run(
         )
     });
     results
+}
+
+/// One (step, node) pair holding a slot; a failure stops new nodes unless
+/// `node_keepgoing`.
+async fn one_pair(
+    sh: Arc<Shared>,
+    step: StepNo,
+    cmd: StepCommand,
+    node: Node,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) -> NodeStepResult {
+    let r = run_pair(&sh, step, &cmd, &node).await;
+    if r.outcome != Some(StepOutcome::Succeeded) && !sh.spec.node_keepgoing {
+        sh.stop_new.store(true, Ordering::SeqCst);
+    }
+    r
 }
 
 async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> NodeStepResult {

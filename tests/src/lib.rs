@@ -510,3 +510,29 @@ pub async fn find_in_all_streams(js: &jetstream::Context, needle: &str) -> Vec<S
     }
     found
 }
+
+/// A child process killed and reaped on drop.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Stack {
+    /// Runs the `outpost` CLI against this stack's API: exit code, stdout, stderr.
+    pub fn cli(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = Command::new(workspace_binary("outpost"))
+            .args(args)
+            .env("OUTPOST_API_URL", &self.api)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}

@@ -9,7 +9,6 @@ use outpost_tests::*;
 async fn cli_loads_runs_and_follows_with_the_right_exit_code() {
     let stack = Stack::start().await;
     let _demo = start_runner(&stack.nats, "demo", &["demo"]);
-    let outpost = workspace_binary("outpost");
     let dir = tempfile::tempdir().unwrap();
     let yaml = dir.path().join("jobs.yaml");
     std::fs::write(
@@ -36,18 +35,7 @@ async fn cli_loads_runs_and_follows_with_the_right_exit_code() {
 "#,
     )
     .unwrap();
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(&outpost)
-            .args(args)
-            .env("OUTPOST_API_URL", &stack.api)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let cli = |args: &[&str]| stack.cli(args);
     let (code, stdout, stderr) = cli(&["job", "load", yaml.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(

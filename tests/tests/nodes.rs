@@ -29,18 +29,7 @@ async fn project_and_runner_nodes_are_listed_filtered_and_keep_credentials_home(
         .await
         .expect("the runner reports its nodes");
 
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(workspace_binary("outpost"))
-            .args(args)
-            .env("OUTPOST_API_URL", &stack.api)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let cli = |args: &[&str]| stack.cli(args);
     let (code, stdout, stderr) = cli(&["nodes", "load", project_file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("loaded 2 nodes"), "{stdout}");

@@ -9,15 +9,6 @@ use outpost_schemas::state::{ExecutionStatus, StepStatus};
 use outpost_schemas::Event;
 use outpost_tests::*;
 
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_running_step_finish_and_takes_no_new_one() {
     let stack = Stack::start().await;

@@ -12,15 +12,6 @@ use outpost_tests::netns::ZeroTrustNet;
 use outpost_tests::sshd::{keygen, Sshd};
 use outpost_tests::*;
 
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_reaches_a_node_the_control_plane_cannot() {
     let net = ZeroTrustNet::create();
