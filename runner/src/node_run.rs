@@ -298,7 +298,12 @@ async fn run_on(
     env.insert("RD_NODE_NAME".into(), node.nodename.clone());
     env.insert("RD_NODE_HOSTNAME".into(), node.hostname.clone());
     if node.executor() == "local" {
-        let name = format!("{}-{step}.script", sanitize(&node.nodename));
+        // Unique per pair: executions and nodes run side by side here.
+        let name = format!(
+            "{}-{step}-{}.script",
+            sanitize(&node.nodename),
+            uuid::Uuid::now_v7().simple()
+        );
         let proc = executor::spawn(cmd, &env, &sh.ctx.work_dir, &name, lines.clone())
             .map_err(|e| e.to_string())?;
         return Ok(proc.wait(sh.cancel.clone()).await);
@@ -312,9 +317,11 @@ async fn run_on(
             .unwrap_or_else(|| sh.ctx.default_user.clone()),
     };
     let auth = credentials(node, &sh.ctx.key_store)?;
-    let session = ssh::connect(&target, &auth, &sh.ctx.ssh)
-        .await
-        .map_err(|e| e.to_string())?;
+    // An abort during connect or login must not let the command start.
+    let session = tokio::select! {
+        s = ssh::connect(&target, &auth, &sh.ctx.ssh) => s.map_err(|e| e.to_string())?,
+        _ = sh.cancel.cancelled() => return Ok(Exit::Killed),
+    };
     let exports: String = env
         .iter()
         .map(|(k, v)| format!("export {k}={}; ", shell_quote(v)))
@@ -335,7 +342,7 @@ async fn run_on(
             let args = args.as_deref().unwrap_or("");
             (
                 format!(
-                    "{exports}f=$(mktemp) && cat > \"$f\" && chmod 700 \"$f\" || exit 127; {runner} {args}; rc=$?; rm -f \"$f\"; exit $rc"
+                    "{exports}f=$(mktemp) && trap 'rm -f \"$f\"' EXIT && trap 'exit 143' TERM && cat > \"$f\" && chmod 700 \"$f\" || exit 127; {runner} {args}"
                 ),
                 Some(bytes::Bytes::from(script.clone())),
             )

@@ -586,7 +586,7 @@ async fn run_claimed(
     .await?;
 
     if let Some(nr) = &d.node_run {
-        return run_nodes(shared, d, nr, cancel).await;
+        return run_nodes(shared, d, nr, cancel, reason).await;
     }
 
     let (tx, mut rx) = mpsc::channel::<LogEntry>(1024);
@@ -690,6 +690,7 @@ async fn run_nodes(
     d: &StepDispatched,
     nr: &outpost_schemas::NodeRunDispatch,
     cancel: CancellationToken,
+    reason: Arc<Mutex<Option<CancelReason>>>,
 ) -> Result<(), BusError> {
     use crate::node_run::{self, NodeEvent, NodeRunSpec};
     let runner_id = shared.opts.runner_id.clone();
@@ -799,13 +800,20 @@ async fn run_nodes(
             )
         })
         .collect();
-    let (outcome, reason) = if cancel.is_cancelled() {
+    let all_ok = results
+        .iter()
+        .all(|r| r.outcome == Some(StepOutcome::Succeeded));
+    // A cancel that came after every node step succeeded changes nothing.
+    let cancelled = !all_ok && cancel.is_cancelled();
+    let deadline = *reason.lock().unwrap() == Some(CancelReason::ShutdownDeadline);
+    let (outcome, reason) = if cancelled && deadline {
+        (
+            StepOutcome::Failed,
+            Some("runner shutdown deadline passed; node steps killed".to_string()),
+        )
+    } else if cancelled {
         (StepOutcome::Aborted, Some("aborted".to_string()))
-    } else if failed.is_empty()
-        && results
-            .iter()
-            .all(|r| r.outcome == Some(StepOutcome::Succeeded))
-    {
+    } else if all_ok {
         (StepOutcome::Succeeded, None)
     } else if failed.is_empty() {
         (

@@ -117,6 +117,22 @@ impl client::Handler for Checker {
                 return Ok(false);
             }
         };
+        // A host recorded with any key must present one of its recorded keys:
+        // a key of another type is a change, not a new host (else
+        // accept-new would learn a man in the middle's RSA key).
+        if let Ok(recorded) = russh::keys::known_hosts::known_host_keys_path(
+            &self.host,
+            self.port,
+            &self.opts.known_hosts,
+        ) {
+            if recorded.iter().any(|(_, k)| k == key) {
+                return Ok(true);
+            }
+            if let Some((line, _)) = recorded.first() {
+                *self.problem.lock().unwrap() = Some(HostKeyProblem::Mismatch(*line));
+                return Ok(false);
+            }
+        }
         let known =
             russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.opts.known_hosts);
         let verdict = match known {
@@ -204,7 +220,26 @@ pub async fn connect(
             });
         }
     };
-    let (ok, method) = match auth {
+    let authenticating = authenticate(&mut handle, target, auth);
+    let (ok, method) = match tokio::time::timeout(opts.connect_timeout, authenticating).await {
+        Ok(r) => r?,
+        Err(_) => return Err(SshError::ConnectTimeout(opts.connect_timeout)),
+    };
+    if !ok {
+        return Err(SshError::AuthRefused {
+            user: target.username.clone(),
+            method,
+        });
+    }
+    Ok(Session { handle })
+}
+
+async fn authenticate(
+    handle: &mut Handle<Checker>,
+    target: &SshTarget,
+    auth: &SshAuth,
+) -> Result<(bool, &'static str), SshError> {
+    Ok(match auth {
         SshAuth::Password(pw) => (
             handle
                 .authenticate_password(&target.username, pw.clone())
@@ -231,14 +266,7 @@ pub async fn connect(
                 "publickey",
             )
         }
-    };
-    if !ok {
-        return Err(SshError::AuthRefused {
-            user: target.username.clone(),
-            method,
-        });
-    }
-    Ok(Session { handle })
+    })
 }
 
 impl Session {
@@ -262,6 +290,9 @@ impl Session {
                 shell_quote(command)
             ))
         );
+        if cancel.is_cancelled() {
+            return Ok(Exit::Killed);
+        }
         channel.exec(true, wrapped).await.map_err(proto)?;
         if let Some(data) = stdin {
             channel.data_bytes(data).await.map_err(proto)?;
@@ -277,6 +308,9 @@ impl Session {
             let msg = tokio::select! {
                 m = channel.wait() => m,
                 _ = cancel.cancelled() => {
+                    if pgid.is_none() {
+                        pgid = wait_for_pgid(&mut channel, &mut err).await;
+                    }
                     self.kill_remote(pgid).await;
                     let _ = channel.signal(Sig::KILL).await;
                     let _ = channel.close().await;
@@ -292,13 +326,19 @@ impl Session {
                 None => break,
                 Some(ChannelMsg::Data { data }) => out.push(&data, lines).await,
                 Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                    for entry in err.split(&data) {
-                        match entry.log.strip_prefix(PGID_MARKER) {
-                            Some(id) if pgid.is_none() => pgid = id.trim().parse().ok(),
-                            _ => {
-                                let _ = lines.send(entry).await;
+                    for mut entry in err.split(&data) {
+                        // Anywhere in the line: a login script may have left
+                        // text without a newline before it.
+                        if pgid.is_none() {
+                            if let Some(at) = entry.log.find(PGID_MARKER) {
+                                pgid = entry.log[at + PGID_MARKER.len()..].trim().parse().ok();
+                                entry.log.truncate(at);
+                                if entry.log.is_empty() {
+                                    continue;
+                                }
                             }
                         }
+                        let _ = lines.send(entry).await;
                     }
                 }
                 Some(ChannelMsg::ExitStatus { exit_status }) => {
@@ -340,6 +380,26 @@ impl Session {
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
+    }
+}
+
+/// Reads stderr for up to 2 s until the wrapper reports its process group.
+async fn wait_for_pgid(
+    channel: &mut russh::Channel<client::Msg>,
+    err: &mut LineSplitter,
+) -> Option<u32> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, channel.wait())
+            .await
+            .ok()??;
+        if let ChannelMsg::ExtendedData { data, ext: 1 } = msg {
+            for entry in err.split(&data) {
+                if let Some(at) = entry.log.find(PGID_MARKER) {
+                    return entry.log[at + PGID_MARKER.len()..].trim().parse().ok();
+                }
+            }
+        }
     }
 }
 

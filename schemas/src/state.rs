@@ -119,6 +119,9 @@ pub struct ExecutionState {
     #[serde(default)]
     pub abort_requested: bool,
     pub steps: Vec<StepState>,
+    /// The job dispatches to nodes (`nodefilters`).
+    #[serde(default)]
+    pub node_dispatch: bool,
     /// Target nodes of a node-dispatch job, in dispatch order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,

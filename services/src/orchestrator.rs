@@ -247,6 +247,19 @@ async fn resolve_nodes(ctx: &Ctx, run: &mut Run) -> Result<(), ServiceError> {
         .iter()
         .filter(|v| filter.selects(&v.node, nr.dispatch.exclude_precedence))
         .collect();
+    // Results and state are keyed by node name: two sources naming one node
+    // differently would be ambiguous.
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(dup) = selected
+        .iter()
+        .find(|v| !seen.insert(v.node.nodename.as_str()))
+    {
+        run.refuse(format!(
+            "node `{}` is defined by more than one node source; rename one",
+            dup.node.nodename
+        ));
+        return Ok(());
+    }
     let mut nodes: Vec<&outpost_schemas::node::Node> = selected.iter().map(|v| &v.node).collect();
     outpost_schemas::node_filter::rank(
         &mut nodes,
@@ -277,7 +290,7 @@ async fn resolve_nodes(ctx: &Ctx, run: &mut Run) -> Result<(), ServiceError> {
                         })
                         .collect();
                     run.refuse(format!(
-                        "the selected nodes come from {}; one execution reaches them through one runner, so set runnerSelector on the job or narrow the filter",
+                        "the selected nodes come from {}; one execution reaches its nodes through one runner, so narrow the filter to one source",
                         names.join(" and ")
                     ));
                     return Ok(());

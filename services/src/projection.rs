@@ -60,6 +60,7 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                     nodes: Default::default(),
                 })
                 .collect(),
+            node_dispatch: r.job.nodefilters.is_some(),
             nodes: Vec::new(),
             successful_nodes: Vec::new(),
             failed_nodes: Vec::new(),
@@ -98,8 +99,11 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                                 reason: None,
                             });
                         }
+                        // Node results folded before this event count now.
+                        settle_node_step(st, time);
                     }
                 }
+                settle_nodes(&mut next);
             }
         }
         Event::NodeStepStarted(e) => {
@@ -130,10 +134,16 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                     ns.reason = e.reason.clone();
                     ns.finished_at = Some(time);
                 }
-                settle_node_step(st, time);
                 st.runner_id.get_or_insert_with(|| e.runner_id.clone());
             }
-            settle_nodes(&mut next);
+            // Until the dispatch (with every target node) is folded, a step
+            // cannot know that all its nodes are done.
+            if !next.nodes.is_empty() {
+                if let Some(st) = step_mut(&mut next, e.step) {
+                    settle_node_step(st, time);
+                }
+                settle_nodes(&mut next);
+            }
         }
         Event::StepWaiting(w) => {
             if let Some(st) = step_mut(&mut next, w.step) {
@@ -164,6 +174,9 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
             advance_exec(&mut next, ExecutionStatus::Running);
             earliest(&mut next.started_at, time);
         }
+        // A node job's one StepFinished summarises the whole run; its steps'
+        // statuses come from their node results instead.
+        Event::StepFinished(_) if next.node_dispatch => {}
         Event::StepFinished(f) => {
             if let Some(st) = step_mut(&mut next, f.step) {
                 let status = match f.outcome {
@@ -260,7 +273,13 @@ fn settle_node_step(st: &mut StepState, time: chrono::DateTime<chrono::Utc>) {
                 .join(", ")
         ));
     }
-    st.finished_at = Some(time);
+    // The last node's end, not the time this event was folded.
+    st.finished_at = st
+        .nodes
+        .values()
+        .filter_map(|n| n.finished_at)
+        .max()
+        .or(Some(time));
 }
 
 /// Rundeck's successfulNodes / failedNodes, derived from every node step.

@@ -125,6 +125,35 @@ async fn host_keys_are_checked_strictly_by_default() {
     );
     assert!(err.to_string().starts_with("host key mismatch"), "{err}");
 
+    // A recorded key of another type is a change too, not a new host: a man
+    // in the middle offering RSA must not be learnt under accept-new.
+    let rsa = keygen(keys.path(), "other_rsa_host", "rsa");
+    let rsa_pub = std::fs::read_to_string(rsa.with_extension("pub")).unwrap();
+    let rsa_key: Vec<&str> = rsa_pub.split_whitespace().take(2).collect();
+    let other_type = keys.path().join("other_type_known_hosts");
+    std::fs::write(
+        &other_type,
+        format!("[127.0.0.1]:{} {}\n", sshd.port, rsa_key.join(" ")),
+    )
+    .unwrap();
+    let err = ssh::connect(
+        &target(&sshd),
+        &key(&ed),
+        &options(other_type.clone(), HostKeyPolicy::AcceptNew),
+    )
+    .await
+    .err()
+    .expect("a host known by another key type is refused");
+    assert!(matches!(err, SshError::HostKeyMismatch { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&other_type)
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "nothing was learnt"
+    );
+
     let empty = keys.path().join("empty_known_hosts");
     let err = ssh::connect(
         &target(&sshd),

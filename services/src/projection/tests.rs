@@ -5,6 +5,7 @@ use outpost_schemas::*;
 use uuid::Uuid;
 
 use super::*;
+use outpost_schemas::state::StepStatus;
 
 const JOB: &str = r#"
 - name: deploy
@@ -208,4 +209,110 @@ fn any_order_after_the_request_gives_the_same_state() {
         all.extend(order);
         assert_eq!(fold_all(&all).unwrap(), expected);
     }
+}
+
+fn node_job_events() -> Vec<Event> {
+    let yaml = "- name: fleet\n  nodefilters:\n    filter: '.*'\n  sequence:\n    commands:\n    - exec: one\n    - exec: two\n";
+    let job = crate::job_yaml::parse_jobs(yaml).unwrap().remove(0);
+    let request = Event::ExecutionRequested(ExecutionRequested {
+        header: header(0),
+        execution_id: exec_id(),
+        project: "default".into(),
+        job_id: Uuid::from_u128(7),
+        job,
+        options: Default::default(),
+        requested_by: "alice".into(),
+    });
+    let node = |name: &str| outpost_schemas::node::Node {
+        nodename: name.into(),
+        hostname: "h".into(),
+        port: None,
+        username: None,
+        tags: Default::default(),
+        attributes: Default::default(),
+    };
+    let dispatched = Event::StepDispatched(StepDispatched {
+        header: header(1),
+        execution_id: exec_id(),
+        step: 1,
+        project: "default".into(),
+        job_id: Uuid::from_u128(7),
+        job_name: "fleet".into(),
+        target: outpost_schemas::job::Target::Local,
+        command: StepCommand::Exec {
+            command: "one".into(),
+        },
+        env: Default::default(),
+        loglevel: Default::default(),
+        node_run: Some(NodeRunDispatch {
+            nodes: vec![node("a"), node("b")],
+            steps: vec![
+                NodeStepCommand {
+                    step: 1,
+                    command: StepCommand::Exec {
+                        command: "one".into(),
+                    },
+                },
+                NodeStepCommand {
+                    step: 2,
+                    command: StepCommand::Exec {
+                        command: "two".into(),
+                    },
+                },
+            ],
+            strategy: Default::default(),
+            threadcount: 1,
+            node_keepgoing: false,
+            step_keepgoing: false,
+        }),
+    });
+    let nf = |sec: u32, step: u32, n: &str, outcome: Option<StepOutcome>| {
+        Event::NodeStepFinished(NodeStepFinished {
+            header: header(sec),
+            execution_id: exec_id(),
+            step,
+            node: n.into(),
+            runner_id: "edge".into(),
+            outcome,
+            exit_code: outcome.map(|o| if o == StepOutcome::Succeeded { 0 } else { 1 }),
+            reason: None,
+        })
+    };
+    vec![
+        request,
+        dispatched,
+        nf(2, 1, "a", Some(StepOutcome::Succeeded)),
+        nf(3, 1, "b", Some(StepOutcome::Failed)),
+        nf(4, 2, "a", Some(StepOutcome::Succeeded)),
+        nf(5, 2, "b", None),
+        Event::StepFinished(StepFinished {
+            header: header(6),
+            execution_id: exec_id(),
+            step: 1,
+            runner_id: "edge".into(),
+            outcome: StepOutcome::Failed,
+            exit_code: None,
+            reason: Some("failed on b".into()),
+            log_chunks: 3,
+        }),
+    ]
+}
+
+#[test]
+fn node_steps_settle_from_their_nodes_in_any_order() {
+    let events = node_job_events();
+    let expected = fold_all(&events).unwrap();
+    assert_eq!(expected.failed_nodes, ["b"]);
+    assert_eq!(expected.successful_nodes, ["a"]);
+    let statuses: Vec<_> = expected.steps.iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [StepStatus::Failed, StepStatus::Succeeded]);
+    // Node results before the dispatch, and the summary first of all.
+    let mut reordered = vec![
+        events[0].clone(),
+        events[6].clone(),
+        events[3].clone(),
+        events[2].clone(),
+    ];
+    reordered.extend([events[1].clone(), events[5].clone(), events[4].clone()]);
+    assert_eq!(fold_all(&reordered).unwrap(), expected);
 }
