@@ -7,7 +7,8 @@
 //! - `sequential` (`step-first`): each step runs on every node (up to
 //!   `threadcount` at once) before the next step starts.
 //! - `parallel`: every (step, node) pair may run at once, up to
-//!   `threadcount`.
+//!   `threadcount`; steps do not wait for each other, so `step_keepgoing`
+//!   has nothing to stop.
 //!
 //! `node_keepgoing` (`nodefilters.dispatch.keepgoing`): after a node fails,
 //! other nodes still start. `step_keepgoing` (`sequence.keepgoing`): after a
