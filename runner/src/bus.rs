@@ -41,6 +41,9 @@ pub struct NatsOptions {
     pub name: String,
     /// Per-identity inbox prefix, so that permissions can confine replies.
     pub inbox_prefix: Option<String>,
+    /// A private CA to trust for `wss://` and `tls://` servers, besides the
+    /// system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Connects, retrying with backoff until `give_up_after`: services and runners
@@ -70,6 +73,9 @@ pub async fn connect(
             });
         if let Some(prefix) = &opts.inbox_prefix {
             co = co.custom_inbox_prefix(prefix);
+        }
+        if let Some(ca) = &opts.ca_file {
+            co = co.add_root_certificates(ca.clone());
         }
         let urls: Vec<&str> = opts.url.split(',').map(str::trim).collect();
         co.connect(urls).await

@@ -57,6 +57,9 @@ struct Cli {
     /// `strict` (default) or `accept-new`.
     #[arg(long, env = "OUTPOST_RUNNER_HOST_KEY_POLICY")]
     host_key_policy: Option<String>,
+    /// PEM file of a private CA that signed the hub's certificate (for wss://).
+    #[arg(long, env = "OUTPOST_NATS_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -73,6 +76,7 @@ struct FileConfig {
     key_store: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     host_key_policy: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
@@ -101,6 +105,7 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
         domain: cli.domain.or(file.domain).or_else(|| Some("hub".into())),
         name: format!("outpost-runner {id}"),
         inbox_prefix: Some(format!("_INBOX_{id}")),
+        ca_file: cli.ca_file.clone().or(file.ca_file.clone()),
     };
     let mut opts = RunnerOptions::new(id, tags, nats);
     opts.capacity = cli.capacity.or(file.capacity).unwrap_or(DEFAULT_CAPACITY);

@@ -52,6 +52,8 @@ pub struct RunnerOptions {
     pub known_hosts: PathBuf,
     pub host_key_policy: crate::ssh::HostKeyPolicy,
     pub ssh_connect_timeout: Duration,
+    /// How long to keep trying the first connection to NATS.
+    pub connect_give_up: Duration,
 }
 
 impl RunnerOptions {
@@ -73,6 +75,7 @@ impl RunnerOptions {
             known_hosts: PathBuf::from("/etc/outpost/known_hosts"),
             host_key_policy: crate::ssh::HostKeyPolicy::Strict,
             ssh_connect_timeout: Duration::from_secs(10),
+            connect_give_up: Duration::from_secs(60),
         }
     }
 }
@@ -180,7 +183,7 @@ impl Runner {
             }
             None => None,
         };
-        let (client, js) = bus::connect(&opts.nats, Duration::from_secs(60)).await?;
+        let (client, js) = bus::connect(&opts.nats, opts.connect_give_up).await?;
         let claims = wait_for_bucket(&js, subjects::CLAIMS_BUCKET, &shutdown).await?;
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(opts.capacity)),

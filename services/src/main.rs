@@ -234,6 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         })),
         name: name.into(),
         inbox_prefix: None,
+        ca_file: None,
     };
     let client = Client::new(&api_url);
     let mut stdout = std::io::stdout();
@@ -253,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         websocket: a.ws_port.into(),
                         leaf: a.leaf_port.into(),
                         websocket_host: "127.0.0.1".into(),
+                        websocket_tls: None,
                     },
                     remote_runner: !a.no_remote_runner,
                 },

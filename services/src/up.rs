@@ -39,6 +39,8 @@ pub struct NatsPorts {
     pub leaf: i32,
     /// Address the WebSocket listener binds (runners connect there).
     pub websocket_host: String,
+    /// Certificate and key for the WebSocket listener; plain ws without.
+    pub websocket_tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Renders the single-machine NATS config: client, WebSocket and leaf
@@ -62,7 +64,7 @@ jetstream {{
 websocket {{
   host: {ws_host}
   port: {ws}
-  no_tls: true
+  {ws_tls}
 }}
 leafnodes {{
   host: 127.0.0.1
@@ -72,6 +74,14 @@ leafnodes {{
         client = ports.client,
         ws = ports.websocket,
         ws_host = ports.websocket_host,
+        ws_tls = match &ports.websocket_tls {
+            Some((cert, key)) => format!(
+                "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+                cert.display(),
+                key.display()
+            ),
+            None => "no_tls: true".to_string(),
+        },
         leaf = ports.leaf,
         log = log_file.display(),
         store = store_dir.display(),
@@ -144,6 +154,7 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
         domain: Some("hub".into()),
         name: "outpost control plane".into(),
         inbox_prefix: None,
+        ca_file: None,
     };
     let cp = ControlPlane::new(ControlPlaneOptions {
         nats: nats_opts,

@@ -58,6 +58,15 @@ impl NatsServer {
 
     /// With the WebSocket listener on `ws_host` (a test namespace's veth).
     pub fn start_with_ws_host(ws_host: &str) -> Self {
+        Self::start_full(ws_host, None)
+    }
+
+    /// With a TLS WebSocket listener (`wss://`) using this certificate.
+    pub fn start_with_ws_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_full("127.0.0.1", Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_full(ws_host: &str, ws_tls: Option<(PathBuf, PathBuf)>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports_dir = dir.path().join("ports");
         std::fs::create_dir_all(&ports_dir).unwrap();
@@ -67,6 +76,7 @@ impl NatsServer {
                 websocket: -1,
                 leaf: -1,
                 websocket_host: ws_host.into(),
+                websocket_tls: ws_tls,
             },
             &dir.path().join("jetstream"),
             &dir.path().join("nats.log"),
@@ -127,6 +137,7 @@ impl NatsServer {
             domain: Some("hub".into()),
             name: name.into(),
             inbox_prefix: None,
+            ca_file: None,
         }
     }
 
