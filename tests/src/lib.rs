@@ -167,6 +167,7 @@ impl Drop for NatsServer {
 
 /// Control-plane services running in this process; stopped on drop.
 pub struct Services {
+    _work_dir: tempfile::TempDir,
     shutdown: CancellationToken,
     handle: Option<ControlPlaneHandle>,
     pub api_addr: Option<std::net::SocketAddr>,
@@ -175,17 +176,18 @@ pub struct Services {
 impl Services {
     pub async fn start(nats: &NatsServer, roles: Roles) -> Self {
         let shutdown = CancellationToken::new();
-        let work_dir = tempfile::tempdir().unwrap().keep();
+        let work_dir = tempfile::tempdir().unwrap();
         let handle = ControlPlane::new(ControlPlaneOptions {
             nats: nats.options("test control plane"),
             roles,
             listen: "127.0.0.1:0".into(),
-            local_runner_work_dir: Some(work_dir),
+            local_runner_work_dir: Some(work_dir.path().to_path_buf()),
         })
         .start(shutdown.clone())
         .await
         .expect("control plane starts");
         Services {
+            _work_dir: work_dir,
             api_addr: handle.api_addr,
             shutdown,
             handle: Some(handle),
