@@ -37,6 +37,7 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("abort_requested", schema_for!(messages::AbortRequested)),
         ("runner_heartbeat", schema_for!(messages::RunnerHeartbeat)),
         ("node_report", schema_for!(messages::NodeReport)),
+        ("audit_event", schema_for!(messages::AuditEvent)),
         ("node_step_started", schema_for!(messages::NodeStepStarted)),
         (
             "node_step_finished",

@@ -316,6 +316,35 @@ pub struct NodeReport {
     pub nodes: Vec<crate::node::Node>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditResult {
+    Success,
+    /// Refused for lack of authentication or permission.
+    Denied,
+    /// Refused as invalid, or failed.
+    Error,
+}
+
+/// One audited action, on `OUTPOST_AUDIT`: who did what to what, when, from
+/// where, and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditEvent {
+    #[serde(flatten)]
+    pub header: Header,
+    /// Who: the authenticated principal (`anonymous` until API tokens exist).
+    pub actor: String,
+    /// What: e.g. `POST /api/v1/job/{id}/run`, with the route's placeholders.
+    pub action: String,
+    /// On what: the concrete path, e.g. `/api/v1/job/0192…/run`.
+    pub target: String,
+    /// From where: the client's address.
+    pub source: String,
+    pub result: AuditResult,
+    /// The HTTP status returned.
+    pub status: u16,
+}
+
 /// Everything on the event stream, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -27,6 +27,9 @@ pub const EVENTS_STREAM: &str = "OUTPOST_EVENTS";
 pub const LOGS_STREAM: &str = "OUTPOST_LOGS";
 pub const HEARTBEATS_STREAM: &str = "OUTPOST_HEARTBEATS";
 pub const NODE_REPORTS_STREAM: &str = "OUTPOST_NODE_REPORTS";
+pub const AUDIT_STREAM: &str = "OUTPOST_AUDIT";
+/// Audit events of the API.
+pub const AUDIT_API: &str = "outpost.audit.api";
 
 pub const JOBS_BUCKET: &str = "OUTPOST_JOBS";
 pub const EXECUTIONS_BUCKET: &str = "OUTPOST_EXECUTIONS";

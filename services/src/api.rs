@@ -84,10 +84,13 @@ impl Api {
             store,
             shutdown: shutdown.clone(),
         };
-        axum::serve(self.listener, router(state))
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-            .map_err(|e| ServiceError::Nats(format!("http server: {e}")))
+        axum::serve(
+            self.listener,
+            router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| ServiceError::Nats(format!("http server: {e}")))
     }
 }
 
@@ -109,7 +112,9 @@ fn router(state: AppState) -> Router {
         .route(
             "/project/{project}/resources",
             get(list_nodes).put(put_nodes),
-        );
+        )
+        .route("/audit", get(list_audit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit));
     Router::new()
         .route("/", get(index))
         .nest(API_PREFIX, api)
@@ -802,4 +807,102 @@ async fn put_nodes(
     s.store.put_project_nodes(&project, nodes).await?;
     tracing::info!(project, count, "project nodes replaced");
     Ok(Json(json!({ "project": project, "nodes": count })))
+}
+
+/// Records every mutating call (anything but GET/HEAD/OPTIONS) on the audit
+/// stream, after it ran, with its outcome.
+async fn audit(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    let method = req.method().clone();
+    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    // The router is nested under API_PREFIX, which axum strips from the URI.
+    let target = format!("{API_PREFIX}{}", req.uri().path());
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| target.clone());
+    let response = next.run(req).await;
+    let status = response.status();
+    let event = outpost_schemas::AuditEvent {
+        header: Header::now(),
+        actor: "anonymous".into(),
+        action: format!("{method} {route}"),
+        target,
+        source: peer.to_string(),
+        result: if status.is_success() {
+            outpost_schemas::AuditResult::Success
+        } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            outpost_schemas::AuditResult::Denied
+        } else {
+            outpost_schemas::AuditResult::Error
+        },
+        status: status.as_u16(),
+    };
+    let id = event.header.message_id.to_string();
+    if let Err(err) = bus::publish_json(&s.js, subjects::AUDIT_API, &id, &event).await {
+        tracing::error!(error = %err, action = event.action, "cannot record audit event");
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    /// Only events after this stream sequence (for following).
+    after: Option<u64>,
+    max: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct AuditEntry {
+    seq: u64,
+    #[serde(flatten)]
+    event: outpost_schemas::AuditEvent,
+}
+
+/// The newest audit events (at most `max`, default 50), oldest first; or,
+/// with `after`, those that follow that sequence.
+async fn list_audit(
+    State(s): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    let max = q.max.unwrap_or(50).clamp(1, 1000);
+    let mut stream =
+        s.js.get_stream(subjects::AUDIT_STREAM)
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))?
+        .state
+        .clone();
+    if state.messages == 0 {
+        return Ok(Json(Vec::new()));
+    }
+    let from = match q.after {
+        Some(a) => a + 1,
+        None => state
+            .last_sequence
+            .saturating_sub(max as u64 - 1)
+            .max(state.first_sequence),
+    };
+    let mut out = Vec::new();
+    let mut seq = from;
+    while seq <= state.last_sequence && out.len() < max {
+        if let Ok(msg) = stream.direct_get(seq).await {
+            if let Ok(event) = serde_json::from_slice(&msg.payload) {
+                out.push(AuditEntry { seq, event });
+            }
+        }
+        seq += 1;
+    }
+    Ok(Json(out))
 }

@@ -199,6 +199,14 @@ impl Client {
         .await
     }
 
+    pub async fn audit(&self, after: Option<u64>, max: usize) -> Result<Value, CliError> {
+        let mut req = self.http.get(self.url("/audit")).query(&[("max", max)]);
+        if let Some(a) = after {
+            req = req.query(&[("after", a)]);
+        }
+        self.json(req).await
+    }
+
     pub async fn runners(&self) -> Result<Value, CliError> {
         self.json(self.http.get(self.url("/runners"))).await
     }

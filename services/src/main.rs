@@ -65,6 +65,20 @@ enum Command {
     Runner(RunnerCmd),
     /// List the project's nodes (`--filter` in Rundeck's syntax), or `load` a resources.yaml.
     Nodes(NodesArgs),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// The newest audit events; `--follow` keeps printing new ones.
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        #[arg(short, long)]
+        follow: bool,
+    },
 }
 
 #[derive(Args)]
@@ -457,6 +471,33 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     source,
                     tags.join(",")
                 );
+            }
+        }
+        Command::Audit(AuditCmd::Tail { lines, follow }) => {
+            let mut after: Option<u64> = None;
+            loop {
+                let v = client
+                    .audit(after, if after.is_some() { 1000 } else { lines })
+                    .await?;
+                for e in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<9} {:<3} {:<40} {} {}",
+                        e["time"].as_str().unwrap_or(""),
+                        e["actor"].as_str().unwrap_or(""),
+                        e["status"],
+                        e["action"].as_str().unwrap_or(""),
+                        e["target"].as_str().unwrap_or(""),
+                        e["source"].as_str().unwrap_or(""),
+                    );
+                    after = e["seq"].as_u64().or(after);
+                }
+                if !follow {
+                    break;
+                }
+                after = after.or(Some(0));
+                // The audit API has no push form yet; a second's delay is
+                // fine for a human watching.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
         Command::Runner(RunnerCmd::List) => {

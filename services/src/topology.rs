@@ -80,6 +80,16 @@ fn stream_configs() -> Vec<stream::Config> {
             ..Default::default()
         },
         stream::Config {
+            name: s::AUDIT_STREAM.into(),
+            description: Some("Audit trail: every mutating API call, and its result".into()),
+            subjects: vec!["outpost.audit.>".into()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            max_age: 365 * DAY,
+            allow_direct: true,
+            ..Default::default()
+        },
+        stream::Config {
             name: s::NODE_REPORTS_STREAM.into(),
             description: Some("Latest node list each runner serves from its own source".into()),
             subjects: vec!["outpost.nodes.>".into()],
