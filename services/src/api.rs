@@ -874,16 +874,7 @@ async fn list_audit(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
     let max = q.max.unwrap_or(50).clamp(1, 1000);
-    let mut stream =
-        s.js.get_stream(subjects::AUDIT_STREAM)
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))?;
-    let state = stream
-        .info()
-        .await
-        .map_err(|e| ServiceError::Nats(e.to_string()))?
-        .state
-        .clone();
+    let (stream, state) = crate::stream_with_state(&s.js, subjects::AUDIT_STREAM).await?;
     if state.messages == 0 {
         return Ok(Json(Vec::new()));
     }

@@ -53,6 +53,32 @@ pub(crate) async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::St
         .map_err(|e| ServiceError::Nats(format!("bucket {name}: {e}")))
 }
 
+/// A durable pull consumer on the event stream, created by `topology::ensure`.
+pub(crate) async fn event_consumer(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, ServiceError> {
+    js.get_consumer_from_stream(name, outpost_schemas::subjects::EVENTS_STREAM)
+        .await
+        .map_err(|e| ServiceError::Nats(format!("consumer {name}: {e}")))
+}
+
+/// A stream and its current state (message count, first and last sequence).
+pub(crate) async fn stream_with_state(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<(jetstream::stream::Stream, jetstream::stream::State), ServiceError> {
+    let nats = |e: String| ServiceError::Nats(format!("stream {name}: {e}"));
+    let mut stream = js.get_stream(name).await.map_err(|e| nats(e.to_string()))?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| nats(e.to_string()))?
+        .state
+        .clone();
+    Ok((stream, state))
+}
+
 /// Pulls from a durable consumer until `shutdown`, handling messages in
 /// `lanes` sequential lanes chosen by `key`: messages with the same key (an
 /// execution id) are handled one at a time in stream order, different keys

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, kv, AckKind};
+use async_nats::jetstream::{self, kv, AckKind};
 use outpost_runner::bus;
 use outpost_schemas::job::{TagSet, Target};
 use outpost_schemas::{subjects, Event, Header, StepWaiting};
@@ -51,11 +51,7 @@ impl Orchestrator {
             js: self.js,
             client: self.client,
         };
-        let consumer: jetstream::consumer::Consumer<pull::Config> = ctx
-            .js
-            .get_consumer_from_stream(subjects::ORCHESTRATOR_CONSUMER, subjects::EVENTS_STREAM)
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))?;
+        let consumer = crate::event_consumer(&ctx.js, subjects::ORCHESTRATOR_CONSUMER).await?;
         tracing::info!("orchestrator started");
         crate::consume(
             consumer,

@@ -30,11 +30,7 @@ impl Projector {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let store = crate::bucket(&self.js, subjects::EXECUTIONS_BUCKET).await?;
-        let consumer: jetstream::consumer::Consumer<pull::Config> = self
-            .js
-            .get_consumer_from_stream(subjects::PROJECTOR_CONSUMER, subjects::EVENTS_STREAM)
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))?;
+        let consumer = crate::event_consumer(&self.js, subjects::PROJECTOR_CONSUMER).await?;
         tracing::info!("projector started");
         crate::consume(
             consumer,
@@ -155,16 +151,7 @@ pub async fn rebuild(js: &jetstream::Context, bucket: &str) -> Result<RebuildRep
         })
         .await
         .map_err(|e| ServiceError::Nats(e.to_string()))?;
-    let mut stream = js
-        .get_stream(subjects::EVENTS_STREAM)
-        .await
-        .map_err(|e| ServiceError::Nats(e.to_string()))?;
-    let state = stream
-        .info()
-        .await
-        .map_err(|e| ServiceError::Nats(e.to_string()))?
-        .state
-        .clone();
+    let (stream, state) = crate::stream_with_state(js, subjects::EVENTS_STREAM).await?;
     // Replay what is there now; events published meanwhile are the live
     // projector's business.
     let last = if state.messages == 0 {
