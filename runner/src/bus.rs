@@ -21,6 +21,10 @@ pub enum BusError {
     },
     #[error("publish to `{subject}` failed: {message}")]
     Publish { subject: String, message: String },
+    #[error("request on `{subject}` failed: {message}")]
+    Request { subject: String, message: String },
+    #[error("cannot read credentials {path}: {message}")]
+    Creds { path: String, message: String },
     #[error("cannot encode message for `{subject}`: {source}")]
     Encode {
         subject: String,
@@ -44,6 +48,38 @@ pub struct NatsOptions {
     /// A private CA to trust for `wss://` and `tls://` servers, besides the
     /// system's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// NATS credentials: a `.creds` file, or a runner bundle holding one.
+    /// Read again at every (re)connect, so a rotated file takes effect at
+    /// the next reconnect.
+    pub creds_file: Option<std::path::PathBuf>,
+}
+
+/// The JWT and signing key of a `.creds` file, or of the `creds` a runner
+/// bundle carries: both hold the same delimited blocks.
+pub fn load_creds(path: &std::path::Path) -> Result<(String, nkeys::KeyPair), BusError> {
+    let err = |message: String| BusError::Creds {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    parse_creds(&text).map_err(err)
+}
+
+pub fn parse_creds(text: &str) -> Result<(String, nkeys::KeyPair), String> {
+    let block = |begin: &str| -> Result<String, String> {
+        let start = text
+            .find(begin)
+            .ok_or_else(|| format!("no `{begin}` block"))?
+            + begin.len();
+        let end = text[start..]
+            .find("------END")
+            .ok_or_else(|| format!("unterminated `{begin}` block"))?;
+        Ok(text[start..start + end].trim().to_string())
+    };
+    let jwt = block("-----BEGIN NATS USER JWT-----")?;
+    let seed = block("-----BEGIN USER NKEY SEED-----")?;
+    let kp = nkeys::KeyPair::from_seed(&seed).map_err(|e| format!("bad seed: {e}"))?;
+    Ok((jwt, kp))
 }
 
 /// Connects, retrying with backoff until `give_up_after`: services and runners
@@ -55,7 +91,35 @@ pub async fn connect(
 ) -> Result<(async_nats::Client, jetstream::Context), BusError> {
     let websocket = opts.url.trim_start().starts_with("ws");
     let attempt = || async {
-        let mut co = async_nats::ConnectOptions::new()
+        let mut co = match &opts.creds_file {
+            Some(path) => {
+                // Fail fast on an unreadable file; later reads happen at
+                // each reconnect.
+                load_creds(path).map_err(|e| {
+                    async_nats::ConnectError::with_source(
+                        async_nats::ConnectErrorKind::Authentication,
+                        e,
+                    )
+                })?;
+                let path = path.clone();
+                async_nats::ConnectOptions::with_auth_callback(move |nonce| {
+                    let path = path.clone();
+                    async move {
+                        let (jwt, kp) =
+                            load_creds(&path).map_err(|e| async_nats::AuthError::new(e.to_string()))?;
+                        let mut auth = async_nats::Auth::new();
+                        auth.jwt = Some(jwt);
+                        auth.signature = Some(
+                            kp.sign(&nonce)
+                                .map_err(|e| async_nats::AuthError::new(e.to_string()))?,
+                        );
+                        Ok(auth)
+                    }
+                })
+            }
+            None => async_nats::ConnectOptions::new(),
+        };
+        co = co
             .name(&opts.name)
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
@@ -143,6 +207,35 @@ pub async fn publish_acked(
         })
 }
 
+/// A request to the control plane (core NATS request/reply) with a JSON
+/// body and reply. A reply carrying only `{"error": …}` is an error.
+pub async fn request_json<Req: Serialize, Rep: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    subject: &str,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Rep, BusError> {
+    let fail = |message: String| BusError::Request {
+        subject: subject.to_string(),
+        message,
+    };
+    let payload = serde_json::to_vec(req).map_err(|source| BusError::Encode {
+        subject: subject.to_string(),
+        source,
+    })?;
+    let reply = tokio::time::timeout(timeout, client.request(subject.to_string(), payload.into()))
+        .await
+        .map_err(|_| fail(format!("no reply within {timeout:?}")))?
+        .map_err(|e| fail(e.to_string()))?;
+    match serde_json::from_slice::<Rep>(&reply.payload) {
+        Ok(r) => Ok(r),
+        Err(decode) => match serde_json::from_slice::<outpost_schemas::rpc::RpcResult>(&reply.payload) {
+            Ok(outpost_schemas::rpc::RpcResult { error: Some(e) }) => Err(fail(e)),
+            _ => Err(fail(format!("unreadable reply: {decode}"))),
+        },
+    }
+}
+
 /// Serialises and publishes any wire message.
 pub async fn publish_json<T: Serialize>(
     js: &jetstream::Context,
@@ -160,6 +253,20 @@ pub async fn publish_json<T: Serialize>(
 /// Publishes an event on its subject with its dedup id.
 pub async fn publish_event(js: &jetstream::Context, event: &Event) -> Result<bool, BusError> {
     publish_json(js, &event.subject(), &event.dedup_id(), event).await
+}
+
+/// Publishes an event under another source token than its own, with an
+/// explicit dedup id: the control plane reporting on a runner's step (say,
+/// `runner-lost`) speaks as `_cp`, not as the runner.
+pub async fn publish_event_as(
+    js: &jetstream::Context,
+    event: &Event,
+    source: &str,
+    msg_id: &str,
+) -> Result<bool, BusError> {
+    let subject =
+        outpost_schemas::subjects::event(event.kind(), event.execution_id(), source);
+    publish_json(js, &subject, msg_id, event).await
 }
 
 /// Sets TCP_NODELAY on every TCP socket of this process.

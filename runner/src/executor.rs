@@ -18,6 +18,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::mask::{Masker, Secrets};
+
 /// Longest line kept whole; longer lines are split into pieces of this size.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// How long a step's process group gets between SIGTERM and SIGKILL.
@@ -66,6 +68,7 @@ pub fn spawn(
     work_dir: &Path,
     script_name: &str,
     lines: mpsc::Sender<LogEntry>,
+    secrets: &Secrets,
 ) -> Result<RunningStep, ExecError> {
     let (shell_line, script) = match command {
         StepCommand::Exec { command } => (command.clone(), None),
@@ -122,12 +125,14 @@ pub fn spawn(
             LogStream::Stdout,
             lines.clone(),
             stop_reading.clone(),
+            Masker::new(secrets.clone()),
         )),
         tokio::spawn(read_lines(
             stderr,
             LogStream::Stderr,
             lines,
             stop_reading.clone(),
+            Masker::new(secrets.clone()),
         )),
     ];
     Ok(RunningStep {
@@ -220,6 +225,7 @@ async fn read_lines(
     stream: LogStream,
     out: mpsc::Sender<LogEntry>,
     stop_reading: CancellationToken,
+    mut masker: Masker,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
@@ -232,7 +238,7 @@ async fn read_lines(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        pending.extend_from_slice(&buf[..n]);
+        pending.extend(masker.push(&buf[..n]));
         let mut start = 0;
         while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
             let end = start + pos;
@@ -249,8 +255,15 @@ async fn read_lines(
             }
         }
     }
-    if !pending.is_empty() {
-        emit(&out, stream, &pending).await;
+    pending.extend(masker.finish());
+    let mut pieces: Vec<&[u8]> = pending.split(|&b| b == b'\n').collect();
+    if pieces.last().is_some_and(|p| p.is_empty()) {
+        pieces.pop();
+    }
+    for piece in pieces {
+        if !emit(&out, stream, piece).await {
+            return;
+        }
     }
 }
 
@@ -278,7 +291,7 @@ mod tests {
     async fn run(cmd: StepCommand, cancel: CancellationToken) -> (Exit, Vec<LogEntry>) {
         let dir = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::channel(16);
-        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx).unwrap();
+        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx, &Secrets::default()).unwrap();
         let collect = tokio::spawn(async move {
             let mut v = Vec::new();
             while let Some(e) = rx.recv().await {
@@ -315,7 +328,7 @@ mod tests {
             args: Some("a 'b c'".into()),
             interpreter: None,
         };
-        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx).unwrap();
+        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx, &Secrets::default()).unwrap();
         assert!(dir.path().join("s.sh").exists());
         assert_eq!(step.wait(CancellationToken::new()).await, Exit::Code(0));
         assert_eq!(rx.recv().await.unwrap().log, "b c-a");
@@ -348,7 +361,7 @@ mod tests {
                 pidfile.display()
             ),
         };
-        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx).unwrap();
+        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx, &Secrets::default()).unwrap();
         assert_eq!(rx.recv().await.unwrap().log, "started");
         cancel.cancel();
         assert_eq!(step.wait(cancel).await, Exit::Killed);

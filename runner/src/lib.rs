@@ -10,7 +10,7 @@ pub mod bus;
 pub mod executor;
 pub mod inventory;
 pub mod logs;
-
+pub mod mask;
 pub mod node_run;
 mod runner;
 pub mod ssh;

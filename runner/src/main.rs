@@ -60,6 +60,13 @@ struct Cli {
     /// PEM file of a private CA that signed the hub's certificate (for wss://).
     #[arg(long, env = "OUTPOST_NATS_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Credentials bundle from `outpost runner create`: identity, tags,
+    /// gateway URL, CA and NATS credentials in one file.
+    #[arg(long, env = "OUTPOST_RUNNER_CREDS")]
+    creds: Option<PathBuf>,
+    /// Allow a plain `ws://` or `nats://` gateway URL (development only).
+    #[arg(long, env = "OUTPOST_INSECURE")]
+    insecure: bool,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -77,6 +84,8 @@ struct FileConfig {
     known_hosts: Option<PathBuf>,
     host_key_policy: Option<String>,
     ca_file: Option<PathBuf>,
+    creds: Option<PathBuf>,
+    insecure: Option<bool>,
 }
 
 fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
@@ -88,31 +97,84 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
         }
         None => FileConfig::default(),
     };
-    let Some(id) = cli.id.or(file.id) else {
-        bail!("no runner id: pass --id, set OUTPOST_RUNNER_ID, or put `id` in the config file");
+    let creds = cli.creds.clone().or(file.creds.clone());
+    let bundle = match &creds {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read credentials bundle {}", path.display()))?;
+            let b: outpost_schemas::bundle::Bundle = toml::from_str(&text)
+                .with_context(|| format!("credentials bundle {}", path.display()))?;
+            Some(b)
+        }
+        None => None,
     };
-    let tags = match cli.tags {
-        Some(t) => parse_tag_list(&t),
-        None => TagSet::new(file.tags.unwrap_or_default()).map(|t| t.tags().to_vec()),
+    let id = match (&bundle, cli.id.or(file.id)) {
+        (Some(b), Some(id)) if id != b.runner_id => bail!(
+            "--id {id} contradicts the credentials bundle, which is runner {}",
+            b.runner_id
+        ),
+        (Some(b), _) => b.runner_id.clone(),
+        (None, Some(id)) => id,
+        (None, None) => bail!(
+            "no runner id: pass --creds (from `outpost runner create`), or --id / OUTPOST_RUNNER_ID / `id` in the config file"
+        ),
+    };
+    let tags = match (&bundle, cli.tags) {
+        // Its NATS permissions are built on the enrolled tags; others would
+        // only fail later.
+        (Some(_), Some(_)) => bail!("--tags cannot be used with --creds: the bundle fixes the runner's tags"),
+        (Some(b), None) => Ok(b.tags.clone()),
+        (None, Some(t)) => parse_tag_list(&t),
+        (None, None) => TagSet::new(file.tags.unwrap_or_default()).map(|t| t.tags().to_vec()),
     }
     .map_err(anyhow::Error::msg)?;
     let tags = TagSet::new(tags).map_err(anyhow::Error::msg)?;
+    let url = cli
+        .nats_url
+        .or(file.nats_url)
+        .or_else(|| bundle.as_ref().map(|b| b.url.clone()))
+        .unwrap_or_else(|| "wss://127.0.0.1:8443".into());
+    let insecure = cli.insecure || file.insecure.unwrap_or(false);
+    let plain = url.split(',').any(|u| {
+        let u = u.trim();
+        u.starts_with("ws://") || u.starts_with("nats://")
+    });
+    if plain && !insecure {
+        bail!("{url} is not TLS; use wss:// (or tls://), or pass --insecure for a development setup");
+    }
+    if plain {
+        tracing::warn!(url, "--insecure: connecting without TLS; traffic and credentials can be read on the wire");
+    }
+    let work_dir = cli.work_dir.or(file.work_dir);
+    let mut ca_file = cli.ca_file.clone().or(file.ca_file.clone());
+    if let (None, Some(pem)) = (&ca_file, bundle.as_ref().and_then(|b| b.ca.clone())) {
+        // The bundle's CA, where async-nats can load it from.
+        let dir = work_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("outpost-runner-{id}")));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("gateway-ca.pem");
+        std::fs::write(&path, pem).with_context(|| format!("cannot write {}", path.display()))?;
+        ca_file = Some(path);
+    }
     let nats = NatsOptions {
-        url: cli
-            .nats_url
-            .or(file.nats_url)
-            .unwrap_or_else(|| "ws://127.0.0.1:8080".into()),
-        domain: cli.domain.or(file.domain).or_else(|| Some("hub".into())),
+        url,
+        domain: cli
+            .domain
+            .or(file.domain)
+            .or_else(|| bundle.as_ref().map(|b| b.domain.clone()))
+            .or_else(|| Some("hub".into())),
         name: format!("outpost-runner {id}"),
         inbox_prefix: Some(format!("_INBOX_{id}")),
-        ca_file: cli.ca_file.clone().or(file.ca_file.clone()),
+        ca_file,
+        creds_file: creds,
     };
     let mut opts = RunnerOptions::new(id, tags, nats);
     opts.capacity = cli.capacity.or(file.capacity).unwrap_or(DEFAULT_CAPACITY);
     if opts.capacity == 0 {
         bail!("capacity must be at least 1");
     }
-    if let Some(dir) = cli.work_dir.or(file.work_dir) {
+    if let Some(dir) = work_dir {
         opts.work_dir = dir;
     }
     opts.nodes_file = cli.nodes_file.or(file.nodes_file);

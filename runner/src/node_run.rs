@@ -41,6 +41,8 @@ pub struct NodeRunSpec {
     pub node_keepgoing: bool,
     pub step_keepgoing: bool,
     pub env: BTreeMap<String, String>,
+    /// Secure option values, masked in the output.
+    pub secrets: crate::mask::Secrets,
 }
 
 /// What the runner brings: where keys live, how to check hosts.
@@ -305,7 +307,14 @@ async fn run_on(
             sanitize(&node.nodename),
             uuid::Uuid::now_v7().simple()
         );
-        let proc = executor::spawn(cmd, &env, &sh.ctx.work_dir, &name, lines.clone())
+        let proc = executor::spawn(
+            cmd,
+            &env,
+            &sh.ctx.work_dir,
+            &name,
+            lines.clone(),
+            &sh.spec.secrets,
+        )
             .map_err(|e| e.to_string())?;
         return Ok(proc.wait(sh.cancel.clone()).await);
     }
@@ -320,7 +329,7 @@ async fn run_on(
     let auth = credentials(node, &sh.ctx.key_store)?;
     // An abort during connect or login must not let the command start.
     let session = tokio::select! {
-        s = ssh::connect(&target, &auth, &sh.ctx.ssh) => s.map_err(|e| e.to_string())?,
+        s = ssh::connect(&target, &auth, &sh.ctx.ssh) => s.map_err(|e| e.to_string())?.with_secrets(sh.spec.secrets.clone()),
         _ = sh.cancel.cancelled() => return Ok(Exit::Killed),
     };
     let exports: String = env

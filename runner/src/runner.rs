@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, kv, AckKind};
+use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures::StreamExt;
 use outpost_schemas::job::TagSet;
 use outpost_schemas::{
@@ -116,7 +116,7 @@ struct Running {
 struct Shared {
     opts: RunnerOptions,
     js: jetstream::Context,
-    claims: kv::Store,
+    client: async_nats::Client,
     replica_id: Uuid,
     hostname: String,
     running: Mutex<HashMap<(Uuid, u32), Running>>,
@@ -184,7 +184,6 @@ impl Runner {
             None => None,
         };
         let (client, js) = bus::connect(&opts.nats, opts.connect_give_up).await?;
-        let claims = wait_for_bucket(&js, subjects::CLAIMS_BUCKET, &shutdown).await?;
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(opts.capacity)),
             hostname: hostname::get()
@@ -195,7 +194,7 @@ impl Runner {
             local_nodes: nodes.clone().unwrap_or_default(),
             opts,
             js,
-            claims,
+            client: client.clone(),
         });
         if let Some(nodes) = nodes {
             let report = outpost_schemas::NodeReport {
@@ -234,6 +233,7 @@ impl Runner {
             client.clone(),
             stop_background.clone(),
         ));
+        let creds_watch = tokio::spawn(watch_creds(shared.clone(), stop_background.clone()));
         if shared.opts.local {
             fetchers.spawn(fetch_loop(
                 shared.clone(),
@@ -269,6 +269,7 @@ impl Runner {
         stop_background.cancel();
         let _ = heartbeat.await;
         let _ = aborts.await;
+        let _ = creds_watch.await;
         // Best effort: with NATS gone, liveness expiry says the same thing later.
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
@@ -281,84 +282,70 @@ impl Runner {
     }
 }
 
-async fn wait_for_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-    shutdown: &CancellationToken,
-) -> Result<kv::Store, RunnerError> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match js.get_key_value(bucket).await {
-            Ok(kv) => return Ok(kv),
-            Err(err) => {
-                tracing::warn!(error = %err, bucket, "waiting for the control plane to create the bucket");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Err(RunnerError::Topology { what: bucket.into(), message: err.to_string() }),
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
+/// How long a runner waits for the control plane to answer a request.
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Watches the tag-set registry and starts a fetch loop for every registered
-/// set that this runner's tags satisfy.
+/// Asks the control plane which registered tag sets this runner serves, and
+/// starts a fetch loop for each new one: at start, whenever a tag set is
+/// registered (`outpost.tagsets.changed`), and at every heartbeat period in
+/// case an announcement was missed.
 async fn bind_tag_sets(
     shared: Arc<Shared>,
     fetchers: TaskTracker,
     steps: TaskTracker,
     stop: CancellationToken,
 ) {
-    let registry = match wait_for_bucket(&shared.js, subjects::TAGSETS_BUCKET, &stop).await {
-        Ok(kv) => kv,
-        Err(_) => return,
+    let mut changed = match shared.client.subscribe(subjects::TAGSETS_CHANGED).await {
+        Ok(s) => Some(s),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot follow tag-set announcements; polling instead");
+            None
+        }
     };
     let mut bound: HashSet<String> = HashSet::new();
+    let mut tick = tokio::time::interval(shared.opts.heartbeat_every);
+    let subject = subjects::rpc(&shared.opts.runner_id, subjects::rpc::TAGSETS);
+    let request = outpost_schemas::rpc::TagSetsRequest {
+        tags: shared.opts.tags.tags().to_vec(),
+    };
     loop {
-        let mut watch = match registry.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot watch the tag-set registry; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = stop.cancelled() => return,
+        match bus::request_json::<_, outpost_schemas::rpc::TagSetsReply>(
+            &shared.client,
+            &subject,
+            &request,
+            RPC_TIMEOUT,
+        )
+        .await
+        {
+            Ok(reply) => {
+                for token in reply.tokens {
+                    if bound.insert(token.clone()) {
+                        tracing::info!(runner_id = %shared.opts.runner_id, tag_set = %token, "serving tag set");
+                        fetchers.spawn(fetch_loop(
+                            shared.clone(),
+                            subjects::dispatch_consumer(&token),
+                            steps.clone(),
+                            stop.clone(),
+                        ));
+                    }
                 }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, runner_id = %shared.opts.runner_id, "cannot learn which tag sets to serve; retrying");
+            }
+        }
+        let announced = async {
+            match changed.as_mut() {
+                Some(sub) => {
+                    sub.next().await;
+                }
+                None => std::future::pending().await,
             }
         };
-        loop {
-            let entry = tokio::select! {
-                e = watch.next() => e,
-                _ = stop.cancelled() => return,
-            };
-            let entry = match entry {
-                Some(Ok(e)) => e,
-                Some(Err(err)) => {
-                    tracing::warn!(error = %err, "tag-set watch failed; re-watching");
-                    break;
-                }
-                None => break,
-            };
-            if entry.operation != kv::Operation::Put {
-                continue;
-            }
-            let set: TagSet = match serde_json::from_slice(&entry.value) {
-                Ok(s) => s,
-                Err(err) => {
-                    tracing::warn!(error = %err, key = entry.key, "ignoring malformed tag-set entry");
-                    continue;
-                }
-            };
-            let mine = shared.opts.tags.with_runner(&shared.opts.runner_id);
-            if set.satisfied_by(&mine) && bound.insert(set.token()) {
-                tracing::info!(runner_id = %shared.opts.runner_id, tag_set = %set.token(), "serving tag set");
-                fetchers.spawn(fetch_loop(
-                    shared.clone(),
-                    subjects::dispatch_consumer(&set.token()),
-                    steps.clone(),
-                    stop.clone(),
-                ));
-            }
+        tokio::select! {
+            _ = announced => {}
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
         }
     }
 }
@@ -454,8 +441,6 @@ async fn handle_dispatch(
     let execution_id = dispatched.execution_id;
     let step = dispatched.step;
     let runner_id = shared.opts.runner_id.clone();
-    let key = subjects::claim_key(execution_id, step);
-    let me = shared.replica_id.to_string();
     if shared
         .running
         .lock()
@@ -481,51 +466,47 @@ async fn handle_dispatch(
     let unregister = || {
         shared.running.lock().unwrap().remove(&(execution_id, step));
     };
-    match shared.claims.create(&key, me.clone().into()).await {
-        Ok(_) => {}
-        Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+    let request = outpost_schemas::rpc::ClaimRequest {
+        execution_id,
+        step,
+        replica_id: shared.replica_id,
+        attempt: Uuid::now_v7(),
+    };
+    let subject = subjects::rpc(&runner_id, subjects::rpc::CLAIM);
+    // A lost reply is asked again with the same attempt id, which the
+    // control plane grants again; any other failure hands the step back.
+    let mut reply = Err(BusError::Request {
+        subject: subject.clone(),
+        message: "not asked".into(),
+    });
+    for _ in 0..3 {
+        reply = bus::request_json(&shared.client, &subject, &request, RPC_TIMEOUT).await;
+        if reply.is_ok() {
+            break;
+        }
+    }
+    use outpost_schemas::rpc::ClaimReply;
+    match reply {
+        Ok(ClaimReply::Granted) => {}
+        Ok(ClaimReply::Aborted) | Ok(ClaimReply::Lost) => {
+            // Aborted before anyone claimed it, or claimed before by a
+            // replica that went silent (the control plane ended it as
+            // runner-lost): either way, nothing to run.
             unregister();
-            let owner = shared
-                .claims
-                .get(&key)
-                .await
-                .ok()
-                .flatten()
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .unwrap_or_default();
-            if owner == ABORTED_CLAIM {
-                // Aborted before anyone claimed it; the orchestrator ends the
-                // execution itself.
-                let _ = msg.double_ack().await;
-                return;
-            }
-            // Claimed before by a replica that stopped acknowledging it (or
-            // by this one, which lost track of it when a report failed). A
-            // claimed step never starts twice; it ends as lost instead.
-            let who = if owner == me {
-                "this replica could not report the step's end".to_string()
-            } else {
-                format!("replica {owner} claimed the step and stopped acknowledging it")
-            };
-            tracing::warn!(execution_id = %execution_id, step, runner_id, owner, "step already claimed; marking it runner-lost");
-            let finished = Event::StepFinished(StepFinished {
-                header: Header::now(),
-                execution_id,
-                step,
-                runner_id: runner_id.clone(),
-                outcome: StepOutcome::Failed,
-                exit_code: None,
-                reason: Some(format!("runner-lost: {who}")),
-                log_chunks: 0,
-            });
-            if bus::publish_event(&shared.js, &finished).await.is_ok() {
-                let _ = msg.double_ack().await;
-            }
+            let _ = msg.double_ack().await;
+            return;
+        }
+        Ok(ClaimReply::Refused { reason }) => {
+            unregister();
+            tracing::warn!(execution_id = %execution_id, step, runner_id, reason, "claim refused; handing the step back");
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
             return;
         }
         Err(err) => {
             unregister();
-            tracing::warn!(error = %err, execution_id = %execution_id, step, "cannot record claim; handing the step back");
+            tracing::warn!(error = %err, execution_id = %execution_id, step, "cannot claim the step; handing it back");
             let _ = msg
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
@@ -588,8 +569,54 @@ async fn run_claimed(
     )
     .await?;
 
+    // Secure option values come now, from the control plane, to this
+    // claim only; they go into the command and environment here and are
+    // masked in everything the step prints.
+    let mut d = std::borrow::Cow::Borrowed(d);
+    let mut secrets = crate::mask::Secrets::default();
+    if !d.secure_options.is_empty() {
+        match fetch_secrets(shared, &d).await {
+            Ok(values) => {
+                secrets = crate::mask::Secrets::new(values.values());
+                let vars: BTreeMap<String, String> = values
+                    .iter()
+                    .map(|(k, v)| (format!("option.{k}"), v.clone()))
+                    .collect();
+                let d = d.to_mut();
+                for (name, value) in &values {
+                    d.env.insert(outpost_schemas::job::option_env_name(name), value.clone());
+                }
+                d.command = d.command.substituted(&vars);
+                if let Some(nr) = d.node_run.as_mut() {
+                    for s in &mut nr.steps {
+                        s.command = s.command.substituted(&vars);
+                    }
+                }
+            }
+            Err(why) => {
+                tracing::error!(execution_id = %execution_id, step, runner_id, reason = %why, "cannot fetch secure option values");
+                bus::publish_event(
+                    &shared.js,
+                    &Event::StepFinished(StepFinished {
+                        header: Header::now(),
+                        execution_id,
+                        step,
+                        runner_id,
+                        outcome: StepOutcome::Failed,
+                        exit_code: None,
+                        reason: Some(format!("cannot fetch secure option values: {why}")),
+                        log_chunks: 0,
+                    }),
+                )
+                .await?;
+                return Ok(());
+            }
+        }
+    }
+    let d = d.as_ref();
+
     if let Some(nr) = &d.node_run {
-        return run_nodes(shared, d, nr, cancel, reason).await;
+        return run_nodes(shared, d, nr, cancel, reason, secrets).await;
     }
 
     let (tx, mut rx) = mpsc::channel::<LogEntry>(1024);
@@ -617,6 +644,7 @@ async fn run_claimed(
         &shared.opts.work_dir,
         &script_name,
         tx.clone(),
+        &secrets,
     ) {
         Err(err) => {
             system_line(&tx, format!("could not start the step: {err}")).await;
@@ -694,6 +722,7 @@ async fn run_nodes(
     nr: &outpost_schemas::NodeRunDispatch,
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<CancelReason>>>,
+    secrets: crate::mask::Secrets,
 ) -> Result<(), BusError> {
     use crate::node_run::{self, NodeEvent, NodeRunSpec};
     let runner_id = shared.opts.runner_id.clone();
@@ -735,6 +764,7 @@ async fn run_nodes(
         node_keepgoing: nr.node_keepgoing,
         step_keepgoing: nr.step_keepgoing,
         env: d.env.clone(),
+        secrets,
     };
     let (etx, mut erx) = mpsc::channel::<NodeEvent>(256);
     let (ltx, lrx) = mpsc::channel(1024);
@@ -846,6 +876,35 @@ async fn run_nodes(
     Ok(())
 }
 
+/// Asks for the step's secure option values, sealed to a one-use key.
+async fn fetch_secrets(
+    shared: &Shared,
+    d: &StepDispatched,
+) -> Result<outpost_schemas::rpc::SecretValues, String> {
+    use outpost_schemas::rpc::{SecretsReply, SecretsRequest};
+    let key = nkeys::XKey::new();
+    let request = SecretsRequest {
+        execution_id: d.execution_id,
+        step: d.step,
+        reply_key: key.public_key(),
+    };
+    let subject = subjects::rpc(&shared.opts.runner_id, subjects::rpc::SECRETS);
+    let reply: SecretsReply = bus::request_json(&shared.client, &subject, &request, RPC_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    match reply {
+        SecretsReply::Refused { reason } => Err(reason),
+        SecretsReply::Sealed { sender, sealed } => {
+            let sender = nkeys::XKey::from_public_key(&sender).map_err(|e| e.to_string())?;
+            let sealed = data_encoding::BASE64
+                .decode(sealed.as_bytes())
+                .map_err(|e| e.to_string())?;
+            let plain = key.open(&sealed, &sender).map_err(|e| e.to_string())?;
+            serde_json::from_slice(&plain).map_err(|e| e.to_string())
+        }
+    }
+}
+
 async fn system_line(tx: &mpsc::Sender<LogEntry>, text: String) {
     let _ = tx
         .send(LogEntry {
@@ -859,7 +918,8 @@ async fn system_line(tx: &mpsc::Sender<LogEntry>, text: String) {
 }
 
 async fn abort_listener(shared: Arc<Shared>, client: async_nats::Client, stop: CancellationToken) {
-    let mut sub = match client.subscribe("outpost.abort.*").await {
+    let prefix = subjects::runner_abort_prefix(&shared.opts.runner_id);
+    let mut sub = match client.subscribe(format!("{prefix}.*")).await {
         Ok(s) => s,
         Err(err) => {
             tracing::error!(error = %err, "cannot subscribe to abort notices");
@@ -886,6 +946,54 @@ async fn abort_listener(shared: Arc<Shared>, client: async_nats::Client, stop: C
                 r.cancel.cancel();
                 tracing::info!(execution_id = %id, runner_id = %shared.opts.runner_id, "aborting step");
             }
+        }
+    }
+}
+
+/// Picks up rotated credentials. When the credentials file changes, the
+/// client reconnects (reading the file again) and the runner tells the
+/// control plane which key it now runs on, which then revokes the keys that
+/// one replaced. Told once at start too: the file may have been replaced
+/// while the runner was down.
+async fn watch_creds(shared: Arc<Shared>, stop: CancellationToken) {
+    let Some(path) = shared.opts.nats.creds_file.clone() else {
+        return;
+    };
+    let key_of = |p: &std::path::Path| bus::load_creds(p).ok().map(|(_, kp)| kp.public_key());
+    let mut current = key_of(&path);
+    let mut told = false;
+    let subject = subjects::rpc(&shared.opts.runner_id, subjects::rpc::ROTATED);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = key_of(&path);
+        if now.is_some() && now != current {
+            tracing::info!(runner_id = %shared.opts.runner_id, "credentials file changed; reconnecting with the new credentials");
+            current = now;
+            told = false;
+            if let Err(err) = shared.client.force_reconnect().await {
+                tracing::warn!(error = %err, "cannot reconnect");
+            }
+            continue;
+        }
+        if told {
+            continue;
+        }
+        let Some(key) = current.clone() else { continue };
+        let request = outpost_schemas::rpc::RotatedRequest { public_key: key };
+        match bus::request_json::<_, outpost_schemas::rpc::RpcResult>(
+            &shared.client,
+            &subject,
+            &request,
+            RPC_TIMEOUT,
+        )
+        .await
+        {
+            Ok(_) => told = true,
+            Err(err) => tracing::debug!(error = %err, "cannot report the credential in use yet"),
         }
     }
 }

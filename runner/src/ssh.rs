@@ -175,6 +175,7 @@ pub fn load_key(path: &std::path::Path) -> Result<PrivateKey, String> {
 /// An authenticated connection to one node.
 pub struct Session {
     handle: Handle<Checker>,
+    secrets: crate::mask::Secrets,
 }
 
 /// Connects and authenticates, or says in one line why not.
@@ -231,7 +232,10 @@ pub async fn connect(
             method,
         });
     }
-    Ok(Session { handle })
+    Ok(Session {
+        handle,
+        secrets: Default::default(),
+    })
 }
 
 async fn authenticate(
@@ -270,6 +274,12 @@ async fn authenticate(
 }
 
 impl Session {
+    /// Masks these values in the output of the commands it runs.
+    pub fn with_secrets(mut self, secrets: crate::mask::Secrets) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
     /// Runs `command` through the node's shell, streaming its output to
     /// `lines`. With `stdin`, that data is sent and the input closed.
     pub async fn run(
@@ -299,8 +309,8 @@ impl Session {
         }
         channel.eof().await.map_err(proto)?;
 
-        let mut out = LineSplitter::new(LogStream::Stdout);
-        let mut err = LineSplitter::new(LogStream::Stderr);
+        let mut out = LineSplitter::new(LogStream::Stdout, &self.secrets);
+        let mut err = LineSplitter::new(LogStream::Stderr, &self.secrets);
         let mut pgid: Option<u32> = None;
         let mut exit: Option<Exit> = None;
         let deadline = command_timeout.map(|t| tokio::time::Instant::now() + t);
@@ -432,13 +442,15 @@ fn signal_number(sig: &Sig) -> i32 {
 struct LineSplitter {
     stream: LogStream,
     pending: Vec<u8>,
+    masker: crate::mask::Masker,
 }
 
 impl LineSplitter {
-    fn new(stream: LogStream) -> Self {
+    fn new(stream: LogStream, secrets: &crate::mask::Secrets) -> Self {
         LineSplitter {
             stream,
             pending: Vec::new(),
+            masker: crate::mask::Masker::new(secrets.clone()),
         }
     }
 
@@ -459,6 +471,11 @@ impl LineSplitter {
     }
 
     fn split(&mut self, data: &[u8]) -> Vec<LogEntry> {
+        let data = self.masker.push(data);
+        self.split_masked(&data)
+    }
+
+    fn split_masked(&mut self, data: &[u8]) -> Vec<LogEntry> {
         self.pending.extend_from_slice(data);
         let mut out = Vec::new();
         let mut start = 0;
@@ -481,12 +498,13 @@ impl LineSplitter {
     }
 
     fn finish(&mut self) -> Vec<LogEntry> {
-        if self.pending.is_empty() {
-            return Vec::new();
+        let rest = self.masker.finish();
+        let mut out = self.split_masked(&rest);
+        if !self.pending.is_empty() {
+            out.push(self.entry(&self.pending.clone()));
+            self.pending.clear();
         }
-        let e = self.entry(&self.pending.clone());
-        self.pending.clear();
-        vec![e]
+        out
     }
 
     async fn flush(&mut self, lines: &mpsc::Sender<LogEntry>) {

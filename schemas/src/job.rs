@@ -6,7 +6,7 @@
 //! did nothing would be worse than an error. Semantic checks run inside
 //! deserialisation (`try_from`) so that the YAML parser can attach a line.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use schemars::JsonSchema;
@@ -240,8 +240,10 @@ pub struct JobOption {
     pub values: Vec<String>,
     #[serde(default)]
     pub enforced: bool,
-    /// Accepted so that Rundeck exports load; secure delivery is not yet
-    /// implemented, so such a job is refused at run time rather than leaking.
+    /// A secret: its value is sealed at rest, handed only to the runner that
+    /// claims the step, and masked as `[SECURE]` in the output. It can have
+    /// no default (the job definition is stored in plain text), nor allowed
+    /// `values`.
     #[serde(default)]
     pub secure: bool,
 }
@@ -297,6 +299,12 @@ impl TryFrom<RawJobOption> for JobOption {
         })?;
         let value: Option<String> = raw.value.map(Into::into);
         let values: Vec<String> = raw.values.into_iter().map(Into::into).collect();
+        if raw.secure && (value.is_some() || !values.is_empty()) {
+            return Err(format!(
+                "option `{}` is secure, so it can have no `value` or `values`: the job definition is stored in plain text; pass the value at run time",
+                raw.name
+            ));
+        }
         if raw.enforced {
             if values.is_empty() {
                 return Err(format!(
@@ -782,4 +790,42 @@ pub enum RankOrder {
     #[default]
     Ascending,
     Descending,
+}
+
+/// Replaces `${key}` for every known key; unknown references stay as they are.
+pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) if vars.contains_key(&after[..end]) => {
+                out.push_str(&vars[&after[..end]]);
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The environment variable of an option, as Rundeck names it:
+/// `RD_OPTION_` and the name in upper case, other characters as `_`.
+pub fn option_env_name(name: &str) -> String {
+    let suffix: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("RD_OPTION_{suffix}")
 }

@@ -6,10 +6,12 @@
 //! committed under `schemas/json/`; `just schemas` regenerates them and the
 //! `committed_schemas_are_current` test fails when they drift.
 
+pub mod bundle;
 pub mod job;
 pub mod messages;
 pub mod node;
 pub mod node_filter;
+pub mod rpc;
 pub mod state;
 pub mod subjects;
 
@@ -45,6 +47,13 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ),
         ("execution_state", schema_for!(state::ExecutionState)),
         ("job", schema_for!(job::Job)),
+        ("rpc_claim_request", schema_for!(rpc::ClaimRequest)),
+        ("rpc_claim_reply", schema_for!(rpc::ClaimReply)),
+        ("rpc_tagsets_request", schema_for!(rpc::TagSetsRequest)),
+        ("rpc_tagsets_reply", schema_for!(rpc::TagSetsReply)),
+        ("rpc_secrets_request", schema_for!(rpc::SecretsRequest)),
+        ("rpc_secrets_reply", schema_for!(rpc::SecretsReply)),
+        ("rpc_rotated_request", schema_for!(rpc::RotatedRequest)),
     ]
 }
 

@@ -56,9 +56,10 @@ pub struct ExecutionRequested {
     pub project: String,
     pub job_id: Uuid,
     pub job: Job,
-    /// Option values after defaults were applied.
+    /// Option values after defaults were applied; secure options are not
+    /// here (their values are sealed in `OUTPOST_SECRETS`).
     pub options: BTreeMap<String, String>,
-    /// Who asked; `anonymous` until API authentication exists.
+    /// Who asked: the API token's name.
     pub requested_by: String,
 }
 
@@ -77,6 +78,10 @@ pub struct StepDispatched {
     pub command: StepCommand,
     /// Extra environment for the step (`RD_OPTION_*`, `RD_JOB_*`).
     pub env: BTreeMap<String, String>,
+    /// Options whose values the runner fetches after claiming the step
+    /// (`outpost.rpc.<runner>.secrets`); they are in no message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secure_options: Vec<String>,
     pub loglevel: LogLevel,
     /// For a job with `nodefilters`: the whole workflow, to run on these
     /// nodes. `step` and `command` are then its first step.
@@ -341,8 +346,12 @@ pub struct AuditEvent {
     /// From where: the client's address.
     pub source: String,
     pub result: AuditResult,
-    /// The HTTP status returned.
+    /// The HTTP status returned (403 for refusals outside HTTP, such as a
+    /// forged runner event).
     pub status: u16,
+    /// Why, when the result is not a success and the reason is not obvious.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Everything on the event stream, tagged by `type`.
@@ -432,6 +441,26 @@ impl Event {
             Event::StepDispatched(e) => format!("{}.{}.dispatched", e.execution_id, e.step),
             Event::ExecutionFinished(e) => format!("{}.finished", e.execution_id),
             other => other.header().message_id.to_string(),
+        }
+    }
+}
+
+impl StepCommand {
+    /// The command with `${key}` references replaced.
+    pub fn substituted(&self, vars: &BTreeMap<String, String>) -> StepCommand {
+        match self {
+            StepCommand::Exec { command } => StepCommand::Exec {
+                command: crate::job::substitute(command, vars),
+            },
+            StepCommand::Script {
+                script,
+                args,
+                interpreter,
+            } => StepCommand::Script {
+                script: crate::job::substitute(script, vars),
+                args: args.as_ref().map(|a| crate::job::substitute(a, vars)),
+                interpreter: interpreter.clone(),
+            },
         }
     }
 }

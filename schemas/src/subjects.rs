@@ -6,8 +6,19 @@
 //! outpost.log.<execution_id>.<step>.<runner_id>       OUTPOST_LOGS
 //! outpost.hb.<runner_id>.<replica_id>                 OUTPOST_HEARTBEATS
 //! outpost.nodes.<runner_id>                           OUTPOST_NODE_REPORTS
-//! outpost.abort.<execution_id>                        core NATS (no stream)
+//! outpost.abort.<runner_id>.<execution_id>            core NATS (no stream)
+//! outpost.rpc.<runner_id>.<op>                        core NATS request/reply
+//! outpost.tagsets.changed                             core NATS (no payload)
+//! outpost.audit.<source>                              OUTPOST_AUDIT
 //! ```
+//!
+//! **Runner subject space.** Everything a runner publishes carries its id in
+//! a fixed token, so that one permission pattern per subject kind confines a
+//! runner to its own space (see `ARCHITECTURE.md`, "Security model"). A
+//! runner asks the control plane for what it may not read itself (claims,
+//! the tag sets it serves, secure option values) over `outpost.rpc.<id>.*`;
+//! the responder trusts the id in the subject, which the runner's NATS
+//! permissions fix.
 //!
 //! **Partitioning.** `<target>` is `_local` for the control plane's local runner,
 //! or the canonical token of a tag set: its tags sorted, deduplicated and
@@ -18,7 +29,8 @@
 //! of its own tags; runners and replicas bound to one consumer share its
 //! messages, each delivered to one of them. Tag sets are registered in the
 //! `OUTPOST_TAGSETS` bucket by the orchestrator before the first dispatch to
-//! them, and runners watch that bucket.
+//! them; it then announces `outpost.tagsets.changed`, and each runner asks
+//! `outpost.rpc.<id>.tagsets` which sets it serves.
 
 use uuid::Uuid;
 
@@ -38,6 +50,36 @@ pub const TAGSETS_BUCKET: &str = "OUTPOST_TAGSETS";
 pub const PROJECTS_BUCKET: &str = "OUTPOST_PROJECTS";
 pub const CLAIMS_BUCKET: &str = "OUTPOST_CLAIMS";
 pub const NODES_BUCKET: &str = "OUTPOST_NODES";
+/// Enrolled runner identities (public keys and state; no secrets).
+pub const RUNNERS_BUCKET: &str = "OUTPOST_RUNNERS";
+/// API tokens: SHA-256 hashes and roles, never the tokens.
+pub const TOKENS_BUCKET: &str = "OUTPOST_TOKENS";
+/// Secure option values, sealed with the control plane's secrets key.
+pub const SECRETS_BUCKET: &str = "OUTPOST_SECRETS";
+
+/// Audit events of the control plane's checks on runner events.
+pub const AUDIT_EVENTS: &str = "outpost.audit.events";
+/// Announced (no payload) when a tag set is registered.
+pub const TAGSETS_CHANGED: &str = "outpost.tagsets.changed";
+
+/// Runner requests to the control plane.
+pub mod rpc {
+    pub const CLAIM: &str = "claim";
+    pub const TAGSETS: &str = "tagsets";
+    pub const SECRETS: &str = "secrets";
+    pub const ROTATED: &str = "rotated";
+    /// Queue group of the responders, so that each request is answered once.
+    pub const QUEUE: &str = "outpost-registry";
+}
+
+pub fn rpc(runner_id: &str, op: &str) -> String {
+    format!("outpost.rpc.{runner_id}.{op}")
+}
+
+/// Requests of every runner, for the responder.
+pub fn rpc_all(op: &str) -> String {
+    format!("outpost.rpc.*.{op}")
+}
 
 pub const ORCHESTRATOR_CONSUMER: &str = "orchestrator";
 pub const PROJECTOR_CONSUMER: &str = "projector";
@@ -97,8 +139,13 @@ pub fn node_report(runner_id: &str) -> String {
     format!("outpost.nodes.{runner_id}")
 }
 
-pub fn abort(execution_id: Uuid) -> String {
-    format!("outpost.abort.{}", execution_id.simple())
+/// An abort notice, sent to the runner that claimed the execution's step.
+pub fn abort(runner_id: &str, execution_id: Uuid) -> String {
+    format!("outpost.abort.{runner_id}.{}", execution_id.simple())
+}
+
+pub fn runner_abort_prefix(runner_id: &str) -> String {
+    format!("outpost.abort.{runner_id}")
 }
 
 /// KV key of a step's claim: whoever creates it runs the step.

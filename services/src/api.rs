@@ -27,7 +27,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::{self, Need, Principal, ProjectOf, Role, Tokens};
 use crate::job_yaml;
+use crate::registry::{Registry, RegistryError};
 use crate::store::{DupeOption, JobRecord, Project, Store, StoreError};
 use crate::{fleet, ServiceError};
 
@@ -39,6 +41,8 @@ struct AppState {
     js: jetstream::Context,
     client: async_nats::Client,
     store: Store,
+    tokens: Tokens,
+    registry: Registry,
     /// Ends live streams, so that graceful shutdown does not wait on them.
     shutdown: CancellationToken,
 }
@@ -47,6 +51,15 @@ pub struct Api {
     listener: TcpListener,
     client: async_nats::Client,
     js: jetstream::Context,
+    registry: Registry,
+    tls: Option<TlsFiles>,
+}
+
+/// The API's certificate chain and key (PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl Api {
@@ -55,6 +68,8 @@ impl Api {
         addr: &str,
         client: async_nats::Client,
         js: jetstream::Context,
+        registry: Registry,
+        tls: Option<TlsFiles>,
     ) -> Result<Self, ServiceError> {
         let listener = TcpListener::bind(addr)
             .await
@@ -66,6 +81,8 @@ impl Api {
             listener,
             client,
             js,
+            registry,
+            tls,
         })
     }
 
@@ -77,20 +94,43 @@ impl Api {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let store = Store::open(&self.js).await?;
-        tracing::info!(addr = %self.local_addr(), "api listening");
+        let addr = self.local_addr();
         let state = AppState {
+            tokens: Tokens::open(&self.js).await?,
+            registry: self.registry,
             js: self.js,
             client: self.client,
             store,
             shutdown: shutdown.clone(),
         };
-        axum::serve(
-            self.listener,
-            router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|e| ServiceError::Nats(format!("http server: {e}")))
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let Some(tls) = self.tls else {
+            tracing::info!(addr = %addr, "api listening (plain http)");
+            return axum::serve(self.listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+                .map_err(|e| ServiceError::Nats(format!("http server: {e}")));
+        };
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+            .await
+            .map_err(|e| ServiceError::Invalid(format!("api certificate {}: {e}", tls.cert.display())))?;
+        tracing::info!(addr = %addr, "api listening (https)");
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+        });
+        let listener = self
+            .listener
+            .into_std()
+            .map_err(|e| ServiceError::Invalid(format!("api listener: {e}")))?;
+        axum_server::from_tcp_rustls(listener, config)
+            .map_err(|e| ServiceError::Invalid(format!("api listener: {e}")))?
+            .handle(handle)
+            .serve(app)
+            .await
+            .map_err(|e| ServiceError::Nats(format!("https server: {e}")))
     }
 }
 
@@ -108,12 +148,22 @@ fn router(state: AppState) -> Router {
         .route("/execution/{id}/output", get(get_output))
         .route("/execution/{id}/output/stream", get(stream_output))
         .route("/execution/{id}/abort", post(abort_execution))
-        .route("/runners", get(list_runners))
+        .route("/runners", get(list_runners).post(enrol_runner))
+        .route("/runners/enrolled", get(list_enrolled))
+        .route("/runners/{name}/revoke", post(revoke_runner))
+        .route("/runners/{name}/rotate", post(rotate_runner))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", axum::routing::delete(revoke_token))
         .route(
             "/project/{project}/resources",
             get(list_nodes).put(put_nodes),
         )
         .route("/audit", get(list_audit))
+        // Audit wraps authentication, so that refused calls are audited too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit));
     Router::new()
         .route("/", get(index))
@@ -250,8 +300,13 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
-async fn list_projects(State(s): State<AppState>) -> ApiResult<Json<Vec<Project>>> {
-    Ok(Json(s.store.projects().await?))
+async fn list_projects(
+    State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+) -> ApiResult<Json<Vec<Project>>> {
+    let mut projects = s.store.projects().await?;
+    projects.retain(|p| who.sees(&p.name));
+    Ok(Json(projects))
 }
 
 async fn create_project(
@@ -406,6 +461,7 @@ struct RunRequest {
 
 async fn run_job(
     State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
     Path(id): Path<String>,
     body: Option<Json<RunRequest>>,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -419,8 +475,16 @@ async fn run_job(
             format!("job `{}` has executionEnabled: false", rec.job.full_name()),
         ));
     }
-    let options = resolve_options(&rec, req.options)?;
+    let (options, secure) = resolve_options(&rec, req.options)?;
     let execution_id = Uuid::now_v7();
+    if !secure.is_empty() {
+        // Sealed before the request exists, so that a runner that claims a
+        // step always finds them.
+        s.registry
+            .store_secrets(execution_id, &secure)
+            .await
+            .map_err(registry_error)?;
+    }
     let event = Event::ExecutionRequested(ExecutionRequested {
         header: Header::now(),
         execution_id,
@@ -428,7 +492,7 @@ async fn run_job(
         job_id: rec.id,
         job: rec.job.clone(),
         options,
-        requested_by: "anonymous".into(),
+        requested_by: who.name.clone(),
     });
     bus::publish_event(&s.js, &event).await?;
     tracing::info!(execution_id = %execution_id, job = %rec.job.full_name(), "run accepted");
@@ -442,10 +506,12 @@ async fn run_job(
 }
 
 /// Applies defaults and checks the given values against the job's options.
+/// Returns the plain values and, apart, the secure ones.
+#[allow(clippy::type_complexity)]
 fn resolve_options(
     rec: &JobRecord,
     mut given: BTreeMap<String, String>,
-) -> ApiResult<BTreeMap<String, String>> {
+) -> ApiResult<(BTreeMap<String, String>, BTreeMap<String, String>)> {
     let job = &rec.job;
     if let Some(unknown) = given
         .keys()
@@ -457,13 +523,8 @@ fn resolve_options(
         )));
     }
     let mut out = BTreeMap::new();
+    let mut secure = BTreeMap::new();
     for opt in &job.options {
-        if opt.secure {
-            return Err(ApiError::invalid(format!(
-                "option `{}` is secure, and secure option delivery is not implemented yet; running would put its value in plain text on the event stream",
-                opt.name
-            )));
-        }
         let value = given.remove(&opt.name).or_else(|| opt.value.clone());
         match value {
             None if opt.required => {
@@ -480,11 +541,15 @@ fn resolve_options(
                         opt.name, opt.values
                     )));
                 }
-                out.insert(opt.name.clone(), v);
+                if opt.secure {
+                    secure.insert(opt.name.clone(), v);
+                } else {
+                    out.insert(opt.name.clone(), v);
+                }
             }
         }
     }
-    Ok(out)
+    Ok((out, secure))
 }
 
 #[derive(Deserialize)]
@@ -809,6 +874,285 @@ async fn put_nodes(
     Ok(Json(json!({ "project": project, "nodes": count })))
 }
 
+/// Who made a call, for the audit record (set by `authenticate`).
+#[derive(Clone)]
+struct Actor(String);
+
+/// The token of a request: `Authorization: Bearer …`, or Rundeck's
+/// `X-Rundeck-Auth-Token` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| {
+            headers
+                .get("x-rundeck-auth-token")
+                .and_then(|v| v.to_str().ok())
+        })
+        .map(str::trim)
+}
+
+/// Checks the caller's token against the route's policy
+/// ([`auth::policy`]): 401 without a valid token, 403 without the role.
+async fn authenticate(
+    State(s): State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| format!("{API_PREFIX}{}", req.uri().path()));
+    let need = auth::policy(req.method().as_str(), &route);
+    if need == Need::Nothing {
+        return next.run(req).await;
+    }
+    let refuse = |status: StatusCode, code: &'static str, message: String, actor: &str| {
+        let mut r = ApiError::new(status, code, message).into_response();
+        r.extensions_mut().insert(Actor(actor.to_string()));
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("header"));
+        }
+        r
+    };
+    let principal = match bearer(req.headers()) {
+        None => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "api.error.unauthorized",
+                "no API token: send `Authorization: Bearer <token>`".into(),
+                "anonymous",
+            )
+        }
+        Some(t) => match s.tokens.verify(t).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "api.error.unauthorized",
+                    "the API token is not valid (unknown, revoked or malformed)".into(),
+                    "anonymous",
+                )
+            }
+            Err(e) => return ApiError::from(ServiceError::Nats(e.to_string())).into_response(),
+        },
+    };
+    let allowed = match need {
+        Need::Nothing | Need::AnyToken => Ok(true),
+        Need::Global(role) => Ok(principal.has(role, None)),
+        Need::Project(role, from) => match project_of(&s, &mut req, from).await {
+            // Unknown ids go on to the handler, which says 404 — to those
+            // who could see them. Others are told no more than 403.
+            Ok(None) => Ok(principal.has(Role::Viewer, None)),
+            Ok(Some(project)) => Ok(principal.has(role, Some(&project))),
+            Err(e) => Err(e),
+        },
+    };
+    match allowed {
+        Ok(true) => {}
+        Ok(false) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "api.error.forbidden",
+                format!(
+                    "token `{}` does not have the role this call needs ({need:?})",
+                    principal.name
+                ),
+                &principal.name,
+            )
+        }
+        Err(e) => {
+            let mut r = e.into_response();
+            r.extensions_mut().insert(Actor(principal.name.clone()));
+            return r;
+        }
+    }
+    let name = principal.name.clone();
+    req.extensions_mut().insert(principal);
+    let mut response = next.run(req).await;
+    response.extensions_mut().insert(Actor(name));
+    response
+}
+
+/// The project a request acts on; `None` when its job or execution does
+/// not exist.
+async fn project_of(
+    s: &AppState,
+    req: &mut axum::extract::Request,
+    from: ProjectOf,
+) -> ApiResult<Option<String>> {
+    use axum::extract::RawPathParams;
+    use axum::RequestPartsExt;
+    let (mut parts, body) = std::mem::take(req).into_parts();
+    let params = parts.extract::<RawPathParams>().await;
+    *req = axum::extract::Request::from_parts(parts, body);
+    let params = params.map_err(|e| ApiError::invalid(e.to_string()))?;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    match from {
+        ProjectOf::Path => Ok(param("project")),
+        ProjectOf::Job => {
+            let Some(id) = param("id").and_then(|i| Uuid::parse_str(&i).ok()) else {
+                return Ok(None);
+            };
+            Ok(s.store.job(id).await?.map(|j| j.project))
+        }
+        ProjectOf::Execution => {
+            let Some(id) = param("id").and_then(|i| Uuid::parse_str(&i).ok()) else {
+                return Ok(None);
+            };
+            match execution_state(s, id).await {
+                Ok(st) => Ok(Some(st.project)),
+                Err(e) if e.status == StatusCode::NOT_FOUND => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+fn registry_error(e: RegistryError) -> ApiError {
+    match e {
+        RegistryError::Invalid(m) => ApiError::invalid(m),
+        RegistryError::NotFound(_) => ApiError::not_found(e.to_string()),
+        RegistryError::Exists(_) | RegistryError::Revoked(_) => {
+            ApiError::new(StatusCode::CONFLICT, "api.error.item.conflict", e.to_string())
+        }
+        RegistryError::NoKeys => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "api.error.security.nokeys",
+            e.to_string(),
+        ),
+        RegistryError::Security(_) | RegistryError::Service(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api.error.unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+fn auth_error(e: auth::AuthError) -> ApiError {
+    match e {
+        auth::AuthError::Invalid(m) => ApiError::invalid(m),
+        auth::AuthError::NotFound(_) => ApiError::not_found(e.to_string()),
+        auth::AuthError::Service(s) => s.into(),
+    }
+}
+
+#[derive(Deserialize)]
+struct EnrolRequest {
+    name: String,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// `POST /runners`: enrols a runner; the bundle in the reply is the only
+/// copy of its credentials.
+async fn enrol_runner(
+    State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    Json(req): Json<EnrolRequest>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let (rec, bundle) = s
+        .registry
+        .enrol(&req.name, &req.tags, &who.name)
+        .await
+        .map_err(registry_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"runner": rec, "bundle": crate::registry::bundle_text(&bundle)})),
+    ))
+}
+
+async fn list_enrolled(
+    State(s): State<AppState>,
+) -> ApiResult<Json<Vec<crate::registry::RunnerRecord>>> {
+    Ok(Json(s.registry.list().await.map_err(registry_error)?))
+}
+
+async fn revoke_runner(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let ended = s.registry.revoke(&name).await.map_err(registry_error)?;
+    Ok(Json(json!({"runner": name, "revoked": true, "steps_ended": ended})))
+}
+
+async fn rotate_runner(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let bundle = s.registry.rotate(&name).await.map_err(registry_error)?;
+    Ok(Json(
+        json!({"runner": name, "bundle": crate::registry::bundle_text(&bundle)}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    name: String,
+    /// `admin`, `ops=operator`, `*=viewer`…
+    roles: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct TokenView {
+    id: String,
+    name: String,
+    roles: BTreeMap<String, Role>,
+    created: DateTime<Utc>,
+    created_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked: Option<DateTime<Utc>>,
+}
+
+impl From<auth::TokenRecord> for TokenView {
+    fn from(r: auth::TokenRecord) -> Self {
+        TokenView {
+            id: r.id,
+            name: r.name,
+            roles: r.roles,
+            created: r.created,
+            created_by: r.created_by,
+            revoked: r.revoked,
+        }
+    }
+}
+
+async fn create_token(
+    State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    Json(req): Json<TokenRequest>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let roles = auth::parse_roles(&req.roles).map_err(ApiError::invalid)?;
+    let (rec, token) = s
+        .tokens
+        .create(&req.name, roles, &who.name)
+        .await
+        .map_err(auth_error)?;
+    let mut body = serde_json::to_value(TokenView::from(rec)).expect("json");
+    body["token"] = json!(token);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list_tokens(State(s): State<AppState>) -> ApiResult<Json<Vec<TokenView>>> {
+    let list = s.tokens.list().await.map_err(auth_error)?;
+    Ok(Json(list.into_iter().map(TokenView::from).collect()))
+}
+
+async fn revoke_token(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenView>> {
+    Ok(Json(s.tokens.revoke(&id).await.map_err(auth_error)?.into()))
+}
+
 /// Records every mutating call (anything but GET/HEAD/OPTIONS) on the audit
 /// stream, after it ran, with its outcome.
 async fn audit(
@@ -831,9 +1175,14 @@ async fn audit(
         .unwrap_or_else(|| target.clone());
     let response = next.run(req).await;
     let status = response.status();
+    let actor = response
+        .extensions()
+        .get::<Actor>()
+        .map(|a| a.0.clone())
+        .unwrap_or_else(|| "anonymous".into());
     let event = outpost_schemas::AuditEvent {
         header: Header::now(),
-        actor: "anonymous".into(),
+        actor,
         action: format!("{method} {route}"),
         target,
         source: peer.to_string(),
@@ -845,6 +1194,7 @@ async fn audit(
             outpost_schemas::AuditResult::Error
         },
         status: status.as_u16(),
+        detail: None,
     };
     let id = event.header.message_id.to_string();
     if let Err(err) = bus::publish_json(&s.js, subjects::AUDIT_API, &id, &event).await {

@@ -26,14 +26,36 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(api_url: &str) -> Self {
-        Client {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .expect("http client builds"),
-            base: api_url.trim_end_matches('/').to_string(),
+    /// `token` goes in every request's `Authorization` header; `ca_file`
+    /// is a private CA to trust for an https API (as `outpost up` makes).
+    pub fn new(
+        api_url: &str,
+        token: Option<&str>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, CliError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.trim()))
+                .map_err(|_| CliError::User("the API token has characters a header cannot carry".into()))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
         }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers);
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                CliError::User(format!("cannot read CA file {}: {e}", path.display()))
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                CliError::User(format!("CA file {}: {e}", path.display()))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        Ok(Client {
+            http: builder.build().expect("http client builds"),
+            base: api_url.trim_end_matches('/').to_string(),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -205,6 +227,42 @@ impl Client {
             req = req.query(&[("after", a)]);
         }
         self.json(req).await
+    }
+
+    pub async fn enrol_runner(&self, name: &str, tags: &[String]) -> Result<Value, CliError> {
+        self.json(
+            self.http
+                .post(self.url("/runners"))
+                .json(&serde_json::json!({"name": name, "tags": tags})),
+        )
+        .await
+    }
+
+    pub async fn runner_action(&self, name: &str, action: &str) -> Result<Value, CliError> {
+        self.json(self.http.post(self.url(&format!("/runners/{name}/{action}"))))
+            .await
+    }
+
+    pub async fn enrolled_runners(&self) -> Result<Value, CliError> {
+        self.json(self.http.get(self.url("/runners/enrolled"))).await
+    }
+
+    pub async fn create_token(&self, name: &str, roles: &[String]) -> Result<Value, CliError> {
+        self.json(
+            self.http
+                .post(self.url("/tokens"))
+                .json(&serde_json::json!({"name": name, "roles": roles})),
+        )
+        .await
+    }
+
+    pub async fn tokens(&self) -> Result<Value, CliError> {
+        self.json(self.http.get(self.url("/tokens"))).await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<Value, CliError> {
+        self.json(self.http.delete(self.url(&format!("/tokens/{id}"))))
+            .await
     }
 
     pub async fn runners(&self) -> Result<Value, CliError> {

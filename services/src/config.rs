@@ -11,6 +11,9 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_DOMAIN: &str = "hub";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4440";
 pub const DEFAULT_DATA_DIR: &str = ".outpost";
+/// The client config `outpost up` writes in its data dir; the CLI reads it
+/// when no `--config` is given and it exists.
+pub const CLIENT_CONFIG: &str = "outpost.toml";
 
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +24,15 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub api_url: Option<String>,
     pub project: Option<String>,
+    pub token: Option<String>,
+    pub api_ca_file: Option<PathBuf>,
+    pub nats_creds: Option<PathBuf>,
+    pub nats_ca_file: Option<PathBuf>,
+    pub keys_dir: Option<PathBuf>,
+    pub gateway_url: Option<String>,
+    pub gateway_ca_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl FileConfig {

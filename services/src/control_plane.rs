@@ -11,7 +11,9 @@ use outpost_schemas::subjects;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Api;
+use crate::api::{Api, TlsFiles};
+use crate::registry::{Gateway, Registry};
+use crate::security::KeyStore;
 use crate::orchestrator::Orchestrator;
 use crate::projector::Projector;
 use crate::{topology, ServiceError};
@@ -21,6 +23,8 @@ pub struct Roles {
     pub api: bool,
     pub orchestrator: bool,
     pub projector: bool,
+    /// Answers runner requests (claims, tag sets, secure values).
+    pub registry: bool,
     pub local_runner: bool,
 }
 
@@ -29,12 +33,14 @@ impl Roles {
         api: true,
         orchestrator: true,
         projector: true,
+        registry: true,
         local_runner: true,
     };
     pub const NONE: Roles = Roles {
         api: false,
         orchestrator: false,
         projector: false,
+        registry: false,
         local_runner: false,
     };
 }
@@ -46,6 +52,13 @@ pub struct ControlPlaneOptions {
     /// API listen address; port 0 picks one.
     pub listen: String,
     pub local_runner_work_dir: Option<PathBuf>,
+    /// The control plane's keys (`outpost security init`); without them
+    /// runners cannot be enrolled and secure options cannot be used.
+    pub keys_dir: Option<PathBuf>,
+    /// What enrolled runners are told about the gateway.
+    pub gateway: Gateway,
+    /// Serve the API over https with these; `None` is plain http.
+    pub api_tls: Option<TlsFiles>,
 }
 
 pub struct ControlPlane {
@@ -75,8 +88,27 @@ impl ControlPlane {
         topology::ensure(&js).await?;
         let mut tasks = JoinSet::new();
         let mut api_addr = None;
+        let keys = match &opts.keys_dir {
+            Some(dir) => Some(std::sync::Arc::new(
+                KeyStore::open(dir).map_err(|e| ServiceError::Invalid(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let registry = Registry::new(client.clone(), js.clone(), keys, opts.gateway.clone()).await?;
+        if opts.roles.registry {
+            let r = registry.clone();
+            let s = shutdown.clone();
+            tasks.spawn(async move { ("registry", r.serve(s).await.map_err(|e| e.to_string())) });
+        }
         if opts.roles.api {
-            let api = Api::bind(&opts.listen, client.clone(), js.clone()).await?;
+            let api = Api::bind(
+                &opts.listen,
+                client.clone(),
+                js.clone(),
+                registry.clone(),
+                opts.api_tls.clone(),
+            )
+            .await?;
             api_addr = Some(api.local_addr());
             let s = shutdown.clone();
             tasks.spawn(async move { ("api", api.run(s).await.map_err(|e| e.to_string())) });

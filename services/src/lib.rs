@@ -7,15 +7,20 @@
 //! runner for a single-machine system.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control_plane;
+pub mod dev_tls;
 pub mod fleet;
 pub mod job_yaml;
 pub mod orchestrator;
 pub mod plan;
 pub mod projection;
 pub mod projector;
+pub mod provenance;
+pub mod registry;
+pub mod security;
 pub mod store;
 pub mod topology;
 pub mod up;

@@ -39,6 +39,18 @@ struct Cli {
     /// JetStream domain of the hub.
     #[arg(long, global = true, env = "OUTPOST_JS_DOMAIN")]
     domain: Option<String>,
+    /// API token, for client commands.
+    #[arg(long, global = true, env = "OUTPOST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Private CA that signed the API's certificate.
+    #[arg(long, global = true, env = "OUTPOST_API_CA_FILE")]
+    api_ca_file: Option<PathBuf>,
+    /// NATS credentials (`.creds`) of the control plane, for services.
+    #[arg(long, global = true, env = "OUTPOST_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    /// Private CA that signed NATS's certificate, for services.
+    #[arg(long, global = true, env = "OUTPOST_NATS_CA_FILE")]
+    nats_ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,6 +80,49 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// The control plane's keys.
+    #[command(subcommand)]
+    Security(SecurityCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token; it is printed once.
+    Create {
+        name: String,
+        /// `admin`, `operator` or `viewer` on every project, or
+        /// `PROJECT=ROLE`; repeatable.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+    },
+    /// List tokens (never their values).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+    /// Create an admin token straight in NATS, for a first start without
+    /// any token (needs the control plane's NATS credentials).
+    Bootstrap {
+        #[arg(default_value = "admin")]
+        name: String,
+        /// Write the token here (mode 0600) instead of printing it.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecurityCmd {
+    /// Create the operator, account and signing keys (0600) if missing.
+    Init {
+        #[arg(long, env = "OUTPOST_KEYS_DIR")]
+        keys_dir: PathBuf,
+        /// Also write nats-server's auth include, with its resolver dir.
+        #[arg(long)]
+        resolver_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,13 +159,16 @@ struct UpArgs {
     listen: Option<String>,
     #[arg(long, default_value_t = 4222)]
     nats_port: u16,
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8443)]
     ws_port: u16,
     #[arg(long, default_value_t = 7422)]
     leaf_port: u16,
     /// Start no remote runner.
     #[arg(long)]
     no_remote_runner: bool,
+    /// Plain ws:// and http:// instead of TLS (development only).
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -119,6 +177,7 @@ enum Role {
     Api,
     Orchestrator,
     Projector,
+    Registry,
     LocalRunner,
 }
 
@@ -130,6 +189,24 @@ struct ServeArgs {
     /// API listen address.
     #[arg(long, env = "OUTPOST_LISTEN")]
     listen: Option<String>,
+    /// The control plane's keys (`outpost security init`).
+    #[arg(long, env = "OUTPOST_KEYS_DIR")]
+    keys_dir: Option<PathBuf>,
+    /// The URL runners connect to, written into their bundles.
+    #[arg(long, env = "OUTPOST_GATEWAY_URL")]
+    gateway_url: Option<String>,
+    /// CA certificate (PEM) of the gateway, written into runner bundles.
+    #[arg(long, env = "OUTPOST_GATEWAY_CA_FILE")]
+    gateway_ca_file: Option<PathBuf>,
+    /// The API's TLS certificate chain (PEM).
+    #[arg(long, env = "OUTPOST_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The API's TLS private key (PEM).
+    #[arg(long, env = "OUTPOST_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the API over plain http (development only).
+    #[arg(long, env = "OUTPOST_INSECURE")]
+    insecure: bool,
 }
 
 #[derive(Subcommand)]
@@ -198,6 +275,29 @@ enum ExecCmd {
 enum RunnerCmd {
     /// Runner replicas and their last heartbeats.
     List,
+    /// Enrol a runner; writes its credentials bundle (mode 0600).
+    Create {
+        name: String,
+        /// Comma-separated tags.
+        #[arg(long, default_value = "")]
+        tags: String,
+        /// Bundle file; default `NAME.creds`.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Enrolled runner identities and their credentials' state.
+    Enrolled,
+    /// Cut a runner off now; its claimed steps end as runner-lost.
+    Revoke { name: String },
+    /// Issue new credentials; the old ones stop working once the runner
+    /// runs on the new ones.
+    Rotate {
+        name: String,
+        /// Bundle file; default `NAME.creds`. Replacing the file the runner
+        /// reads (`--creds`) is all the runner needs.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -232,7 +332,13 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let file = FileConfig::load(cli.config.as_deref())?;
+    // Without --config, the file `outpost up` writes in the data dir, if any.
+    let default_config = PathBuf::from(config::DEFAULT_DATA_DIR).join(config::CLIENT_CONFIG);
+    let config_path = cli
+        .config
+        .clone()
+        .or_else(|| default_config.exists().then_some(default_config));
+    let file = FileConfig::load(config_path.as_deref())?;
     let api_url = pick(cli.api_url.clone(), file.api_url.clone(), || {
         format!("http://{}", config::DEFAULT_LISTEN)
     });
@@ -248,9 +354,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         })),
         name: name.into(),
         inbox_prefix: None,
-        ca_file: None,
+        ca_file: cli.nats_ca_file.clone().or(file.nats_ca_file.clone()),
+        creds_file: cli.nats_creds.clone().or(file.nats_creds.clone()),
     };
-    let client = Client::new(&api_url);
+    let client = Client::new(
+        &api_url,
+        cli.token.as_deref().or(file.token.as_deref()),
+        cli.api_ca_file.as_deref().or(file.api_ca_file.as_deref()),
+    )?;
     let mut stdout = std::io::stdout();
     match cli.command {
         Command::Up(a) => {
@@ -268,9 +379,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         websocket: a.ws_port.into(),
                         leaf: a.leaf_port.into(),
                         websocket_host: "127.0.0.1".into(),
-                        websocket_tls: None,
+                        tls: None,
                     },
                     remote_runner: !a.no_remote_runner,
+                    insecure: a.insecure,
                 },
                 shutdown,
             )
@@ -284,22 +396,62 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     Role::Api => roles.api = true,
                     Role::Orchestrator => roles.orchestrator = true,
                     Role::Projector => roles.projector = true,
+                    Role::Registry => roles.registry = true,
                     Role::LocalRunner => roles.local_runner = true,
                 }
             }
             let shutdown = cancel_on_signal();
+            let nats_opts = nats("outpost control plane");
+            let keys_dir = a.keys_dir.or(file.keys_dir.clone());
+            let tls_cert = a.tls_cert.or(file.tls_cert.clone());
+            let tls_key = a.tls_key.or(file.tls_key.clone());
+            let api_tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(outpost_services::api::TlsFiles { cert, key }),
+                _ if a.insecure => {
+                    tracing::warn!("--insecure: the API serves plain http; tokens cross the network in clear text");
+                    None
+                }
+                _ if roles.api => anyhow::bail!(
+                    "the API serves https: pass --tls-cert and --tls-key (or --insecure for a development setup)"
+                ),
+                _ => None,
+            };
+            let gateway_ca_file = a.gateway_ca_file.or(file.gateway_ca_file.clone());
+            let gateway = outpost_services::registry::Gateway {
+                url: a
+                    .gateway_url
+                    .or(file.gateway_url.clone())
+                    .unwrap_or_else(|| nats_opts.url.clone()),
+                domain: nats_opts.domain.clone().unwrap_or_default(),
+                ca_pem: match &gateway_ca_file {
+                    Some(p) => Some(
+                        std::fs::read_to_string(p)
+                            .with_context(|| format!("cannot read {}", p.display()))?,
+                    ),
+                    None => None,
+                },
+                nats_url: nats_opts.url.clone(),
+                nats_ca_file: nats_opts.ca_file.clone(),
+            };
+            let https = api_tls.is_some();
             let handle = ControlPlane::new(ControlPlaneOptions {
-                nats: nats("outpost control plane"),
+                nats: nats_opts,
                 roles,
                 listen: pick(a.listen, file.listen.clone(), || {
                     config::DEFAULT_LISTEN.into()
                 }),
                 local_runner_work_dir: None,
+                keys_dir,
+                gateway,
+                api_tls,
             })
             .start(shutdown)
             .await?;
             if let Some(addr) = handle.api_addr {
-                eprintln!("outpost: API on http://{addr}/");
+                eprintln!(
+                    "outpost: API on {}://{addr}/",
+                    if https { "https" } else { "http" }
+                );
             }
             handle.wait().await?;
         }
@@ -500,6 +652,105 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
+        Command::Runner(RunnerCmd::Create { name, tags, output }) => {
+            let tags = outpost_schemas::job::parse_tag_list(&tags).map_err(anyhow::Error::msg)?;
+            let v = client.enrol_runner(&name, &tags).await?;
+            let path = output.unwrap_or_else(|| PathBuf::from(format!("{name}.creds")));
+            write_bundle(&path, &v)?;
+            println!(
+                "enrolled runner {name} (tags: {}); credentials written to {} (mode 0600)\n\
+                 start it with: outpost-runner --creds {}",
+                if tags.is_empty() { "none".to_string() } else { tags.join(",") },
+                path.display(),
+                path.display()
+            );
+        }
+        Command::Runner(RunnerCmd::Rotate { name, output }) => {
+            let v = client.runner_action(&name, "rotate").await?;
+            let path = output.unwrap_or_else(|| PathBuf::from(format!("{name}.creds")));
+            write_bundle(&path, &v)?;
+            println!(
+                "new credentials for runner {name} written to {}; replace the runner's --creds file with it. \
+                 The old credentials stop working once the runner has switched.",
+                path.display()
+            );
+        }
+        Command::Runner(RunnerCmd::Revoke { name }) => {
+            let v = client.runner_action(&name, "revoke").await?;
+            println!(
+                "revoked runner {name}; {} claimed step(s) ended as runner-lost",
+                v["steps_ended"]
+            );
+        }
+        Command::Runner(RunnerCmd::Enrolled) => {
+            let v = client.enrolled_runners().await?;
+            for r in v.as_array().into_iter().flatten() {
+                let creds = r["credentials"].as_array().cloned().unwrap_or_default();
+                let state = |s: &str| creds.iter().filter(|c| c["state"] == s).count();
+                println!(
+                    "{:<16} {:<8} tags=[{}] credentials: {} active, {} superseded, {} revoked; created {} by {}",
+                    r["name"].as_str().unwrap_or(""),
+                    if r["revoked"].is_null() { "enrolled" } else { "REVOKED" },
+                    r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(","),
+                    state("active"),
+                    state("superseded"),
+                    state("revoked"),
+                    r["created"].as_str().unwrap_or(""),
+                    r["created_by"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        Command::Token(TokenCmd::Create { name, roles }) => {
+            let v = client.create_token(&name, &roles).await?;
+            eprintln!(
+                "token {} ({name}) created; it is shown once, here:",
+                v["id"].as_str().unwrap_or("")
+            );
+            println!("{}", v["token"].as_str().unwrap_or(""));
+        }
+        Command::Token(TokenCmd::List) => {
+            let v = client.tokens().await?;
+            for t in v.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<20} {:<8} roles={} created {} by {}",
+                    t["id"].as_str().unwrap_or(""),
+                    t["name"].as_str().unwrap_or(""),
+                    if t["revoked"].is_null() { "active" } else { "revoked" },
+                    t["roles"],
+                    t["created"].as_str().unwrap_or(""),
+                    t["created_by"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        Command::Token(TokenCmd::Revoke { id }) => {
+            client.revoke_token(&id).await?;
+            println!("token {id} revoked");
+        }
+        Command::Token(TokenCmd::Bootstrap { name, output }) => {
+            let (_c, js) = bus::connect(&nats("outpost token bootstrap"), std::time::Duration::from_secs(10)).await?;
+            outpost_services::topology::ensure(&js).await?;
+            let tokens = outpost_services::auth::Tokens::open(&js).await?;
+            let roles = outpost_services::auth::parse_roles(&["admin".into()]).map_err(anyhow::Error::msg)?;
+            let (rec, token) = tokens.create(&name, roles, "bootstrap").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            match output {
+                Some(p) => {
+                    outpost_services::security::write_private(&p, format!("{token}\n").as_bytes())
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    println!("admin token {} written to {} (mode 0600)", rec.id, p.display());
+                }
+                None => println!("{token}"),
+            }
+        }
+        Command::Security(SecurityCmd::Init { keys_dir, resolver_dir }) => {
+            let keys = outpost_services::security::KeyStore::init(&keys_dir)?;
+            println!("keys in {} (mode 0600); account {}", keys_dir.display(), keys.account_public_key());
+            if let Some(dir) = resolver_dir {
+                let conf = keys_dir.join(outpost_services::security::NATS_AUTH_CONF);
+                let text = keys.nats_auth_conf(&dir, &Default::default())?;
+                outpost_services::security::write_private(&conf, text.as_bytes())?;
+                println!("nats-server auth include: {} (include it from nats-server's config)", conf.display());
+            }
+        }
         Command::Runner(RunnerCmd::List) => {
             let v = client.runners().await?;
             for r in v.as_array().into_iter().flatten() {
@@ -555,6 +806,16 @@ async fn follow_exit(client: &Client, id: Uuid, out: &mut std::io::Stdout) -> an
     } else {
         1
     })
+}
+
+/// Writes the bundle of an enrol/rotate reply, mode 0600, atomically (a
+/// runner watching the file never reads half of it).
+fn write_bundle(path: &std::path::Path, reply: &serde_json::Value) -> anyhow::Result<()> {
+    let bundle = reply["bundle"]
+        .as_str()
+        .context("unexpected API response: no bundle")?;
+    outpost_services::security::write_private(path, bundle.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn cancel_on_signal() -> CancellationToken {

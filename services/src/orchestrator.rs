@@ -35,6 +35,7 @@ struct Ctx {
     claims: kv::Store,
     tagsets: kv::Store,
     store: crate::store::Store,
+    provenance: crate::provenance::ProvenanceCheck,
 }
 
 impl Orchestrator {
@@ -48,6 +49,7 @@ impl Orchestrator {
             claims: crate::bucket(&self.js, subjects::CLAIMS_BUCKET).await?,
             tagsets: crate::bucket(&self.js, subjects::TAGSETS_BUCKET).await?,
             store: crate::store::Store::open(&self.js).await?,
+            provenance: crate::provenance::ProvenanceCheck::new(self.js.clone()).await?,
             js: self.js,
             client: self.client,
         };
@@ -86,6 +88,21 @@ async fn handle(ctx: &Ctx, msg: jetstream::Message) {
         }
     };
     let execution_id = event.execution_id();
+    match ctx.provenance.check(&msg.subject, &event).await {
+        Ok(crate::provenance::Provenance::Genuine) => {}
+        Ok(crate::provenance::Provenance::Forged(why)) => {
+            ctx.provenance.audit(&msg.subject, &event, &why).await;
+            let _ = msg.ack().await;
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, execution_id = %execution_id, "cannot check the event's origin; will retry");
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+    }
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
     match on_event(ctx, &event, delivered > 1).await {
         Ok(Outcome::Done) => {
@@ -179,16 +196,20 @@ async fn abort(
         // will, and the run ends now.
         let current = run.current;
         let claim = subjects::claim_key(run.execution_id, current);
-        let unclaimed = match ctx.claims.create(&claim, ABORTED_CLAIM.into()).await {
-            Ok(_) => true,
+        let (unclaimed, holder) = match ctx.claims.create(&claim, ABORTED_CLAIM.into()).await {
+            Ok(_) => (true, None),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                // Our own earlier attempt counts as unclaimed.
                 let owner = ctx
                     .claims
                     .get(&claim)
                     .await
-                    .map_err(|e| ServiceError::Nats(e.to_string()))?;
-                owner.as_deref() == Some(ABORTED_CLAIM.as_bytes())
+                    .map_err(|e| ServiceError::Nats(e.to_string()))?
+                    .map(|v| crate::registry::decode_claim(&v).runner_id);
+                // Our own earlier attempt counts as unclaimed.
+                match owner {
+                    Some(o) if o == ABORTED_CLAIM => (true, None),
+                    other => (false, other),
+                }
             }
             Err(e) => return Err(ServiceError::Nats(e.to_string())),
         };
@@ -199,9 +220,9 @@ async fn abort(
         else {
             return Ok(Outcome::Done);
         };
-        if !unclaimed {
+        if let Some(runner) = holder {
             ctx.client
-                .publish(subjects::abort(event.execution_id()), "abort".into())
+                .publish(subjects::abort(&runner, event.execution_id()), "abort".into())
                 .await
                 .map_err(|e| ServiceError::Nats(e.to_string()))?;
         }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use outpost_schemas::job::{LogLevel, NodeDispatch, Strategy, Target};
+use outpost_schemas::job::{option_env_name, LogLevel, NodeDispatch, Strategy, Target};
 use outpost_schemas::node::Node;
 use outpost_schemas::{
     ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header, StepCommand, StepDispatched,
@@ -31,6 +31,9 @@ pub struct Run {
     pub keepgoing: bool,
     pub loglevel: LogLevel,
     pub env: BTreeMap<String, String>,
+    /// Options whose values only the claiming runner receives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secure_options: Vec<String>,
     pub steps: Vec<PlannedStep>,
     /// The step in flight (1-based).
     pub current: StepNo,
@@ -69,11 +72,19 @@ pub fn plan(req: &ExecutionRequested) -> Run {
     let job = &req.job;
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut env: BTreeMap<String, String> = BTreeMap::new();
-    for opt in &job.options {
+    for opt in job.options.iter().filter(|o| !o.secure) {
         let value = req.options.get(&opt.name).cloned().unwrap_or_default();
-        env.insert(format!("RD_OPTION_{}", env_name(&opt.name)), value.clone());
+        env.insert(option_env_name(&opt.name), value.clone());
         vars.insert(format!("option.{}", opt.name), value);
     }
+    // Secure values are not here: the runner that claims the step fetches
+    // them and substitutes `${option.<name>}` itself.
+    let secure_options = job
+        .options
+        .iter()
+        .filter(|o| o.secure)
+        .map(|o| o.name.clone())
+        .collect();
     let job_vars = [
         ("name", job.name.clone()),
         ("group", job.group.clone().unwrap_or_default()),
@@ -126,6 +137,7 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         keepgoing: job.sequence.keepgoing,
         loglevel: job.loglevel,
         env,
+        secure_options,
         steps,
         current: 1,
         failed: Vec::new(),
@@ -134,40 +146,7 @@ pub fn plan(req: &ExecutionRequested) -> Run {
     }
 }
 
-/// `RD_OPTION_` suffix, as Rundeck builds it: upper case, `.`/`-` to `_`.
-fn env_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Replaces `${key}` for every known key; unknown references stay as they are.
-pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find('}') {
-            Some(end) if vars.contains_key(&after[..end]) => {
-                out.push_str(&vars[&after[..end]]);
-                rest = &after[end + 1..];
-            }
-            _ => {
-                out.push_str("${");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
+pub use outpost_schemas::job::substitute;
 
 impl Run {
     /// The dispatch message for the current step.
@@ -202,6 +181,7 @@ impl Run {
             target: step.target.clone(),
             command: step.command.clone(),
             env: self.env.clone(),
+            secure_options: self.secure_options.clone(),
             loglevel: self.loglevel,
             node_run,
         }

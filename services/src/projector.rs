@@ -30,6 +30,7 @@ impl Projector {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let store = crate::bucket(&self.js, subjects::EXECUTIONS_BUCKET).await?;
+        let provenance = crate::provenance::ProvenanceCheck::new(self.js.clone()).await?;
         let consumer = crate::event_consumer(&self.js, subjects::PROJECTOR_CONSUMER).await?;
         tracing::info!("projector started");
         crate::consume(
@@ -37,7 +38,7 @@ impl Projector {
             shutdown,
             CONCURRENCY,
             crate::event_execution,
-            |msg| handle(&store, msg),
+            |msg| handle(&store, &provenance, msg),
         )
         .await;
         tracing::info!("projector stopped");
@@ -45,7 +46,11 @@ impl Projector {
     }
 }
 
-async fn handle(store: &kv::Store, msg: jetstream::Message) {
+async fn handle(
+    store: &kv::Store,
+    provenance: &crate::provenance::ProvenanceCheck,
+    msg: jetstream::Message,
+) {
     let event: Event = match serde_json::from_slice(&msg.payload) {
         Ok(e) => e,
         Err(err) => {
@@ -54,6 +59,21 @@ async fn handle(store: &kv::Store, msg: jetstream::Message) {
             return;
         }
     };
+    match provenance.check(&msg.subject, &event).await {
+        Ok(crate::provenance::Provenance::Genuine) => {}
+        Ok(crate::provenance::Provenance::Forged(why)) => {
+            provenance.audit(&msg.subject, &event, &why).await;
+            let _ = msg.ack().await;
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, execution_id = %event.execution_id(), "cannot check the event's origin; will retry");
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+    }
     match apply(store, &event).await {
         Ok(true) => {
             let _ = msg.ack().await;
@@ -161,6 +181,7 @@ pub async fn rebuild(js: &jetstream::Context, bucket: &str) -> Result<RebuildRep
     };
     let mut states: BTreeMap<Uuid, ExecutionState> = BTreeMap::new();
     let (mut events, mut orphans) = (0u64, 0u64);
+    let provenance = crate::provenance::ProvenanceCheck::new(js.clone()).await?;
     if last > 0 {
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
@@ -183,7 +204,11 @@ pub async fn rebuild(js: &jetstream::Context, bucket: &str) -> Result<RebuildRep
                 Ok(event) => {
                     events += 1;
                     let id = event.execution_id();
+                    // A forged event was refused (and audited) when it arrived.
+                    let genuine = provenance.check(&msg.subject, &event).await?
+                        == crate::provenance::Provenance::Genuine;
                     match fold(states.get(&id), &event) {
+                        _ if !genuine => {}
                         Folded::Changed(s) => {
                             states.insert(id, *s);
                         }

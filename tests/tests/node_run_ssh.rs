@@ -65,6 +65,7 @@ async fn several_nodes_run_exec_and_script_steps_and_an_unreachable_one_fails_al
         default_user: user.clone(),
     };
     let spec = NodeRunSpec {
+        secrets: Default::default(),
         nodes,
         steps: vec![
             (
@@ -156,6 +157,7 @@ async fn threadcount_bounds_concurrent_ssh_nodes() {
             default_user: user.clone(),
         };
         let spec = NodeRunSpec {
+            secrets: Default::default(),
             nodes: parse_resources(&yaml).unwrap(),
             steps: vec![(
                 1,

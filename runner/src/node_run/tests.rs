@@ -63,6 +63,7 @@ async fn go(spec: NodeRunSpec) -> Outcome {
 
 fn spec(nodes: &[&str], steps: Vec<StepCommand>, strategy: Strategy) -> NodeRunSpec {
     NodeRunSpec {
+        secrets: Default::default(),
         nodes: local_nodes(nodes),
         steps: steps
             .into_iter()

@@ -243,6 +243,7 @@ fn node_job_events() -> Vec<Event> {
             command: "one".into(),
         },
         env: Default::default(),
+        secure_options: vec![],
         loglevel: Default::default(),
         node_run: Some(NodeRunDispatch {
             nodes: vec![node("a"), node("b")],

@@ -1,0 +1,95 @@
+//! Requests a runner makes to the control plane on `outpost.rpc.<runner_id>.<op>`
+//! (core NATS request/reply), and their replies. The runner id is taken from
+//! the subject, which the runner's NATS permissions fix; it is never read
+//! from a body.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The value of a step's claim in `OUTPOST_CLAIMS`: who runs it. The literal
+/// `_aborted` instead means the step was aborted before anyone claimed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Claim {
+    pub runner_id: String,
+    pub replica_id: Uuid,
+    /// The claiming attempt: a repeated request of the same attempt (its
+    /// reply was lost) is granted again; any other is not.
+    pub attempt: Uuid,
+}
+
+/// `claim`: may this replica run this step?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClaimRequest {
+    pub execution_id: Uuid,
+    pub step: u32,
+    pub replica_id: Uuid,
+    /// Fresh for each delivery the runner handles.
+    pub attempt: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ClaimReply {
+    /// Run it.
+    Granted,
+    /// Aborted before anyone claimed it: ack the message, run nothing.
+    Aborted,
+    /// Claimed before by a replica that stopped acknowledging it; the control
+    /// plane has ended the step as `runner-lost`. Ack the message.
+    Lost,
+    /// This runner may not run this step (not its tag set, or revoked).
+    Refused { reason: String },
+}
+
+/// `tagsets`: which registered tag sets does this runner serve? `tags` is
+/// what the runner was started with; an enrolled runner's own tags come from
+/// its enrolment record instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TagSetsRequest {
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TagSetsReply {
+    /// Dispatch tokens; the consumer of each is `dispatch_<token>`.
+    pub tokens: Vec<String>,
+}
+
+/// `secrets`: the secure option values of a step this runner claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretsRequest {
+    pub execution_id: Uuid,
+    pub step: u32,
+    /// A one-use curve25519 public key (nkeys `X…`); the values come back
+    /// sealed to it, so they are never in clear text on the wire.
+    pub reply_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum SecretsReply {
+    /// `sealed`: base64 of the JSON map option → value, sealed by `sender`
+    /// (the control plane's public xkey) to `reply_key`.
+    Sealed { sender: String, sealed: String },
+    Refused { reason: String },
+}
+
+/// The clear-text content of [`SecretsReply::Sealed`].
+pub type SecretValues = BTreeMap<String, String>;
+
+/// `rotated`: this runner now runs on the credential with this public key;
+/// older credentials of the runner may be revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RotatedRequest {
+    pub public_key: String,
+}
+
+/// A generic reply of requests that only succeed or fail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RpcResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

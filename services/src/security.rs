@@ -1,0 +1,443 @@
+//! Zero-trust identity for NATS: the operator, account and user keys, the
+//! JWTs that `nats-server` checks in operator mode, runner credentials and
+//! their revocation.
+//!
+//! Trust chain (nats-server "decentralised JWT" auth):
+//!
+//! ```text
+//! operator (self-signed JWT, in nats-server's config)
+//!  ├─ SYS account      ── sys user: pushes account updates ($SYS.REQ.CLAIMS.UPDATE)
+//!  └─ OUTPOST account  (JetStream on; carries the revocation list)
+//!      └─ signing key  ── services user: full access inside the account
+//!                      ── one user per runner credential: its own subjects only
+//! ```
+//!
+//! Every seed lives in files of mode 0600 in the keys dir (mode 0700) and
+//! nowhere else. JWTs are public by design (they are signed claims, not
+//! secrets); a runner's seed is generated for its bundle and never stored
+//! by the control plane.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use nkeys::KeyPair;
+use outpost_schemas::job::TagSet;
+use outpost_schemas::subjects;
+use serde_json::{json, Value};
+use sha2::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("keys dir {path}: {message}")]
+    Keys { path: PathBuf, message: String },
+    #[error("nkey: {0}")]
+    Nkey(String),
+    #[error("credentials: {0}")]
+    Creds(String),
+    #[error("NATS refused the account update: {0}")]
+    Push(String),
+}
+
+fn keys_err(path: &Path, e: impl std::fmt::Display) -> SecurityError {
+    SecurityError::Keys {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Name of the account every Outpost identity lives in.
+pub const ACCOUNT_NAME: &str = "OUTPOST";
+/// Most tags a runner may be enrolled with: its permissions name every
+/// subset of its tags, and the JWT carrying them must stay small.
+pub const MAX_RUNNER_TAGS: usize = 4;
+
+/// Writes `contents` to `path` with mode 0600, atomically (temp file, rename).
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The control plane's key material, loaded from the keys dir.
+pub struct KeyStore {
+    dir: PathBuf,
+    operator: KeyPair,
+    system: KeyPair,
+    account: KeyPair,
+    account_signer: KeyPair,
+    /// Seals secure option values at rest and for their runner.
+    secrets: nkeys::XKey,
+}
+
+const OPERATOR_SEED: &str = "operator.nk";
+const SYSTEM_SEED: &str = "system-account.nk";
+const ACCOUNT_SEED: &str = "account.nk";
+const SIGNER_SEED: &str = "account-signing.nk";
+const SECRETS_SEED: &str = "secrets.xk";
+pub const SYS_CREDS: &str = "sys.creds";
+pub const SERVICES_CREDS: &str = "services.creds";
+pub const NATS_AUTH_CONF: &str = "nats-auth.conf";
+
+impl KeyStore {
+    /// Loads the keys in `dir`, creating any that are missing. Existing keys
+    /// are never replaced: that would lock every issued credential out.
+    pub fn init(dir: &Path) -> Result<KeyStore, SecurityError> {
+        std::fs::create_dir_all(dir).map_err(|e| keys_err(dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| keys_err(dir, e))?;
+        let seed = |name: &str, make: fn() -> KeyPair| -> Result<KeyPair, SecurityError> {
+            let path = dir.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(s) => KeyPair::from_seed(s.trim()).map_err(|e| keys_err(&path, e)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let kp = make();
+                    let s = kp.seed().map_err(|e| SecurityError::Nkey(e.to_string()))?;
+                    write_private(&path, s.as_bytes()).map_err(|e| keys_err(&path, e))?;
+                    Ok(kp)
+                }
+                Err(e) => Err(keys_err(&path, e)),
+            }
+        };
+        let secrets_path = dir.join(SECRETS_SEED);
+        let secrets = match std::fs::read_to_string(&secrets_path) {
+            Ok(s) => nkeys::XKey::from_seed(s.trim()).map_err(|e| keys_err(&secrets_path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let x = nkeys::XKey::new();
+                let s = x.seed().map_err(|e| SecurityError::Nkey(e.to_string()))?;
+                write_private(&secrets_path, s.as_bytes())
+                    .map_err(|e| keys_err(&secrets_path, e))?;
+                x
+            }
+            Err(e) => return Err(keys_err(&secrets_path, e)),
+        };
+        let ks = KeyStore {
+            operator: seed(OPERATOR_SEED, KeyPair::new_operator)?,
+            system: seed(SYSTEM_SEED, KeyPair::new_account)?,
+            account: seed(ACCOUNT_SEED, KeyPair::new_account)?,
+            account_signer: seed(SIGNER_SEED, KeyPair::new_account)?,
+            secrets,
+            dir: dir.to_path_buf(),
+        };
+        for (name, creds) in [
+            (SYS_CREDS, ks.system_user_creds()?),
+            (SERVICES_CREDS, ks.services_creds()?),
+        ] {
+            let path = dir.join(name);
+            if !path.exists() {
+                write_private(&path, creds.as_bytes()).map_err(|e| keys_err(&path, e))?;
+            }
+        }
+        Ok(ks)
+    }
+
+    /// Loads existing keys; an absent keys dir is an error, not a prompt to
+    /// create one (services must not mint a second trust root).
+    pub fn open(dir: &Path) -> Result<KeyStore, SecurityError> {
+        if !dir.join(ACCOUNT_SEED).exists() {
+            return Err(keys_err(
+                dir,
+                "no keys here; create them with `outpost security init`",
+            ));
+        }
+        KeyStore::init(dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn account_public_key(&self) -> String {
+        self.account.public_key()
+    }
+
+    pub fn secrets_key(&self) -> &nkeys::XKey {
+        &self.secrets
+    }
+
+    pub fn operator_jwt(&self) -> Result<String, SecurityError> {
+        let op = self.operator.public_key();
+        encode_jwt(
+            json!({
+                "iat": 1, "iss": op, "sub": op, "name": "outpost",
+                "nats": {"system_account": self.system.public_key(), "type": "operator", "version": 2}
+            }),
+            &self.operator,
+        )
+    }
+
+    fn system_account_jwt(&self) -> Result<String, SecurityError> {
+        encode_jwt(
+            json!({
+                "iat": 1, "iss": self.operator.public_key(), "sub": self.system.public_key(), "name": "SYS",
+                "nats": {
+                    "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1},
+                    "type": "account", "version": 2
+                }
+            }),
+            &self.operator,
+        )
+    }
+
+    /// The account JWT with `revocations` (user public key → unix seconds:
+    /// credentials of that key issued at or before that time are refused).
+    pub fn account_jwt(&self, revocations: &BTreeMap<String, i64>) -> Result<String, SecurityError> {
+        encode_jwt(
+            json!({
+                "iat": now(), "iss": self.operator.public_key(), "sub": self.account.public_key(),
+                "name": ACCOUNT_NAME,
+                "nats": {
+                    "limits": {
+                        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                        "wildcards": true, "conn": -1, "leaf": -1,
+                        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+                    },
+                    "signing_keys": [self.account_signer.public_key()],
+                    "revocations": revocations,
+                    "default_permissions": {"pub": {}, "sub": {}},
+                    "type": "account", "version": 2
+                }
+            }),
+            &self.operator,
+        )
+    }
+
+    fn system_user_creds(&self) -> Result<String, SecurityError> {
+        let user = KeyPair::new_user();
+        let jwt = encode_jwt(
+            json!({
+                "iat": now(), "iss": self.system.public_key(), "sub": user.public_key(), "name": "outpost-sys",
+                "nats": {"subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2}
+            }),
+            &self.system,
+        )?;
+        creds_file(&jwt, &user)
+    }
+
+    fn services_creds(&self) -> Result<String, SecurityError> {
+        let user = KeyPair::new_user();
+        let jwt = self.user_jwt("outpost-services", &user.public_key(), None)?;
+        creds_file(&jwt, &user)
+    }
+
+    fn user_jwt(
+        &self,
+        name: &str,
+        public_key: &str,
+        permissions: Option<&Permissions>,
+    ) -> Result<String, SecurityError> {
+        let mut nats = json!({
+            "subs": -1, "data": -1, "payload": -1,
+            "issuer_account": self.account.public_key(),
+            "type": "user", "version": 2
+        });
+        if let Some(p) = permissions {
+            nats["pub"] = json!({"allow": p.publish});
+            nats["sub"] = json!({"allow": p.subscribe});
+        }
+        encode_jwt(
+            json!({
+                "iat": now(), "iss": self.account_signer.public_key(), "sub": public_key, "name": name,
+                "nats": nats
+            }),
+            &self.account_signer,
+        )
+    }
+
+    /// A fresh credential for a runner: a new user key (so that revoking it
+    /// touches no other credential) and a JWT allowing only its subjects.
+    /// Returns the user public key and the `.creds` text.
+    pub fn runner_creds(
+        &self,
+        runner_id: &str,
+        tags: &TagSet,
+        domain: &str,
+    ) -> Result<(String, String), SecurityError> {
+        let user = KeyPair::new_user();
+        let perms = runner_permissions(runner_id, tags, domain);
+        let jwt = self.user_jwt(&format!("runner {runner_id}"), &user.public_key(), Some(&perms))?;
+        Ok((user.public_key(), creds_file(&jwt, &user)?))
+    }
+
+    /// The `nats-server` config fragment that turns on operator mode with a
+    /// `full` resolver (account JWTs stored in `resolver_dir`, updatable at
+    /// run time, which is how revocations reach the server).
+    pub fn nats_auth_conf(
+        &self,
+        resolver_dir: &Path,
+        revocations: &BTreeMap<String, i64>,
+    ) -> Result<String, SecurityError> {
+        Ok(format!(
+            "# Generated by outpost; the operator and account JWTs are public, the seeds are not here.\n\
+             operator: \"{op}\"\n\
+             system_account: \"{sys}\"\n\
+             resolver: {{ type: full, dir: \"{dir}\", allow_delete: false, interval: \"2m\", timeout: \"2s\" }}\n\
+             resolver_preload: {{\n  {sys}: \"{sys_jwt}\"\n  {acc}: \"{acc_jwt}\"\n}}\n",
+            op = self.operator_jwt()?,
+            sys = self.system.public_key(),
+            dir = resolver_dir.display(),
+            sys_jwt = self.system_account_jwt()?,
+            acc = self.account.public_key(),
+            acc_jwt = self.account_jwt(revocations)?,
+        ))
+    }
+
+    /// Sends the account JWT (with its revocations) to every server of the
+    /// cluster; connected users whose credentials it revokes are cut off.
+    pub async fn push_account(
+        &self,
+        nats_url: &str,
+        ca_file: Option<&Path>,
+        revocations: &BTreeMap<String, i64>,
+    ) -> Result<(), SecurityError> {
+        let jwt = self.account_jwt(revocations)?;
+        let mut opts = async_nats::ConnectOptions::new()
+            .name("outpost account update")
+            .credentials(&std::fs::read_to_string(self.dir.join(SYS_CREDS)).map_err(|e| keys_err(&self.dir, e))?)
+            .map_err(|e| SecurityError::Creds(e.to_string()))?;
+        if let Some(ca) = ca_file {
+            opts = opts.add_root_certificates(ca.to_path_buf());
+        }
+        let client = opts
+            .connect(nats_url)
+            .await
+            .map_err(|e| SecurityError::Push(format!("connect: {e}")))?;
+        let reply = client
+            .request("$SYS.REQ.CLAIMS.UPDATE", jwt.into())
+            .await
+            .map_err(|e| SecurityError::Push(e.to_string()))?;
+        let body: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
+        if let Some(err) = body.get("error") {
+            return Err(SecurityError::Push(err.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// What a NATS user may publish and subscribe to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+}
+
+/// A runner's subject space. Everything not listed is denied, which is how
+/// the KV buckets, other runners' consumers, other executions' logs and the
+/// stream-management API stay out of reach.
+pub fn runner_permissions(runner_id: &str, tags: &TagSet, domain: &str) -> Permissions {
+    let mut publish = vec![
+        format!("outpost.ev.*.*.{runner_id}"),
+        format!("outpost.log.*.*.{runner_id}"),
+        format!("outpost.hb.{runner_id}.*"),
+        subjects::node_report(runner_id),
+        format!("outpost.rpc.{runner_id}.>"),
+    ];
+    // Every tag set it can serve is a subset of its tags plus its implicit
+    // per-runner tag; each has one consumer.
+    let mine = tags.with_runner(runner_id);
+    let all: Vec<String> = mine.tags().to_vec();
+    for mask in 1u32..(1 << all.len()) {
+        let subset: Vec<String> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, t)| t.clone())
+            .collect();
+        // `all` is sorted, so the subset is too: this is its canonical token.
+        let token = subset.join("+");
+        let consumer = subjects::dispatch_consumer(&token);
+        let stream = subjects::DISPATCH_STREAM;
+        publish.push(format!("$JS.{domain}.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"));
+        publish.push(format!("$JS.{domain}.API.CONSUMER.INFO.{stream}.{consumer}"));
+        publish.push(format!("$JS.ACK.{stream}.{consumer}.>"));
+    }
+    Permissions {
+        publish,
+        subscribe: vec![
+            format!("{}.>", runner_inbox_prefix(runner_id)),
+            format!("{}.>", subjects::runner_abort_prefix(runner_id)),
+            subjects::TAGSETS_CHANGED.to_string(),
+        ],
+    }
+}
+
+/// Inbox prefix a runner must use: its permissions allow replies only there.
+pub fn runner_inbox_prefix(runner_id: &str) -> String {
+    format!("_INBOX_{runner_id}")
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Encodes and signs a JWT the way nats-server expects (`ed25519-nkey`).
+fn encode_jwt(mut claims: Value, signer: &KeyPair) -> Result<String, SecurityError> {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // The id is a hash of the claims themselves, as in nats-io/jwt.
+    let digest = sha2::Sha256::digest(serde_json::to_vec(&claims).expect("json"));
+    claims["jti"] = Value::String(data_encoding::BASE32_NOPAD.encode(&digest));
+    let header = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = b64.encode(serde_json::to_vec(&claims).expect("json"));
+    let signing_input = format!("{header}.{body}");
+    let sig = signer
+        .sign(signing_input.as_bytes())
+        .map_err(|e| SecurityError::Nkey(e.to_string()))?;
+    Ok(format!("{signing_input}.{}", b64.encode(sig)))
+}
+
+fn creds_file(jwt: &str, user: &KeyPair) -> Result<String, SecurityError> {
+    let seed = user.seed().map_err(|e| SecurityError::Nkey(e.to_string()))?;
+    Ok(format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\
+         NKEYs are sensitive and should be treated as secrets.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_permissions_name_only_its_subjects() {
+        let tags = TagSet::new(["linux", "eu"]).unwrap();
+        let p = runner_permissions("web", &tags, "hub");
+        // {eu, linux, _r_web}: 7 non-empty subsets, 3 subjects each, plus 5.
+        assert_eq!(p.publish.len(), 5 + 7 * 3);
+        assert!(p.publish.iter().all(|s| !s.contains("$KV") && !s.contains("STREAM.")));
+        assert!(p.publish.contains(&"$JS.hub.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_eu+linux".to_string()));
+        assert!(p.publish.contains(&"outpost.ev.*.*.web".to_string()));
+        assert!(!p.publish.iter().any(|s| s.contains("outpost.ev.>")));
+        assert_eq!(p.subscribe[0], "_INBOX_web.>");
+    }
+
+    #[test]
+    fn keys_are_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let a = KeyStore::init(&keys).unwrap();
+        let b = KeyStore::init(&keys).unwrap();
+        assert_eq!(a.account_public_key(), b.account_public_key());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&keys), 0o700);
+        for entry in std::fs::read_dir(&keys).unwrap() {
+            let p = entry.unwrap().path();
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+}
