@@ -959,6 +959,10 @@ async fn watch_creds(shared: Arc<Shared>, stop: CancellationToken) {
     let Some(path) = shared.opts.nats.creds_file.clone() else {
         return;
     };
+    if shared.opts.local {
+        // The embedded runner uses the control plane's own credentials.
+        return;
+    }
     let key_of = |p: &std::path::Path| bus::load_creds(p).ok().map(|(_, kp)| kp.public_key());
     let mut current = key_of(&path);
     let mut told = false;

@@ -562,9 +562,15 @@ impl Registry {
             Target::Tags(set) if runner == subjects::LOCAL_RUNNER_ID => {
                 Ok(set.is_empty())
             }
-            Target::Tags(set) => match self.tags_of(runner, set.tags()).await? {
-                Ok(mine) => Ok(set.satisfied_by(&mine)),
-                Err(why) => Err(why),
+            Target::Tags(set) => match self.get(runner).await? {
+                Some((rec, _)) if rec.revoked.is_some() => {
+                    Err(format!("runner {runner} is revoked"))
+                }
+                Some((rec, _)) => TagSet::new(&rec.tags)
+                    .map(|mine| set.satisfied_by(&mine.with_runner(runner))),
+                // Not enrolled: only an open NATS (no operator mode) lets such
+                // a runner in, and there its tags are its own word.
+                None => Ok(true),
             },
         };
         match allowed {

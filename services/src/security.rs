@@ -359,8 +359,12 @@ pub fn runner_permissions(runner_id: &str, tags: &TagSet, domain: &str) -> Permi
         let token = subset.join("+");
         let consumer = subjects::dispatch_consumer(&token);
         let stream = subjects::DISPATCH_STREAM;
-        publish.push(format!("$JS.{domain}.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"));
-        publish.push(format!("$JS.{domain}.API.CONSUMER.INFO.{stream}.{consumer}"));
+        // A direct connection is checked on `$JS.API`, one through a leaf
+        // node on `$JS.<domain>.API`: grant both.
+        for api in ["$JS.API".to_string(), format!("$JS.{domain}.API")] {
+            publish.push(format!("{api}.CONSUMER.MSG.NEXT.{stream}.{consumer}"));
+            publish.push(format!("{api}.CONSUMER.INFO.{stream}.{consumer}"));
+        }
         publish.push(format!("$JS.ACK.{stream}.{consumer}.>"));
     }
     Permissions {
@@ -417,8 +421,8 @@ mod tests {
     fn runner_permissions_name_only_its_subjects() {
         let tags = TagSet::new(["linux", "eu"]).unwrap();
         let p = runner_permissions("web", &tags, "hub");
-        // {eu, linux, _r_web}: 7 non-empty subsets, 3 subjects each, plus 5.
-        assert_eq!(p.publish.len(), 5 + 7 * 3);
+        // {eu, linux, _r_web}: 7 non-empty subsets, 5 subjects each, plus 5.
+        assert_eq!(p.publish.len(), 5 + 7 * 5);
         assert!(p.publish.iter().all(|s| !s.contains("$KV") && !s.contains("STREAM.")));
         assert!(p.publish.contains(&"$JS.hub.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_eu+linux".to_string()));
         assert!(p.publish.contains(&"outpost.ev.*.*.web".to_string()));

@@ -75,6 +75,9 @@ pub fn nats_config(
 server_name: outpost-dev
 host: 127.0.0.1
 port: {client}
+# Runner credentials carry their permission list (every tag set they may
+# serve) in the CONNECT line, beyond the 4 KB default.
+max_control_line: 65536
 log_file: "{log}"
 jetstream {{
   domain: hub

@@ -482,6 +482,55 @@ impl Stack {
     pub async fn events(&self, id: Uuid) -> Vec<Event> {
         events_of(&self.js, id).await
     }
+
+    /// Enrols a runner through the API (`POST /runners`) and writes its
+    /// bundle, mode 0600, into `dir`; returns the bundle's path.
+    pub async fn enrol(&self, name: &str, tags: &[&str], dir: &Path) -> PathBuf {
+        let r = self
+            .http
+            .post(self.url("/runners"))
+            .json(&serde_json::json!({"name": name, "tags": tags}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "enrol {name}");
+        let body: Value = r.json().await.unwrap();
+        let path = dir.join(format!("{name}.creds"));
+        outpost_services::security::write_private(&path, body["bundle"].as_str().unwrap().as_bytes())
+            .unwrap();
+        path
+    }
+}
+
+/// A runner in this process started from an enrolment bundle, as
+/// `outpost-runner --creds FILE` would be (over the test server's plain ws).
+pub fn start_enrolled_runner(
+    nats: &NatsServer,
+    bundle: &Path,
+    tweak: impl FnOnce(&mut RunnerOptions),
+) -> RunnerGuard {
+    let b: outpost_schemas::bundle::Bundle =
+        toml::from_str(&std::fs::read_to_string(bundle).unwrap()).unwrap();
+    let nats_opts = NatsOptions {
+        url: nats.ws_url.clone(),
+        domain: Some(b.domain.clone()),
+        name: format!("runner {}", b.runner_id),
+        inbox_prefix: Some(outpost_services::security::runner_inbox_prefix(&b.runner_id)),
+        ca_file: None,
+        creds_file: Some(bundle.to_path_buf()),
+    };
+    let work_dir = tempfile::tempdir().unwrap();
+    let mut opts = RunnerOptions::new(&b.runner_id, TagSet::new(&b.tags).unwrap(), nats_opts);
+    opts.work_dir = work_dir.path().to_path_buf();
+    opts.heartbeat_every = Duration::from_secs(1);
+    tweak(&mut opts);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(Runner::new(opts).run(shutdown.clone()));
+    RunnerGuard {
+        shutdown,
+        task: Some(task),
+        work_dir,
+    }
 }
 
 pub async fn wait_state(

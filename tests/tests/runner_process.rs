@@ -17,7 +17,7 @@ async fn sigterm_lets_the_running_step_finish_and_takes_no_new_one() {
     let config = dir.path().join("runner.toml");
     std::fs::write(
         &config,
-        "id = \"edge-1\"\ntags = [\"from-file\"]\nshutdown_grace = 30\n",
+        "id = \"edge-1\"\ntags = [\"from-file\"]\nshutdown_grace = 30\ninsecure = true\n",
     )
     .unwrap();
     let mut heartbeats = stack.client.subscribe("outpost.hb.edge-1.*").await.unwrap();
@@ -122,4 +122,16 @@ fn bad_configuration_is_one_clear_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("tagz"), "names the unknown key: {stderr}");
+}
+
+#[test]
+fn a_plain_gateway_url_needs_insecure() {
+    let out = Command::new(workspace_binary("outpost-runner"))
+        .args(["--id", "x", "--nats-url", "ws://127.0.0.1:1"])
+        .env_remove("OUTPOST_INSECURE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not TLS") && stderr.contains("--insecure"), "{stderr}");
 }

@@ -47,6 +47,7 @@ async fn a_job_reaches_a_node_the_control_plane_cannot() {
         .args(["netns", "exec", &net.runner_ns])
         .arg(workspace_binary("outpost-runner"))
         .args([
+            "--insecure",
             "--id",
             "edge",
             "--nats-url",

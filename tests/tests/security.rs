@@ -1,0 +1,584 @@
+//! Zero-trust identity end to end, over a nats-server in operator mode (JWT
+//! authentication, per-user permissions), as `outpost up` runs it:
+//! - a runner credential reaches only its own subjects;
+//! - revoking a runner cuts it off within a second, and its step ends lost;
+//! - rotating credentials under load loses no step;
+//! - every mutating security action is audited once, per the schema.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use outpost_schemas::state::{ExecutionStatus, StepStatus};
+use outpost_schemas::{subjects, Event, Header, StepFinished, StepOutcome};
+use outpost_tests::*;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// The `.creds` text inside a bundle.
+fn creds_of(bundle: &Path) -> String {
+    let b: outpost_schemas::bundle::Bundle =
+        toml::from_str(&std::fs::read_to_string(bundle).unwrap()).unwrap();
+    b.creds
+}
+
+/// A raw NATS client holding a runner's credentials, as a thief would.
+/// Server errors (permission violations) and disconnects are reported on
+/// the returned channel, with when they arrived.
+async fn raw_client(
+    nats: &NatsServer,
+    bundle: &Path,
+    inbox: &str,
+) -> (async_nats::Client, mpsc::UnboundedReceiver<(Instant, String)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_credentials(&creds_of(bundle))
+        .unwrap()
+        .custom_inbox_prefix(inbox)
+        .max_reconnects(Some(1))
+        .event_callback(move |ev| {
+            let tx = tx.clone();
+            async move {
+                let text = match ev {
+                    async_nats::Event::ServerError(e) => e.to_string(),
+                    async_nats::Event::Disconnected => "disconnected".into(),
+                    other => other.to_string(),
+                };
+                let _ = tx.send((Instant::now(), text));
+            }
+        })
+        .connect(&nats.ws_url)
+        .await
+        .expect("the thief's credentials are valid");
+    (client, rx)
+}
+
+/// What the server told a connection, kept so that order does not matter.
+struct Told {
+    rx: mpsc::UnboundedReceiver<(Instant, String)>,
+    seen: Vec<String>,
+}
+
+/// Waits for the server to report a permission violation naming `subject`.
+/// On a direct connection the server checks `$JS.<domain>.API` requests as
+/// `$JS.API` ones, and names them so.
+async fn violation(told: &mut Told, subject: &str) {
+    let direct = subject.replace("$JS.hub.API", "$JS.API");
+    let matches = |text: &String| {
+        text.to_lowercase().contains("permissions violation")
+            && (text.contains(&format!("\"{subject}\"")) || text.contains(&format!("\"{direct}\"")))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !told.seen.iter().any(matches) {
+        let (_, text) = tokio::time::timeout_at(deadline, told.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no permission violation for `{subject}`: {:?}", told.seen))
+            .unwrap();
+        told.seen.push(text);
+    }
+}
+
+fn audit_schema() -> jsonschema::Validator {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schemas/json/audit_event.v1.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+async fn audit_events(stack: &Stack) -> Vec<Value> {
+    stack
+        .http
+        .get(stack.url("/audit?max=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn held_job(name: &str, tag: &str, gate: &Path) -> String {
+    format!(
+        "- name: {name}\n  runnerSelector:\n    filter: {tag}\n  sequence:\n    commands:\n    - exec: while [ ! -e {g} ]; do sleep 0.05; done; echo done\n",
+        g = gate.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
+    let stack = Stack::start_on(NatsServer::start_secure(), ServiceRoles::ALL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = stack.enrol("ra", &["alpha"], dir.path()).await;
+    let b = stack.enrol("rb", &["beta"], dir.path()).await;
+    let gate = dir.path().join("gate");
+    let job = stack
+        .load(&held_job("held", "beta", &gate), "held")
+        .await;
+    // B runs one step at a time: the first holds it, the second waits in
+    // B's consumer.
+    let _rb = start_enrolled_runner(&stack.nats, &b, |o| o.capacity = 1);
+    let first = stack.run_job(job, &[]).await;
+    stack
+        .wait_state(first, "B running the first step", |s| {
+            s.steps[0].status == StepStatus::Running
+        })
+        .await;
+    let second = stack.run_job(job, &[]).await;
+    stack
+        .wait_state(second, "the second step dispatched", |s| {
+            s.steps[0].status == StepStatus::Dispatched
+        })
+        .await;
+    let pending = || async {
+        let mut c = stack
+            .js
+            .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                "dispatch_beta",
+                subjects::DISPATCH_STREAM,
+            )
+            .await
+            .unwrap();
+        c.info().await.unwrap().num_pending
+    };
+    assert_eq!(pending().await, 1);
+
+    let (thief, rx) = raw_client(&stack.nats, &a, "_INBOX_ra").await;
+    let mut errors = Told { rx, seen: Vec::new() };
+    let ask = |subject: &str, body: Value| {
+        let thief = thief.clone();
+        let subject = subject.to_string();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                thief.request(subject, body.to_string().into()),
+            )
+            .await
+        }
+    };
+
+    // Subscribe to B's dispatch subjects, and to all of them.
+    let mut spy = thief.subscribe("outpost.dispatch.beta.>").await.unwrap();
+    violation(&mut errors, "outpost.dispatch.beta.>").await;
+    let mut spy_all = thief.subscribe("outpost.dispatch.>").await.unwrap();
+    violation(&mut errors, "outpost.dispatch.>").await;
+
+    // Fetch from B's consumer.
+    let next = "$JS.hub.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_beta";
+    let got = ask(next, json!({"batch": 1, "expires": 1_000_000_000u64})).await;
+    assert!(!matches!(got, Ok(Ok(_))), "a fetch from B's consumer answered");
+    violation(&mut errors, next).await;
+    assert_eq!(pending().await, 1, "B's waiting step is still there");
+
+    // Publish a "finished" for B's step: as B, and as itself.
+    let forged = |runner: &str| {
+        Event::StepFinished(StepFinished {
+            header: Header::now(),
+            execution_id: first,
+            step: 1,
+            runner_id: runner.into(),
+            outcome: StepOutcome::Succeeded,
+            exit_code: Some(0),
+            reason: None,
+            log_chunks: 0,
+        })
+    };
+    let as_b = subjects::event("step_finished", first, "rb");
+    thief
+        .publish(as_b.clone(), serde_json::to_vec(&forged("rb")).unwrap().into())
+        .await
+        .unwrap();
+    violation(&mut errors, &as_b).await;
+    // Its own subject passes NATS; the control plane refuses the content.
+    let own = subjects::event("step_finished", first, "ra");
+    for claimed_by in ["ra", "rb"] {
+        let ack = thief
+            .request(own.clone(), serde_json::to_vec(&forged(claimed_by)).unwrap().into())
+            .await
+            .expect("its own event subject is open to it");
+        assert!(String::from_utf8_lossy(&ack.payload).contains("OUTPOST_EVENTS"));
+    }
+
+    // Read each KV bucket.
+    let mut kv_asks = Vec::new();
+    for bucket in [
+        subjects::JOBS_BUCKET,
+        subjects::EXECUTIONS_BUCKET,
+        subjects::RUNS_BUCKET,
+        subjects::TAGSETS_BUCKET,
+        subjects::PROJECTS_BUCKET,
+        subjects::CLAIMS_BUCKET,
+        subjects::NODES_BUCKET,
+        subjects::RUNNERS_BUCKET,
+        subjects::TOKENS_BUCKET,
+        subjects::SECRETS_BUCKET,
+    ] {
+        for api in ["STREAM.INFO", "DIRECT.GET"] {
+            kv_asks.push(format!("$JS.hub.API.{api}.KV_{bucket}"));
+        }
+    }
+    // Asked all at once: a denied request only times out.
+    let answers = futures::future::join_all(kv_asks.iter().map(|subject| {
+        ask(subject, json!({"last_by_subj": "$KV.x.>"}))
+    }))
+    .await;
+    for (subject, got) in kv_asks.iter().zip(answers) {
+        assert!(!matches!(got, Ok(Ok(_))), "{subject} answered");
+    }
+    for subject in &kv_asks {
+        violation(&mut errors, subject).await;
+    }
+    let _watch = thief.subscribe("$KV.>").await.unwrap();
+    violation(&mut errors, "$KV.>").await;
+
+    // Read another execution's logs: live, and from the stream.
+    let mut logs = thief.subscribe("outpost.log.>").await.unwrap();
+    violation(&mut errors, "outpost.log.>").await;
+    let create = "$JS.hub.API.CONSUMER.CREATE.OUTPOST_LOGS";
+    let got = ask(create, json!({"stream_name": "OUTPOST_LOGS", "config": {}})).await;
+    assert!(!matches!(got, Ok(Ok(_))));
+    violation(&mut errors, create).await;
+
+    // Create or delete a stream.
+    for subject in [
+        "$JS.hub.API.STREAM.CREATE.EVIL",
+        "$JS.hub.API.STREAM.DELETE.OUTPOST_EVENTS",
+        "$JS.API.STREAM.DELETE.OUTPOST_EVENTS",
+    ] {
+        let got = ask(subject, json!({"name": "EVIL", "subjects": ["evil.>"]})).await;
+        assert!(!matches!(got, Ok(Ok(_))), "{subject} answered");
+        violation(&mut errors, subject).await;
+    }
+
+    // Nothing changed: the forged "finished" events were refused (and
+    // audited, once each), the streams are all there, the first step still
+    // runs and B's waiting step waits.
+    let state = stack.execution(first).await;
+    assert_eq!(state.steps[0].status, StepStatus::Running);
+    assert_eq!(state.status, ExecutionStatus::Running);
+    assert!(stack.js.get_stream("OUTPOST_EVENTS").await.is_ok());
+    assert!(stack.js.get_stream("EVIL").await.is_err());
+    assert_eq!(pending().await, 1);
+    let schema = audit_schema();
+    let forged_audits = wait_for(|| async {
+        let all = audit_events(&stack).await;
+        let f: Vec<Value> = all
+            .into_iter()
+            .filter(|e| e["actor"] == "runner:ra")
+            .collect();
+        (f.len() >= 2).then_some(f)
+    })
+    .await;
+    assert_eq!(forged_audits.len(), 2, "{forged_audits:?}");
+    for e in &forged_audits {
+        assert_eq!(e["result"], "denied");
+        assert_eq!(e["target"], own);
+        assert!(schema.is_valid(e), "{e}");
+    }
+    assert!(forged_audits[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("which runner rb claimed"));
+    assert!(forged_audits[1]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("in the name of runner rb"));
+
+    // B finishes its own work; nothing reached the spies.
+    std::fs::write(&gate, "").unwrap();
+    for id in [first, second] {
+        assert_eq!(stack.wait_terminal(id).await.status, ExecutionStatus::Succeeded);
+    }
+    thief.flush().await.unwrap();
+    for sub in [&mut spy, &mut spy_all, &mut logs] {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), futures::StreamExt::next(sub))
+                .await
+                .map_or(true, |m| m.is_none()),
+            "a denied subscription received a message"
+        );
+    }
+}
+
+/// Polls `probe` (a read of state that another process changes) until it
+/// yields, for up to 20 s.
+async fn wait_for<T, F, Fut>(mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not reached in 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_runner_cuts_it_off_within_a_second_and_its_step_ends_lost() {
+    let stack = Stack::start_on(NatsServer::start_secure(), ServiceRoles::ALL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = stack.enrol("doomed", &["edge"], dir.path()).await;
+    let job = stack
+        .load(
+            "- name: long\n  runnerSelector:\n    filter: edge\n  sequence:\n    commands:\n    - exec: sleep 1000\n",
+            "long",
+        )
+        .await;
+    let _runner = start_enrolled_runner(&stack.nats, &bundle, |_| {});
+    let id = stack.run_job(job, &[]).await;
+    stack
+        .wait_state(id, "step running", |s| s.steps[0].status == StepStatus::Running)
+        .await;
+    // A second connection on the same credential, to time the cut.
+    let (_conn, mut events) = raw_client(&stack.nats, &bundle, "_INBOX_doomed").await;
+
+    let t0 = Instant::now();
+    let r = stack
+        .http
+        .post(stack.url("/runners/doomed/revoke"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["steps_ended"], 1, "{body}");
+    let cut = loop {
+        let (at, text) = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("the revoked connection was not cut")
+            .unwrap();
+        if text == "disconnected" {
+            break at.duration_since(t0);
+        }
+    };
+    println!("revocation cut the connection after {cut:?}");
+    assert!(cut < Duration::from_secs(1), "cut after {cut:?}");
+
+    // It cannot come back.
+    let again = async_nats::ConnectOptions::with_credentials(&creds_of(&bundle))
+        .unwrap()
+        .connect(&stack.nats.ws_url)
+        .await;
+    assert!(again.is_err(), "a revoked credential connected again");
+
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Failed);
+    let reason = st.steps[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("runner-lost") && reason.contains("revoked"),
+        "{reason}"
+    );
+    let enrolled: Value = stack
+        .http
+        .get(stack.url("/runners/enrolled"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!enrolled[0]["revoked"].is_null(), "{enrolled}");
+    // Enrolment, revocation: one audit event each.
+    let audits = audit_events(&stack).await;
+    let schema = audit_schema();
+    for action in ["POST /api/v1/runners", "POST /api/v1/runners/{name}/revoke"] {
+        let hits: Vec<&Value> = audits.iter().filter(|e| e["action"] == action).collect();
+        assert_eq!(hits.len(), 1, "{action}: {audits:?}");
+        assert_eq!(hits[0]["actor"], "test-admin");
+        assert!(schema.is_valid(hits[0]), "{}", hits[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_credentials_under_load_loses_no_step() {
+    let stack = Stack::start_on(NatsServer::start_secure(), ServiceRoles::ALL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = stack.enrol("rot", &["rot"], dir.path()).await;
+    let old_creds = creds_of(&bundle);
+    let counter = dir.path().join("ran");
+    let job = stack
+        .load(
+            &format!(
+                "- name: tick\n  runnerSelector:\n    filter: rot\n  sequence:\n    commands:\n    - exec: sleep 0.1; echo ${{job.execid}} >> {}\n",
+                counter.display()
+            ),
+            "tick",
+        )
+        .await;
+    let _runner = start_enrolled_runner(&stack.nats, &bundle, |o| o.capacity = 4);
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(stack.run_job(job, &[]).await);
+    }
+    // Rotate while work is queued and running.
+    stack
+        .wait_state(ids[3], "a few done", |s| s.status.is_terminal())
+        .await;
+    let r = stack
+        .http
+        .post(stack.url("/runners/rot/rotate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    // The operator replaces the runner's file; the runner does the rest.
+    outpost_services::security::write_private(&bundle, body["bundle"].as_str().unwrap().as_bytes())
+        .unwrap();
+    for _ in 0..10 {
+        ids.push(stack.run_job(job, &[]).await);
+    }
+    for id in &ids {
+        assert_eq!(
+            stack.wait_terminal(*id).await.status,
+            ExecutionStatus::Succeeded,
+            "execution {id}"
+        );
+    }
+    let ran = std::fs::read_to_string(&counter).unwrap();
+    let mut lines: Vec<&str> = ran.lines().collect();
+    assert_eq!(lines.len(), ids.len(), "each step ran exactly once");
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len(), ids.len(), "no step ran twice");
+
+    // Once the runner runs on the new credential, the old one is revoked.
+    wait_for(|| async {
+        let v: Value = stack
+            .http
+            .get(stack.url("/runners/enrolled"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let states: Vec<String> = v[0]["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["state"].as_str().unwrap().to_string())
+            .collect();
+        (states == ["revoked", "active"]).then_some(())
+    })
+    .await;
+    let old = async_nats::ConnectOptions::with_credentials(&old_creds)
+        .unwrap()
+        .connect(&stack.nats.ws_url)
+        .await;
+    assert!(old.is_err(), "the replaced credential still connects");
+    let new = async_nats::ConnectOptions::with_credentials(&creds_of(&bundle))
+        .unwrap()
+        .connect(&stack.nats.ws_url)
+        .await;
+    assert!(new.is_ok(), "the new credential connects");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_401_and_403_by_role() {
+    let stack = Stack::start().await;
+    let job = stack
+        .load("- name: j\n  sequence:\n    commands:\n    - exec: 'true'\n", "j")
+        .await;
+    let doomed = stack
+        .load("- name: d\n  sequence:\n    commands:\n    - exec: 'true'\n", "d")
+        .await;
+    let exec = stack.run_job(job, &[]).await;
+    stack.wait_terminal(exec).await;
+    let js = &stack.js;
+    // Columns: no token, a bad token, then tokens by role.
+    let clients = [
+        http_client(None),
+        http_client(Some("opt_0000000000000000_nope")),
+        http_client(Some(&create_token(js, "viewer", &["default=viewer"]).await)),
+        http_client(Some(&create_token(js, "operator", &["default=operator"]).await)),
+        http_client(Some(&create_token(js, "elsewhere", &["other=admin"]).await)),
+        http_client(Some(&create_token(js, "gviewer", &["viewer"]).await)),
+        http_client(Some(&create_token(js, "padmin", &["default=admin"]).await)),
+        http_client(Some(&stack.admin_token)),
+    ];
+    let names = ["none", "bad", "viewer", "operator", "elsewhere", "gviewer", "padmin", "admin"];
+    // U: 401, F: 403, Y: allowed (neither, and no server error).
+    let yaml = "- name: k\n  sequence:\n    commands:\n    - exec: 'true'\n";
+    let table: Vec<(&str, String, Option<Value>, Option<&str>, &str)> = vec![
+        ("GET", "/health".into(), None, None, "YYYYYYYY"),
+        ("GET", "/projects".into(), None, None, "UUYYYYYY"),
+        ("POST", "/projects".into(), Some(json!({"name": "p2"})), None, "UUFFFFFY"),
+        ("GET", "/project/default/jobs".into(), None, None, "UUYYFYYY"),
+        ("POST", "/project/default/jobs/import".into(), None, Some(yaml), "UUFFFFYY"),
+        ("GET", format!("/job/{job}"), None, None, "UUYYFYYY"),
+        ("POST", format!("/job/{job}/run"), Some(json!({})), None, "UUFYFFYY"),
+        ("GET", format!("/execution/{exec}"), None, None, "UUYYFYYY"),
+        ("GET", format!("/execution/{exec}/output"), None, None, "UUYYFYYY"),
+        ("POST", format!("/execution/{exec}/abort"), None, None, "UUFYFFYY"),
+        ("PUT", "/project/default/resources".into(), None, Some("web1:\n  hostname: web1\n"), "UUFFFFYY"),
+        ("GET", "/runners".into(), None, None, "UUYYYYYY"),
+        ("GET", "/runners/enrolled".into(), None, None, "UUFFFYFY"),
+        ("POST", "/runners".into(), Some(json!({"name": "r1", "tags": ["x"]})), None, "UUFFFFFY"),
+        ("GET", "/tokens".into(), None, None, "UUFFFFFY"),
+        ("POST", "/tokens".into(), Some(json!({"name": "t", "roles": ["viewer"]})), None, "UUFFFFFY"),
+        ("GET", "/audit".into(), None, None, "UUFFFYFY"),
+        ("DELETE", format!("/job/{doomed}"), None, None, "UUFFFFYY"),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, body, text, expect) in &table {
+        for (i, client) in clients.iter().enumerate() {
+            let mut req = client.request(method.parse().unwrap(), stack.url(path));
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            if let Some(t) = text {
+                req = req.body(t.to_string());
+            }
+            let status = req.send().await.unwrap().status().as_u16();
+            let want = expect.as_bytes()[i];
+            let ok = match want {
+                b'U' => status == 401,
+                b'F' => status == 403,
+                _ => status != 401 && status != 403 && status < 500,
+            };
+            if !ok {
+                failures.push(format!(
+                    "{method} {path} as {}: got {status}, want {}",
+                    names[i], want as char
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // A revoked token is refused from then on.
+    let (_, t) = {
+        let v: Value = stack
+            .http
+            .post(stack.url("/tokens"))
+            .json(&json!({"name": "short-lived", "roles": ["viewer"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v["id"].as_str().unwrap().to_string(), v)
+    };
+    let client = http_client(Some(t["token"].as_str().unwrap()));
+    assert_eq!(client.get(stack.url("/projects")).send().await.unwrap().status(), 200);
+    let r = stack
+        .http
+        .delete(stack.url(&format!("/tokens/{}", t["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(client.get(stack.url("/projects")).send().await.unwrap().status(), 401);
+    // Only hashes are stored.
+    let listed: Value = stack.http.get(stack.url("/tokens")).send().await.unwrap().json().await.unwrap();
+    assert!(!listed.to_string().contains(t["token"].as_str().unwrap()));
+    assert!(find_in_all_streams(&stack.js, t["token"].as_str().unwrap()).await.is_empty());
+}
