@@ -105,8 +105,8 @@ pub async fn connect(
                 async_nats::ConnectOptions::with_auth_callback(move |nonce| {
                     let path = path.clone();
                     async move {
-                        let (jwt, kp) =
-                            load_creds(&path).map_err(|e| async_nats::AuthError::new(e.to_string()))?;
+                        let (jwt, kp) = load_creds(&path)
+                            .map_err(|e| async_nats::AuthError::new(e.to_string()))?;
                         let mut auth = async_nats::Auth::new();
                         auth.jwt = Some(jwt);
                         auth.signature = Some(
@@ -229,10 +229,12 @@ pub async fn request_json<Req: Serialize, Rep: serde::de::DeserializeOwned>(
         .map_err(|e| fail(e.to_string()))?;
     match serde_json::from_slice::<Rep>(&reply.payload) {
         Ok(r) => Ok(r),
-        Err(decode) => match serde_json::from_slice::<outpost_schemas::rpc::RpcResult>(&reply.payload) {
-            Ok(outpost_schemas::rpc::RpcResult { error: Some(e) }) => Err(fail(e)),
-            _ => Err(fail(format!("unreadable reply: {decode}"))),
-        },
+        Err(decode) => {
+            match serde_json::from_slice::<outpost_schemas::rpc::RpcResult>(&reply.payload) {
+                Ok(outpost_schemas::rpc::RpcResult { error: Some(e) }) => Err(fail(e)),
+                _ => Err(fail(format!("unreadable reply: {decode}"))),
+            }
+        }
     }
 }
 
@@ -264,8 +266,7 @@ pub async fn publish_event_as(
     source: &str,
     msg_id: &str,
 ) -> Result<bool, BusError> {
-    let subject =
-        outpost_schemas::subjects::event(event.kind(), event.execution_id(), source);
+    let subject = outpost_schemas::subjects::event(event.kind(), event.execution_id(), source);
     publish_json(js, &subject, msg_id, event).await
 }
 

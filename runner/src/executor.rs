@@ -291,7 +291,15 @@ mod tests {
     async fn run(cmd: StepCommand, cancel: CancellationToken) -> (Exit, Vec<LogEntry>) {
         let dir = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::channel(16);
-        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx, &Secrets::default()).unwrap();
+        let step = spawn(
+            &cmd,
+            &BTreeMap::new(),
+            dir.path(),
+            "s.sh",
+            tx,
+            &Secrets::default(),
+        )
+        .unwrap();
         let collect = tokio::spawn(async move {
             let mut v = Vec::new();
             while let Some(e) = rx.recv().await {
@@ -328,7 +336,15 @@ mod tests {
             args: Some("a 'b c'".into()),
             interpreter: None,
         };
-        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx, &Secrets::default()).unwrap();
+        let step = spawn(
+            &cmd,
+            &BTreeMap::new(),
+            dir.path(),
+            "s.sh",
+            tx,
+            &Secrets::default(),
+        )
+        .unwrap();
         assert!(dir.path().join("s.sh").exists());
         assert_eq!(step.wait(CancellationToken::new()).await, Exit::Code(0));
         assert_eq!(rx.recv().await.unwrap().log, "b c-a");
@@ -361,7 +377,15 @@ mod tests {
                 pidfile.display()
             ),
         };
-        let step = spawn(&cmd, &BTreeMap::new(), dir.path(), "s.sh", tx, &Secrets::default()).unwrap();
+        let step = spawn(
+            &cmd,
+            &BTreeMap::new(),
+            dir.path(),
+            "s.sh",
+            tx,
+            &Secrets::default(),
+        )
+        .unwrap();
         assert_eq!(rx.recv().await.unwrap().log, "started");
         cancel.cancel();
         assert_eq!(step.wait(cancel).await, Exit::Killed);

@@ -122,7 +122,9 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
     let tags = match (&bundle, cli.tags) {
         // Its NATS permissions are built on the enrolled tags; others would
         // only fail later.
-        (Some(_), Some(_)) => bail!("--tags cannot be used with --creds: the bundle fixes the runner's tags"),
+        (Some(_), Some(_)) => {
+            bail!("--tags cannot be used with --creds: the bundle fixes the runner's tags")
+        }
         (Some(b), None) => Ok(b.tags.clone()),
         (None, Some(t)) => parse_tag_list(&t),
         (None, None) => TagSet::new(file.tags.unwrap_or_default()).map(|t| t.tags().to_vec()),
@@ -140,10 +142,15 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
         u.starts_with("ws://") || u.starts_with("nats://")
     });
     if plain && !insecure {
-        bail!("{url} is not TLS; use wss:// (or tls://), or pass --insecure for a development setup");
+        bail!(
+            "{url} is not TLS; use wss:// (or tls://), or pass --insecure for a development setup"
+        );
     }
     if plain {
-        tracing::warn!(url, "--insecure: connecting without TLS; traffic and credentials can be read on the wire");
+        tracing::warn!(
+            url,
+            "--insecure: connecting without TLS; traffic and credentials can be read on the wire"
+        );
     }
     let work_dir = cli.work_dir.or(file.work_dir);
     let mut ca_file = cli.ca_file.clone().or(file.ca_file.clone());
@@ -152,7 +159,8 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
         let dir = work_dir
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join(format!("outpost-runner-{id}")));
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join("gateway-ca.pem");
         std::fs::write(&path, pem).with_context(|| format!("cannot write {}", path.display()))?;
         ca_file = Some(path);

@@ -86,7 +86,13 @@ impl Masker {
                 }
             }
             // The rest may be the start of a value that the next read ends.
-            if !last && self.secrets.0.iter().any(|s| s.len() > rest.len() && s.starts_with(rest)) {
+            if !last
+                && self
+                    .secrets
+                    .0
+                    .iter()
+                    .any(|s| s.len() > rest.len() && s.starts_with(rest))
+            {
                 self.held = rest.to_vec();
                 return out;
             }
@@ -116,7 +122,11 @@ mod tests {
         let cases: &[(&[&str], &[&str], &str)] = &[
             (&["hunter2"], &["pw=hunter2\n"], "pw=[SECURE]\n"),
             (&["hunter2"], &["pw=hun", "ter2 ok\n"], "pw=[SECURE] ok\n"),
-            (&["hunter2"], &["h", "u", "n", "t", "e", "r", "2"], "[SECURE]"),
+            (
+                &["hunter2"],
+                &["h", "u", "n", "t", "e", "r", "2"],
+                "[SECURE]",
+            ),
             // A prefix that never completes is emitted as it was.
             (&["hunter2"], &["pw=hunt", "er3\n"], "pw=hunter3\n"),
             (&["hunter2"], &["ends with hunt"], "ends with hunt"),

@@ -315,7 +315,7 @@ async fn run_on(
             lines.clone(),
             &sh.spec.secrets,
         )
-            .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
         return Ok(proc.wait(sh.cancel.clone()).await);
     }
     let target = SshTarget {

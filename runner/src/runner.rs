@@ -584,7 +584,8 @@ async fn run_claimed(
                     .collect();
                 let d = d.to_mut();
                 for (name, value) in &values {
-                    d.env.insert(outpost_schemas::job::option_env_name(name), value.clone());
+                    d.env
+                        .insert(outpost_schemas::job::option_env_name(name), value.clone());
                 }
                 d.command = d.command.substituted(&vars);
                 if let Some(nr) = d.node_run.as_mut() {

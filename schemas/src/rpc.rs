@@ -73,8 +73,13 @@ pub struct SecretsRequest {
 pub enum SecretsReply {
     /// `sealed`: base64 of the JSON map option → value, sealed by `sender`
     /// (the control plane's public xkey) to `reply_key`.
-    Sealed { sender: String, sealed: String },
-    Refused { reason: String },
+    Sealed {
+        sender: String,
+        sealed: String,
+    },
+    Refused {
+        reason: String,
+    },
 }
 
 /// The clear-text content of [`SecretsReply::Sealed`].

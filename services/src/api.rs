@@ -113,7 +113,9 @@ impl Api {
         };
         let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
             .await
-            .map_err(|e| ServiceError::Invalid(format!("api certificate {}: {e}", tls.cert.display())))?;
+            .map_err(|e| {
+                ServiceError::Invalid(format!("api certificate {}: {e}", tls.cert.display()))
+            })?;
         tracing::info!(addr = %addr, "api listening (https)");
         let handle = axum_server::Handle::new();
         let stopper = handle.clone();
@@ -1021,9 +1023,11 @@ fn registry_error(e: RegistryError) -> ApiError {
     match e {
         RegistryError::Invalid(m) => ApiError::invalid(m),
         RegistryError::NotFound(_) => ApiError::not_found(e.to_string()),
-        RegistryError::Exists(_) | RegistryError::Revoked(_) => {
-            ApiError::new(StatusCode::CONFLICT, "api.error.item.conflict", e.to_string())
-        }
+        RegistryError::Exists(_) | RegistryError::Revoked(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            "api.error.item.conflict",
+            e.to_string(),
+        ),
         RegistryError::NoKeys => ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "api.error.security.nokeys",
@@ -1081,7 +1085,9 @@ async fn revoke_runner(
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let ended = s.registry.revoke(&name).await.map_err(registry_error)?;
-    Ok(Json(json!({"runner": name, "revoked": true, "steps_ended": ended})))
+    Ok(Json(
+        json!({"runner": name, "revoked": true, "steps_ended": ended}),
+    ))
 }
 
 async fn rotate_runner(

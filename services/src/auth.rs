@@ -218,8 +218,7 @@ impl Tokens {
         let Some((rec, _)) = self.get(id).await? else {
             return Ok(None);
         };
-        if rec.revoked.is_some() || !constant_time_eq(rec.hash.as_bytes(), hash(token).as_bytes())
-        {
+        if rec.revoked.is_some() || !constant_time_eq(rec.hash.as_bytes(), hash(token).as_bytes()) {
             return Ok(None);
         }
         Ok(Some(Principal {
@@ -326,7 +325,13 @@ mod tests {
 
     #[test]
     fn unknown_routes_fail_closed() {
-        assert_eq!(policy("POST", "/api/v1/new-thing"), Need::Global(Role::Admin));
-        assert_eq!(policy("GET", "/api/v1/new-thing"), Need::Global(Role::Admin));
+        assert_eq!(
+            policy("POST", "/api/v1/new-thing"),
+            Need::Global(Role::Admin)
+        );
+        assert_eq!(
+            policy("GET", "/api/v1/new-thing"),
+            Need::Global(Role::Admin)
+        );
     }
 }

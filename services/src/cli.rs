@@ -36,7 +36,9 @@ impl Client {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(t) = token {
             let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.trim()))
-                .map_err(|_| CliError::User("the API token has characters a header cannot carry".into()))?;
+                .map_err(|_| {
+                    CliError::User("the API token has characters a header cannot carry".into())
+                })?;
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
@@ -47,9 +49,8 @@ impl Client {
             let pem = std::fs::read(path).map_err(|e| {
                 CliError::User(format!("cannot read CA file {}: {e}", path.display()))
             })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                CliError::User(format!("CA file {}: {e}", path.display()))
-            })?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| CliError::User(format!("CA file {}: {e}", path.display())))?;
             builder = builder.add_root_certificate(cert);
         }
         Ok(Client {
@@ -239,12 +240,16 @@ impl Client {
     }
 
     pub async fn runner_action(&self, name: &str, action: &str) -> Result<Value, CliError> {
-        self.json(self.http.post(self.url(&format!("/runners/{name}/{action}"))))
-            .await
+        self.json(
+            self.http
+                .post(self.url(&format!("/runners/{name}/{action}"))),
+        )
+        .await
     }
 
     pub async fn enrolled_runners(&self) -> Result<Value, CliError> {
-        self.json(self.http.get(self.url("/runners/enrolled"))).await
+        self.json(self.http.get(self.url("/runners/enrolled")))
+            .await
     }
 
     pub async fn create_token(&self, name: &str, roles: &[String]) -> Result<Value, CliError> {

@@ -12,10 +12,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, TlsFiles};
-use crate::registry::{Gateway, Registry};
-use crate::security::KeyStore;
 use crate::orchestrator::Orchestrator;
 use crate::projector::Projector;
+use crate::registry::{Gateway, Registry};
+use crate::security::KeyStore;
 use crate::{topology, ServiceError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,8 @@ impl ControlPlane {
             )),
             None => None,
         };
-        let registry = Registry::new(client.clone(), js.clone(), keys, opts.gateway.clone()).await?;
+        let registry =
+            Registry::new(client.clone(), js.clone(), keys, opts.gateway.clone()).await?;
         if opts.roles.registry {
             let r = registry.clone();
             let s = shutdown.clone();

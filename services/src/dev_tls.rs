@@ -91,6 +91,10 @@ mod tests {
         let mode = std::fs::metadata(&a.key).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let b = ensure(dir.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(&b.ca).unwrap(), ca, "kept, not remade");
+        assert_eq!(
+            std::fs::read_to_string(&b.ca).unwrap(),
+            ca,
+            "kept, not remade"
+        );
     }
 }

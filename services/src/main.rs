@@ -660,7 +660,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!(
                 "enrolled runner {name} (tags: {}); credentials written to {} (mode 0600)\n\
                  start it with: outpost-runner --creds {}",
-                if tags.is_empty() { "none".to_string() } else { tags.join(",") },
+                if tags.is_empty() {
+                    "none".to_string()
+                } else {
+                    tags.join(",")
+                },
                 path.display(),
                 path.display()
             );
@@ -715,7 +719,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     "{}  {:<20} {:<8} roles={} created {} by {}",
                     t["id"].as_str().unwrap_or(""),
                     t["name"].as_str().unwrap_or(""),
-                    if t["revoked"].is_null() { "active" } else { "revoked" },
+                    if t["revoked"].is_null() {
+                        "active"
+                    } else {
+                        "revoked"
+                    },
                     t["roles"],
                     t["created"].as_str().unwrap_or(""),
                     t["created_by"].as_str().unwrap_or(""),
@@ -727,28 +735,50 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("token {id} revoked");
         }
         Command::Token(TokenCmd::Bootstrap { name, output }) => {
-            let (_c, js) = bus::connect(&nats("outpost token bootstrap"), std::time::Duration::from_secs(10)).await?;
+            let (_c, js) = bus::connect(
+                &nats("outpost token bootstrap"),
+                std::time::Duration::from_secs(10),
+            )
+            .await?;
             outpost_services::topology::ensure(&js).await?;
             let tokens = outpost_services::auth::Tokens::open(&js).await?;
-            let roles = outpost_services::auth::parse_roles(&["admin".into()]).map_err(anyhow::Error::msg)?;
-            let (rec, token) = tokens.create(&name, roles, "bootstrap").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let roles = outpost_services::auth::parse_roles(&["admin".into()])
+                .map_err(anyhow::Error::msg)?;
+            let (rec, token) = tokens
+                .create(&name, roles, "bootstrap")
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             match output {
                 Some(p) => {
                     outpost_services::security::write_private(&p, format!("{token}\n").as_bytes())
                         .with_context(|| format!("cannot write {}", p.display()))?;
-                    println!("admin token {} written to {} (mode 0600)", rec.id, p.display());
+                    println!(
+                        "admin token {} written to {} (mode 0600)",
+                        rec.id,
+                        p.display()
+                    );
                 }
                 None => println!("{token}"),
             }
         }
-        Command::Security(SecurityCmd::Init { keys_dir, resolver_dir }) => {
+        Command::Security(SecurityCmd::Init {
+            keys_dir,
+            resolver_dir,
+        }) => {
             let keys = outpost_services::security::KeyStore::init(&keys_dir)?;
-            println!("keys in {} (mode 0600); account {}", keys_dir.display(), keys.account_public_key());
+            println!(
+                "keys in {} (mode 0600); account {}",
+                keys_dir.display(),
+                keys.account_public_key()
+            );
             if let Some(dir) = resolver_dir {
                 let conf = keys_dir.join(outpost_services::security::NATS_AUTH_CONF);
                 let text = keys.nats_auth_conf(&dir, &Default::default())?;
                 outpost_services::security::write_private(&conf, text.as_bytes())?;
-                println!("nats-server auth include: {} (include it from nats-server's config)", conf.display());
+                println!(
+                    "nats-server auth include: {} (include it from nats-server's config)",
+                    conf.display()
+                );
             }
         }
         Command::Runner(RunnerCmd::List) => {

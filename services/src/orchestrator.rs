@@ -222,7 +222,10 @@ async fn abort(
         };
         if let Some(runner) = holder {
             ctx.client
-                .publish(subjects::abort(&runner, event.execution_id()), "abort".into())
+                .publish(
+                    subjects::abort(&runner, event.execution_id()),
+                    "abort".into(),
+                )
                 .await
                 .map_err(|e| ServiceError::Nats(e.to_string()))?;
         }

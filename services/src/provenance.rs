@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_nats::jetstream::{self, kv};
-use outpost_schemas::{subjects, AuditEvent, AuditResult, Event, Header};
 use outpost_runner::bus;
+use outpost_schemas::{subjects, AuditEvent, AuditResult, Event, Header};
 
 use crate::ServiceError;
 
@@ -39,7 +39,11 @@ impl ProvenanceCheck {
         })
     }
 
-    async fn holder(&self, execution: uuid::Uuid, step: u32) -> Result<Option<String>, ServiceError> {
+    async fn holder(
+        &self,
+        execution: uuid::Uuid,
+        step: u32,
+    ) -> Result<Option<String>, ServiceError> {
         let key = subjects::claim_key(execution, step);
         if let Some(h) = self.holders.lock().unwrap().get(&key) {
             return Ok(Some(h.clone()));

@@ -15,14 +15,14 @@ use async_nats::jetstream::{self, kv};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use outpost_schemas::job::{check_name, Target, TagSet};
+use outpost_runner::bus;
+use outpost_runner::ABORTED_CLAIM;
+use outpost_schemas::job::{check_name, TagSet, Target};
 use outpost_schemas::rpc::{
     Claim, ClaimReply, ClaimRequest, RotatedRequest, RpcResult, SecretValues, SecretsReply,
     SecretsRequest, TagSetsReply, TagSetsRequest,
 };
 use outpost_schemas::{subjects, Event, Header, StepFinished, StepOutcome};
-use outpost_runner::bus;
-use outpost_runner::ABORTED_CLAIM;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -466,7 +466,9 @@ impl Registry {
         declared: &[String],
     ) -> Result<Result<TagSet, String>, RegistryError> {
         match self.get(runner).await? {
-            Some((rec, _)) if rec.revoked.is_some() => Ok(Err(format!("runner {runner} is revoked"))),
+            Some((rec, _)) if rec.revoked.is_some() => {
+                Ok(Err(format!("runner {runner} is revoked")))
+            }
             Some((rec, _)) => Ok(TagSet::new(&rec.tags).map(|t| t.with_runner(runner))),
             None => Ok(TagSet::new(declared).map(|t| t.with_runner(runner))),
         }
@@ -513,7 +515,12 @@ impl Registry {
         let Some(reply) = msg.reply.clone() else {
             return;
         };
-        let runner = msg.subject.split('.').nth(2).unwrap_or_default().to_string();
+        let runner = msg
+            .subject
+            .split('.')
+            .nth(2)
+            .unwrap_or_default()
+            .to_string();
         let body = match op {
             subjects::rpc::CLAIM => match serde_json::from_slice(&msg.payload) {
                 Ok(req) => self.claim(&runner, req).await.map(|r| json(&r)),
@@ -528,7 +535,10 @@ impl Registry {
                 Err(e) => Err(RegistryError::Invalid(format!("bad secrets request: {e}"))),
             },
             subjects::rpc::ROTATED => match serde_json::from_slice(&msg.payload) {
-                Ok(req) => self.rotated(&runner, req).await.map(|()| json(&RpcResult { error: None })),
+                Ok(req) => self
+                    .rotated(&runner, req)
+                    .await
+                    .map(|()| json(&RpcResult { error: None })),
                 Err(e) => Err(RegistryError::Invalid(format!("bad rotated request: {e}"))),
             },
             _ => return,
@@ -546,7 +556,11 @@ impl Registry {
 
     /// Whoever creates the claim runs the step. A runner may claim only
     /// steps whose target its tags satisfy.
-    pub async fn claim(&self, runner: &str, req: ClaimRequest) -> Result<ClaimReply, RegistryError> {
+    pub async fn claim(
+        &self,
+        runner: &str,
+        req: ClaimRequest,
+    ) -> Result<ClaimReply, RegistryError> {
         let Some(run) = self.run(req.execution_id).await? else {
             return Ok(ClaimReply::Refused {
                 reason: format!("unknown execution {}", req.execution_id),
@@ -559,15 +573,14 @@ impl Registry {
         };
         let allowed = match &step.target {
             Target::Local => Ok(runner == subjects::LOCAL_RUNNER_ID),
-            Target::Tags(set) if runner == subjects::LOCAL_RUNNER_ID => {
-                Ok(set.is_empty())
-            }
+            Target::Tags(set) if runner == subjects::LOCAL_RUNNER_ID => Ok(set.is_empty()),
             Target::Tags(set) => match self.get(runner).await? {
                 Some((rec, _)) if rec.revoked.is_some() => {
                     Err(format!("runner {runner} is revoked"))
                 }
-                Some((rec, _)) => TagSet::new(&rec.tags)
-                    .map(|mine| set.satisfied_by(&mine.with_runner(runner))),
+                Some((rec, _)) => {
+                    TagSet::new(&rec.tags).map(|mine| set.satisfied_by(&mine.with_runner(runner)))
+                }
                 // Not enrolled: only an open NATS (no operator mode) lets such
                 // a runner in, and there its tags are its own word.
                 None => Ok(true),
@@ -609,12 +622,20 @@ impl Registry {
                 let who = if c.replica_id == req.replica_id {
                     "this replica lost track of it".to_string()
                 } else {
-                    format!("runner {} (replica {}) claimed it and stopped acknowledging it", c.runner_id, c.replica_id)
+                    format!(
+                        "runner {} (replica {}) claimed it and stopped acknowledging it",
+                        c.runner_id, c.replica_id
+                    )
                 };
                 tracing::warn!(execution_id = %req.execution_id, step = req.step, runner_id = runner, owner = %c.runner_id, "step already claimed; ending it as runner-lost");
                 if run.finished.is_none() && run.current == req.step {
-                    self.publish_lost(req.execution_id, req.step, &c.runner_id, &format!("runner-lost: {who}"))
-                        .await?;
+                    self.publish_lost(
+                        req.execution_id,
+                        req.step,
+                        &c.runner_id,
+                        &format!("runner-lost: {who}"),
+                    )
+                    .await?;
                 }
                 Ok(ClaimReply::Lost)
             }
@@ -622,7 +643,11 @@ impl Registry {
         }
     }
 
-    async fn tag_sets(&self, runner: &str, req: TagSetsRequest) -> Result<TagSetsReply, RegistryError> {
+    async fn tag_sets(
+        &self,
+        runner: &str,
+        req: TagSetsRequest,
+    ) -> Result<TagSetsReply, RegistryError> {
         if runner == subjects::LOCAL_RUNNER_ID {
             return Ok(TagSetsReply {
                 tokens: vec![subjects::LOCAL_TOKEN.into()],
@@ -654,12 +679,21 @@ impl Registry {
 
     /// Secure option values go only to the runner holding the step's claim,
     /// sealed to the one-use key it sent.
-    async fn secrets_for(&self, runner: &str, req: SecretsRequest) -> Result<SecretsReply, RegistryError> {
+    async fn secrets_for(
+        &self,
+        runner: &str,
+        req: SecretsRequest,
+    ) -> Result<SecretsReply, RegistryError> {
         let refuse = |reason: String| Ok(SecretsReply::Refused { reason });
         let key = subjects::claim_key(req.execution_id, req.step);
         match self.claim_of(&key).await? {
             Some(c) if c.runner_id == runner => {}
-            _ => return refuse(format!("runner {runner} holds no claim on step {} of {}", req.step, req.execution_id)),
+            _ => {
+                return refuse(format!(
+                    "runner {runner} holds no claim on step {} of {}",
+                    req.step, req.execution_id
+                ))
+            }
         }
         let Some(keys) = &self.inner.keys else {
             return refuse("the control plane has no secrets key".into());
@@ -710,7 +744,10 @@ impl Registry {
         .await?;
         if changed {
             self.push_revocations().await?;
-            tracing::info!(runner_id = runner, "runner picked up its new credentials; old ones revoked");
+            tracing::info!(
+                runner_id = runner,
+                "runner picked up its new credentials; old ones revoked"
+            );
         }
         Ok(())
     }
@@ -758,7 +795,8 @@ fn open_stored(keys: &KeyStore, stored: &[u8]) -> Result<SecretValues, RegistryE
         sender: String,
         sealed: String,
     }
-    let bad = |e: String| RegistryError::Service(ServiceError::Corrupt(format!("sealed secrets: {e}")));
+    let bad =
+        |e: String| RegistryError::Service(ServiceError::Corrupt(format!("sealed secrets: {e}")));
     let s: Stored = serde_json::from_slice(stored).map_err(|e| bad(e.to_string()))?;
     let sender = nkeys::XKey::from_public_key(&s.sender).map_err(|e| bad(e.to_string()))?;
     let sealed = base64::engine::general_purpose::STANDARD

@@ -193,7 +193,10 @@ impl KeyStore {
 
     /// The account JWT with `revocations` (user public key → unix seconds:
     /// credentials of that key issued at or before that time are refused).
-    pub fn account_jwt(&self, revocations: &BTreeMap<String, i64>) -> Result<String, SecurityError> {
+    pub fn account_jwt(
+        &self,
+        revocations: &BTreeMap<String, i64>,
+    ) -> Result<String, SecurityError> {
         encode_jwt(
             json!({
                 "iat": now(), "iss": self.operator.public_key(), "sub": self.account.public_key(),
@@ -267,7 +270,11 @@ impl KeyStore {
     ) -> Result<(String, String), SecurityError> {
         let user = KeyPair::new_user();
         let perms = runner_permissions(runner_id, tags, domain);
-        let jwt = self.user_jwt(&format!("runner {runner_id}"), &user.public_key(), Some(&perms))?;
+        let jwt = self.user_jwt(
+            &format!("runner {runner_id}"),
+            &user.public_key(),
+            Some(&perms),
+        )?;
         Ok((user.public_key(), creds_file(&jwt, &user)?))
     }
 
@@ -305,7 +312,10 @@ impl KeyStore {
         let jwt = self.account_jwt(revocations)?;
         let mut opts = async_nats::ConnectOptions::new()
             .name("outpost account update")
-            .credentials(&std::fs::read_to_string(self.dir.join(SYS_CREDS)).map_err(|e| keys_err(&self.dir, e))?)
+            .credentials(
+                &std::fs::read_to_string(self.dir.join(SYS_CREDS))
+                    .map_err(|e| keys_err(&self.dir, e))?,
+            )
             .map_err(|e| SecurityError::Creds(e.to_string()))?;
         if let Some(ca) = ca_file {
             opts = opts.add_root_certificates(ca.to_path_buf());
@@ -402,7 +412,9 @@ fn encode_jwt(mut claims: Value, signer: &KeyPair) -> Result<String, SecurityErr
 }
 
 fn creds_file(jwt: &str, user: &KeyPair) -> Result<String, SecurityError> {
-    let seed = user.seed().map_err(|e| SecurityError::Nkey(e.to_string()))?;
+    let seed = user
+        .seed()
+        .map_err(|e| SecurityError::Nkey(e.to_string()))?;
     Ok(format!(
         "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
          ************************* IMPORTANT *************************\n\
@@ -423,8 +435,13 @@ mod tests {
         let p = runner_permissions("web", &tags, "hub");
         // {eu, linux, _r_web}: 7 non-empty subsets, 5 subjects each, plus 5.
         assert_eq!(p.publish.len(), 5 + 7 * 5);
-        assert!(p.publish.iter().all(|s| !s.contains("$KV") && !s.contains("STREAM.")));
-        assert!(p.publish.contains(&"$JS.hub.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_eu+linux".to_string()));
+        assert!(p
+            .publish
+            .iter()
+            .all(|s| !s.contains("$KV") && !s.contains("STREAM.")));
+        assert!(p.publish.contains(
+            &"$JS.hub.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_eu+linux".to_string()
+        ));
         assert!(p.publish.contains(&"outpost.ev.*.*.web".to_string()));
         assert!(!p.publish.iter().any(|s| s.contains("outpost.ev.>")));
         assert_eq!(p.subscribe[0], "_INBOX_web.>");

@@ -218,7 +218,8 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
     };
     let ca_pem = match &tls {
         Some(t) => Some(
-            std::fs::read_to_string(&t.ca).map_err(io(format!("cannot read {}", t.ca.display())))?,
+            std::fs::read_to_string(&t.ca)
+                .map_err(io(format!("cannot read {}", t.ca.display())))?,
         ),
         None => None,
     };

@@ -157,6 +157,11 @@ impl NatsServer {
         std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
     }
 
+    /// Its data dir: config, log, JetStream store, keys.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn options(&self, name: &str) -> NatsOptions {
         NatsOptions {
             url: self.client_url.clone(),
@@ -164,9 +169,10 @@ impl NatsServer {
             name: name.into(),
             inbox_prefix: None,
             ca_file: None,
-            creds_file: self
-                .secure
-                .then(|| self.keys_dir.join(outpost_services::security::SERVICES_CREDS)),
+            creds_file: self.secure.then(|| {
+                self.keys_dir
+                    .join(outpost_services::security::SERVICES_CREDS)
+            }),
         }
     }
 
@@ -496,8 +502,11 @@ impl Stack {
         assert_eq!(r.status(), 201, "enrol {name}");
         let body: Value = r.json().await.unwrap();
         let path = dir.join(format!("{name}.creds"));
-        outpost_services::security::write_private(&path, body["bundle"].as_str().unwrap().as_bytes())
-            .unwrap();
+        outpost_services::security::write_private(
+            &path,
+            body["bundle"].as_str().unwrap().as_bytes(),
+        )
+        .unwrap();
         path
     }
 }
@@ -515,7 +524,9 @@ pub fn start_enrolled_runner(
         url: nats.ws_url.clone(),
         domain: Some(b.domain.clone()),
         name: format!("runner {}", b.runner_id),
-        inbox_prefix: Some(outpost_services::security::runner_inbox_prefix(&b.runner_id)),
+        inbox_prefix: Some(outpost_services::security::runner_inbox_prefix(
+            &b.runner_id,
+        )),
         ca_file: None,
         creds_file: Some(bundle.to_path_buf()),
     };
@@ -631,13 +642,39 @@ pub async fn find_in_all_streams(js: &jetstream::Context, needle: &str) -> Vec<S
     found
 }
 
+/// Every file under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    found.push(p);
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Creates an API token straight in the bucket (as `outpost token
 /// bootstrap` does); `roles` as the CLI takes them (`admin`, `ops=viewer`).
 pub async fn create_token(js: &jetstream::Context, name: &str, roles: &[&str]) -> String {
     let tokens = outpost_services::auth::Tokens::open(js).await.unwrap();
     let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
     let (_, token) = tokens
-        .create(name, outpost_services::auth::parse_roles(&roles).unwrap(), "test")
+        .create(
+            name,
+            outpost_services::auth::parse_roles(&roles).unwrap(),
+            "test",
+        )
         .await
         .unwrap();
     token

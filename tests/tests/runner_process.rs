@@ -133,5 +133,8 @@ fn a_plain_gateway_url_needs_insecure() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("is not TLS") && stderr.contains("--insecure"), "{stderr}");
+    assert!(
+        stderr.contains("is not TLS") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
 }

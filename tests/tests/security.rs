@@ -28,7 +28,10 @@ async fn raw_client(
     nats: &NatsServer,
     bundle: &Path,
     inbox: &str,
-) -> (async_nats::Client, mpsc::UnboundedReceiver<(Instant, String)>) {
+) -> (
+    async_nats::Client,
+    mpsc::UnboundedReceiver<(Instant, String)>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let client = async_nats::ConnectOptions::with_credentials(&creds_of(bundle))
         .unwrap()
@@ -114,9 +117,7 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
     let a = stack.enrol("ra", &["alpha"], dir.path()).await;
     let b = stack.enrol("rb", &["beta"], dir.path()).await;
     let gate = dir.path().join("gate");
-    let job = stack
-        .load(&held_job("held", "beta", &gate), "held")
-        .await;
+    let job = stack.load(&held_job("held", "beta", &gate), "held").await;
     // B runs one step at a time: the first holds it, the second waits in
     // B's consumer.
     let _rb = start_enrolled_runner(&stack.nats, &b, |o| o.capacity = 1);
@@ -146,7 +147,10 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
     assert_eq!(pending().await, 1);
 
     let (thief, rx) = raw_client(&stack.nats, &a, "_INBOX_ra").await;
-    let mut errors = Told { rx, seen: Vec::new() };
+    let mut errors = Told {
+        rx,
+        seen: Vec::new(),
+    };
     let ask = |subject: &str, body: Value| {
         let thief = thief.clone();
         let subject = subject.to_string();
@@ -168,7 +172,10 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
     // Fetch from B's consumer.
     let next = "$JS.hub.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_beta";
     let got = ask(next, json!({"batch": 1, "expires": 1_000_000_000u64})).await;
-    assert!(!matches!(got, Ok(Ok(_))), "a fetch from B's consumer answered");
+    assert!(
+        !matches!(got, Ok(Ok(_))),
+        "a fetch from B's consumer answered"
+    );
     violation(&mut errors, next).await;
     assert_eq!(pending().await, 1, "B's waiting step is still there");
 
@@ -187,7 +194,10 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
     };
     let as_b = subjects::event("step_finished", first, "rb");
     thief
-        .publish(as_b.clone(), serde_json::to_vec(&forged("rb")).unwrap().into())
+        .publish(
+            as_b.clone(),
+            serde_json::to_vec(&forged("rb")).unwrap().into(),
+        )
         .await
         .unwrap();
     violation(&mut errors, &as_b).await;
@@ -195,7 +205,10 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
     let own = subjects::event("step_finished", first, "ra");
     for claimed_by in ["ra", "rb"] {
         let ack = thief
-            .request(own.clone(), serde_json::to_vec(&forged(claimed_by)).unwrap().into())
+            .request(
+                own.clone(),
+                serde_json::to_vec(&forged(claimed_by)).unwrap().into(),
+            )
             .await
             .expect("its own event subject is open to it");
         assert!(String::from_utf8_lossy(&ack.payload).contains("OUTPOST_EVENTS"));
@@ -220,9 +233,11 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
         }
     }
     // Asked all at once: a denied request only times out.
-    let answers = futures::future::join_all(kv_asks.iter().map(|subject| {
-        ask(subject, json!({"last_by_subj": "$KV.x.>"}))
-    }))
+    let answers = futures::future::join_all(
+        kv_asks
+            .iter()
+            .map(|subject| ask(subject, json!({"last_by_subj": "$KV.x.>"}))),
+    )
     .await;
     for (subject, got) in kv_asks.iter().zip(answers) {
         assert!(!matches!(got, Ok(Ok(_))), "{subject} answered");
@@ -289,7 +304,10 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
     // B finishes its own work; nothing reached the spies.
     std::fs::write(&gate, "").unwrap();
     for id in [first, second] {
-        assert_eq!(stack.wait_terminal(id).await.status, ExecutionStatus::Succeeded);
+        assert_eq!(
+            stack.wait_terminal(id).await.status,
+            ExecutionStatus::Succeeded
+        );
     }
     thief.flush().await.unwrap();
     for sub in [&mut spy, &mut spy_all, &mut logs] {
@@ -333,7 +351,9 @@ async fn revoking_a_runner_cuts_it_off_within_a_second_and_its_step_ends_lost() 
     let _runner = start_enrolled_runner(&stack.nats, &bundle, |_| {});
     let id = stack.run_job(job, &[]).await;
     stack
-        .wait_state(id, "step running", |s| s.steps[0].status == StepStatus::Running)
+        .wait_state(id, "step running", |s| {
+            s.steps[0].status == StepStatus::Running
+        })
         .await;
     // A second connection on the same credential, to time the cut.
     let (_conn, mut events) = raw_client(&stack.nats, &bundle, "_INBOX_doomed").await;
@@ -484,10 +504,16 @@ async fn rotating_credentials_under_load_loses_no_step() {
 async fn the_api_answers_401_and_403_by_role() {
     let stack = Stack::start().await;
     let job = stack
-        .load("- name: j\n  sequence:\n    commands:\n    - exec: 'true'\n", "j")
+        .load(
+            "- name: j\n  sequence:\n    commands:\n    - exec: 'true'\n",
+            "j",
+        )
         .await;
     let doomed = stack
-        .load("- name: d\n  sequence:\n    commands:\n    - exec: 'true'\n", "d")
+        .load(
+            "- name: d\n  sequence:\n    commands:\n    - exec: 'true'\n",
+            "d",
+        )
         .await;
     let exec = stack.run_job(job, &[]).await;
     stack.wait_terminal(exec).await;
@@ -497,32 +523,97 @@ async fn the_api_answers_401_and_403_by_role() {
         http_client(None),
         http_client(Some("opt_0000000000000000_nope")),
         http_client(Some(&create_token(js, "viewer", &["default=viewer"]).await)),
-        http_client(Some(&create_token(js, "operator", &["default=operator"]).await)),
+        http_client(Some(
+            &create_token(js, "operator", &["default=operator"]).await,
+        )),
         http_client(Some(&create_token(js, "elsewhere", &["other=admin"]).await)),
         http_client(Some(&create_token(js, "gviewer", &["viewer"]).await)),
         http_client(Some(&create_token(js, "padmin", &["default=admin"]).await)),
         http_client(Some(&stack.admin_token)),
     ];
-    let names = ["none", "bad", "viewer", "operator", "elsewhere", "gviewer", "padmin", "admin"];
+    let names = [
+        "none",
+        "bad",
+        "viewer",
+        "operator",
+        "elsewhere",
+        "gviewer",
+        "padmin",
+        "admin",
+    ];
     // U: 401, F: 403, Y: allowed (neither, and no server error).
     let yaml = "- name: k\n  sequence:\n    commands:\n    - exec: 'true'\n";
     let table: Vec<(&str, String, Option<Value>, Option<&str>, &str)> = vec![
         ("GET", "/health".into(), None, None, "YYYYYYYY"),
         ("GET", "/projects".into(), None, None, "UUYYYYYY"),
-        ("POST", "/projects".into(), Some(json!({"name": "p2"})), None, "UUFFFFFY"),
-        ("GET", "/project/default/jobs".into(), None, None, "UUYYFYYY"),
-        ("POST", "/project/default/jobs/import".into(), None, Some(yaml), "UUFFFFYY"),
+        (
+            "POST",
+            "/projects".into(),
+            Some(json!({"name": "p2"})),
+            None,
+            "UUFFFFFY",
+        ),
+        (
+            "GET",
+            "/project/default/jobs".into(),
+            None,
+            None,
+            "UUYYFYYY",
+        ),
+        (
+            "POST",
+            "/project/default/jobs/import".into(),
+            None,
+            Some(yaml),
+            "UUFFFFYY",
+        ),
         ("GET", format!("/job/{job}"), None, None, "UUYYFYYY"),
-        ("POST", format!("/job/{job}/run"), Some(json!({})), None, "UUFYFFYY"),
+        (
+            "POST",
+            format!("/job/{job}/run"),
+            Some(json!({})),
+            None,
+            "UUFYFFYY",
+        ),
         ("GET", format!("/execution/{exec}"), None, None, "UUYYFYYY"),
-        ("GET", format!("/execution/{exec}/output"), None, None, "UUYYFYYY"),
-        ("POST", format!("/execution/{exec}/abort"), None, None, "UUFYFFYY"),
-        ("PUT", "/project/default/resources".into(), None, Some("web1:\n  hostname: web1\n"), "UUFFFFYY"),
+        (
+            "GET",
+            format!("/execution/{exec}/output"),
+            None,
+            None,
+            "UUYYFYYY",
+        ),
+        (
+            "POST",
+            format!("/execution/{exec}/abort"),
+            None,
+            None,
+            "UUFYFFYY",
+        ),
+        (
+            "PUT",
+            "/project/default/resources".into(),
+            None,
+            Some("web1:\n  hostname: web1\n"),
+            "UUFFFFYY",
+        ),
         ("GET", "/runners".into(), None, None, "UUYYYYYY"),
         ("GET", "/runners/enrolled".into(), None, None, "UUFFFYFY"),
-        ("POST", "/runners".into(), Some(json!({"name": "r1", "tags": ["x"]})), None, "UUFFFFFY"),
+        (
+            "POST",
+            "/runners".into(),
+            Some(json!({"name": "r1", "tags": ["x"]})),
+            None,
+            "UUFFFFFY",
+        ),
         ("GET", "/tokens".into(), None, None, "UUFFFFFY"),
-        ("POST", "/tokens".into(), Some(json!({"name": "t", "roles": ["viewer"]})), None, "UUFFFFFY"),
+        (
+            "POST",
+            "/tokens".into(),
+            Some(json!({"name": "t", "roles": ["viewer"]})),
+            None,
+            "UUFFFFFY",
+        ),
         ("GET", "/audit".into(), None, None, "UUFFFYFY"),
         ("DELETE", format!("/job/{doomed}"), None, None, "UUFFFFYY"),
     ];
@@ -568,7 +659,15 @@ async fn the_api_answers_401_and_403_by_role() {
         (v["id"].as_str().unwrap().to_string(), v)
     };
     let client = http_client(Some(t["token"].as_str().unwrap()));
-    assert_eq!(client.get(stack.url("/projects")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(stack.url("/projects"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let r = stack
         .http
         .delete(stack.url(&format!("/tokens/{}", t["id"].as_str().unwrap())))
@@ -576,9 +675,125 @@ async fn the_api_answers_401_and_403_by_role() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(client.get(stack.url("/projects")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        client
+            .get(stack.url("/projects"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     // Only hashes are stored.
-    let listed: Value = stack.http.get(stack.url("/tokens")).send().await.unwrap().json().await.unwrap();
+    let listed: Value = stack
+        .http
+        .get(stack.url("/tokens"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(!listed.to_string().contains(t["token"].as_str().unwrap()));
-    assert!(find_in_all_streams(&stack.js, t["token"].as_str().unwrap()).await.is_empty());
+    assert!(find_in_all_streams(&stack.js, t["token"].as_str().unwrap())
+        .await
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_option_reaches_its_step_and_is_found_nowhere_else() {
+    use sha2::Digest;
+    let stack = Stack::start_on(NatsServer::start_secure(), ServiceRoles::ALL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = stack.enrol("vault", &["vault"], dir.path()).await;
+    let secret = format!("s3cr3t-{}", uuid::Uuid::now_v7().simple());
+
+    // A default value would be stored in plain text with the job: refused.
+    let (status, body) = stack
+        .import("- name: bad\n  options:\n  - name: pw\n    secure: true\n    value: hunter2\n  sequence:\n    commands:\n    - exec: 'true'\n")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("secure"),
+        "{body}"
+    );
+
+    // The real runner binary, logging at debug level into a file we scan.
+    let work = dir.path().join("work");
+    let log_path = dir.path().join("runner.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut heartbeats = stack.client.subscribe("outpost.hb.vault.*").await.unwrap();
+    let _runner = Reaped(
+        std::process::Command::new(workspace_binary("outpost-runner"))
+            .arg("--creds")
+            .arg(&bundle)
+            .arg("--insecure")
+            .arg("--work-dir")
+            .arg(&work)
+            .env("OUTPOST_LOG", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::StreamExt::next(&mut heartbeats),
+    )
+    .await
+    .expect("the runner reports in");
+
+    let job = stack
+        .load(
+            "- name: secret\n  runnerSelector:\n    filter: vault\n  options:\n  - name: password\n    secure: true\n    required: true\n  sequence:\n    commands:\n    - exec: echo \"arg=${option.password}\"; echo \"env=$RD_OPTION_PASSWORD\"; test \"${option.password}\" = \"$RD_OPTION_PASSWORD\" && echo same; printf %s \"$RD_OPTION_PASSWORD\" | sha256sum\n    - script: |\n        printf '%s' \"$RD_OPTION_PASSWORD\" | cut -c1-10 | tr -d '\\n'; sleep 0.3; printf '%s\\n' \"$RD_OPTION_PASSWORD\" | cut -c11-\n        head -c 16380 /dev/zero | tr '\\0' x; printf '%s' \"$RD_OPTION_PASSWORD\" | cut -c1-10 | tr -d '\\n'; sleep 0.3; echo \"${option.password}\" | cut -c11-\n",
+            "secret",
+        )
+        .await;
+    let id = stack.run_job(job, &[("password", &secret)]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:?}");
+
+    // Delivered: the step saw the value, in both forms.
+    let texts = stack.log_texts(id).await;
+    let digest = data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(secret.as_bytes()));
+    assert_eq!(
+        &texts[..4],
+        [
+            "arg=[SECURE]".to_string(),
+            "env=[SECURE]".into(),
+            "same".into(),
+            format!("{digest}  -")
+        ]
+    );
+    // Masked even when written in two pieces, and when those pieces
+    // straddle the 16 KiB point where a long line is cut.
+    assert_eq!(texts[4], "[SECURE]");
+    let joined = texts[5..].concat();
+    assert_eq!(joined, format!("{}[SECURE]", "x".repeat(16380)));
+
+    // Found nowhere: no stream message, no KV value, no file of NATS's data
+    // dir (store, keys, log), of the runner's work dir, or of its log.
+    assert_eq!(
+        find_in_all_streams(&stack.js, &secret).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        files_containing(stack.nats.data_dir(), &secret),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert_eq!(
+        files_containing(dir.path(), &secret),
+        Vec::<std::path::PathBuf>::new()
+    );
+    // It is stored, sealed.
+    let sealed = stack
+        .js
+        .get_key_value(subjects::SECRETS_BUCKET)
+        .await
+        .unwrap()
+        .get(subjects::execution_key(id))
+        .await
+        .unwrap()
+        .expect("sealed values stored");
+    assert!(String::from_utf8_lossy(&sealed).contains("\"sealed\""));
 }
