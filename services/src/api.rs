@@ -655,6 +655,9 @@ async fn output_page(s: &AppState, id: Uuid, mut offset: u64, max: usize) -> Api
             Ok(msg) => {
                 offset = msg.sequence;
                 match serde_json::from_slice::<LogChunk>(&msg.payload) {
+                    Ok(chunk) if !from_claimant(s, &state, &chunk, &msg.subject).await => {
+                        tracing::warn!(execution_id = %id, step = chunk.step, subject = %msg.subject, "ignoring log chunk from a runner that does not hold the step's claim");
+                    }
                     Ok(chunk) => entries.extend(chunk.entries.into_iter().map(|e| OutputEntry {
                         time: e.time.format("%H:%M:%S").to_string(),
                         absolute_time: e.time,
@@ -691,6 +694,30 @@ async fn output_page(s: &AppState, id: Uuid, mut offset: u64, max: usize) -> Api
         exec_state: format!("{:?}", state.status).to_lowercase(),
         entries,
     })
+}
+
+/// Whether a log chunk was published by the runner holding its step's
+/// claim: NATS permissions fix the runner id in the subject, and any runner
+/// may publish logs under its own id for any execution.
+async fn from_claimant(
+    s: &AppState,
+    state: &ExecutionState,
+    chunk: &LogChunk,
+    subject: &str,
+) -> bool {
+    let sender = subject.rsplit('.').next().unwrap_or_default();
+    // A node job's whole workflow runs under the claim of its one dispatch.
+    let step = if state.node_dispatch { 1 } else { chunk.step };
+    match s
+        .registry
+        .claim_of(&subjects::claim_key(state.id, step))
+        .await
+    {
+        Ok(Some(claim)) => claim.runner_id == sender,
+        Ok(None) => false,
+        // Cannot check now: show it rather than hide real output.
+        Err(_) => true,
+    }
 }
 
 /// Server-sent events: `output` events carry [`OutputPage`]s as they come,

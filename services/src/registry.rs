@@ -349,13 +349,23 @@ impl Registry {
     /// rewrites the server's auth include so that a restart keeps them.
     pub async fn push_revocations(&self) -> Result<(), RegistryError> {
         let keys = self.inner.keys.as_ref().ok_or(RegistryError::NoKeys)?;
-        let revocations = self.revocations().await?;
-        keys.push_account(
-            &self.inner.gateway.nats_url,
-            self.inner.gateway.nats_ca_file.as_deref(),
-            &revocations,
-        )
-        .await?;
+        // Push until what was pushed is what the bucket holds: a replica
+        // revoking at the same moment may have pushed an older list after
+        // ours, and this replica's next read sees its change.
+        let mut revocations = self.revocations().await?;
+        loop {
+            keys.push_account(
+                &self.inner.gateway.nats_url,
+                self.inner.gateway.nats_ca_file.as_deref(),
+                &revocations,
+            )
+            .await?;
+            let now = self.revocations().await?;
+            if now == revocations {
+                break;
+            }
+            revocations = now;
+        }
         // Only where this process also wrote the server's include file.
         let conf = keys.dir().join(crate::security::NATS_AUTH_CONF);
         if let Ok(text) = std::fs::read_to_string(&conf) {
@@ -726,6 +736,10 @@ impl Registry {
     async fn rotated(&self, runner: &str, req: RotatedRequest) -> Result<(), RegistryError> {
         let mut changed = false;
         let now = Utc::now();
+        if self.get(runner).await?.is_none() {
+            // Not enrolled (an open NATS): nothing to revoke.
+            return Ok(());
+        }
         self.modify(runner, |rec| {
             changed = false;
             let newest = rec.credentials.last().map(|c| c.public_key.clone());
@@ -743,11 +757,20 @@ impl Registry {
         })
         .await?;
         if changed {
-            self.push_revocations().await?;
             tracing::info!(
                 runner_id = runner,
-                "runner picked up its new credentials; old ones revoked"
+                "runner picked up its new credentials; revoking the old ones"
             );
+        }
+        // Also when nothing changed here: a push that failed after the
+        // bucket was updated is retried when the runner asks again.
+        let any_revoked = self.get(runner).await?.is_some_and(|(rec, _)| {
+            rec.credentials
+                .iter()
+                .any(|c| c.state == CredentialState::Revoked)
+        });
+        if changed || any_revoked {
+            self.push_revocations().await?;
         }
         Ok(())
     }

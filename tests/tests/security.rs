@@ -214,6 +214,30 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
         assert!(String::from_utf8_lossy(&ack.payload).contains("OUTPOST_EVENTS"));
     }
 
+    // Slip lines into B's output, under its own id (NATS lets it publish
+    // logs there; the API shows only the claimant's).
+    let chunk = outpost_schemas::LogChunk {
+        header: Header::now(),
+        execution_id: first,
+        step: 1,
+        runner_id: "rb".into(),
+        seq: 0,
+        entries: vec![outpost_schemas::LogEntry {
+            time: chrono::Utc::now(),
+            stream: outpost_schemas::LogStream::Stdout,
+            level: "NORMAL".into(),
+            log: "FORGED LINE".into(),
+            node: None,
+        }],
+    };
+    thief
+        .request(
+            subjects::log(first, 1, "ra"),
+            serde_json::to_vec(&chunk).unwrap().into(),
+        )
+        .await
+        .expect("its own log subject is open to it");
+
     // Read each KV bucket.
     let mut kv_asks = Vec::new();
     for bucket in [
@@ -309,6 +333,11 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
             ExecutionStatus::Succeeded
         );
     }
+    assert_eq!(
+        stack.log_texts(first).await,
+        ["done"],
+        "only B's own output"
+    );
     thief.flush().await.unwrap();
     for sub in [&mut spy, &mut spy_all, &mut logs] {
         assert!(
@@ -386,6 +415,28 @@ async fn revoking_a_runner_cuts_it_off_within_a_second_and_its_step_ends_lost() 
         .connect(&stack.nats.ws_url)
         .await;
     assert!(again.is_err(), "a revoked credential connected again");
+    // Two more revoked back to back (account JWTs issued in the same
+    // second): both are cut, and the first stays cut.
+    let more = [
+        stack.enrol("doomed2", &["edge"], dir.path()).await,
+        stack.enrol("doomed3", &["edge"], dir.path()).await,
+    ];
+    for name in ["doomed2", "doomed3"] {
+        let r = stack
+            .http
+            .post(stack.url(&format!("/runners/{name}/revoke")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for b in more.iter().chain([&bundle]) {
+        let c = async_nats::ConnectOptions::with_credentials(&creds_of(b))
+            .unwrap()
+            .connect(&stack.nats.ws_url)
+            .await;
+        assert!(c.is_err(), "{} connected after revocation", b.display());
+    }
 
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Failed);
@@ -404,12 +455,12 @@ async fn revoking_a_runner_cuts_it_off_within_a_second_and_its_step_ends_lost() 
         .await
         .unwrap();
     assert!(!enrolled[0]["revoked"].is_null(), "{enrolled}");
-    // Enrolment, revocation: one audit event each.
+    // Enrolment, revocation: one audit event per call.
     let audits = audit_events(&stack).await;
     let schema = audit_schema();
     for action in ["POST /api/v1/runners", "POST /api/v1/runners/{name}/revoke"] {
         let hits: Vec<&Value> = audits.iter().filter(|e| e["action"] == action).collect();
-        assert_eq!(hits.len(), 1, "{action}: {audits:?}");
+        assert_eq!(hits.len(), 3, "{action}: {audits:?}");
         assert_eq!(hits[0]["actor"], "test-admin");
         assert!(schema.is_valid(hits[0]), "{}", hits[0]);
     }
@@ -488,11 +539,16 @@ async fn rotating_credentials_under_load_loses_no_step() {
         (states == ["revoked", "active"]).then_some(())
     })
     .await;
-    let old = async_nats::ConnectOptions::with_credentials(&old_creds)
-        .unwrap()
-        .connect(&stack.nats.ws_url)
-        .await;
-    assert!(old.is_err(), "the replaced credential still connects");
+    // The bucket says so before the server hears of it: wait for the push.
+    wait_for(|| async {
+        async_nats::ConnectOptions::with_credentials(&old_creds)
+            .unwrap()
+            .connect(&stack.nats.ws_url)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
     let new = async_nats::ConnectOptions::with_credentials(&creds_of(&bundle))
         .unwrap()
         .connect(&stack.nats.ws_url)
