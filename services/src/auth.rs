@@ -181,7 +181,7 @@ impl Tokens {
                 out.push(rec);
             }
         }
-        out.sort_by(|a, b| a.created.cmp(&b.created));
+        out.sort_by_key(|t| t.created);
         Ok(out)
     }
 

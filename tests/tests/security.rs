@@ -556,6 +556,9 @@ async fn rotating_credentials_under_load_loses_no_step() {
     assert!(new.is_ok(), "the new credential connects");
 }
 
+/// Method, path, JSON body, text body, and the expected outcome per column.
+type Row<'a> = (&'a str, String, Option<Value>, Option<&'a str>, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_answers_401_and_403_by_role() {
     let stack = Stack::start().await;
@@ -599,7 +602,7 @@ async fn the_api_answers_401_and_403_by_role() {
     ];
     // U: 401, F: 403, Y: allowed (neither, and no server error).
     let yaml = "- name: k\n  sequence:\n    commands:\n    - exec: 'true'\n";
-    let table: Vec<(&str, String, Option<Value>, Option<&str>, &str)> = vec![
+    let table: Vec<Row> = vec![
         ("GET", "/health".into(), None, None, "YYYYYYYY"),
         ("GET", "/projects".into(), None, None, "UUYYYYYY"),
         (
