@@ -39,6 +39,8 @@ pub enum SecurityError {
     Creds(String),
     #[error("NATS refused the account update: {0}")]
     Push(String),
+    #[error("NATS is not in operator mode (nobody answers account updates)")]
+    NotOperatorMode,
 }
 
 fn keys_err(path: &Path, e: impl std::fmt::Display) -> SecurityError {
@@ -324,10 +326,13 @@ impl KeyStore {
             .connect(nats_url)
             .await
             .map_err(|e| SecurityError::Push(format!("connect: {e}")))?;
-        let reply = client
-            .request("$SYS.REQ.CLAIMS.UPDATE", jwt.into())
-            .await
-            .map_err(|e| SecurityError::Push(e.to_string()))?;
+        let reply = match client.request("$SYS.REQ.CLAIMS.UPDATE", jwt.into()).await {
+            Ok(r) => r,
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                return Err(SecurityError::NotOperatorMode)
+            }
+            Err(e) => return Err(SecurityError::Push(e.to_string())),
+        };
         let body: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
         if let Some(err) = body.get("error") {
             return Err(SecurityError::Push(err.to_string()));

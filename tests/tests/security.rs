@@ -499,6 +499,13 @@ async fn rotating_credentials_under_load_loses_no_step() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
+    let audits = audit_events(&stack).await;
+    let rotations: Vec<&Value> = audits
+        .iter()
+        .filter(|e| e["action"] == "POST /api/v1/runners/{name}/rotate")
+        .collect();
+    assert_eq!(rotations.len(), 1, "{audits:?}");
+    assert!(audit_schema().is_valid(rotations[0]));
     // The operator replaces the runner's file; the runner does the rest.
     outpost_services::security::write_private(&bundle, body["bundle"].as_str().unwrap().as_bytes())
         .unwrap();
@@ -676,6 +683,10 @@ async fn the_api_answers_401_and_403_by_role() {
         ("GET", "/audit".into(), None, None, "UUFFFYFY"),
         ("DELETE", format!("/job/{doomed}"), None, None, "UUFFFFYY"),
     ];
+    let before = audit_events(&stack)
+        .await
+        .last()
+        .map_or(0, |e| e["seq"].as_u64().unwrap());
     let mut failures = Vec::new();
     for (method, path, body, text, expect) in &table {
         for (i, client) in clients.iter().enumerate() {
@@ -702,6 +713,42 @@ async fn the_api_answers_401_and_403_by_role() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Each mutating call above left exactly one audit event, with who made
+    // it (anonymous without a valid token) and its status, per the schema.
+    let audits = audit_events(&stack).await;
+    let schema = audit_schema();
+    for e in &audits {
+        assert!(schema.is_valid(e), "{e}");
+    }
+    let actors = [
+        "anonymous",
+        "anonymous",
+        "viewer",
+        "operator",
+        "elsewhere",
+        "gviewer",
+        "padmin",
+        "test-admin",
+    ];
+    for (method, path, _, _, expect) in table.iter().filter(|r| r.0 != "GET") {
+        let target = format!("/api/v1{}", path.split('?').next().unwrap());
+        let hits: Vec<&Value> = audits
+            .iter()
+            .filter(|e| e["seq"].as_u64().unwrap() > before)
+            .filter(|e| e["target"] == target && e["action"].as_str().unwrap().starts_with(method))
+            .collect();
+        assert_eq!(hits.len(), actors.len(), "{method} {target}: {hits:?}");
+        for ((e, actor), want) in hits.iter().zip(actors).zip(expect.bytes()) {
+            assert_eq!(e["actor"], actor, "{method} {target}");
+            let status = e["status"].as_u64().unwrap();
+            match want {
+                b'U' => assert_eq!((status, e["result"].as_str().unwrap()), (401, "denied")),
+                b'F' => assert_eq!((status, e["result"].as_str().unwrap()), (403, "denied")),
+                _ => assert!(status < 400 || status == 404 || status == 409, "{e}"),
+            }
+        }
+    }
 
     // A revoked token is refused from then on.
     let (_, t) = {
@@ -855,4 +902,82 @@ async fn a_secure_option_reaches_its_step_and_is_found_nowhere_else() {
         .unwrap()
         .expect("sealed values stored");
     assert!(String::from_utf8_lossy(&sealed).contains("\"sealed\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_enrols_rotates_and_revokes_runners_and_manages_tokens() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.creds");
+    let p = path.to_str().unwrap();
+    let (code, out, err) = stack.cli(&["runner", "create", "edge", "--tags", "linux,dc1", "-o", p]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("outpost-runner --creds"), "{out}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let bundle: outpost_schemas::bundle::Bundle =
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(bundle.runner_id, "edge");
+    assert_eq!(bundle.tags, ["dc1", "linux"]);
+    assert_eq!(bundle.url, stack.nats.ws_url);
+    let first = bundle.creds.clone();
+
+    let (code, _, err) = stack.cli(&["runner", "create", "edge", "-o", p]);
+    assert_eq!(code, Some(2), "a second enrolment of a name is refused");
+    assert!(err.contains("already enrolled"), "{err}");
+    let (code, _, err) = stack.cli(&["runner", "create", "wide", "--tags", "a,b,c,d,e"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("at most 4 tags"), "{err}");
+
+    let (code, _, err) = stack.cli(&["runner", "rotate", "edge", "-o", p]);
+    assert_eq!(code, Some(0), "{err}");
+    let rotated: outpost_schemas::bundle::Bundle =
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_ne!(rotated.creds, first, "new credentials");
+    let (code, out, _) = stack.cli(&["runner", "enrolled"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("1 active, 1 superseded, 0 revoked"), "{out}");
+    let (code, out, err) = stack.cli(&["runner", "revoke", "edge"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("revoked runner edge"), "{out}");
+    let (_, out, _) = stack.cli(&["runner", "enrolled"]);
+    assert!(
+        out.contains("REVOKED") && out.contains("0 active, 0 superseded, 2 revoked"),
+        "{out}"
+    );
+
+    let (code, token, err) = stack.cli(&["token", "create", "ci", "--role", "default=operator"]);
+    assert_eq!(code, Some(0), "{err}");
+    let token = token.trim().to_string();
+    assert!(token.starts_with("opt_"), "{token}");
+    let (_, list, _) = stack.cli(&["token", "list"]);
+    assert!(list.contains("ci") && !list.contains(&token), "{list}");
+    // The CLI uses OUTPOST_TOKEN; an operator cannot enrol runners.
+    let out = std::process::Command::new(workspace_binary("outpost"))
+        .args(["runner", "create", "nope"])
+        .env("OUTPOST_API_URL", &stack.api)
+        .env("OUTPOST_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not have the role"));
+    let id = list
+        .lines()
+        .find(|l| l.contains(" ci "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let (code, _, _) = stack.cli(&["token", "revoke", &id]);
+    assert_eq!(code, Some(0));
+    let out = std::process::Command::new(workspace_binary("outpost"))
+        .args(["job", "list"])
+        .env("OUTPOST_API_URL", &stack.api)
+        .env("OUTPOST_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"));
 }
