@@ -71,6 +71,20 @@ pub fn spawn(
     secrets: &Secrets,
 ) -> Result<RunningStep, ExecError> {
     let (shell_line, script) = match command {
+        // With secure values substituted in, the command goes through a
+        // private file rather than `sh -c` arguments, which every local
+        // user can read in /proc.
+        StepCommand::Exec { command } if !secrets.is_empty() => {
+            let path = work_dir.join(script_name);
+            write_script(&path, command).map_err(|source| ExecError::Script {
+                path: path.clone(),
+                source,
+            })?;
+            (
+                format!("/bin/sh {}", shell_quote(&path.to_string_lossy())),
+                Some(path),
+            )
+        }
         StepCommand::Exec { command } => (command.clone(), None),
         StepCommand::Script {
             script,
@@ -210,8 +224,19 @@ fn kill_group(pgid: u32, signal: i32) {
     }
 }
 
+/// Written with mode 0700 from the start: a script may hold secure option
+/// values, and must never be readable by other users, not even briefly.
 fn write_script(path: &Path, body: &str) -> std::io::Result<()> {
-    std::fs::write(path, body)?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // A leftover of a crashed run, or anything planted there, goes first.
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(path)?;
+    f.write_all(body.as_bytes())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 

@@ -27,6 +27,7 @@ pub async fn pump(
     js: jetstream::Context,
     execution_id: Uuid,
     runner_id: String,
+    dedup_salt: Uuid,
     mut rx: mpsc::Receiver<(StepNo, LogEntry)>,
 ) -> Result<BTreeMap<StepNo, u64>, BusError> {
     let mut seqs: BTreeMap<StepNo, u64> = BTreeMap::new();
@@ -64,7 +65,15 @@ pub async fn pump(
             seq: *seq,
             entries,
         };
-        let msg_id = format!("{}.{step}.{}", execution_id.simple(), chunk.seq);
+        // Salted with the claiming replica's id, which other runners cannot
+        // read: a runner that guessed plain `<exec>.<step>.<seq>` ids could
+        // otherwise publish first and have this chunk dropped as a duplicate.
+        let msg_id = format!(
+            "{}.{step}.{}.{}",
+            execution_id.simple(),
+            dedup_salt.simple(),
+            chunk.seq
+        );
         let subject = subjects::log(execution_id, step, &runner_id);
         bus::publish_json(&js, &subject, &msg_id, &chunk).await?;
     }

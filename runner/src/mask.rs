@@ -78,14 +78,8 @@ impl Masker {
         let mut i = 0;
         'outer: while i < buf.len() {
             let rest = &buf[i..];
-            for s in self.secrets.0.iter() {
-                if rest.starts_with(s) {
-                    out.extend_from_slice(MASK);
-                    i += s.len();
-                    continue 'outer;
-                }
-            }
-            // The rest may be the start of a value that the next read ends.
+            // The rest may be the start of a value that the next read ends,
+            // possibly a longer one than a value it already matches: wait.
             if !last
                 && self
                     .secrets
@@ -95,6 +89,13 @@ impl Masker {
             {
                 self.held = rest.to_vec();
                 return out;
+            }
+            for s in self.secrets.0.iter() {
+                if rest.starts_with(s) {
+                    out.extend_from_slice(MASK);
+                    i += s.len();
+                    continue 'outer;
+                }
             }
             out.push(buf[i]);
             i += 1;
@@ -133,6 +134,9 @@ mod tests {
             // Longest value first; overlapping values both masked.
             (&["abc", "abcdef"], &["xabcdefx abc"], "x[SECURE]x [SECURE]"),
             (&["a\nb"], &["a", "\nb\n"], "[SECURE]\n"),
+            // A read ends after a shorter value that a longer one extends.
+            (&["abc", "abcdef"], &["xabc", "def"], "x[SECURE]"),
+            (&["abc", "abcdef"], &["xabc", "dx"], "x[SECURE]dx"),
             (&[], &["nothing to mask"], "nothing to mask"),
         ];
         for (secrets, pieces, want) in cases {

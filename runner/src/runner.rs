@@ -153,7 +153,12 @@ impl Runner {
     /// Runs until `shutdown` fires, then stops fetching, lets running steps
     /// finish within `shutdown_grace`, kills what remains and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
-        let opts = self.opts;
+        let mut opts = self.opts;
+        // Replies come only to this prefix: the registry answers nowhere
+        // else, so a runner cannot have it write to another subject.
+        opts.nats
+            .inbox_prefix
+            .get_or_insert_with(|| format!("_INBOX_{}", opts.runner_id));
         let id_ok = opts.local
             || outpost_schemas::job::check_name("runner id", &opts.runner_id, |c| {
                 c == '_' || c == '-'
@@ -162,7 +167,7 @@ impl Runner {
         if !id_ok {
             return Err(RunnerError::BadId(opts.runner_id));
         }
-        std::fs::create_dir_all(&opts.work_dir).map_err(|source| RunnerError::WorkDir {
+        private_dir(&opts.work_dir).map_err(|source| RunnerError::WorkDir {
             path: opts.work_dir.clone(),
             source,
         })?;
@@ -280,6 +285,36 @@ impl Runner {
         let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
         Ok(())
     }
+}
+
+/// Creates `dir` (mode 0700) or checks that it is ours and private: steps'
+/// scripts, which may hold secure values, are written there, and the
+/// default is under the shared /tmp, where another user could have made it
+/// first.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::metadata(dir)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(std::io::Error::other(format!(
+            "owned by uid {}, not by this runner (uid {me})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// How long a runner waits for the control plane to answer a request.
@@ -488,7 +523,7 @@ async fn handle_dispatch(
     use outpost_schemas::rpc::ClaimReply;
     match reply {
         Ok(ClaimReply::Granted) => {}
-        Ok(ClaimReply::Aborted) | Ok(ClaimReply::Lost) => {
+        Ok(ClaimReply::Aborted) | Ok(ClaimReply::Lost) | Ok(ClaimReply::Stale) => {
             // Aborted before anyone claimed it, or claimed before by a
             // replica that went silent (the control plane ended it as
             // runner-lost): either way, nothing to run.
@@ -633,6 +668,7 @@ async fn run_claimed(
         shared.js.clone(),
         execution_id,
         runner_id.clone(),
+        shared.replica_id,
         prx,
     ));
     let mut env: BTreeMap<String, String> = d.env.clone();
@@ -773,6 +809,7 @@ async fn run_nodes(
         shared.js.clone(),
         execution_id,
         runner_id.clone(),
+        shared.replica_id,
         lrx,
     ));
     let js = shared.js.clone();
@@ -933,6 +970,11 @@ async fn abort_listener(shared: Arc<Shared>, client: async_nats::Client, stop: C
             _ = stop.cancelled() => return,
         };
         let Some(msg) = msg else { return };
+        // Only the orchestrator's notice: other publishers' replies (a
+        // JetStream ack sent to a forged reply subject) are not aborts.
+        if msg.payload.as_ref() != b"abort" {
+            continue;
+        }
         let Some(id) = msg
             .subject
             .rsplit('.')

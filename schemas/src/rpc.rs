@@ -40,6 +40,9 @@ pub enum ClaimReply {
     /// Claimed before by a replica that stopped acknowledging it; the control
     /// plane has ended the step as `runner-lost`. Ack the message.
     Lost,
+    /// Not the execution's current step (it finished, or the execution
+    /// moved on): ack the message, run nothing.
+    Stale,
     /// This runner may not run this step (not its tag set, or revoked).
     Refused { reason: String },
 }

@@ -15,6 +15,7 @@ async fn last_per_subject<T: serde::de::DeserializeOwned>(
     js: &jetstream::Context,
     stream: &str,
     filter: &str,
+    fix: impl Fn(&str, &mut T),
 ) -> Result<Vec<T>, String> {
     let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
     let info = stream
@@ -33,7 +34,10 @@ async fn last_per_subject<T: serde::de::DeserializeOwned>(
     for subject in subjects {
         match stream.direct_get_last_for_subject(&subject).await {
             Ok(msg) => match serde_json::from_slice::<T>(&msg.payload) {
-                Ok(v) => out.push(v),
+                Ok(mut v) => {
+                    fix(&subject, &mut v);
+                    out.push(v)
+                }
                 Err(err) => tracing::warn!(error = %err, subject, "malformed message"),
             },
             Err(err) => tracing::debug!(error = %err, subject, "message vanished"),
@@ -44,8 +48,17 @@ async fn last_per_subject<T: serde::de::DeserializeOwned>(
 
 /// The latest heartbeat of every replica that heartbeated within a day.
 pub async fn heartbeats(js: &jetstream::Context) -> Result<Vec<RunnerHeartbeat>, String> {
-    let mut out: Vec<RunnerHeartbeat> =
-        last_per_subject(js, subjects::HEARTBEATS_STREAM, "outpost.hb.>").await?;
+    // The subject's runner id is the sender's (NATS permissions fix it);
+    // the body's is only what the sender claims.
+    let mut out: Vec<RunnerHeartbeat> = last_per_subject(
+        js,
+        subjects::HEARTBEATS_STREAM,
+        "outpost.hb.>",
+        |subject, hb: &mut RunnerHeartbeat| {
+            hb.runner_id = subject.split('.').nth(2).unwrap_or_default().to_string();
+        },
+    )
+    .await?;
     out.sort_by(|a, b| (&a.runner_id, a.replica_id).cmp(&(&b.runner_id, b.replica_id)));
     Ok(out)
 }
@@ -54,8 +67,19 @@ pub async fn heartbeats(js: &jetstream::Context) -> Result<Vec<RunnerHeartbeat>,
 pub async fn node_reports(
     js: &jetstream::Context,
 ) -> Result<Vec<outpost_schemas::NodeReport>, String> {
-    let mut out: Vec<outpost_schemas::NodeReport> =
-        last_per_subject(js, subjects::NODE_REPORTS_STREAM, "outpost.nodes.>").await?;
+    // The sender is the subject's runner id, whatever the body says; and a
+    // report never carries credential attributes on, even if a runner sent
+    // them.
+    let mut out: Vec<outpost_schemas::NodeReport> = last_per_subject(
+        js,
+        subjects::NODE_REPORTS_STREAM,
+        "outpost.nodes.>",
+        |subject, r: &mut outpost_schemas::NodeReport| {
+            r.runner_id = subject.split('.').nth(2).unwrap_or_default().to_string();
+            r.nodes = r.nodes.iter().map(|n| n.redacted()).collect();
+        },
+    )
+    .await?;
     out.sort_by(|a, b| a.runner_id.cmp(&b.runner_id));
     Ok(out)
 }

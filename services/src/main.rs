@@ -685,6 +685,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 "revoked runner {name}; {} claimed step(s) ended as runner-lost",
                 v["steps_ended"]
             );
+            if v["connections_cut"] == false {
+                eprintln!("warning: NATS is not in operator mode, so the runner's connections were not cut; the control plane refuses its work");
+            }
         }
         Command::Runner(RunnerCmd::Enrolled) => {
             let v = client.enrolled_runners().await?;

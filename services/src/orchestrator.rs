@@ -13,6 +13,7 @@ use outpost_runner::bus;
 use outpost_schemas::job::{TagSet, Target};
 use outpost_schemas::{subjects, Event, Header, StepWaiting};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::plan::{self, Run};
 use crate::{fleet, topology, ServiceError};
@@ -135,6 +136,7 @@ async fn on_event(ctx: &Ctx, event: &Event, redelivered: bool) -> Result<Outcome
     match event {
         Event::ExecutionRequested(req) => {
             let mut planned = plan::plan(req);
+            planned.nonce = Uuid::now_v7();
             if planned.node_run.is_some() {
                 resolve_nodes(ctx, &mut planned).await?;
             }
@@ -328,7 +330,9 @@ async fn resolve_nodes(ctx: &Ctx, run: &mut Run) -> Result<(), ServiceError> {
 async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
     if let Some(fin) = run.finished_event() {
         tracing::info!(execution_id = %run.execution_id, outcome = ?fin.outcome, "execution finished");
-        bus::publish_event(&ctx.js, &Event::ExecutionFinished(fin)).await?;
+        let event = Event::ExecutionFinished(fin);
+        let id = format!("{}.{}", event.dedup_id(), run.nonce.simple());
+        bus::publish_event_as(&ctx.js, &event, subjects::CONTROL_PLANE_SOURCE, &id).await?;
         return Ok(());
     }
     let dispatch = run.dispatch();
@@ -340,7 +344,9 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
     let msg_id = format!("{}.{}.dispatch", run.execution_id.simple(), run.current);
     let duplicate = bus::publish_json(&ctx.js, &subject, &msg_id, &dispatch).await?;
     let target = dispatch.target.clone();
-    bus::publish_event(&ctx.js, &Event::StepDispatched(dispatch)).await?;
+    let event = Event::StepDispatched(dispatch);
+    let id = format!("{}.{}", event.dedup_id(), run.nonce.simple());
+    bus::publish_event_as(&ctx.js, &event, subjects::CONTROL_PLANE_SOURCE, &id).await?;
     if !duplicate {
         tracing::debug!(execution_id = %run.execution_id, step = run.current, target = %token, "step dispatched");
         if let Some(reason) = fleet::why_waiting(&ctx.js, &target).await {

@@ -25,6 +25,12 @@ pub struct PlannedStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     pub execution_id: Uuid,
+    /// Random, set by the orchestrator when it stores the run, and known
+    /// only to the control plane (runners cannot read `OUTPOST_RUNS`). It
+    /// salts the dedup ids of the control plane's events, so that a runner
+    /// cannot pre-empt them by publishing first under a guessed id.
+    #[serde(default, skip_serializing_if = "Uuid::is_nil")]
+    pub nonce: Uuid,
     pub project: String,
     pub job_id: Uuid,
     pub job_name: String,
@@ -130,6 +136,7 @@ pub fn plan(req: &ExecutionRequested) -> Run {
     });
     Run {
         node_run,
+        nonce: Uuid::nil(),
         execution_id: req.execution_id,
         project: req.project.clone(),
         job_id: req.job_id,

@@ -129,6 +129,8 @@ struct Inner {
     keys: Option<Arc<KeyStore>>,
     gateway: Gateway,
     claim_cache: ClaimCache,
+    /// A revocation is in the bucket but maybe not yet pushed to NATS.
+    push_pending: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -150,6 +152,7 @@ impl Registry {
                 keys,
                 gateway,
                 claim_cache: ClaimCache::default(),
+                push_pending: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -285,8 +288,9 @@ impl Registry {
 
     /// Revokes every credential of the runner: NATS cuts its connections at
     /// once and refuses new ones. Steps it had claimed end as `runner-lost`.
-    /// Returns how many steps were ended.
-    pub async fn revoke(&self, name: &str) -> Result<usize, RegistryError> {
+    /// Returns how many steps were ended, and whether NATS cut the runner
+    /// off (false when NATS is not in operator mode).
+    pub async fn revoke(&self, name: &str) -> Result<(usize, bool), RegistryError> {
         let now = Utc::now();
         self.modify(name, |rec| {
             rec.revoked.get_or_insert(now);
@@ -299,10 +303,15 @@ impl Registry {
             Ok(())
         })
         .await?;
-        self.push_revocations().await?;
-        tracing::warn!(runner_id = name, "runner revoked");
-        self.end_claims_of(name, &format!("runner-lost: runner {name} was revoked"))
-            .await
+        self.inner
+            .push_pending
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let cut = self.push_revocations().await?;
+        tracing::warn!(runner_id = name, cut, "runner revoked");
+        let ended = self
+            .end_claims_of(name, &format!("runner-lost: runner {name} was revoked"))
+            .await?;
+        Ok((ended, cut))
     }
 
     /// Applies `change` to a record with compare-and-set, retrying on races.
@@ -347,7 +356,9 @@ impl Registry {
 
     /// Pushes the account JWT with the current revocations to NATS, and
     /// rewrites the server's auth include so that a restart keeps them.
-    pub async fn push_revocations(&self) -> Result<(), RegistryError> {
+    /// Returns false when NATS is not in operator mode, so nothing could be
+    /// cut.
+    pub async fn push_revocations(&self) -> Result<bool, RegistryError> {
         let keys = self.inner.keys.as_ref().ok_or(RegistryError::NoKeys)?;
         // Push until what was pushed is what the bucket holds: a replica
         // revoking at the same moment may have pushed an older list after
@@ -368,7 +379,7 @@ impl Registry {
                     // credential to cut. The record still refuses the
                     // runner's claims and tag sets.
                     tracing::warn!("NATS is not in operator mode: revocation recorded, but connections cannot be cut");
-                    return Ok(());
+                    return Ok(false);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -387,7 +398,10 @@ impl Registry {
                     .map_err(|e| RegistryError::Invalid(format!("{}: {e}", conf.display())))?;
             }
         }
-        Ok(())
+        self.inner
+            .push_pending
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(true)
     }
 
     /// Ends, as failed with `reason`, every step that `runner` holds a claim
@@ -415,7 +429,8 @@ impl Registry {
             if run.finished.is_some() || run.current != step {
                 continue;
             }
-            self.publish_lost(exec, step, runner, reason).await?;
+            self.publish_lost(exec, step, run.nonce, runner, reason)
+                .await?;
             ended += 1;
         }
         Ok(ended)
@@ -425,6 +440,7 @@ impl Registry {
         &self,
         execution_id: Uuid,
         step: u32,
+        nonce: Uuid,
         runner: &str,
         reason: &str,
     ) -> Result<(), RegistryError> {
@@ -438,7 +454,7 @@ impl Registry {
             reason: Some(reason.into()),
             log_chunks: 0,
         });
-        let id = format!("{}.{step}.lost", execution_id.simple());
+        let id = format!("{}.{step}.lost.{}", execution_id.simple(), nonce.simple());
         bus::publish_event_as(
             &self.inner.js,
             &finished,
@@ -543,6 +559,14 @@ impl Registry {
             .nth(2)
             .unwrap_or_default()
             .to_string();
+        // Replies go with the control plane's full rights: only ever to the
+        // asking runner's own inbox, never to a subject it picked (a bucket's,
+        // another runner's abort subject…).
+        let inbox = format!("{}.", crate::security::runner_inbox_prefix(&runner));
+        if !reply.starts_with(&inbox) {
+            tracing::warn!(runner_id = %runner, op, reply = %reply, "refusing a runner request whose reply subject is not the runner's inbox");
+            return;
+        }
         let body = match op {
             subjects::rpc::CLAIM => match serde_json::from_slice(&msg.payload) {
                 Ok(req) => self.claim(&runner, req).await.map(|r| json(&r)),
@@ -593,6 +617,9 @@ impl Registry {
                 reason: format!("execution {} has no step {}", req.execution_id, req.step),
             });
         };
+        if run.finished.is_some() || run.current != req.step {
+            return Ok(ClaimReply::Stale);
+        }
         let allowed = match &step.target {
             Target::Local => Ok(runner == subjects::LOCAL_RUNNER_ID),
             Target::Tags(set) if runner == subjects::LOCAL_RUNNER_ID => Ok(set.is_empty()),
@@ -654,6 +681,7 @@ impl Registry {
                     self.publish_lost(
                         req.execution_id,
                         req.step,
+                        run.nonce,
                         &c.runner_id,
                         &format!("runner-lost: {who}"),
                     )
@@ -707,6 +735,11 @@ impl Registry {
         req: SecretsRequest,
     ) -> Result<SecretsReply, RegistryError> {
         let refuse = |reason: String| Ok(SecretsReply::Refused { reason });
+        if let Some((rec, _)) = self.get(runner).await? {
+            if rec.revoked.is_some() {
+                return refuse(format!("runner {runner} is revoked"));
+            }
+        }
         let key = subjects::claim_key(req.execution_id, req.step);
         match self.claim_of(&key).await? {
             Some(c) if c.runner_id == runner => {}
@@ -774,14 +807,18 @@ impl Registry {
                 "runner picked up its new credentials; revoking the old ones"
             );
         }
-        // Also when nothing changed here: a push that failed after the
-        // bucket was updated is retried when the runner asks again.
-        let any_revoked = self.get(runner).await?.is_some_and(|(rec, _)| {
-            rec.credentials
-                .iter()
-                .any(|c| c.state == CredentialState::Revoked)
-        });
-        if changed || any_revoked {
+        // Also when nothing changed here but an earlier push failed after
+        // the bucket was updated: it is retried when the runner asks again.
+        if changed {
+            self.inner
+                .push_pending
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if self
+            .inner
+            .push_pending
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             self.push_revocations().await?;
         }
         Ok(())
