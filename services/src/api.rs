@@ -1111,10 +1111,15 @@ async fn revoke_runner(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let ended = s.registry.revoke(&name).await.map_err(registry_error)?;
-    Ok(Json(
-        json!({"runner": name, "revoked": true, "steps_ended": ended}),
-    ))
+    let (ended, cut) = s.registry.revoke(&name).await.map_err(registry_error)?;
+    Ok(Json(json!({
+        "runner": name,
+        "revoked": true,
+        "steps_ended": ended,
+        // False when NATS is not in operator mode: the registry refuses the
+        // runner's claims, but nothing cut its connection.
+        "connections_cut": cut,
+    })))
 }
 
 async fn rotate_runner(

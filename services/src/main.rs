@@ -24,7 +24,10 @@ use uuid::Uuid;
     about = "Outpost: automation that reaches private networks through outbound-only runners"
 )]
 struct Cli {
-    /// TOML config file (keys: nats_url, domain, listen, data_dir, api_url, project).
+    /// TOML config file (keys: nats_url, domain, listen, data_dir, api_url,
+    /// project, token, api_ca_file, nats_creds, nats_ca_file, keys_dir,
+    /// gateway_url, gateway_ca_file, tls_cert, tls_key). Default:
+    /// `.outpost/outpost.toml` when it exists.
     #[arg(long, global = true, env = "OUTPOST_CONFIG")]
     config: Option<PathBuf>,
     /// Base URL of the Outpost API, for client commands.
@@ -776,6 +779,15 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             if let Some(dir) = resolver_dir {
                 let conf = keys_dir.join(outpost_services::security::NATS_AUTH_CONF);
+                if conf.exists() {
+                    // It carries the revocations made since; a fresh one
+                    // would let revoked runners back in.
+                    println!(
+                        "nats-server auth include: {} (kept; it holds the current revocations)",
+                        conf.display()
+                    );
+                    return Ok(0);
+                }
                 let text = keys.nats_auth_conf(&dir, &Default::default())?;
                 outpost_services::security::write_private(&conf, text.as_bytes())?;
                 println!(

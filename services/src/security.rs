@@ -100,11 +100,16 @@ impl KeyStore {
         std::fs::create_dir_all(dir).map_err(|e| keys_err(dir, e))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| keys_err(dir, e))?;
+        Self::load(dir, true)
+    }
+
+    /// Loads the keys; with `create`, makes the missing ones.
+    fn load(dir: &Path, create: bool) -> Result<KeyStore, SecurityError> {
         let seed = |name: &str, make: fn() -> KeyPair| -> Result<KeyPair, SecurityError> {
             let path = dir.join(name);
             match std::fs::read_to_string(&path) {
                 Ok(s) => KeyPair::from_seed(s.trim()).map_err(|e| keys_err(&path, e)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
                     let kp = make();
                     let s = kp.seed().map_err(|e| SecurityError::Nkey(e.to_string()))?;
                     write_private(&path, s.as_bytes()).map_err(|e| keys_err(&path, e))?;
@@ -116,7 +121,7 @@ impl KeyStore {
         let secrets_path = dir.join(SECRETS_SEED);
         let secrets = match std::fs::read_to_string(&secrets_path) {
             Ok(s) => nkeys::XKey::from_seed(s.trim()).map_err(|e| keys_err(&secrets_path, e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
                 let x = nkeys::XKey::new();
                 let s = x.seed().map_err(|e| SecurityError::Nkey(e.to_string()))?;
                 write_private(&secrets_path, s.as_bytes())
@@ -133,20 +138,24 @@ impl KeyStore {
             secrets,
             dir: dir.to_path_buf(),
         };
-        for (name, creds) in [
-            (SYS_CREDS, ks.system_user_creds()?),
-            (SERVICES_CREDS, ks.services_creds()?),
-        ] {
-            let path = dir.join(name);
-            if !path.exists() {
-                write_private(&path, creds.as_bytes()).map_err(|e| keys_err(&path, e))?;
+        if create {
+            for (name, make) in [
+                (SYS_CREDS, KeyStore::system_user_creds as fn(&KeyStore) -> _),
+                (SERVICES_CREDS, KeyStore::services_creds),
+            ] {
+                let path = dir.join(name);
+                if !path.exists() {
+                    let creds = make(&ks)?;
+                    write_private(&path, creds.as_bytes()).map_err(|e| keys_err(&path, e))?;
+                }
             }
         }
         Ok(ks)
     }
 
-    /// Loads existing keys; an absent keys dir is an error, not a prompt to
-    /// create one (services must not mint a second trust root).
+    /// Loads existing keys without writing anything (the dir may be
+    /// read-only); absent keys are an error, not a prompt to create them
+    /// (services must not mint a second trust root).
     pub fn open(dir: &Path) -> Result<KeyStore, SecurityError> {
         if !dir.join(ACCOUNT_SEED).exists() {
             return Err(keys_err(
@@ -154,7 +163,7 @@ impl KeyStore {
                 "no keys here; create them with `outpost security init`",
             ));
         }
-        KeyStore::init(dir)
+        KeyStore::load(dir, false)
     }
 
     pub fn dir(&self) -> &Path {

@@ -397,6 +397,7 @@ async fn revoking_a_runner_cuts_it_off_within_a_second_and_its_step_ends_lost() 
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["steps_ended"], 1, "{body}");
+    assert_eq!(body["connections_cut"], true, "{body}");
     let cut = loop {
         let (at, text) = tokio::time::timeout(Duration::from_secs(5), events.recv())
             .await
