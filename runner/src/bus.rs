@@ -48,6 +48,9 @@ pub struct NatsOptions {
     /// A private CA to trust for `wss://` and `tls://` servers, besides the
     /// system's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// JetStream API prefix, instead of the domain's (`$JS.<domain>.API`):
+    /// an enrolled runner reaches the consumers through an import.
+    pub api_prefix: Option<String>,
     /// NATS credentials: a `.creds` file, or a runner bundle holding one.
     /// Read again at every (re)connect, so a rotated file takes effect at
     /// the next reconnect.
@@ -161,9 +164,10 @@ pub async fn connect(
     if websocket {
         disable_nagle();
     }
-    let js = match &opts.domain {
-        Some(domain) => jetstream::with_domain(client.clone(), domain),
-        None => jetstream::new(client.clone()),
+    let js = match (&opts.api_prefix, &opts.domain) {
+        (Some(prefix), _) => jetstream::with_prefix(client.clone(), prefix),
+        (None, Some(domain)) => jetstream::with_domain(client.clone(), domain),
+        (None, None) => jetstream::new(client.clone()),
     };
     Ok((client, js))
 }

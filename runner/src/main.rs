@@ -175,6 +175,7 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
         name: format!("outpost-runner {id}"),
         inbox_prefix: Some(format!("_INBOX_{id}")),
         ca_file,
+        api_prefix: bundle.as_ref().and_then(|b| b.api_prefix.clone()),
         creds_file: creds,
     };
     let mut opts = RunnerOptions::new(id, tags, nats);

@@ -17,6 +17,10 @@ pub struct Bundle {
     /// PEM of the CA that signed the gateway's certificate, when private.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// The JetStream API prefix to use instead of the domain's (runners
+    /// reach the consumers through an import under this name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_prefix: Option<String>,
     /// The NATS user JWT and seed, in `.creds` format.
     pub creds: String,
 }

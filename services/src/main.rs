@@ -358,6 +358,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         name: name.into(),
         inbox_prefix: None,
         ca_file: cli.nats_ca_file.clone().or(file.nats_ca_file.clone()),
+        api_prefix: None,
         creds_file: cli.nats_creds.clone().or(file.nats_creds.clone()),
     };
     let client = Client::new(

@@ -211,7 +211,7 @@ impl Registry {
             )));
         }
         let keys = self.inner.keys.as_ref().ok_or(RegistryError::NoKeys)?;
-        let (public_key, creds) = keys.runner_creds(name, &set, &self.inner.gateway.domain)?;
+        let (public_key, creds) = keys.runner_creds(name, &set)?;
         let rec = RunnerRecord {
             name: name.into(),
             tags: set.tags().to_vec(),
@@ -249,6 +249,7 @@ impl Registry {
             url: self.inner.gateway.url.clone(),
             domain: self.inner.gateway.domain.clone(),
             ca: self.inner.gateway.ca_pem.clone(),
+            api_prefix: Some(crate::security::RUNNER_API_PREFIX.to_string()),
             creds,
         }
     }
@@ -265,8 +266,7 @@ impl Registry {
                     return Err(RegistryError::Revoked(name.into()));
                 }
                 let set = TagSet::new(&rec.tags).map_err(RegistryError::Invalid)?;
-                let (public_key, creds) =
-                    keys.runner_creds(name, &set, &self.inner.gateway.domain)?;
+                let (public_key, creds) = keys.runner_creds(name, &set)?;
                 for c in &mut rec.credentials {
                     if c.state == CredentialState::Active {
                         c.state = CredentialState::Superseded;
@@ -562,8 +562,11 @@ impl Registry {
         // Replies go with the control plane's full rights: only ever to the
         // asking runner's own inbox, never to a subject it picked (a bucket's,
         // another runner's abort subject…).
+        // In operator mode a runner's request crosses the service import
+        // from RUNNERS, and NATS has replaced its reply subject with `_R_.…`;
+        // on an open NATS it is the runner's own inbox.
         let inbox = format!("{}.", crate::security::runner_inbox_prefix(&runner));
-        if !reply.starts_with(&inbox) {
+        if !reply.starts_with(&inbox) && !reply.starts_with("_R_.") {
             tracing::warn!(runner_id = %runner, op, reply = %reply, "refusing a runner request whose reply subject is not the runner's inbox");
             return;
         }

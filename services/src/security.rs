@@ -7,10 +7,19 @@
 //! ```text
 //! operator (self-signed JWT, in nats-server's config)
 //!  ├─ SYS account      ── sys user: pushes account updates ($SYS.REQ.CLAIMS.UPDATE)
-//!  └─ OUTPOST account  (JetStream on; carries the revocation list)
-//!      └─ signing key  ── services user: full access inside the account
-//!                      ── one user per runner credential: its own subjects only
+//!  ├─ OUTPOST account  (JetStream: every stream and bucket; exports to runners)
+//!  │   └─ signing key  ── services user: full access inside the account
+//!  └─ RUNNERS account  (no JetStream; imports from OUTPOST; the revocation list)
+//!      └─ signing key  ── one user per runner credential: its own subjects only
 //! ```
+//!
+//! Runners live in their own account and reach OUTPOST only through
+//! service imports. NATS checks a publisher's permissions on the subject but
+//! not on the reply subject, and answers (JetStream publish acks, fetched
+//! messages) go to the reply subject with the answering account's rights.
+//! Across a service import NATS replaces the reply subject with one of its
+//! own and routes the answer back into RUNNERS, so whatever reply subject a
+//! runner names, nothing is written into OUTPOST but what it may publish.
 //!
 //! Every seed lives in files of mode 0600 in the keys dir (mode 0700) and
 //! nowhere else. JWTs are public by design (they are signed claims, not
@@ -80,6 +89,8 @@ pub struct KeyStore {
     system: KeyPair,
     account: KeyPair,
     account_signer: KeyPair,
+    runners: KeyPair,
+    runners_signer: KeyPair,
     /// Seals secure option values at rest and for their runner.
     secrets: nkeys::XKey,
 }
@@ -88,6 +99,13 @@ const OPERATOR_SEED: &str = "operator.nk";
 const SYSTEM_SEED: &str = "system-account.nk";
 const ACCOUNT_SEED: &str = "account.nk";
 const SIGNER_SEED: &str = "account-signing.nk";
+const RUNNERS_SEED: &str = "runners-account.nk";
+const RUNNERS_SIGNER_SEED: &str = "runners-signing.nk";
+/// Name of the account runner users live in.
+pub const RUNNERS_ACCOUNT_NAME: &str = "OUTPOST_RUNNERS";
+/// The JetStream API prefix runners use: OUTPOST's `$JS.API.…` consumer
+/// calls, imported into RUNNERS under this name.
+pub const RUNNER_API_PREFIX: &str = "JS.outpost.API";
 const SECRETS_SEED: &str = "secrets.xk";
 pub const SYS_CREDS: &str = "sys.creds";
 pub const SERVICES_CREDS: &str = "services.creds";
@@ -135,6 +153,8 @@ impl KeyStore {
             system: seed(SYSTEM_SEED, KeyPair::new_account)?,
             account: seed(ACCOUNT_SEED, KeyPair::new_account)?,
             account_signer: seed(SIGNER_SEED, KeyPair::new_account)?,
+            runners: seed(RUNNERS_SEED, KeyPair::new_account)?,
+            runners_signer: seed(RUNNERS_SIGNER_SEED, KeyPair::new_account)?,
             secrets,
             dir: dir.to_path_buf(),
         };
@@ -202,12 +222,25 @@ impl KeyStore {
         )
     }
 
-    /// The account JWT with `revocations` (user public key → unix seconds:
-    /// credentials of that key issued at or before that time are refused).
-    pub fn account_jwt(
-        &self,
-        revocations: &BTreeMap<String, i64>,
-    ) -> Result<String, SecurityError> {
+    /// The OUTPOST account: JetStream on, and what runners may reach of it
+    /// exported as services (answers come back through NATS's own reply
+    /// subjects) or streams (notices to runners).
+    pub fn account_jwt(&self) -> Result<String, SecurityError> {
+        let service = |subject: String, stream_reply: bool| {
+            json!({
+                "name": subject, "subject": subject, "type": "service",
+                "response_type": if stream_reply { "Stream" } else { "Singleton" }
+            })
+        };
+        let exports: Vec<Value> = runner_services()
+            .into_iter()
+            .map(|(remote, _, streamed)| service(remote, streamed))
+            .chain(
+                runner_notices()
+                    .into_iter()
+                    .map(|subject| json!({"name": subject, "subject": subject, "type": "stream"})),
+            )
+            .collect();
         encode_jwt(
             json!({
                 "iat": now(), "iss": self.operator.public_key(), "sub": self.account.public_key(),
@@ -219,6 +252,46 @@ impl KeyStore {
                         "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
                     },
                     "signing_keys": [self.account_signer.public_key()],
+                    "exports": exports,
+                    "default_permissions": {"pub": {}, "sub": {}},
+                    "type": "account", "version": 2
+                }
+            }),
+            &self.operator,
+        )
+    }
+
+    /// The RUNNERS account, with its imports from OUTPOST and `revocations`
+    /// (user public key → unix seconds: credentials of that key issued at
+    /// or before that time are refused).
+    pub fn runners_account_jwt(
+        &self,
+        revocations: &BTreeMap<String, i64>,
+    ) -> Result<String, SecurityError> {
+        let outpost = self.account.public_key();
+        let imports: Vec<Value> = runner_services()
+            .into_iter()
+            .map(|(remote, local, _)| {
+                json!({
+                    "name": local, "subject": remote, "local_subject": local,
+                    "account": outpost, "type": "service"
+                })
+            })
+            .chain(runner_notices().into_iter().map(|subject| {
+                json!({"name": subject, "subject": subject, "account": outpost, "type": "stream"})
+            }))
+            .collect();
+        encode_jwt(
+            json!({
+                "iat": now(), "iss": self.operator.public_key(), "sub": self.runners.public_key(),
+                "name": RUNNERS_ACCOUNT_NAME,
+                "nats": {
+                    "limits": {
+                        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                        "wildcards": true, "conn": -1, "leaf": -1
+                    },
+                    "signing_keys": [self.runners_signer.public_key()],
+                    "imports": imports,
                     "revocations": revocations,
                     "default_permissions": {"pub": {}, "sub": {}},
                     "type": "account", "version": 2
@@ -242,19 +315,27 @@ impl KeyStore {
 
     fn services_creds(&self) -> Result<String, SecurityError> {
         let user = KeyPair::new_user();
-        let jwt = self.user_jwt("outpost-services", &user.public_key(), None)?;
+        let jwt = user_jwt(
+            (&self.account, &self.account_signer),
+            "outpost-services",
+            &user.public_key(),
+            None,
+        )?;
         creds_file(&jwt, &user)
     }
+}
 
-    fn user_jwt(
-        &self,
-        name: &str,
-        public_key: &str,
-        permissions: Option<&Permissions>,
-    ) -> Result<String, SecurityError> {
+/// A user JWT of `account`, signed by its signing key.
+fn user_jwt(
+    (account, signer): (&KeyPair, &KeyPair),
+    name: &str,
+    public_key: &str,
+    permissions: Option<&Permissions>,
+) -> Result<String, SecurityError> {
+    {
         let mut nats = json!({
             "subs": -1, "data": -1, "payload": -1,
-            "issuer_account": self.account.public_key(),
+            "issuer_account": account.public_key(),
             "type": "user", "version": 2
         });
         if let Some(p) = permissions {
@@ -263,13 +344,15 @@ impl KeyStore {
         }
         encode_jwt(
             json!({
-                "iat": now(), "iss": self.account_signer.public_key(), "sub": public_key, "name": name,
+                "iat": now(), "iss": signer.public_key(), "sub": public_key, "name": name,
                 "nats": nats
             }),
-            &self.account_signer,
+            signer,
         )
     }
+}
 
+impl KeyStore {
     /// A fresh credential for a runner: a new user key (so that revoking it
     /// touches no other credential) and a JWT allowing only its subjects.
     /// Returns the user public key and the `.creds` text.
@@ -277,11 +360,11 @@ impl KeyStore {
         &self,
         runner_id: &str,
         tags: &TagSet,
-        domain: &str,
     ) -> Result<(String, String), SecurityError> {
         let user = KeyPair::new_user();
-        let perms = runner_permissions(runner_id, tags, domain);
-        let jwt = self.user_jwt(
+        let perms = runner_permissions(runner_id, tags);
+        let jwt = user_jwt(
+            (&self.runners, &self.runners_signer),
             &format!("runner {runner_id}"),
             &user.public_key(),
             Some(&perms),
@@ -302,25 +385,28 @@ impl KeyStore {
              operator: \"{op}\"\n\
              system_account: \"{sys}\"\n\
              resolver: {{ type: full, dir: \"{dir}\", allow_delete: false, interval: \"2m\", timeout: \"2s\" }}\n\
-             resolver_preload: {{\n  {sys}: \"{sys_jwt}\"\n  {acc}: \"{acc_jwt}\"\n}}\n",
+             resolver_preload: {{\n  {sys}: \"{sys_jwt}\"\n  {acc}: \"{acc_jwt}\"\n  {run}: \"{run_jwt}\"\n}}\n",
             op = self.operator_jwt()?,
             sys = self.system.public_key(),
             dir = resolver_dir.display(),
             sys_jwt = self.system_account_jwt()?,
             acc = self.account.public_key(),
-            acc_jwt = self.account_jwt(revocations)?,
+            acc_jwt = self.account_jwt()?,
+            run = self.runners.public_key(),
+            run_jwt = self.runners_account_jwt(revocations)?,
         ))
     }
 
-    /// Sends the account JWT (with its revocations) to every server of the
-    /// cluster; connected users whose credentials it revokes are cut off.
+    /// Sends both account JWTs (RUNNERS with its revocations) to every
+    /// server of the cluster; connected users whose credentials it revokes
+    /// are cut off.
     pub async fn push_account(
         &self,
         nats_url: &str,
         ca_file: Option<&Path>,
         revocations: &BTreeMap<String, i64>,
     ) -> Result<(), SecurityError> {
-        let jwt = self.account_jwt(revocations)?;
+        let jwts = [self.account_jwt()?, self.runners_account_jwt(revocations)?];
         let mut opts = async_nats::ConnectOptions::new()
             .name("outpost account update")
             .credentials(
@@ -335,16 +421,18 @@ impl KeyStore {
             .connect(nats_url)
             .await
             .map_err(|e| SecurityError::Push(format!("connect: {e}")))?;
-        let reply = match client.request("$SYS.REQ.CLAIMS.UPDATE", jwt.into()).await {
-            Ok(r) => r,
-            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                return Err(SecurityError::NotOperatorMode)
+        for jwt in jwts {
+            let reply = match client.request("$SYS.REQ.CLAIMS.UPDATE", jwt.into()).await {
+                Ok(r) => r,
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    return Err(SecurityError::NotOperatorMode)
+                }
+                Err(e) => return Err(SecurityError::Push(e.to_string())),
+            };
+            let body: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
+            if let Some(err) = body.get("error") {
+                return Err(SecurityError::Push(err.to_string()));
             }
-            Err(e) => return Err(SecurityError::Push(e.to_string())),
-        };
-        let body: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
-        if let Some(err) = body.get("error") {
-            return Err(SecurityError::Push(err.to_string()));
         }
         Ok(())
     }
@@ -357,10 +445,44 @@ pub struct Permissions {
     pub subscribe: Vec<String>,
 }
 
-/// A runner's subject space. Everything not listed is denied, which is how
-/// the KV buckets, other runners' consumers, other executions' logs and the
-/// stream-management API stay out of reach.
-pub fn runner_permissions(runner_id: &str, tags: &TagSet, domain: &str) -> Permissions {
+/// What OUTPOST exports as services for runners: (subject in OUTPOST,
+/// subject in RUNNERS, answered with a stream of messages).
+fn runner_services() -> Vec<(String, String, bool)> {
+    let same = |s: &str| (s.to_string(), s.to_string(), false);
+    let stream = subjects::DISPATCH_STREAM;
+    vec![
+        same("outpost.ev.*.*.*"),
+        same("outpost.log.*.*.*"),
+        same("outpost.hb.*.*"),
+        same("outpost.nodes.*"),
+        same("outpost.rpc.*.*"),
+        same(&format!("$JS.ACK.{stream}.>")),
+        (
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
+            format!("{RUNNER_API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.*"),
+            true,
+        ),
+        (
+            format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+            format!("{RUNNER_API_PREFIX}.CONSUMER.INFO.{stream}.*"),
+            false,
+        ),
+    ]
+}
+
+/// What OUTPOST exports as streams for runners (notices, no replies).
+fn runner_notices() -> Vec<String> {
+    vec![
+        "outpost.abort.>".to_string(),
+        subjects::TAGSETS_CHANGED.to_string(),
+    ]
+}
+
+/// A runner's subject space inside RUNNERS. Everything not listed is
+/// denied, which is how other runners' consumers, other executions' logs and
+/// events, and everything OUTPOST does not export (the buckets, the stream
+/// API) stay out of reach.
+pub fn runner_permissions(runner_id: &str, tags: &TagSet) -> Permissions {
     let mut publish = vec![
         format!("outpost.ev.*.*.{runner_id}"),
         format!("outpost.log.*.*.{runner_id}"),
@@ -383,12 +505,12 @@ pub fn runner_permissions(runner_id: &str, tags: &TagSet, domain: &str) -> Permi
         let token = subset.join("+");
         let consumer = subjects::dispatch_consumer(&token);
         let stream = subjects::DISPATCH_STREAM;
-        // A direct connection is checked on `$JS.API`, one through a leaf
-        // node on `$JS.<domain>.API`: grant both.
-        for api in ["$JS.API".to_string(), format!("$JS.{domain}.API")] {
-            publish.push(format!("{api}.CONSUMER.MSG.NEXT.{stream}.{consumer}"));
-            publish.push(format!("{api}.CONSUMER.INFO.{stream}.{consumer}"));
-        }
+        publish.push(format!(
+            "{RUNNER_API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        ));
+        publish.push(format!(
+            "{RUNNER_API_PREFIX}.CONSUMER.INFO.{stream}.{consumer}"
+        ));
         publish.push(format!("$JS.ACK.{stream}.{consumer}.>"));
     }
     Permissions {
@@ -446,15 +568,15 @@ mod tests {
     #[test]
     fn runner_permissions_name_only_its_subjects() {
         let tags = TagSet::new(["linux", "eu"]).unwrap();
-        let p = runner_permissions("web", &tags, "hub");
-        // {eu, linux, _r_web}: 7 non-empty subsets, 5 subjects each, plus 5.
-        assert_eq!(p.publish.len(), 5 + 7 * 5);
+        let p = runner_permissions("web", &tags);
+        // {eu, linux, _r_web}: 7 non-empty subsets, 3 subjects each, plus 5.
+        assert_eq!(p.publish.len(), 5 + 7 * 3);
         assert!(p
             .publish
             .iter()
             .all(|s| !s.contains("$KV") && !s.contains("STREAM.")));
         assert!(p.publish.contains(
-            &"$JS.hub.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_eu+linux".to_string()
+            &"JS.outpost.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_eu+linux".to_string()
         ));
         assert!(p.publish.contains(&"outpost.ev.*.*.web".to_string()));
         assert!(!p.publish.iter().any(|s| s.contains("outpost.ev.>")));

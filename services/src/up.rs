@@ -209,6 +209,7 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
         name: "outpost control plane".into(),
         inbox_prefix: None,
         ca_file: None,
+        api_prefix: None,
         creds_file: Some(keys_dir.join(SERVICES_CREDS)),
     };
     let (ws_scheme, http_scheme) = if tls.is_some() {

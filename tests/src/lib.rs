@@ -169,6 +169,7 @@ impl NatsServer {
             name: name.into(),
             inbox_prefix: None,
             ca_file: None,
+            api_prefix: None,
             creds_file: self.secure.then(|| {
                 self.keys_dir
                     .join(outpost_services::security::SERVICES_CREDS)
@@ -528,6 +529,7 @@ pub fn start_enrolled_runner(
             &b.runner_id,
         )),
         ca_file: None,
+        api_prefix: b.api_prefix.clone(),
         creds_file: Some(bundle.to_path_buf()),
     };
     let work_dir = tempfile::tempdir().unwrap();

@@ -291,6 +291,67 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
         violation(&mut errors, subject).await;
     }
 
+    // Have the control plane answer into a bucket or another runner's
+    // abort subject, by naming them as reply subjects: JetStream's publish
+    // ack, the registry's reply. Across the import, the answers stay in the
+    // runners' account.
+    let runners_kv = stack
+        .js
+        .get_key_value(subjects::RUNNERS_BUCKET)
+        .await
+        .unwrap();
+    let rb_before = runners_kv.entry("rb").await.unwrap().unwrap().revision;
+    let mut b_aborts = stack
+        .client
+        .subscribe(subjects::runner_abort_prefix("rb") + ".>")
+        .await
+        .unwrap();
+    thief
+        .publish_with_reply(
+            own.clone(),
+            format!("$KV.{}.rb", subjects::RUNNERS_BUCKET),
+            serde_json::to_vec(&forged("ra")).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    thief
+        .publish_with_reply(
+            subjects::rpc("ra", subjects::rpc::TAGSETS),
+            subjects::abort("rb", first),
+            br#"{"tags":[]}"#.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    // Acked after both were handled (same connection, same stream, in order).
+    thief
+        .request(
+            own.clone(),
+            serde_json::to_vec(&forged("ra")).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let _ = thief
+        .request(
+            subjects::rpc("ra", subjects::rpc::TAGSETS),
+            br#"{"tags":[]}"#.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        runners_kv.entry("rb").await.unwrap().unwrap().revision,
+        rb_before,
+        "nothing was written into rb's record"
+    );
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(200),
+            futures::StreamExt::next(&mut b_aborts)
+        )
+        .await
+        .is_err(),
+        "nothing reached rb's abort subject"
+    );
+
     // Nothing changed: the forged "finished" events were refused (and
     // audited, once each), the streams are all there, the first step still
     // runs and B's waiting step waits.
@@ -307,10 +368,12 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
             .into_iter()
             .filter(|e| e["actor"] == "runner:ra")
             .collect();
-        (f.len() >= 2).then_some(f)
+        (f.len() >= 4).then_some(f)
     })
     .await;
-    assert_eq!(forged_audits.len(), 2, "{forged_audits:?}");
+    // Four forged "finished" events were published (two above, two with
+    // reply subjects): one audit event each.
+    assert_eq!(forged_audits.len(), 4, "{forged_audits:?}");
     for e in &forged_audits {
         assert_eq!(e["result"], "denied");
         assert_eq!(e["target"], own);
@@ -843,12 +906,18 @@ async fn a_secure_option_reaches_its_step_and_is_found_nowhere_else() {
             .spawn()
             .unwrap(),
     );
-    tokio::time::timeout(
+    if tokio::time::timeout(
         Duration::from_secs(20),
         futures::StreamExt::next(&mut heartbeats),
     )
     .await
-    .expect("the runner reports in");
+    .is_err()
+    {
+        panic!(
+            "the runner did not report in: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+    }
 
     let job = stack
         .load(
