@@ -274,6 +274,56 @@ pub async fn publish_event_as(
     publish_json(js, &subject, msg_id, event).await
 }
 
+/// Copies a message that `consumer` could not read to the dead-letter
+/// stream, with where it came from and why, then terminates it so that it
+/// is never redelivered. The consumer goes on with the next message.
+pub async fn dead_letter(
+    js: &jetstream::Context,
+    source: &str,
+    consumer: &str,
+    msg: &jetstream::Message,
+    error: &str,
+) {
+    let seq = msg
+        .info()
+        .map(|i| i.stream_sequence.to_string())
+        .unwrap_or_default();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(outpost_schemas::subjects::DLQ_SUBJECT_HEADER, msg.subject.as_str());
+    // Header values are one line.
+    let error: String = error.chars().take(1000).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    headers.insert(outpost_schemas::subjects::DLQ_ERROR_HEADER, error.as_str());
+    headers.insert(outpost_schemas::subjects::DLQ_SEQUENCE_HEADER, seq.as_str());
+    let subject = outpost_schemas::subjects::dead_letter(source, consumer);
+    let id = format!("dlq.{consumer}.{}.{seq}", msg.subject);
+    let stored = async {
+        js.send_publish(
+            subject.clone(),
+            PublishMessage::build()
+                .payload(msg.payload.clone())
+                .headers(headers)
+                .message_id(id),
+        )
+        .await?
+        .await
+        .map_err(|e| e.to_string().into())
+    };
+    let res: Result<_, Box<dyn std::error::Error + Send + Sync>> = stored.await;
+    match res {
+        Ok(_) => {
+            tracing::error!(consumer, subject = %msg.subject, error, "message dead-lettered");
+            let _ = msg.ack_with(jetstream::AckKind::Term).await;
+        }
+        Err(err) => {
+            // Keep it for redelivery rather than lose it.
+            tracing::error!(error = %err, consumer, "cannot dead-letter a message; leaving it for redelivery");
+            let _ = msg
+                .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
+        }
+    }
+}
+
 /// Sets TCP_NODELAY on every TCP socket of this process.
 ///
 /// async-nats 0.51 sets it on plain TCP connections but not on WebSocket ones

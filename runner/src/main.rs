@@ -64,6 +64,9 @@ struct Cli {
     /// gateway URL, CA and NATS credentials in one file.
     #[arg(long, env = "OUTPOST_RUNNER_CREDS")]
     creds: Option<PathBuf>,
+    /// Seconds between heartbeats (default 5).
+    #[arg(long, env = "OUTPOST_RUNNER_HEARTBEAT_SECS")]
+    heartbeat_secs: Option<u64>,
     /// Allow a plain `ws://` or `nats://` gateway URL (development only).
     #[arg(long, env = "OUTPOST_INSECURE")]
     insecure: bool,
@@ -86,6 +89,7 @@ struct FileConfig {
     ca_file: Option<PathBuf>,
     creds: Option<PathBuf>,
     insecure: Option<bool>,
+    heartbeat_secs: Option<u64>,
 }
 
 fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
@@ -198,6 +202,12 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
         Some("accept-new") => outpost_runner::ssh::HostKeyPolicy::AcceptNew,
         Some(other) => bail!("host key policy `{other}` is not `strict` or `accept-new`"),
     };
+    if let Some(secs) = cli.heartbeat_secs.or(file.heartbeat_secs) {
+        if secs == 0 {
+            bail!("heartbeat_secs must be at least 1");
+        }
+        opts.heartbeat_every = Duration::from_secs(secs);
+    }
     if let Some(secs) = cli.shutdown_grace.or(file.shutdown_grace) {
         opts.shutdown_grace = Duration::from_secs(secs);
     }

@@ -468,8 +468,14 @@ async fn handle_dispatch(
     let dispatched: StepDispatched = match serde_json::from_slice(&msg.payload) {
         Ok(d) => d,
         Err(err) => {
-            tracing::error!(error = %err, subject = %msg.subject, "malformed dispatch message; terminating it");
-            let _ = msg.ack_with(AckKind::Term).await;
+            bus::dead_letter(
+                &shared.js,
+                &shared.opts.runner_id,
+                "dispatch",
+                &msg,
+                &format!("malformed dispatch message: {err}"),
+            )
+            .await;
             return;
         }
     };

@@ -40,6 +40,14 @@ pub const LOGS_STREAM: &str = "OUTPOST_LOGS";
 pub const HEARTBEATS_STREAM: &str = "OUTPOST_HEARTBEATS";
 pub const NODE_REPORTS_STREAM: &str = "OUTPOST_NODE_REPORTS";
 pub const AUDIT_STREAM: &str = "OUTPOST_AUDIT";
+/// Messages a consumer could not read, with why (headers).
+pub const DEADLETTER_STREAM: &str = "OUTPOST_DEADLETTER";
+/// Header of a dead letter: the subject it was received on.
+pub const DLQ_SUBJECT_HEADER: &str = "Outpost-Dlq-Subject";
+/// Header of a dead letter: why it could not be handled.
+pub const DLQ_ERROR_HEADER: &str = "Outpost-Dlq-Error";
+/// Header of a dead letter: its stream sequence where it was received.
+pub const DLQ_SEQUENCE_HEADER: &str = "Outpost-Dlq-Sequence";
 /// Audit events of the API.
 pub const AUDIT_API: &str = "outpost.audit.api";
 
@@ -54,6 +62,9 @@ pub const NODES_BUCKET: &str = "OUTPOST_NODES";
 pub const RUNNERS_BUCKET: &str = "OUTPOST_RUNNERS";
 /// API tokens: SHA-256 hashes and roles, never the tokens.
 pub const TOKENS_BUCKET: &str = "OUTPOST_TOKENS";
+/// Steps claimed and not yet known finished: what the lost-runner sweep
+/// watches.
+pub const ACTIVE_BUCKET: &str = "OUTPOST_ACTIVE";
 /// Secure option values, sealed with the control plane's secrets key.
 pub const SECRETS_BUCKET: &str = "OUTPOST_SECRETS";
 
@@ -133,6 +144,12 @@ pub fn logs_of(execution_id: Uuid) -> String {
 
 pub fn heartbeat(runner_id: &str, replica_id: Uuid) -> String {
     format!("outpost.hb.{runner_id}.{}", replica_id.simple())
+}
+
+/// Where `source` (`_cp` or a runner id) dead-letters what `consumer`
+/// could not read.
+pub fn dead_letter(source: &str, consumer: &str) -> String {
+    format!("outpost.dlq.{source}.{consumer}")
 }
 
 pub fn node_report(runner_id: &str) -> String {

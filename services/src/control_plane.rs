@@ -59,7 +59,14 @@ pub struct ControlPlaneOptions {
     pub gateway: Gateway,
     /// Serve the API over https with these; `None` is plain http.
     pub api_tls: Option<TlsFiles>,
+    /// A claimed step whose runner replica has been silent this long ends
+    /// as `runner-lost`.
+    pub lost_runner_after: std::time::Duration,
 }
+
+/// Default of [`ControlPlaneOptions::lost_runner_after`]: six missed
+/// heartbeats at the runner's default 5 s cadence.
+pub const DEFAULT_LOST_RUNNER_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct ControlPlane {
     opts: ControlPlaneOptions,
@@ -94,8 +101,14 @@ impl ControlPlane {
             )),
             None => None,
         };
-        let registry =
-            Registry::new(client.clone(), js.clone(), keys, opts.gateway.clone()).await?;
+        let registry = Registry::new(
+            client.clone(),
+            js.clone(),
+            keys,
+            opts.gateway.clone(),
+            opts.lost_runner_after,
+        )
+        .await?;
         if opts.roles.registry {
             let r = registry.clone();
             let s = shutdown.clone();

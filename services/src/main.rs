@@ -210,6 +210,10 @@ struct ServeArgs {
     /// Serve the API over plain http (development only).
     #[arg(long, env = "OUTPOST_INSECURE")]
     insecure: bool,
+    /// Seconds a runner replica may be silent before its claimed steps end
+    /// as runner-lost.
+    #[arg(long, env = "OUTPOST_LOST_RUNNER_AFTER")]
+    lost_runner_after: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -448,6 +452,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 keys_dir,
                 gateway,
                 api_tls,
+                lost_runner_after: a
+                    .lost_runner_after
+                    .map(std::time::Duration::from_secs)
+                    .unwrap_or(outpost_services::control_plane::DEFAULT_LOST_RUNNER_AFTER),
             })
             .start(shutdown)
             .await?;

@@ -83,8 +83,14 @@ async fn handle(ctx: &Ctx, msg: jetstream::Message) {
     let event: Event = match serde_json::from_slice(&msg.payload) {
         Ok(e) => e,
         Err(err) => {
-            tracing::error!(error = %err, subject = %msg.subject, "malformed event; terminating it");
-            let _ = msg.ack_with(AckKind::Term).await;
+            bus::dead_letter(
+                &ctx.js,
+                subjects::CONTROL_PLANE_SOURCE,
+                subjects::ORCHESTRATOR_CONSUMER,
+                &msg,
+                &format!("malformed event: {err}"),
+            )
+            .await;
             return;
         }
     };

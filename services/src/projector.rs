@@ -54,8 +54,14 @@ async fn handle(
     let event: Event = match serde_json::from_slice(&msg.payload) {
         Ok(e) => e,
         Err(err) => {
-            tracing::error!(error = %err, subject = %msg.subject, "malformed event; terminating it");
-            let _ = msg.ack_with(AckKind::Term).await;
+            outpost_runner::bus::dead_letter(
+                provenance.js(),
+                subjects::CONTROL_PLANE_SOURCE,
+                subjects::PROJECTOR_CONSUMER,
+                &msg,
+                &format!("malformed event: {err}"),
+            )
+            .await;
             return;
         }
     };

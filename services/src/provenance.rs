@@ -65,6 +65,10 @@ impl ProvenanceCheck {
         Ok(Some(holder))
     }
 
+    pub fn js(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     /// Judges `event`, received on `subject`.
     pub async fn check(&self, subject: &str, event: &Event) -> Result<Provenance, ServiceError> {
         let source = subject.rsplit('.').next().unwrap_or_default();

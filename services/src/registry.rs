@@ -126,6 +126,10 @@ struct Inner {
     runs: kv::Store,
     tagsets: kv::Store,
     secrets: kv::Store,
+    active: kv::Store,
+    /// A claimed step whose replica has not heartbeated for this long ends
+    /// as `runner-lost`.
+    lost_after: std::time::Duration,
     keys: Option<Arc<KeyStore>>,
     gateway: Gateway,
     claim_cache: ClaimCache,
@@ -139,6 +143,7 @@ impl Registry {
         js: jetstream::Context,
         keys: Option<Arc<KeyStore>>,
         gateway: Gateway,
+        lost_after: std::time::Duration,
     ) -> Result<Self, ServiceError> {
         Ok(Registry {
             inner: Arc::new(Inner {
@@ -147,6 +152,8 @@ impl Registry {
                 runs: crate::bucket(&js, subjects::RUNS_BUCKET).await?,
                 tagsets: crate::bucket(&js, subjects::TAGSETS_BUCKET).await?,
                 secrets: crate::bucket(&js, subjects::SECRETS_BUCKET).await?,
+                active: crate::bucket(&js, subjects::ACTIVE_BUCKET).await?,
+                lost_after,
                 client,
                 js,
                 keys,
@@ -535,6 +542,7 @@ impl Registry {
             sub(subjects::rpc::ROTATED).await?,
         ]);
         let tasks = tokio_util::task::TaskTracker::new();
+        let sweeper = tokio::spawn(self.clone().sweep_loop(shutdown.clone()));
         loop {
             let next = tokio::select! {
                 m = all.next() => m,
@@ -546,7 +554,98 @@ impl Registry {
         }
         tasks.close();
         tasks.wait().await;
+        let _ = sweeper.await;
         Ok(())
+    }
+
+    /// Sweeps for lost runners every quarter of `lost_after`, until
+    /// `shutdown`. Every replica sweeps; the ids of what a sweep publishes
+    /// make the work happen once.
+    async fn sweep_loop(self, shutdown: CancellationToken) {
+        let every = (self.inner.lost_after / 4).max(std::time::Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if let Err(err) = self.sweep().await {
+                tracing::warn!(error = %err, "lost-runner sweep failed; trying again");
+            }
+        }
+    }
+
+    /// Ends, as `runner-lost`, every claimed step whose replica has not
+    /// heartbeated for `lost_after` (or said it stopped) while the step is
+    /// still the execution's current one; forgets claims of steps that ended.
+    pub async fn sweep(&self) -> Result<usize, RegistryError> {
+        let heartbeats: std::collections::HashMap<Uuid, outpost_schemas::RunnerHeartbeat> =
+            crate::fleet::heartbeats(&self.inner.js)
+                .await
+                .map_err(nats_err)?
+                .into_iter()
+                .map(|h| (h.replica_id, h))
+                .collect();
+        let mut keys = self.inner.active.keys().await.map_err(nats_err)?;
+        let mut ended = 0;
+        let now = Utc::now();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(nats_err)?;
+            let Some(entry) = self.inner.active.entry(&key).await.map_err(nats_err)? else {
+                continue;
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let claim = decode_claim(&entry.value);
+            let Some((exec, step)) = parse_claim_key(&key) else {
+                continue;
+            };
+            let run = self.run(exec).await?;
+            let current = run
+                .as_ref()
+                .is_some_and(|r| r.finished.is_none() && r.current == step);
+            if !current {
+                let _ = self.inner.active.delete(&key).await;
+                continue;
+            }
+            let claimed_at = DateTime::<Utc>::from_timestamp(
+                entry.created.unix_timestamp(),
+                entry.created.nanosecond(),
+            )
+            .unwrap_or(now);
+            let hb = heartbeats.get(&claim.replica_id);
+            let seen = hb
+                .map(|h| h.header.time.max(claimed_at))
+                .unwrap_or(claimed_at);
+            let stopped = hb.is_some_and(|h| {
+                h.state == outpost_schemas::RunnerState::Stopped && h.header.time > claimed_at
+            });
+            let silent = (now - seen).to_std().unwrap_or_default();
+            if !stopped && silent <= self.inner.lost_after {
+                continue;
+            }
+            let why = if stopped {
+                format!(
+                    "runner-lost: replica {} of runner {} stopped with the step running",
+                    claim.replica_id, claim.runner_id
+                )
+            } else {
+                format!(
+                    "runner-lost: replica {} of runner {} has not been heard from for {}s (limit {}s)",
+                    claim.replica_id,
+                    claim.runner_id,
+                    silent.as_secs(),
+                    self.inner.lost_after.as_secs()
+                )
+            };
+            tracing::warn!(execution_id = %exec, step, runner_id = %claim.runner_id, reason = %why, "runner lost");
+            let nonce = run.map(|r| r.nonce).unwrap_or_default();
+            self.publish_lost(exec, step, nonce, &claim.runner_id, &why)
+                .await?;
+            let _ = self.inner.active.delete(&key).await;
+            ended += 1;
+        }
+        Ok(ended)
     }
 
     async fn answer(&self, op: &str, msg: async_nats::Message) {
@@ -659,7 +758,18 @@ impl Registry {
             .create(&key, serde_json::to_vec(&mine).expect("claim").into())
             .await
         {
-            Ok(_) => return Ok(ClaimReply::Granted),
+            Ok(_) => {
+                // Watched by the lost-runner sweep until the step ends.
+                if let Err(err) = self
+                    .inner
+                    .active
+                    .put(&key, serde_json::to_vec(&mine).expect("claim").into())
+                    .await
+                {
+                    tracing::warn!(error = %err, execution_id = %req.execution_id, step = req.step, "cannot record the active claim; only redelivery will notice a lost runner");
+                }
+                return Ok(ClaimReply::Granted);
+            }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(nats_err(e)),
         }

@@ -456,6 +456,7 @@ fn runner_services() -> Vec<(String, String, bool)> {
         same("outpost.hb.*.*"),
         same("outpost.nodes.*"),
         same("outpost.rpc.*.*"),
+        same("outpost.dlq.*.*"),
         same(&format!("$JS.ACK.{stream}.>")),
         (
             format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
@@ -489,6 +490,7 @@ pub fn runner_permissions(runner_id: &str, tags: &TagSet) -> Permissions {
         format!("outpost.hb.{runner_id}.*"),
         subjects::node_report(runner_id),
         format!("outpost.rpc.{runner_id}.>"),
+        subjects::dead_letter(runner_id, "*"),
     ];
     // Every tag set it can serve is a subset of its tags plus its implicit
     // per-runner tag; each has one consumer.
@@ -569,8 +571,8 @@ mod tests {
     fn runner_permissions_name_only_its_subjects() {
         let tags = TagSet::new(["linux", "eu"]).unwrap();
         let p = runner_permissions("web", &tags);
-        // {eu, linux, _r_web}: 7 non-empty subsets, 3 subjects each, plus 5.
-        assert_eq!(p.publish.len(), 5 + 7 * 3);
+        // {eu, linux, _r_web}: 7 non-empty subsets, 3 subjects each, plus 6.
+        assert_eq!(p.publish.len(), 6 + 7 * 3);
         assert!(p
             .publish
             .iter()

@@ -90,6 +90,19 @@ fn stream_configs() -> Vec<stream::Config> {
             ..Default::default()
         },
         stream::Config {
+            name: s::DEADLETTER_STREAM.into(),
+            description: Some(
+                "Messages a consumer could not read: the original payload, and where from and why in headers"
+                    .into(),
+            ),
+            subjects: vec!["outpost.dlq.>".into()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            max_age: 30 * DAY,
+            allow_direct: true,
+            ..Default::default()
+        },
+        stream::Config {
             name: s::NODE_REPORTS_STREAM.into(),
             description: Some("Latest node list each runner serves from its own source".into()),
             subjects: vec!["outpost.nodes.>".into()],
@@ -149,6 +162,12 @@ fn bucket_configs() -> Vec<kv::Config> {
             "Step claims: the creator of a key runs the step",
             1,
             7 * DAY,
+        ),
+        bucket(
+            s::ACTIVE_BUCKET,
+            "Claimed steps not yet seen finished (the lost-runner sweep's work list)",
+            1,
+            Duration::ZERO,
         ),
         bucket(
             s::RUNNERS_BUCKET,

@@ -242,6 +242,7 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
             cert: t.cert.clone(),
             key: t.key.clone(),
         }),
+        lost_runner_after: crate::control_plane::DEFAULT_LOST_RUNNER_AFTER,
     })
     .start(shutdown.clone())
     .await?;
@@ -372,6 +373,7 @@ async fn demo_bundle(
             KeyStore::open(keys.dir()).map_err(|e| UpError::Setup(e.to_string()))?,
         )),
         gateway.clone(),
+        crate::control_plane::DEFAULT_LOST_RUNNER_AFTER,
     )
     .await?;
     let bundle = match registry.enrol("demo", &["demo".into()], "outpost up").await {

@@ -232,6 +232,20 @@ pub struct Services {
 
 impl Services {
     pub async fn start(nats: &NatsServer, roles: Roles) -> Self {
+        Self::start_with_lost_after(
+            nats,
+            roles,
+            outpost_services::control_plane::DEFAULT_LOST_RUNNER_AFTER,
+        )
+        .await
+    }
+
+    /// With a lost-runner deadline other than the default.
+    pub async fn start_with_lost_after(
+        nats: &NatsServer,
+        roles: Roles,
+        lost_after: Duration,
+    ) -> Self {
         let shutdown = CancellationToken::new();
         let work_dir = tempfile::tempdir().unwrap();
         let handle = ControlPlane::new(ControlPlaneOptions {
@@ -242,6 +256,7 @@ impl Services {
             keys_dir: Some(nats.keys_dir.clone()),
             gateway: nats.gateway(),
             api_tls: None,
+            lost_runner_after: lost_after,
         })
         .start(shutdown.clone())
         .await
@@ -344,8 +359,19 @@ impl Stack {
 
     /// The stack over a given server (e.g. one listening on a test veth).
     pub async fn start_on(nats: NatsServer, roles: Roles) -> Self {
+        Self::start_tuned(
+            nats,
+            roles,
+            outpost_services::control_plane::DEFAULT_LOST_RUNNER_AFTER,
+        )
+        .await
+    }
+
+    /// With a lost-runner deadline other than the default.
+    pub async fn start_tuned(nats: NatsServer, roles: Roles, lost_after: Duration) -> Self {
         init_tracing();
-        let services = Services::start(&nats, Roles { api: true, ..roles }).await;
+        let services =
+            Services::start_with_lost_after(&nats, Roles { api: true, ..roles }, lost_after).await;
         let api = format!("http://{}", services.api_addr.unwrap());
         let (client, js) = nats.connect().await;
         let admin_token = create_token(&js, "test-admin", &["admin"]).await;
