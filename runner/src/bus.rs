@@ -289,9 +289,16 @@ pub async fn dead_letter(
         .map(|i| i.stream_sequence.to_string())
         .unwrap_or_default();
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(outpost_schemas::subjects::DLQ_SUBJECT_HEADER, msg.subject.as_str());
+    headers.insert(
+        outpost_schemas::subjects::DLQ_SUBJECT_HEADER,
+        msg.subject.as_str(),
+    );
     // Header values are one line.
-    let error: String = error.chars().take(1000).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let error: String = error
+        .chars()
+        .take(1000)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     headers.insert(outpost_schemas::subjects::DLQ_ERROR_HEADER, error.as_str());
     headers.insert(outpost_schemas::subjects::DLQ_SEQUENCE_HEADER, seq.as_str());
     let subject = outpost_schemas::subjects::dead_letter(source, consumer);

@@ -161,6 +161,7 @@ fn router(state: AppState) -> Router {
             get(list_nodes).put(put_nodes),
         )
         .route("/audit", get(list_audit))
+        .route("/deadletters", get(list_dead_letters))
         // Audit wraps authentication, so that refused calls are audited too.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -901,6 +902,72 @@ async fn put_nodes(
     s.store.put_project_nodes(&project, nodes).await?;
     tracing::info!(project, count, "project nodes replaced");
     Ok(Json(json!({ "project": project, "nodes": count })))
+}
+
+#[derive(Serialize)]
+struct DeadLetters {
+    /// Dead letters per `outpost.dlq.<source>.<consumer>` subject.
+    counts: BTreeMap<String, u64>,
+    /// The newest (at most 50), newest last.
+    recent: Vec<DeadLetter>,
+}
+
+#[derive(Serialize)]
+struct DeadLetter {
+    seq: u64,
+    consumer: String,
+    subject: String,
+    error: String,
+    time: DateTime<Utc>,
+    /// The payload as text (lossy), at most 4 KiB.
+    payload: String,
+}
+
+/// `GET /deadletters`: how many messages each consumer could not read, and
+/// the newest of them with why.
+async fn list_dead_letters(State(s): State<AppState>) -> ApiResult<Json<DeadLetters>> {
+    let (stream, state) = crate::stream_with_state(&s.js, subjects::DEADLETTER_STREAM).await?;
+    let mut counts = BTreeMap::new();
+    if state.messages > 0 {
+        use futures::TryStreamExt;
+        let by_subject: std::collections::HashMap<String, usize> = stream
+            .info_with_subjects("outpost.dlq.>")
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?
+            .try_collect()
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?;
+        counts = by_subject.into_iter().map(|(k, v)| (k, v as u64)).collect();
+    }
+    let mut recent = Vec::new();
+    if state.messages > 0 {
+        let from = state
+            .last_sequence
+            .saturating_sub(49)
+            .max(state.first_sequence);
+        for seq in from..=state.last_sequence {
+            let Ok(m) = stream.direct_get(seq).await else {
+                continue;
+            };
+            let header = |name: &str| {
+                m.headers
+                    .get(name)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            };
+            let payload = &m.payload[..m.payload.len().min(4096)];
+            recent.push(DeadLetter {
+                seq,
+                consumer: m.subject.to_string(),
+                subject: header(subjects::DLQ_SUBJECT_HEADER),
+                error: header(subjects::DLQ_ERROR_HEADER),
+                time: DateTime::<Utc>::from_timestamp(m.time.unix_timestamp(), m.time.nanosecond())
+                    .unwrap_or_default(),
+                payload: String::from_utf8_lossy(payload).into_owned(),
+            });
+        }
+    }
+    Ok(Json(DeadLetters { counts, recent }))
 }
 
 /// Who made a call, for the audit record (set by `authenticate`).

@@ -283,7 +283,7 @@ pub fn policy(method: &str, route: &str) -> Need {
         (false, "/api/v1/execution/{id}/abort") => Project(Operator, P::Execution),
         (true, "/api/v1/runners") => AnyToken,
         (true, "/api/v1/runners/enrolled") => Global(Viewer),
-        (true, "/api/v1/audit") => Global(Viewer),
+        (true, "/api/v1/audit") | (true, "/api/v1/deadletters") => Global(Viewer),
         _ => Global(Admin),
     }
 }

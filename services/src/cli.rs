@@ -270,6 +270,10 @@ impl Client {
             .await
     }
 
+    pub async fn dead_letters(&self) -> Result<Value, CliError> {
+        self.json(self.http.get(self.url("/deadletters"))).await
+    }
+
     pub async fn runners(&self) -> Result<Value, CliError> {
         self.json(self.http.get(self.url("/runners"))).await
     }

@@ -83,6 +83,8 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Messages a consumer could not read: counts per consumer, the newest with why.
+    Deadletters,
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -716,6 +718,22 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     state("revoked"),
                     r["created"].as_str().unwrap_or(""),
                     r["created_by"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        Command::Deadletters => {
+            let v = client.dead_letters().await?;
+            for (subject, n) in v["counts"].as_object().into_iter().flatten() {
+                println!("{n:>6}  {subject}");
+            }
+            for d in v["recent"].as_array().into_iter().flatten() {
+                println!(
+                    "#{} {} {} from {}: {}",
+                    d["seq"],
+                    d["time"].as_str().unwrap_or(""),
+                    d["consumer"].as_str().unwrap_or(""),
+                    d["subject"].as_str().unwrap_or(""),
+                    d["error"].as_str().unwrap_or(""),
                 );
             }
         }

@@ -744,6 +744,7 @@ async fn the_api_answers_401_and_403_by_role() {
             None,
             "UUFFFFFY",
         ),
+        ("GET", "/deadletters".into(), None, None, "UUFFFYFY"),
         ("GET", "/audit".into(), None, None, "UUFFFYFY"),
         ("DELETE", format!("/job/{doomed}"), None, None, "UUFFFFYY"),
     ];

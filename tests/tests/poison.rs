@@ -1,0 +1,124 @@
+//! A message a consumer cannot read is dead-lettered, with where it came
+//! from and why, and the consumer goes on with the next one.
+
+use std::time::{Duration, Instant};
+
+use outpost_schemas::state::ExecutionStatus;
+use outpost_schemas::subjects;
+use outpost_tests::*;
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_and_the_next_good_one_is_processed() {
+    let stack = Stack::start().await;
+    let bogus = Uuid::now_v7();
+    let event_subject = subjects::event("step_finished", bogus, subjects::CONTROL_PLANE_SOURCE);
+    let dispatch_subject = subjects::dispatch(subjects::LOCAL_TOKEN, bogus, 1);
+    for (subject, payload) in [
+        (
+            event_subject.clone(),
+            "{\"type\": \"step_finished\", \"oops\"",
+        ),
+        (dispatch_subject.clone(), "not a dispatch"),
+    ] {
+        stack
+            .js
+            .publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // Good work, behind the poison, still runs.
+    let job = stack
+        .load(
+            "- name: after\n  sequence:\n    commands:\n    - exec: echo fine\n",
+            "after",
+        )
+        .await;
+    let id = stack.run_job(job, &[]).await;
+    assert_eq!(
+        stack.wait_terminal(id).await.status,
+        ExecutionStatus::Succeeded
+    );
+    assert_eq!(stack.log_texts(id).await, ["fine"]);
+
+    // The orchestrator and the projector each dead-lettered the event, the
+    // local runner the dispatch.
+    let mut stream = stack
+        .js
+        .get_stream(subjects::DEADLETTER_STREAM)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stream.info().await.unwrap().state.messages < 3 {
+        assert!(Instant::now() < deadline, "dead letters did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut seen = Vec::new();
+    for seq in 1..=3 {
+        let m = stream.direct_get(seq).await.unwrap();
+        let h = |name: &str| {
+            m.headers
+                .get(name)
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
+        let original = h(subjects::DLQ_SUBJECT_HEADER);
+        let error = h(subjects::DLQ_ERROR_HEADER);
+        assert!(error.starts_with("malformed"), "{error}");
+        assert!(!h(subjects::DLQ_SEQUENCE_HEADER).is_empty());
+        if original == event_subject {
+            assert_eq!(
+                m.payload.as_ref(),
+                b"{\"type\": \"step_finished\", \"oops\""
+            );
+        } else {
+            assert_eq!(original, dispatch_subject);
+            assert_eq!(m.payload.as_ref(), b"not a dispatch");
+        }
+        seen.push(m.subject.to_string());
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            subjects::dead_letter("_cp", "orchestrator"),
+            subjects::dead_letter("_cp", "projector"),
+            subjects::dead_letter("_local", "dispatch"),
+        ]
+    );
+    // Counted, and shown with why.
+    let v: serde_json::Value = stack
+        .http
+        .get(stack.url("/deadletters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["counts"][subjects::dead_letter("_cp", "orchestrator")],
+        1,
+        "{v}"
+    );
+    assert_eq!(
+        v["counts"][subjects::dead_letter("_local", "dispatch")],
+        1,
+        "{v}"
+    );
+    assert_eq!(v["recent"].as_array().unwrap().len(), 3, "{v}");
+
+    let (code, out, _) = stack.cli(&["deadletters"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("outpost.dlq._local.dispatch") && out.contains("malformed dispatch message"),
+        "{out}"
+    );
+
+    // Terminated, not redelivered: still three after another round trip.
+    let again = stack.run_job(job, &[]).await;
+    stack.wait_terminal(again).await;
+    assert_eq!(stream.info().await.unwrap().state.messages, 3);
+}
