@@ -43,6 +43,7 @@ struct AppState {
     store: Store,
     tokens: Tokens,
     registry: Registry,
+    health: fleet::HealthThresholds,
     /// Ends live streams, so that graceful shutdown does not wait on them.
     shutdown: CancellationToken,
 }
@@ -53,6 +54,7 @@ pub struct Api {
     js: jetstream::Context,
     registry: Registry,
     tls: Option<TlsFiles>,
+    health: fleet::HealthThresholds,
 }
 
 /// The API's certificate chain and key (PEM files).
@@ -83,7 +85,14 @@ impl Api {
             js,
             registry,
             tls,
+            health: fleet::HealthThresholds::default(),
         })
+    }
+
+    /// When silent replicas count as unknown, then down.
+    pub fn with_health(mut self, th: fleet::HealthThresholds) -> Self {
+        self.health = th;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -98,6 +107,7 @@ impl Api {
         let state = AppState {
             tokens: Tokens::open(&self.js).await?,
             registry: self.registry,
+            health: self.health,
             js: self.js,
             client: self.client,
             store,
@@ -828,26 +838,47 @@ async fn abort_execution(
     })))
 }
 
-#[derive(Serialize)]
-struct RunnerView {
-    #[serde(flatten)]
-    heartbeat: outpost_schemas::RunnerHeartbeat,
-    live: bool,
-}
-
-async fn list_runners(
-    State(s): State<AppState>,
-    _h: HeaderMap,
-) -> ApiResult<Json<Vec<RunnerView>>> {
+/// `GET /runners`: one entry per replica (its latest heartbeat, `live` and
+/// `health`), and one per enrolled runner that never checked in (`new`).
+/// `runner_health` is the runner's, from its healthiest replica.
+async fn list_runners(State(s): State<AppState>) -> ApiResult<Json<Vec<serde_json::Value>>> {
     let hbs = fleet::heartbeats(&s.js).await.map_err(ServiceError::Nats)?;
-    Ok(Json(
-        hbs.into_iter()
-            .map(|h| RunnerView {
-                live: fleet::is_live(&h),
-                heartbeat: h,
-            })
-            .collect(),
-    ))
+    let now = Utc::now();
+    let mut by_runner: BTreeMap<String, Vec<fleet::Health>> = BTreeMap::new();
+    for h in &hbs {
+        by_runner
+            .entry(h.runner_id.clone())
+            .or_default()
+            .push(fleet::replica_health(h, now, s.health));
+    }
+    let mut out: Vec<serde_json::Value> = hbs
+        .into_iter()
+        .map(|h| {
+            let health = fleet::replica_health(&h, now, s.health);
+            let runner = fleet::runner_health(by_runner[&h.runner_id].iter().copied());
+            let live = fleet::is_live(&h);
+            let mut v = serde_json::to_value(&h).expect("heartbeat serialises");
+            v["live"] = json!(live);
+            v["health"] = json!(health);
+            v["runner_health"] = json!(runner);
+            v
+        })
+        .collect();
+    if let Ok(enrolled) = s.registry.list().await {
+        for rec in enrolled
+            .into_iter()
+            .filter(|r| r.revoked.is_none() && !by_runner.contains_key(&r.name))
+        {
+            out.push(json!({
+                "runner_id": rec.name,
+                "tags": rec.tags,
+                "live": false,
+                "health": fleet::Health::New,
+                "runner_health": fleet::Health::New,
+            }));
+        }
+    }
+    Ok(Json(out))
 }
 
 #[derive(Deserialize)]

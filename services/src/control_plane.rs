@@ -62,6 +62,8 @@ pub struct ControlPlaneOptions {
     /// A claimed step whose runner replica has been silent this long ends
     /// as `runner-lost`.
     pub lost_runner_after: std::time::Duration,
+    /// When silent runner replicas show as unknown, then down.
+    pub runner_health: crate::fleet::HealthThresholds,
 }
 
 /// Default of [`ControlPlaneOptions::lost_runner_after`]: six missed
@@ -122,7 +124,8 @@ impl ControlPlane {
                 registry.clone(),
                 opts.api_tls.clone(),
             )
-            .await?;
+            .await?
+            .with_health(opts.runner_health);
             api_addr = Some(api.local_addr());
             let s = shutdown.clone();
             tasks.spawn(async move { ("api", api.run(s).await.map_err(|e| e.to_string())) });

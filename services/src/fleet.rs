@@ -84,6 +84,65 @@ pub async fn node_reports(
     Ok(out)
 }
 
+/// Rundeck's runner health states.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Enrolled, never checked in.
+    New,
+    /// Stopped, or silent for `down_after`.
+    Down,
+    /// Silent for `unknown_after`.
+    Unknown,
+    /// Checking in, but taking no work: at capacity, or draining.
+    Unhealthy,
+    Healthy,
+}
+
+/// When silence turns a replica unknown, then down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthThresholds {
+    pub unknown_after: Duration,
+    pub down_after: Duration,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        HealthThresholds {
+            unknown_after: Duration::from_secs(30),
+            down_after: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The health of one replica, from its latest heartbeat.
+pub fn replica_health(
+    hb: &RunnerHeartbeat,
+    now: chrono::DateTime<Utc>,
+    th: HealthThresholds,
+) -> Health {
+    let silent = now
+        .signed_duration_since(hb.header.time)
+        .to_std()
+        .unwrap_or_default();
+    if hb.state == RunnerState::Stopped || silent > th.down_after {
+        Health::Down
+    } else if silent > th.unknown_after {
+        Health::Unknown
+    } else if hb.state == RunnerState::Draining || hb.running_steps >= hb.capacity {
+        Health::Unhealthy
+    } else {
+        Health::Healthy
+    }
+}
+
+/// A runner is as healthy as its healthiest replica; with none, `New`.
+pub fn runner_health(replicas: impl IntoIterator<Item = Health>) -> Health {
+    replicas.into_iter().max().unwrap_or(Health::New)
+}
+
 pub fn is_live(hb: &RunnerHeartbeat) -> bool {
     let age = Utc::now().signed_duration_since(hb.header.time);
     hb.state == RunnerState::Running && age.to_std().map(|a| a <= LIVE_WITHIN).unwrap_or(true)
@@ -128,4 +187,59 @@ pub async fn why_waiting(js: &jetstream::Context, target: &Target) -> Option<Str
             if others.is_empty() { "none".into() } else { others.join(", ") }
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_schemas::Header;
+
+    fn hb(age_s: i64, state: RunnerState, running: u32, capacity: u32) -> RunnerHeartbeat {
+        let mut header = Header::now();
+        header.time = Utc::now() - chrono::Duration::seconds(age_s);
+        RunnerHeartbeat {
+            header,
+            runner_id: "r".into(),
+            replica_id: uuid::Uuid::now_v7(),
+            version: "0".into(),
+            hostname: "h".into(),
+            tags: vec![],
+            local: false,
+            running_steps: running,
+            capacity,
+            state,
+        }
+    }
+
+    #[test]
+    fn health_follows_the_heartbeat() {
+        use RunnerState::*;
+        let th = HealthThresholds::default();
+        let cases = [
+            (hb(1, Running, 0, 50), Health::Healthy),
+            (hb(1, Running, 50, 50), Health::Unhealthy),
+            (hb(1, Draining, 1, 50), Health::Unhealthy),
+            (hb(31, Running, 0, 50), Health::Unknown),
+            (hb(121, Running, 0, 50), Health::Down),
+            (hb(1, Stopped, 0, 50), Health::Down),
+        ];
+        for (h, want) in cases {
+            assert_eq!(
+                replica_health(&h, Utc::now(), th),
+                want,
+                "{:?} {}",
+                h.state,
+                h.running_steps
+            );
+        }
+        assert_eq!(runner_health([]), Health::New);
+        assert_eq!(
+            runner_health([Health::Down, Health::Healthy, Health::Unknown]),
+            Health::Healthy
+        );
+        assert_eq!(
+            runner_health([Health::Down, Health::Unknown]),
+            Health::Unknown
+        );
+    }
 }

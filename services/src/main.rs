@@ -216,6 +216,12 @@ struct ServeArgs {
     /// as runner-lost.
     #[arg(long, env = "OUTPOST_LOST_RUNNER_AFTER")]
     lost_runner_after: Option<u64>,
+    /// Seconds of silence after which a runner replica shows `unknown`.
+    #[arg(long, env = "OUTPOST_RUNNER_UNKNOWN_AFTER", default_value_t = 30)]
+    runner_unknown_after: u64,
+    /// Seconds of silence after which a runner replica shows `down`.
+    #[arg(long, env = "OUTPOST_RUNNER_DOWN_AFTER", default_value_t = 120)]
+    runner_down_after: u64,
 }
 
 #[derive(Subcommand)]
@@ -458,6 +464,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     .lost_runner_after
                     .map(std::time::Duration::from_secs)
                     .unwrap_or(outpost_services::control_plane::DEFAULT_LOST_RUNNER_AFTER),
+                runner_health: outpost_services::fleet::HealthThresholds {
+                    unknown_after: std::time::Duration::from_secs(a.runner_unknown_after),
+                    down_after: std::time::Duration::from_secs(a.runner_down_after),
+                },
             })
             .start(shutdown)
             .await?;
@@ -825,15 +835,26 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Runner(RunnerCmd::List) => {
             let v = client.runners().await?;
+            println!(
+                "{:<16} {:<10} {:<10} {:<10} {:<9} {:<8} {:<30} HOST (TAGS)",
+                "RUNNER", "HEALTH", "REPLICA", "STATE", "STEPS", "VERSION", "LAST CHECK-IN"
+            );
             for r in v.as_array().into_iter().flatten() {
+                let replica = r["replica_id"].as_str().unwrap_or("-");
                 println!(
-                    "{:<16} {:<6} tags=[{}] running={}/{} last={} host={}",
+                    "{:<16} {:<10} {:<10} {:<10} {:<9} {:<8} {:<30} {} ({})",
                     r["runner_id"].as_str().unwrap_or(""),
-                    if r["live"].as_bool() == Some(true) {
-                        "live"
+                    r["health"].as_str().unwrap_or(""),
+                    &replica[replica.len().saturating_sub(8)..],
+                    r["state"].as_str().unwrap_or("-"),
+                    if r["capacity"].is_null() {
+                        "-".to_string()
                     } else {
-                        "stale"
+                        format!("{}/{}", r["running_steps"], r["capacity"])
                     },
+                    r["version"].as_str().unwrap_or("-"),
+                    r["time"].as_str().unwrap_or("never"),
+                    r["hostname"].as_str().unwrap_or("-"),
                     r["tags"]
                         .as_array()
                         .into_iter()
@@ -841,10 +862,6 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         .filter_map(|t| t.as_str())
                         .collect::<Vec<_>>()
                         .join(","),
-                    r["running_steps"],
-                    r["capacity"],
-                    r["time"].as_str().unwrap_or(""),
-                    r["hostname"].as_str().unwrap_or(""),
                 );
             }
         }

@@ -243,6 +243,7 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
             key: t.key.clone(),
         }),
         lost_runner_after: crate::control_plane::DEFAULT_LOST_RUNNER_AFTER,
+        runner_health: Default::default(),
     })
     .start(shutdown.clone())
     .await?;

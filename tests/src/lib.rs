@@ -232,23 +232,18 @@ pub struct Services {
 
 impl Services {
     pub async fn start(nats: &NatsServer, roles: Roles) -> Self {
-        Self::start_with_lost_after(
-            nats,
-            roles,
-            outpost_services::control_plane::DEFAULT_LOST_RUNNER_AFTER,
-        )
-        .await
+        Self::start_tuned(nats, roles, |_| {}).await
     }
 
-    /// With a lost-runner deadline other than the default.
-    pub async fn start_with_lost_after(
+    /// With options changed by `tune` (deadlines, thresholds).
+    pub async fn start_tuned(
         nats: &NatsServer,
         roles: Roles,
-        lost_after: Duration,
+        tune: impl FnOnce(&mut ControlPlaneOptions),
     ) -> Self {
         let shutdown = CancellationToken::new();
         let work_dir = tempfile::tempdir().unwrap();
-        let handle = ControlPlane::new(ControlPlaneOptions {
+        let mut opts = ControlPlaneOptions {
             nats: nats.options("test control plane"),
             roles,
             listen: "127.0.0.1:0".into(),
@@ -256,11 +251,14 @@ impl Services {
             keys_dir: Some(nats.keys_dir.clone()),
             gateway: nats.gateway(),
             api_tls: None,
-            lost_runner_after: lost_after,
-        })
-        .start(shutdown.clone())
-        .await
-        .expect("control plane starts");
+            lost_runner_after: outpost_services::control_plane::DEFAULT_LOST_RUNNER_AFTER,
+            runner_health: Default::default(),
+        };
+        tune(&mut opts);
+        let handle = ControlPlane::new(opts)
+            .start(shutdown.clone())
+            .await
+            .expect("control plane starts");
         Services {
             _work_dir: work_dir,
             api_addr: handle.api_addr,
@@ -359,19 +357,17 @@ impl Stack {
 
     /// The stack over a given server (e.g. one listening on a test veth).
     pub async fn start_on(nats: NatsServer, roles: Roles) -> Self {
-        Self::start_tuned(
-            nats,
-            roles,
-            outpost_services::control_plane::DEFAULT_LOST_RUNNER_AFTER,
-        )
-        .await
+        Self::start_tuned(nats, roles, |_| {}).await
     }
 
-    /// With a lost-runner deadline other than the default.
-    pub async fn start_tuned(nats: NatsServer, roles: Roles, lost_after: Duration) -> Self {
+    /// With control-plane options changed by `tune`.
+    pub async fn start_tuned(
+        nats: NatsServer,
+        roles: Roles,
+        tune: impl FnOnce(&mut ControlPlaneOptions),
+    ) -> Self {
         init_tracing();
-        let services =
-            Services::start_with_lost_after(&nats, Roles { api: true, ..roles }, lost_after).await;
+        let services = Services::start_tuned(&nats, Roles { api: true, ..roles }, tune).await;
         let api = format!("http://{}", services.api_addr.unwrap());
         let (client, js) = nats.connect().await;
         let admin_token = create_token(&js, "test-admin", &["admin"]).await;

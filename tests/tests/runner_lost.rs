@@ -11,7 +11,10 @@ use outpost_tests::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_killed_mid_step_ends_it_runner_lost_within_the_deadline() {
     let deadline = Duration::from_secs(3);
-    let stack = Stack::start_tuned(NatsServer::start(), ServiceRoles::ALL, deadline).await;
+    let stack = Stack::start_tuned(NatsServer::start(), ServiceRoles::ALL, |o| {
+        o.lost_runner_after = deadline
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("step.pid");
     let mut heartbeats = stack.client.subscribe("outpost.hb.doomed.*").await.unwrap();
