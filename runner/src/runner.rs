@@ -221,6 +221,9 @@ impl Runner {
             "runner started"
         );
 
+        // A drain notice stops this runner as SIGTERM does; the caller's
+        // token stays untouched.
+        let shutdown = shutdown.child_token();
         let fetchers = TaskTracker::new();
         let steps = TaskTracker::new();
         let stop_fetching = shutdown.child_token();
@@ -239,6 +242,11 @@ impl Runner {
             stop_background.clone(),
         ));
         let creds_watch = tokio::spawn(watch_creds(shared.clone(), stop_background.clone()));
+        let control = tokio::spawn(control_listener(
+            shared.clone(),
+            shutdown.clone(),
+            stop_background.clone(),
+        ));
         if shared.opts.local {
             fetchers.spawn(fetch_loop(
                 shared.clone(),
@@ -275,6 +283,7 @@ impl Runner {
         let _ = heartbeat.await;
         let _ = aborts.await;
         let _ = creds_watch.await;
+        let _ = control.await;
         // Best effort: with NATS gone, liveness expiry says the same thing later.
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
@@ -1047,6 +1056,54 @@ async fn watch_creds(shared: Arc<Shared>, stop: CancellationToken) {
         {
             Ok(_) => told = true,
             Err(err) => tracing::debug!(error = %err, "cannot report the credential in use yet"),
+        }
+    }
+}
+
+/// Answers pings, and drains on a drain notice: no new steps, running ones
+/// finish, then the runner stops (and shows `down`).
+async fn control_listener(shared: Arc<Shared>, drain: CancellationToken, stop: CancellationToken) {
+    let id = &shared.opts.runner_id;
+    let mut sub = match shared
+        .client
+        .subscribe(subjects::runner_control(id, "*"))
+        .await
+    {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::warn!(error = %err, runner_id = %id, "cannot follow control notices");
+            return;
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => m,
+            _ = stop.cancelled() => return,
+        };
+        let Some(msg) = msg else { return };
+        match msg.subject.rsplit('.').next() {
+            Some("ping") => {
+                let Ok(ping) = serde_json::from_slice::<outpost_schemas::rpc::Ping>(&msg.payload)
+                else {
+                    continue;
+                };
+                let pong = outpost_schemas::rpc::Pong {
+                    nonce: ping.nonce,
+                    replica_id: shared.replica_id,
+                };
+                let _ = shared
+                    .client
+                    .publish(
+                        subjects::rpc(id, "pong"),
+                        serde_json::to_vec(&pong).expect("pong").into(),
+                    )
+                    .await;
+            }
+            Some("drain") if msg.payload.as_ref() == b"drain" && !shared.opts.local => {
+                tracing::info!(runner_id = %id, "drain requested: taking no new steps");
+                drain.cancel();
+            }
+            _ => {}
         }
     }
 }

@@ -54,6 +54,8 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("rpc_secrets_request", schema_for!(rpc::SecretsRequest)),
         ("rpc_secrets_reply", schema_for!(rpc::SecretsReply)),
         ("rpc_rotated_request", schema_for!(rpc::RotatedRequest)),
+        ("ctl_ping", schema_for!(rpc::Ping)),
+        ("rpc_pong", schema_for!(rpc::Pong)),
     ]
 }
 

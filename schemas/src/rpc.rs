@@ -95,6 +95,19 @@ pub struct RotatedRequest {
     pub public_key: String,
 }
 
+/// A ping to a runner (`outpost.ctl.<runner>.ping`), and each replica's
+/// answer (`outpost.rpc.<runner>.pong`, no reply expected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Ping {
+    pub nonce: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Pong {
+    pub nonce: Uuid,
+    pub replica_id: Uuid,
+}
+
 /// A generic reply of requests that only succeed or fail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RpcResult {

@@ -161,6 +161,11 @@ pub fn abort(runner_id: &str, execution_id: Uuid) -> String {
     format!("outpost.abort.{runner_id}.{}", execution_id.simple())
 }
 
+/// Control notices to a runner's replicas: `ping`, `drain`.
+pub fn runner_control(runner_id: &str, what: &str) -> String {
+    format!("outpost.ctl.{runner_id}.{what}")
+}
+
 pub fn runner_abort_prefix(runner_id: &str) -> String {
     format!("outpost.abort.{runner_id}")
 }

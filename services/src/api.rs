@@ -164,6 +164,8 @@ fn router(state: AppState) -> Router {
         .route("/runners/enrolled", get(list_enrolled))
         .route("/runners/{name}/revoke", post(revoke_runner))
         .route("/runners/{name}/rotate", post(rotate_runner))
+        .route("/runners/{name}/drain", post(drain_runner))
+        .route("/runners/{name}/ping", post(ping_runner))
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{id}", axum::routing::delete(revoke_token))
         .route(
@@ -1228,6 +1230,72 @@ async fn rotate_runner(
     Ok(Json(
         json!({"runner": name, "bundle": crate::registry::bundle_text(&bundle)}),
     ))
+}
+
+/// `POST /runners/{name}/drain`: every replica stops taking steps, lets its
+/// running ones finish, and stops (then shows `down`).
+async fn drain_runner(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if name.starts_with('_') {
+        return Err(ApiError::invalid(
+            "the control plane's local runner is not drained this way; stop its service",
+        ));
+    }
+    let hbs = fleet::heartbeats(&s.js).await.map_err(ServiceError::Nats)?;
+    let live = hbs
+        .iter()
+        .filter(|h| h.runner_id == name && fleet::is_live(h))
+        .count();
+    s.client
+        .publish(subjects::runner_control(&name, "drain"), "drain".into())
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    s.client
+        .flush()
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    Ok(Json(
+        json!({"runner": name, "draining": true, "live_replicas": live}),
+    ))
+}
+
+/// `POST /runners/{name}/ping`: a round trip through every replica that
+/// answers within 2 s.
+async fn ping_runner(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let nats = |e: String| ApiError::from(ServiceError::Nats(e));
+    let mut pongs = s
+        .client
+        .subscribe(subjects::rpc(&name, "pong"))
+        .await
+        .map_err(|e| nats(e.to_string()))?;
+    let nonce = Uuid::now_v7();
+    let ping = outpost_schemas::rpc::Ping { nonce };
+    let sent = std::time::Instant::now();
+    s.client
+        .publish(
+            subjects::runner_control(&name, "ping"),
+            serde_json::to_vec(&ping).expect("ping").into(),
+        )
+        .await
+        .map_err(|e| nats(e.to_string()))?;
+    let mut replicas = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, pongs.next()).await {
+        if let Ok(p) = serde_json::from_slice::<outpost_schemas::rpc::Pong>(&msg.payload) {
+            if p.nonce == nonce {
+                replicas.push(json!({
+                    "replica_id": p.replica_id,
+                    "rtt_ms": sent.elapsed().as_secs_f64() * 1000.0,
+                }));
+            }
+        }
+    }
+    Ok(Json(json!({"runner": name, "replicas": replicas})))
 }
 
 #[derive(Deserialize)]

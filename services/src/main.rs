@@ -304,6 +304,10 @@ enum RunnerCmd {
     Enrolled,
     /// Cut a runner off now; its claimed steps end as runner-lost.
     Revoke { name: String },
+    /// Stop the runner taking steps; running ones finish, then it stops.
+    Drain { name: String },
+    /// Round trip through each replica of the runner.
+    Ping { name: String },
     /// Issue new credentials; the old ones stop working once the runner
     /// runs on the new ones.
     Rotate {
@@ -711,6 +715,28 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             if v["connections_cut"] == false {
                 eprintln!("warning: NATS is not in operator mode, so the runner's connections were not cut; the control plane refuses its work");
+            }
+        }
+        Command::Runner(RunnerCmd::Drain { name }) => {
+            let v = client.runner_action(&name, "drain").await?;
+            println!(
+                "draining runner {name} ({} live replica(s)): no new steps; running ones finish, then it stops",
+                v["live_replicas"]
+            );
+        }
+        Command::Runner(RunnerCmd::Ping { name }) => {
+            let v = client.runner_action(&name, "ping").await?;
+            let replicas = v["replicas"].as_array().cloned().unwrap_or_default();
+            if replicas.is_empty() {
+                eprintln!("no replica of runner {name} answered within 2 s");
+                return Ok(1);
+            }
+            for r in replicas {
+                println!(
+                    "{name} replica {}: {:.2} ms",
+                    r["replica_id"].as_str().unwrap_or(""),
+                    r["rtt_ms"].as_f64().unwrap_or_default()
+                );
             }
         }
         Command::Runner(RunnerCmd::Enrolled) => {

@@ -475,6 +475,7 @@ fn runner_services() -> Vec<(String, String, bool)> {
 fn runner_notices() -> Vec<String> {
     vec![
         "outpost.abort.>".to_string(),
+        "outpost.ctl.>".to_string(),
         subjects::TAGSETS_CHANGED.to_string(),
     ]
 }
@@ -520,6 +521,7 @@ pub fn runner_permissions(runner_id: &str, tags: &TagSet) -> Permissions {
         subscribe: vec![
             format!("{}.>", runner_inbox_prefix(runner_id)),
             format!("{}.>", subjects::runner_abort_prefix(runner_id)),
+            subjects::runner_control(runner_id, "*"),
             subjects::TAGSETS_CHANGED.to_string(),
         ],
     }

@@ -620,6 +620,17 @@ async fn rotating_credentials_under_load_loses_no_step() {
             .then_some(())
     })
     .await;
+    // A ping crosses both ways between the accounts.
+    let pong: Value = stack
+        .http
+        .post(stack.url("/runners/rot/ping"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pong["replicas"].as_array().unwrap().len(), 1, "{pong}");
     let new = async_nats::ConnectOptions::with_credentials(&creds_of(&bundle))
         .unwrap()
         .connect(&stack.nats.ws_url)

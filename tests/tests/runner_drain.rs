@@ -1,0 +1,128 @@
+//! `outpost runner drain`: the running step finishes, no new one starts, the
+//! runner stops and shows down. `outpost runner ping` measures a round trip.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use outpost_schemas::state::{ExecutionStatus, StepStatus};
+use outpost_tests::*;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lets_the_running_step_finish_takes_no_new_one_and_stops() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut heartbeats = stack.client.subscribe("outpost.hb.edge.*").await.unwrap();
+    let mut runner = Reaped(
+        Command::new(workspace_binary("outpost-runner"))
+            .args([
+                "--insecure",
+                "--id",
+                "edge",
+                "--tags",
+                "edge",
+                "--heartbeat-secs",
+                "1",
+            ])
+            .arg("--nats-url")
+            .arg(&stack.nats.ws_url)
+            .arg("--work-dir")
+            .arg(dir.path().join("work"))
+            .env("OUTPOST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::StreamExt::next(&mut heartbeats),
+    )
+    .await
+    .expect("the runner reports in");
+
+    // Ping: one replica answers.
+    let (code, out, err) = stack.cli(&["runner", "ping", "edge"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("edge replica") && out.contains(" ms"), "{out}");
+    let (code, _, err) = stack.cli(&["runner", "ping", "nobody"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no replica"), "{err}");
+
+    let gate = dir.path().join("gate");
+    let job = stack
+        .load(
+            &format!(
+                "- name: held\n  runnerSelector:\n    filter: edge\n  sequence:\n    commands:\n    - exec: while [ ! -e {} ]; do sleep 0.05; done; echo finished\n",
+                gate.display()
+            ),
+            "held",
+        )
+        .await;
+    let running = stack.run_job(job, &[]).await;
+    stack
+        .wait_state(running, "step running", |s| {
+            s.steps[0].status == StepStatus::Running
+        })
+        .await;
+
+    let (code, out, err) = stack.cli(&["runner", "drain", "edge"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("draining runner edge (1 live"), "{out}");
+    // The heartbeat says draining; then new work is not taken.
+    let t0 = Instant::now();
+    loop {
+        let msg = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::StreamExt::next(&mut heartbeats),
+        )
+        .await
+        .expect("heartbeats go on while draining")
+        .unwrap();
+        let hb: Value = serde_json::from_slice(&msg.payload).unwrap();
+        if hb["state"] == "draining" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+    let queued = stack.run_job(job, &[]).await;
+    stack
+        .wait_state(queued, "dispatched", |s| {
+            s.steps[0].status >= StepStatus::Dispatched
+        })
+        .await;
+
+    // The running step finishes; the runner then stops by itself.
+    std::fs::write(&gate, "").unwrap();
+    let st = stack.wait_terminal(running).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded);
+    assert_eq!(stack.log_texts(running).await, ["finished"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = runner.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the drained runner did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let list: Value = stack
+        .http
+        .get(stack.url("/runners"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let edge = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["runner_id"] == "edge")
+        .unwrap();
+    assert_eq!(edge["health"], "down", "{edge}");
+    // The queued step was not started: it waits for another runner.
+    let q = stack.execution(queued).await;
+    assert!(!q.status.is_terminal(), "{q:?}");
+    assert!(q.steps[0].status < StepStatus::Running, "{q:?}");
+}
