@@ -157,6 +157,53 @@ impl NatsServer {
         std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
     }
 
+    /// SIGKILLs the server (no flush, no goodbye) and waits for it to die.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and store, after `kill`.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill it first");
+        let port = |url: &str| {
+            url.rsplit(':')
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_string()
+        };
+        let conf = std::fs::read_to_string(&self.conf_path).unwrap();
+        // Pin the ports the first start chose.
+        let conf = conf
+            .replacen("port: -1", &format!("port: {}", port(&self.client_url)), 1)
+            .replacen("port: -1", &format!("port: {}", port(&self.ws_url)), 1);
+        let restart_conf = self.dir.path().join("nats-restart.conf");
+        std::fs::write(&restart_conf, conf).unwrap();
+        let binary = outpost_services::up::nats_server_binary().unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&restart_conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart nats-server");
+        self.child = Some(child);
+        let addr = self.client_url.trim_start_matches("nats://").to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not come back: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Its data dir: config, log, JetStream store, keys.
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
