@@ -779,27 +779,46 @@ impl Registry {
             // This very attempt, asking again after a lost reply.
             Some(c) if c == mine => Ok(ClaimReply::Granted),
             Some(c) => {
-                // Claimed before by a replica that stopped acknowledging it. A
-                // claimed step never starts twice; it ends as lost instead.
+                // Claimed before, and delivered again: its holder stopped
+                // acknowledging it. A claimed step never starts twice. If the
+                // holder still heartbeats, it may just have lost its link
+                // for a while: leave the verdict to the lost-runner sweep
+                // (and a runner cannot end a live peer's step this way).
+                // If the holder is silent, or is the asker itself (it lost
+                // track of the step), end it as lost now.
+                let alive = c.replica_id != req.replica_id
+                    && crate::fleet::heartbeats(&self.inner.js)
+                        .await
+                        .map_err(nats_err)?
+                        .iter()
+                        .any(|h| {
+                            h.replica_id == c.replica_id
+                                && h.state != outpost_schemas::RunnerState::Stopped
+                                && (Utc::now() - h.header.time)
+                                    .to_std()
+                                    .is_ok_and(|age| age <= self.inner.lost_after)
+                        });
+                if alive {
+                    tracing::info!(execution_id = %req.execution_id, step = req.step, runner_id = runner, owner = %c.runner_id, "step redelivered while its holder still heartbeats; leaving it to the holder");
+                    return Ok(ClaimReply::Lost);
+                }
                 let who = if c.replica_id == req.replica_id {
                     "this replica lost track of it".to_string()
                 } else {
                     format!(
-                        "runner {} (replica {}) claimed it and stopped acknowledging it",
+                        "runner {} (replica {}) claimed it and went silent",
                         c.runner_id, c.replica_id
                     )
                 };
                 tracing::warn!(execution_id = %req.execution_id, step = req.step, runner_id = runner, owner = %c.runner_id, "step already claimed; ending it as runner-lost");
-                if run.finished.is_none() && run.current == req.step {
-                    self.publish_lost(
-                        req.execution_id,
-                        req.step,
-                        run.nonce,
-                        &c.runner_id,
-                        &format!("runner-lost: {who}"),
-                    )
-                    .await?;
-                }
+                self.publish_lost(
+                    req.execution_id,
+                    req.step,
+                    run.nonce,
+                    &c.runner_id,
+                    &format!("runner-lost: {who}"),
+                )
+                .await?;
                 Ok(ClaimReply::Lost)
             }
             None => Err(nats_err("claim vanished after it existed")),
