@@ -123,6 +123,9 @@ struct Shared {
     slots: Arc<Semaphore>,
     /// This runner's own node source, credentials included.
     local_nodes: Vec<outpost_schemas::node::Node>,
+    /// Stopping because of a drain notice: running steps get all the time
+    /// they need.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -196,6 +199,7 @@ impl Runner {
                 .unwrap_or_else(|_| "unknown".into()),
             replica_id: Uuid::now_v7(),
             running: Mutex::new(HashMap::new()),
+            draining: std::sync::atomic::AtomicBool::new(false),
             local_nodes: nodes.clone().unwrap_or_default(),
             opts,
             js,
@@ -268,10 +272,12 @@ impl Runner {
         fetchers.close();
         fetchers.wait().await;
         steps.close();
-        if tokio::time::timeout(shared.opts.shutdown_grace, steps.wait())
-            .await
-            .is_err()
-        {
+        let grace = if shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            Duration::MAX
+        } else {
+            shared.opts.shutdown_grace
+        };
+        if tokio::time::timeout(grace, steps.wait()).await.is_err() {
             tracing::warn!(runner_id = %shared.opts.runner_id, "shutdown deadline passed; killing running steps");
             for r in shared.running.lock().unwrap().values() {
                 *r.reason.lock().unwrap() = Some(CancelReason::ShutdownDeadline);
@@ -544,6 +550,13 @@ async fn handle_dispatch(
             // runner-lost): either way, nothing to run.
             unregister();
             let _ = msg.double_ack().await;
+            return;
+        }
+        Ok(ClaimReply::Held) => {
+            unregister();
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
             return;
         }
         Ok(ClaimReply::Refused { reason }) => {
@@ -1101,6 +1114,11 @@ async fn control_listener(shared: Arc<Shared>, drain: CancellationToken, stop: C
             }
             Some("drain") if msg.payload.as_ref() == b"drain" && !shared.opts.local => {
                 tracing::info!(runner_id = %id, "drain requested: taking no new steps");
+                // Unlike SIGTERM, a drain waits for running steps however
+                // long they take.
+                shared
+                    .draining
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 drain.cancel();
             }
             _ => {}
@@ -1127,7 +1145,14 @@ async fn heartbeat_loop(shared: Arc<Shared>, draining: CancellationToken, stop: 
 }
 
 async fn publish_heartbeat(shared: &Shared, state: RunnerState) -> Result<bool, BusError> {
-    let running = shared.running.lock().unwrap().len() as u32;
+    let (running, steps) = {
+        let map = shared.running.lock().unwrap();
+        let steps: Vec<String> = map
+            .keys()
+            .map(|(exec, step)| subjects::claim_key(*exec, *step))
+            .collect();
+        (map.len() as u32, steps)
+    };
     let hb = RunnerHeartbeat {
         header: Header::now(),
         runner_id: shared.opts.runner_id.clone(),
@@ -1139,6 +1164,7 @@ async fn publish_heartbeat(shared: &Shared, state: RunnerState) -> Result<bool, 
         running_steps: running,
         capacity: shared.opts.capacity as u32,
         state,
+        steps,
     };
     let subject = subjects::heartbeat(&shared.opts.runner_id, shared.replica_id);
     bus::publish_json(&shared.js, &subject, &hb.header.message_id.to_string(), &hb).await

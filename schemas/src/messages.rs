@@ -308,6 +308,11 @@ pub struct RunnerHeartbeat {
     pub running_steps: u32,
     pub capacity: u32,
     pub state: RunnerState,
+    /// The steps this replica holds (their claim keys, `<exec>.<step>`):
+    /// the lost-runner sweep ends a claimed step its live holder no longer
+    /// lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
 }
 
 /// The nodes a runner serves from its own node source, sent at start. The

@@ -43,6 +43,9 @@ pub enum ClaimReply {
     /// Not the execution's current step (it finished, or the execution
     /// moved on): ack the message, run nothing.
     Stale,
+    /// Another replica holds it and still heartbeats: hand the message back
+    /// (nak with a delay); its holder acks it, or the sweep ends it.
+    Held,
     /// This runner may not run this step (not its tag set, or revoked).
     Refused { reason: String },
 }

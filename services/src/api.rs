@@ -871,12 +871,19 @@ async fn list_runners(State(s): State<AppState>) -> ApiResult<Json<Vec<serde_jso
             .into_iter()
             .filter(|r| r.revoked.is_none() && !by_runner.contains_key(&r.name))
         {
+            // Heartbeats expire after a day: one that ran once is down.
+            let health = if rec.started.is_some() {
+                fleet::Health::Down
+            } else {
+                fleet::Health::New
+            };
             out.push(json!({
                 "runner_id": rec.name,
                 "tags": rec.tags,
                 "live": false,
-                "health": fleet::Health::New,
-                "runner_health": fleet::Health::New,
+                "health": health,
+                "runner_health": health,
+                "started": rec.started,
             }));
         }
     }

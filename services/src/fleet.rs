@@ -15,7 +15,7 @@ async fn last_per_subject<T: serde::de::DeserializeOwned>(
     js: &jetstream::Context,
     stream: &str,
     filter: &str,
-    fix: impl Fn(&str, &mut T),
+    fix: impl Fn(&str, chrono::DateTime<Utc>, &mut T),
 ) -> Result<Vec<T>, String> {
     let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
     let info = stream
@@ -35,7 +35,12 @@ async fn last_per_subject<T: serde::de::DeserializeOwned>(
         match stream.direct_get_last_for_subject(&subject).await {
             Ok(msg) => match serde_json::from_slice::<T>(&msg.payload) {
                 Ok(mut v) => {
-                    fix(&subject, &mut v);
+                    let stored = chrono::DateTime::<Utc>::from_timestamp(
+                        msg.time.unix_timestamp(),
+                        msg.time.nanosecond(),
+                    )
+                    .unwrap_or_else(Utc::now);
+                    fix(&subject, stored, &mut v);
                     out.push(v)
                 }
                 Err(err) => tracing::warn!(error = %err, subject, "malformed message"),
@@ -54,8 +59,11 @@ pub async fn heartbeats(js: &jetstream::Context) -> Result<Vec<RunnerHeartbeat>,
         js,
         subjects::HEARTBEATS_STREAM,
         "outpost.hb.>",
-        |subject, hb: &mut RunnerHeartbeat| {
+        |subject, stored, hb: &mut RunnerHeartbeat| {
             hb.runner_id = subject.split('.').nth(2).unwrap_or_default().to_string();
+            // When the server stored it: the runner's clock may be off, and
+            // a heartbeat retried after an outage tells of the past.
+            hb.header.time = stored;
         },
     )
     .await?;
@@ -74,7 +82,7 @@ pub async fn node_reports(
         js,
         subjects::NODE_REPORTS_STREAM,
         "outpost.nodes.>",
-        |subject, r: &mut outpost_schemas::NodeReport| {
+        |subject, _stored, r: &mut outpost_schemas::NodeReport| {
             r.runner_id = subject.split('.').nth(2).unwrap_or_default().to_string();
             r.nodes = r.nodes.iter().map(|n| n.redacted()).collect();
         },
@@ -208,6 +216,7 @@ mod tests {
             running_steps: running,
             capacity,
             state,
+            steps: vec![],
         }
     }
 

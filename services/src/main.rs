@@ -464,10 +464,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 keys_dir,
                 gateway,
                 api_tls,
-                lost_runner_after: a
-                    .lost_runner_after
-                    .map(std::time::Duration::from_secs)
-                    .unwrap_or(outpost_services::control_plane::DEFAULT_LOST_RUNNER_AFTER),
+                lost_runner_after: match a.lost_runner_after {
+                    Some(0) => anyhow::bail!(
+                        "--lost-runner-after must be at least 1 (and well above the runners' heartbeat period)"
+                    ),
+                    Some(s) => std::time::Duration::from_secs(s),
+                    None => outpost_services::control_plane::DEFAULT_LOST_RUNNER_AFTER,
+                },
                 runner_health: outpost_services::fleet::HealthThresholds {
                     unknown_after: std::time::Duration::from_secs(a.runner_unknown_after),
                     down_after: std::time::Duration::from_secs(a.runner_down_after),

@@ -96,6 +96,9 @@ pub struct RunnerRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<DateTime<Utc>>,
     pub credentials: Vec<Credential>,
+    /// When a replica of it last started (it reports its credential then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<DateTime<Utc>>,
 }
 
 pub use outpost_schemas::bundle::Bundle;
@@ -225,6 +228,7 @@ impl Registry {
             created: Utc::now(),
             created_by: actor.into(),
             revoked: None,
+            started: None,
             credentials: vec![Credential {
                 public_key,
                 issued: Utc::now(),
@@ -563,13 +567,19 @@ impl Registry {
     /// make the work happen once.
     async fn sweep_loop(self, shutdown: CancellationToken) {
         let every = (self.inner.lost_after / 4).max(std::time::Duration::from_millis(250));
+        // Silence is only evidence once this process has itself been in
+        // touch with NATS for a whole deadline: after its own outage (or
+        // start), runners get that long to be heard again.
+        let mut in_touch_since = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.cancelled() => return,
             }
-            if let Err(err) = self.sweep().await {
+            let may_declare = in_touch_since.elapsed() >= self.inner.lost_after;
+            if let Err(err) = self.sweep(may_declare).await {
                 tracing::warn!(error = %err, "lost-runner sweep failed; trying again");
+                in_touch_since = std::time::Instant::now();
             }
         }
     }
@@ -577,7 +587,7 @@ impl Registry {
     /// Ends, as `runner-lost`, every claimed step whose replica has not
     /// heartbeated for `lost_after` (or said it stopped) while the step is
     /// still the execution's current one; forgets claims of steps that ended.
-    pub async fn sweep(&self) -> Result<usize, RegistryError> {
+    pub async fn sweep(&self, may_declare: bool) -> Result<usize, RegistryError> {
         let heartbeats: std::collections::HashMap<Uuid, outpost_schemas::RunnerHeartbeat> =
             crate::fleet::heartbeats(&self.inner.js)
                 .await
@@ -600,7 +610,14 @@ impl Registry {
             let Some((exec, step)) = parse_claim_key(&key) else {
                 continue;
             };
-            let run = self.run(exec).await?;
+            let run = match self.run(exec).await {
+                Ok(r) => r,
+                Err(err) => {
+                    // One unreadable run must not stop the sweep of the others.
+                    tracing::warn!(error = %err, execution_id = %exec, "cannot read the run; skipping it this sweep");
+                    continue;
+                }
+            };
             let current = run
                 .as_ref()
                 .is_some_and(|r| r.finished.is_none() && r.current == step);
@@ -621,10 +638,26 @@ impl Registry {
                 h.state == outpost_schemas::RunnerState::Stopped && h.header.time > claimed_at
             });
             let silent = (now - seen).to_std().unwrap_or_default();
-            if !stopped && silent <= self.inner.lost_after {
+            // A live holder that no longer lists the step (it gave up
+            // reporting it) has lost it too; old runners list nothing.
+            let dropped = hb.is_some_and(|h| {
+                let lists = !h.steps.is_empty() || h.running_steps == 0;
+                lists
+                    && !h.steps.contains(&key)
+                    && h.header.time > claimed_at + chrono::Duration::seconds(2)
+            });
+            if !stopped && !dropped && silent <= self.inner.lost_after {
                 continue;
             }
-            let why = if stopped {
+            if !may_declare {
+                continue;
+            }
+            let why = if dropped && !stopped && silent <= self.inner.lost_after {
+                format!(
+                    "runner-lost: replica {} of runner {} no longer runs the step",
+                    claim.replica_id, claim.runner_id
+                )
+            } else if stopped {
                 format!(
                     "runner-lost: replica {} of runner {} stopped with the step running",
                     claim.replica_id, claim.runner_id
@@ -786,7 +819,8 @@ impl Registry {
                 // (and a runner cannot end a live peer's step this way).
                 // If the holder is silent, or is the asker itself (it lost
                 // track of the step), end it as lost now.
-                let alive = c.replica_id != req.replica_id
+                let asker_is_holder = c.replica_id == req.replica_id && c.runner_id == runner;
+                let alive = !asker_is_holder
                     && crate::fleet::heartbeats(&self.inner.js)
                         .await
                         .map_err(nats_err)?
@@ -800,9 +834,9 @@ impl Registry {
                         });
                 if alive {
                     tracing::info!(execution_id = %req.execution_id, step = req.step, runner_id = runner, owner = %c.runner_id, "step redelivered while its holder still heartbeats; leaving it to the holder");
-                    return Ok(ClaimReply::Lost);
+                    return Ok(ClaimReply::Held);
                 }
-                let who = if c.replica_id == req.replica_id {
+                let who = if asker_is_holder {
                     "this replica lost track of it".to_string()
                 } else {
                     format!(
@@ -919,6 +953,7 @@ impl Registry {
         }
         self.modify(runner, |rec| {
             changed = false;
+            rec.started = Some(now);
             let newest = rec.credentials.last().map(|c| c.public_key.clone());
             if newest.as_deref() != Some(req.public_key.as_str()) {
                 return Ok(());

@@ -167,7 +167,7 @@ fn bucket_configs() -> Vec<kv::Config> {
             s::ACTIVE_BUCKET,
             "Claimed steps not yet seen finished (the lost-runner sweep's work list)",
             1,
-            Duration::ZERO,
+            7 * DAY,
         ),
         bucket(
             s::RUNNERS_BUCKET,

@@ -121,4 +121,21 @@ async fn poison_messages_are_dead_lettered_and_the_next_good_one_is_processed() 
     let again = stack.run_job(job, &[]).await;
     stack.wait_terminal(again).await;
     assert_eq!(stream.info().await.unwrap().state.messages, 3);
+    // And nothing of it is left pending on the consumers that read it.
+    for name in [
+        subjects::ORCHESTRATOR_CONSUMER,
+        subjects::PROJECTOR_CONSUMER,
+    ] {
+        let mut c = stack
+            .js
+            .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                name,
+                subjects::EVENTS_STREAM,
+            )
+            .await
+            .unwrap();
+        let info = c.info().await.unwrap();
+        assert_eq!(info.num_ack_pending, 0, "{name}");
+        assert_eq!(info.num_redelivered, 0, "{name}");
+    }
 }

@@ -88,6 +88,10 @@ async fn a_runner_killed_mid_step_ends_it_runner_lost_within_the_deadline() {
         "keepgoing ran step 2"
     );
     assert_eq!(st.status, ExecutionStatus::Failed);
-    // The deadline, plus one sweep period and the heartbeat cadence.
-    assert!(took < deadline + Duration::from_secs(3), "took {took:?}");
+    // The deadline, plus a sweep period, the heartbeat cadence, and step 2
+    // on a loaded machine.
+    assert!(
+        took < deadline * 2 + Duration::from_secs(4),
+        "took {took:?}"
+    );
 }
