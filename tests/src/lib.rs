@@ -713,6 +713,48 @@ pub async fn find_in_all_streams(js: &jetstream::Context, needle: &str) -> Vec<S
     found
 }
 
+/// An `outpost-runner` process (the real binary) connected to the stack's
+/// plain WebSocket listener (hence `--insecure`), heartbeating every second,
+/// with `extra` arguments; killed and reaped on drop.
+pub fn runner_process(
+    stack: &Stack,
+    id: &str,
+    tags: &str,
+    work_dir: &Path,
+    extra: &[&str],
+) -> Reaped {
+    Reaped(
+        Command::new(workspace_binary("outpost-runner"))
+            .args([
+                "--insecure",
+                "--id",
+                id,
+                "--tags",
+                tags,
+                "--heartbeat-secs",
+                "1",
+            ])
+            .args(extra)
+            .arg("--nats-url")
+            .arg(&stack.nats.ws_url)
+            .arg("--work-dir")
+            .arg(work_dir)
+            .env("OUTPOST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start outpost-runner"),
+    )
+}
+
+/// Waits (20 s at most) for the next message on `sub`, e.g. a heartbeat of
+/// a runner that is starting.
+pub async fn next_message(sub: &mut async_nats::Subscriber, what: &str) -> async_nats::Message {
+    tokio::time::timeout(Duration::from_secs(20), sub.next())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within 20 s"))
+        .unwrap_or_else(|| panic!("subscription for {what} ended"))
+}
+
 /// Every file under `dir` whose bytes contain `needle`.
 pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();

@@ -1,7 +1,6 @@
 //! `outpost runner drain`: the running step finishes, no new one starts, the
 //! runner stops and shows down. `outpost runner ping` measures a round trip.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use outpost_schemas::state::{ExecutionStatus, StepStatus};
@@ -13,32 +12,8 @@ async fn drain_lets_the_running_step_finish_takes_no_new_one_and_stops() {
     let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut heartbeats = stack.client.subscribe("outpost.hb.edge.*").await.unwrap();
-    let mut runner = Reaped(
-        Command::new(workspace_binary("outpost-runner"))
-            .args([
-                "--insecure",
-                "--id",
-                "edge",
-                "--tags",
-                "edge",
-                "--heartbeat-secs",
-                "1",
-            ])
-            .arg("--nats-url")
-            .arg(&stack.nats.ws_url)
-            .arg("--work-dir")
-            .arg(dir.path().join("work"))
-            .env("OUTPOST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        futures::StreamExt::next(&mut heartbeats),
-    )
-    .await
-    .expect("the runner reports in");
+    let mut runner = runner_process(&stack, "edge", "edge", &dir.path().join("work"), &[]);
+    next_message(&mut heartbeats, "heartbeat").await;
 
     // Ping: one replica answers.
     let (code, out, err) = stack.cli(&["runner", "ping", "edge"]);

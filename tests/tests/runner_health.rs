@@ -2,7 +2,6 @@
 //! capacity), unknown and down as heartbeats stop, down on a graceful stop.
 //! The runner is a real process, paused with SIGSTOP to silence it.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use outpost_tests::*;
@@ -63,27 +62,12 @@ async fn health_goes_new_healthy_unhealthy_unknown_down() {
     stack.enrol("edge", &["edge"], dir.path()).await;
     assert_eq!(health(&stack, "edge").await, "new");
 
-    let mut runner = Reaped(
-        Command::new(workspace_binary("outpost-runner"))
-            .args([
-                "--insecure",
-                "--id",
-                "edge",
-                "--tags",
-                "edge",
-                "--heartbeat-secs",
-                "1",
-                "--capacity",
-                "1",
-            ])
-            .arg("--nats-url")
-            .arg(&stack.nats.ws_url)
-            .arg("--work-dir")
-            .arg(dir.path().join("work"))
-            .env("OUTPOST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut runner = runner_process(
+        &stack,
+        "edge",
+        "edge",
+        &dir.path().join("work"),
+        &["--capacity", "1"],
     );
     wait_health(&stack, "edge", "healthy").await;
 

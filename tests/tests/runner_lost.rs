@@ -2,7 +2,6 @@
 //! "running": within the lost-runner deadline the step ends `runner-lost`,
 //! and the execution goes on or fails per `keepgoing`.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use outpost_schemas::state::{ExecutionStatus, StepStatus};
@@ -18,32 +17,8 @@ async fn a_runner_killed_mid_step_ends_it_runner_lost_within_the_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("step.pid");
     let mut heartbeats = stack.client.subscribe("outpost.hb.doomed.*").await.unwrap();
-    let mut runner = Reaped(
-        Command::new(workspace_binary("outpost-runner"))
-            .args([
-                "--insecure",
-                "--id",
-                "doomed",
-                "--tags",
-                "edge",
-                "--heartbeat-secs",
-                "1",
-            ])
-            .arg("--nats-url")
-            .arg(&stack.nats.ws_url)
-            .arg("--work-dir")
-            .arg(dir.path().join("work"))
-            .env("OUTPOST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        futures::StreamExt::next(&mut heartbeats),
-    )
-    .await
-    .expect("the runner reports in");
+    let mut runner = runner_process(&stack, "doomed", "edge", &dir.path().join("work"), &[]);
+    next_message(&mut heartbeats, "heartbeat").await;
     // Step 1 on the doomed runner; step 2 on the local runner, which runs
     // because of keepgoing.
     let job = stack

@@ -1,34 +1,18 @@
 //! Two replicas of one runner share its work; one is SIGKILLed with work
 //! queued: the other finishes the queue, and no step runs twice.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use outpost_schemas::state::{ExecutionStatus, StepStatus};
 use outpost_tests::*;
 
 fn replica(stack: &Stack, dir: &std::path::Path, n: u32) -> Reaped {
-    Reaped(
-        Command::new(workspace_binary("outpost-runner"))
-            .args([
-                "--insecure",
-                "--id",
-                "pair",
-                "--tags",
-                "pair",
-                "--heartbeat-secs",
-                "1",
-                "--capacity",
-                "1",
-            ])
-            .arg("--nats-url")
-            .arg(&stack.nats.ws_url)
-            .arg("--work-dir")
-            .arg(dir.join(format!("work-{n}")))
-            .env("OUTPOST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
+    runner_process(
+        stack,
+        "pair",
+        "pair",
+        &dir.join(format!("work-{n}")),
+        &["--capacity", "1"],
     )
 }
 
@@ -46,13 +30,7 @@ async fn killing_one_replica_leaves_its_queue_to_the_other_and_no_step_runs_twic
     // Both replicas report in.
     let mut replicas = std::collections::HashSet::new();
     while replicas.len() < 2 {
-        let m = tokio::time::timeout(
-            Duration::from_secs(20),
-            futures::StreamExt::next(&mut heartbeats),
-        )
-        .await
-        .expect("both replicas report in")
-        .unwrap();
+        let m = next_message(&mut heartbeats, "heartbeat of both replicas").await;
         replicas.insert(m.subject.to_string());
     }
     let job = stack
