@@ -433,6 +433,18 @@ impl Stack {
         format!("{}/api/v1{path}", self.api)
     }
 
+    /// `GET /api/v1{path}` as the admin, decoded from JSON.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Imports YAML into `default`; returns the HTTP status and body.
     pub async fn import(&self, yaml: &str) -> (u16, Value) {
         let r = self

@@ -29,15 +29,7 @@ async fn each_mutating_call_is_audited_once_and_reads_are_not() {
         stack.http.get(stack.url(path)).send().await.unwrap();
     }
 
-    let events: Vec<Value> = stack
-        .http
-        .get(stack.url("/audit"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: Vec<Value> = stack.get_json("/audit").await;
     let summary: Vec<(String, u64, String)> = events
         .iter()
         .map(|e| {

@@ -29,15 +29,7 @@ async fn invalid_yaml_is_rejected_with_field_and_line_and_nothing_is_stored() {
             assert!(message.contains(e), "`{message}` lacks `{e}`");
         }
     }
-    let jobs: Value = stack
-        .http
-        .get(stack.url("/project/default/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Value = stack.get_json("/project/default/jobs").await;
     assert_eq!(
         jobs,
         serde_json::json!([]),

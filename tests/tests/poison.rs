@@ -89,15 +89,7 @@ async fn poison_messages_are_dead_lettered_and_the_next_good_one_is_processed() 
         ]
     );
     // Counted, and shown with why.
-    let v: serde_json::Value = stack
-        .http
-        .get(stack.url("/deadletters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = stack.get_json("/deadletters").await;
     assert_eq!(
         v["counts"][subjects::dead_letter("_cp", "orchestrator")],
         1,

@@ -80,15 +80,7 @@ async fn drain_lets_the_running_step_finish_takes_no_new_one_and_stops() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status}");
-    let list: Value = stack
-        .http
-        .get(stack.url("/runners"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = stack.get_json("/runners").await;
     let edge = list
         .as_array()
         .unwrap()

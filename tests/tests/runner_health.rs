@@ -8,15 +8,7 @@ use outpost_tests::*;
 use serde_json::Value;
 
 async fn health(stack: &Stack, runner: &str) -> String {
-    let v: Value = stack
-        .http
-        .get(stack.url("/runners"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = stack.get_json("/runners").await;
     v.as_array()
         .unwrap()
         .iter()

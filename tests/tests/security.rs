@@ -92,15 +92,7 @@ fn audit_schema() -> jsonschema::Validator {
 }
 
 async fn audit_events(stack: &Stack) -> Vec<Value> {
-    stack
-        .http
-        .get(stack.url("/audit?max=1000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    stack.get_json("/audit?max=1000").await
 }
 
 fn held_job(name: &str, tag: &str, gate: &Path) -> String {
@@ -509,15 +501,7 @@ async fn revoking_a_runner_cuts_it_off_within_a_second_and_its_step_ends_lost() 
         reason.contains("runner-lost") && reason.contains("revoked"),
         "{reason}"
     );
-    let enrolled: Value = stack
-        .http
-        .get(stack.url("/runners/enrolled"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let enrolled: Value = stack.get_json("/runners/enrolled").await;
     assert!(!enrolled[0]["revoked"].is_null(), "{enrolled}");
     // Enrolment, revocation: one audit event per call.
     let audits = audit_events(&stack).await;
@@ -592,15 +576,7 @@ async fn rotating_credentials_under_load_loses_no_step() {
 
     // Once the runner runs on the new credential, the old one is revoked.
     wait_for(|| async {
-        let v: Value = stack
-            .http
-            .get(stack.url("/runners/enrolled"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = stack.get_json("/runners/enrolled").await;
         let states: Vec<String> = v[0]["credentials"]
             .as_array()
             .unwrap()
@@ -867,15 +843,7 @@ async fn the_api_answers_401_and_403_by_role() {
         401
     );
     // Only hashes are stored.
-    let listed: Value = stack
-        .http
-        .get(stack.url("/tokens"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = stack.get_json("/tokens").await;
     assert!(!listed.to_string().contains(t["token"].as_str().unwrap()));
     assert!(find_in_all_streams(&stack.js, t["token"].as_str().unwrap())
         .await
