@@ -983,21 +983,30 @@ async fn system_line(tx: &mpsc::Sender<LogEntry>, text: String) {
         .await;
 }
 
+/// The messages on `subject` until `stop`; `None` (logged) if the
+/// subscription fails.
+async fn notices(
+    client: &async_nats::Client,
+    subject: String,
+    what: &str,
+    stop: &CancellationToken,
+) -> Option<std::pin::Pin<Box<impl futures::Stream<Item = async_nats::Message>>>> {
+    match client.subscribe(subject).await {
+        Ok(sub) => Some(Box::pin(sub.take_until(stop.clone().cancelled_owned()))),
+        Err(err) => {
+            tracing::error!(error = %err, what, "cannot subscribe");
+            None
+        }
+    }
+}
+
 async fn abort_listener(shared: Arc<Shared>, client: async_nats::Client, stop: CancellationToken) {
     let prefix = subjects::runner_abort_prefix(&shared.opts.runner_id);
-    let mut sub = match client.subscribe(format!("{prefix}.*")).await {
-        Ok(s) => s,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot subscribe to abort notices");
-            return;
-        }
+    let Some(mut notices) = notices(&client, format!("{prefix}.*"), "abort notices", &stop).await
+    else {
+        return;
     };
-    loop {
-        let msg = tokio::select! {
-            m = sub.next() => m,
-            _ = stop.cancelled() => return,
-        };
-        let Some(msg) = msg else { return };
+    while let Some(msg) = notices.next().await {
         // Only the orchestrator's notice: other publishers' replies (a
         // JetStream ack sent to a forged reply subject) are not aborts.
         if msg.payload.as_ref() != b"abort" {
@@ -1077,23 +1086,17 @@ async fn watch_creds(shared: Arc<Shared>, stop: CancellationToken) {
 /// finish, then the runner stops (and shows `down`).
 async fn control_listener(shared: Arc<Shared>, drain: CancellationToken, stop: CancellationToken) {
     let id = &shared.opts.runner_id;
-    let mut sub = match shared
-        .client
-        .subscribe(subjects::runner_control(id, "*"))
-        .await
-    {
-        Ok(s) => s,
-        Err(err) => {
-            tracing::warn!(error = %err, runner_id = %id, "cannot follow control notices");
-            return;
-        }
+    let Some(mut notices) = notices(
+        &shared.client,
+        subjects::runner_control(id, "*"),
+        "control notices",
+        &stop,
+    )
+    .await
+    else {
+        return;
     };
-    loop {
-        let msg = tokio::select! {
-            m = sub.next() => m,
-            _ = stop.cancelled() => return,
-        };
-        let Some(msg) = msg else { return };
+    while let Some(msg) = notices.next().await {
         match msg.subject.rsplit('.').next() {
             Some("ping") => {
                 let Ok(ping) = serde_json::from_slice::<outpost_schemas::rpc::Ping>(&msg.payload)

@@ -35,12 +35,11 @@ async fn last_per_subject<T: serde::de::DeserializeOwned>(
         match stream.direct_get_last_for_subject(&subject).await {
             Ok(msg) => match serde_json::from_slice::<T>(&msg.payload) {
                 Ok(mut v) => {
-                    let stored = chrono::DateTime::<Utc>::from_timestamp(
-                        msg.time.unix_timestamp(),
-                        msg.time.nanosecond(),
-                    )
-                    .unwrap_or_else(Utc::now);
-                    fix(&subject, stored, &mut v);
+                    fix(
+                        &subject,
+                        stored_time(msg.time.unix_timestamp(), msg.time.nanosecond()),
+                        &mut v,
+                    );
                     out.push(v)
                 }
                 Err(err) => tracing::warn!(error = %err, subject, "malformed message"),
@@ -61,14 +60,45 @@ pub async fn heartbeats(js: &jetstream::Context) -> Result<Vec<RunnerHeartbeat>,
         "outpost.hb.>",
         |subject, stored, hb: &mut RunnerHeartbeat| {
             hb.runner_id = subject.split('.').nth(2).unwrap_or_default().to_string();
-            // When the server stored it: the runner's clock may be off, and
-            // a heartbeat retried after an outage tells of the past.
             hb.header.time = stored;
         },
     )
     .await?;
     out.sort_by(|a, b| (&a.runner_id, a.replica_id).cmp(&(&b.runner_id, b.replica_id)));
     Ok(out)
+}
+
+/// The latest heartbeat of one replica, if it sent any in the last day.
+pub async fn heartbeat_of(
+    js: &jetstream::Context,
+    runner_id: &str,
+    replica_id: uuid::Uuid,
+) -> Result<Option<RunnerHeartbeat>, String> {
+    let stream = js
+        .get_stream_no_info(subjects::HEARTBEATS_STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    let subject = subjects::heartbeat(runner_id, replica_id);
+    let msg = match stream.direct_get_last_for_subject(&subject).await {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), jetstream::stream::DirectGetErrorKind::NotFound) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let Ok(mut hb) = serde_json::from_slice::<RunnerHeartbeat>(&msg.payload) else {
+        return Ok(None);
+    };
+    hb.runner_id = runner_id.to_string();
+    hb.header.time = stored_time(msg.time.unix_timestamp(), msg.time.nanosecond());
+    Ok(Some(hb))
+}
+
+/// When the server stored a message: heartbeat ages are measured with it,
+/// as the runner's clock may be off and a heartbeat retried after an
+/// outage tells of the past.
+fn stored_time(unix_seconds: i64, nanos: u32) -> chrono::DateTime<Utc> {
+    chrono::DateTime::<Utc>::from_timestamp(unix_seconds, nanos).unwrap_or_else(Utc::now)
 }
 
 /// The latest node report of every runner that has a node source.

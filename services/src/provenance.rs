@@ -7,10 +7,7 @@
 //! every event before it can change anything; a refusal is audited once
 //! (the audit message's dedup id is derived from the event's).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use outpost_runner::bus;
 use outpost_schemas::{subjects, AuditEvent, AuditResult, Event, Header};
 
@@ -25,17 +22,14 @@ pub enum Provenance {
 
 pub struct ProvenanceCheck {
     js: jetstream::Context,
-    claims: kv::Store,
-    /// Claims never change once created: remember the holders.
-    holders: Mutex<HashMap<String, String>>,
+    claims: crate::registry::ClaimLookup,
 }
 
 impl ProvenanceCheck {
     pub async fn new(js: jetstream::Context) -> Result<Self, ServiceError> {
         Ok(ProvenanceCheck {
-            claims: crate::bucket(&js, subjects::CLAIMS_BUCKET).await?,
+            claims: crate::registry::ClaimLookup::open(&js).await?,
             js,
-            holders: Mutex::new(HashMap::new()),
         })
     }
 
@@ -45,24 +39,7 @@ impl ProvenanceCheck {
         step: u32,
     ) -> Result<Option<String>, ServiceError> {
         let key = subjects::claim_key(execution, step);
-        if let Some(h) = self.holders.lock().unwrap().get(&key) {
-            return Ok(Some(h.clone()));
-        }
-        let Some(v) = self
-            .claims
-            .get(&key)
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))?
-        else {
-            return Ok(None);
-        };
-        let holder = crate::registry::decode_claim(&v).runner_id;
-        let mut cache = self.holders.lock().unwrap();
-        if cache.len() > 50_000 {
-            cache.clear();
-        }
-        cache.insert(key, holder.clone());
-        Ok(Some(holder))
+        Ok(self.claims.get(&key).await?.map(|c| c.runner_id))
     }
 
     pub fn js(&self) -> &jetstream::Context {

@@ -112,9 +112,44 @@ pub fn bundle_text(b: &Bundle) -> String {
         toml::to_string(b).expect("bundle serialises")
     )
 }
-/// Claims are immutable once created, so a process may remember them.
-#[derive(Default)]
-struct ClaimCache(std::sync::Mutex<std::collections::HashMap<String, Option<Claim>>>);
+/// Reads step claims, remembering the ones found: a claim never changes
+/// once created. Shared by the registry and the provenance check.
+pub struct ClaimLookup {
+    claims: kv::Store,
+    known: std::sync::Mutex<std::collections::HashMap<String, Claim>>,
+}
+
+impl ClaimLookup {
+    pub async fn open(js: &jetstream::Context) -> Result<Self, ServiceError> {
+        Ok(ClaimLookup {
+            claims: crate::bucket(js, subjects::CLAIMS_BUCKET).await?,
+            known: Default::default(),
+        })
+    }
+
+    /// The claim under `key` (`<exec>.<step>`), if any; `_aborted` comes
+    /// back as a claim by runner `_aborted`.
+    pub async fn get(&self, key: &str) -> Result<Option<Claim>, ServiceError> {
+        if let Some(hit) = self.known.lock().unwrap().get(key) {
+            return Ok(Some(hit.clone()));
+        }
+        let Some(value) = self
+            .claims
+            .get(key)
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let claim = decode_claim(&value);
+        let mut known = self.known.lock().unwrap();
+        if known.len() > 50_000 {
+            known.clear();
+        }
+        known.insert(key.to_string(), claim.clone());
+        Ok(Some(claim))
+    }
+}
 
 #[derive(Clone)]
 pub struct Registry {
@@ -135,7 +170,7 @@ struct Inner {
     lost_after: std::time::Duration,
     keys: Option<Arc<KeyStore>>,
     gateway: Gateway,
-    claim_cache: ClaimCache,
+    claim_lookup: ClaimLookup,
     /// A revocation is in the bucket but maybe not yet pushed to NATS.
     push_pending: std::sync::atomic::AtomicBool,
 }
@@ -156,12 +191,12 @@ impl Registry {
                 tagsets: crate::bucket(&js, subjects::TAGSETS_BUCKET).await?,
                 secrets: crate::bucket(&js, subjects::SECRETS_BUCKET).await?,
                 active: crate::bucket(&js, subjects::ACTIVE_BUCKET).await?,
+                claim_lookup: ClaimLookup::open(&js).await?,
                 lost_after,
                 client,
                 js,
                 keys,
                 gateway,
-                claim_cache: ClaimCache::default(),
                 push_pending: std::sync::atomic::AtomicBool::new(false),
             }),
         })
@@ -477,24 +512,9 @@ impl Registry {
         Ok(())
     }
 
-    /// The claim on a step (`<exec>.<step>` key), if any; `_aborted` is
-    /// returned as a claim by runner `_aborted`.
+    /// The claim on a step (`<exec>.<step>` key), if any.
     pub async fn claim_of(&self, key: &str) -> Result<Option<Claim>, RegistryError> {
-        if let Some(hit) = self.inner.claim_cache.0.lock().unwrap().get(key) {
-            if hit.is_some() {
-                return Ok(hit.clone());
-            }
-        }
-        let value = self.inner.claims.get(key).await.map_err(nats_err)?;
-        let claim = value.map(|v| decode_claim(&v));
-        if claim.is_some() {
-            let mut cache = self.inner.claim_cache.0.lock().unwrap();
-            if cache.len() > 50_000 {
-                cache.clear();
-            }
-            cache.insert(key.to_string(), claim.clone());
-        }
-        Ok(claim)
+        Ok(self.inner.claim_lookup.get(key).await?)
     }
 
     async fn run(&self, execution_id: Uuid) -> Result<Option<Run>, RegistryError> {
@@ -821,13 +841,11 @@ impl Registry {
                 // track of the step), end it as lost now.
                 let asker_is_holder = c.replica_id == req.replica_id && c.runner_id == runner;
                 let alive = !asker_is_holder
-                    && crate::fleet::heartbeats(&self.inner.js)
+                    && crate::fleet::heartbeat_of(&self.inner.js, &c.runner_id, c.replica_id)
                         .await
                         .map_err(nats_err)?
-                        .iter()
-                        .any(|h| {
-                            h.replica_id == c.replica_id
-                                && h.state != outpost_schemas::RunnerState::Stopped
+                        .is_some_and(|h| {
+                            h.state != outpost_schemas::RunnerState::Stopped
                                 && (Utc::now() - h.header.time)
                                     .to_std()
                                     .is_ok_and(|age| age <= self.inner.lost_after)

@@ -361,12 +361,19 @@ pub fn start_runner_with(
     tags: &[&str],
     tweak: impl FnOnce(&mut RunnerOptions),
 ) -> RunnerGuard {
+    spawn_runner(
+        RunnerOptions::new(
+            id,
+            TagSet::new(tags).unwrap(),
+            nats.ws_options(&format!("runner {id}")),
+        ),
+        tweak,
+    )
+}
+
+/// Runs a runner in this process with a temp work dir and 1 s heartbeats.
+fn spawn_runner(mut opts: RunnerOptions, tweak: impl FnOnce(&mut RunnerOptions)) -> RunnerGuard {
     let work_dir = tempfile::tempdir().unwrap();
-    let mut opts = RunnerOptions::new(
-        id,
-        TagSet::new(tags).unwrap(),
-        nats.ws_options(&format!("runner {id}")),
-    );
     opts.work_dir = work_dir.path().to_path_buf();
     opts.heartbeat_every = Duration::from_secs(1);
     tweak(&mut opts);
@@ -613,18 +620,10 @@ pub fn start_enrolled_runner(
         api_prefix: b.api_prefix.clone(),
         creds_file: Some(bundle.to_path_buf()),
     };
-    let work_dir = tempfile::tempdir().unwrap();
-    let mut opts = RunnerOptions::new(&b.runner_id, TagSet::new(&b.tags).unwrap(), nats_opts);
-    opts.work_dir = work_dir.path().to_path_buf();
-    opts.heartbeat_every = Duration::from_secs(1);
-    tweak(&mut opts);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(Runner::new(opts).run(shutdown.clone()));
-    RunnerGuard {
-        shutdown,
-        task: Some(task),
-        work_dir,
-    }
+    spawn_runner(
+        RunnerOptions::new(&b.runner_id, TagSet::new(&b.tags).unwrap(), nats_opts),
+        tweak,
+    )
 }
 
 pub async fn wait_state(
