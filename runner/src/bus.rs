@@ -25,6 +25,8 @@ pub enum BusError {
     Request { subject: String, message: String },
     #[error("cannot read credentials {path}: {message}")]
     Creds { path: String, message: String },
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
     #[error("cannot encode message for `{subject}`: {source}")]
     Encode {
         subject: String,
@@ -125,6 +127,10 @@ pub async fn connect(
         co = co
             .name(&opts.name)
             .connection_timeout(Duration::from_secs(5))
+            // A link that drops packets without closing is noticed once
+            // pings go unanswered: 20 to 30 s rather than the default 2 to
+            // 3 minutes, during which publishes wait on a dead socket.
+            .ping_interval(Duration::from_secs(10))
             .max_reconnects(None)
             .event_callback(move |event| async move {
                 match event {
@@ -181,18 +187,7 @@ pub async fn publish_acked(
     msg_id: &str,
     payload: bytes::Bytes,
 ) -> Result<bool, BusError> {
-    let attempt = || async {
-        let ack = js
-            .send_publish(
-                subject.to_string(),
-                PublishMessage::build()
-                    .payload(payload.clone())
-                    .message_id(msg_id),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        ack.await.map(|a| a.duplicate).map_err(|e| e.to_string())
-    };
+    let attempt = || publish_once(js, subject, msg_id, payload.clone());
     attempt
         .retry(
             ExponentialBuilder::default()
@@ -201,14 +196,45 @@ pub async fn publish_acked(
                 .with_total_delay(Some(Duration::from_secs(120)))
                 .without_max_times(),
         )
+        .when(|f| !f.permanent)
         .notify(
-            |err, wait| tracing::warn!(error = %err, subject, ?wait, "publish failed; retrying"),
+            |err, wait| tracing::warn!(error = %err.message, subject, ?wait, "publish failed; retrying"),
         )
         .await
-        .map_err(|message| BusError::Publish {
+        .map_err(|f| BusError::Publish {
             subject: subject.to_string(),
-            message,
+            message: f.message,
         })
+}
+
+/// Why a publish failed, and whether trying again can help.
+#[derive(Debug)]
+pub struct PublishFailure {
+    pub message: String,
+    /// The server can never take it (larger than its `max_payload`).
+    pub permanent: bool,
+}
+
+/// One publish with a dedup id, waiting for the stream's acknowledgment.
+pub async fn publish_once(
+    js: &jetstream::Context,
+    subject: &str,
+    msg_id: &str,
+    payload: bytes::Bytes,
+) -> Result<bool, PublishFailure> {
+    use async_nats::jetstream::context::PublishErrorKind;
+    let fail = |e: async_nats::jetstream::context::PublishError| PublishFailure {
+        permanent: e.kind() == PublishErrorKind::MaxPayloadExceeded,
+        message: e.to_string(),
+    };
+    let ack = js
+        .send_publish(
+            subject.to_string(),
+            PublishMessage::build().payload(payload).message_id(msg_id),
+        )
+        .await
+        .map_err(fail)?;
+    ack.await.map(|a| a.duplicate).map_err(fail)
 }
 
 /// A request to the control plane (core NATS request/reply) with a JSON

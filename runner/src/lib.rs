@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod logs;
 pub mod mask;
 pub mod node_run;
+pub mod outbox;
 mod runner;
 pub mod ssh;
 

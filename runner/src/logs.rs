@@ -1,30 +1,37 @@
 //! Turns step output into ordered, sequence-numbered chunks on the log
 //! stream, one subject (and one sequence) per step.
 //!
-//! Batching needs no timer: while one chunk's publish waits for its ack, new
-//! lines queue up and go out together in the next chunk. An idle step's line
-//! is published at once; a chatty step's lines go out in chunks of up to
-//! [`CHUNK_BYTES`]. Chunks are published one at a time, each acknowledged
-//! before the next, so the stream holds them in order.
+//! Chunks go through the outbox, on the step's lane, so they are stored in
+//! order and survive a link cut or a restart. Batching needs no timer while
+//! the link is healthy: an idle step's line goes out at once, and while one
+//! chunk waits for its ack new lines gather for the next, up to
+//! [`CHUNK_BYTES`]. When acks stop coming (NATS unreachable), lines are
+//! still written to the outbox at least every [`LINGER`], so that the step
+//! never blocks on its output and a crash loses at most that much.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use async_nats::jetstream;
 use outpost_schemas::{subjects, Header, LogChunk, LogEntry, StepNo};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TryRecvError};
 use uuid::Uuid;
 
-use crate::bus::{self, BusError};
+use crate::bus::BusError;
+use crate::outbox::{Outbox, Receipt};
 
 /// Upper bound on a chunk's text, well under NATS's 1 MiB payload limit.
 pub const CHUNK_BYTES: usize = 128 * 1024;
+/// Longest a line waits in memory before it is written to the outbox.
+pub const LINGER: Duration = Duration::from_millis(200);
 /// JSON overhead we budget per entry (timestamp, stream, level, quoting).
 const ENTRY_OVERHEAD: usize = 96;
 
-/// Publishes everything received on `rx` until it closes; returns the number
-/// of chunks published per step. A chunk holds lines of one step only.
+/// Writes everything received on `rx` to the outbox until `rx` closes;
+/// returns the number of chunks per step. A chunk holds lines of one step
+/// only.
 pub async fn pump(
-    js: jetstream::Context,
+    outbox: Outbox,
+    lane: String,
     execution_id: Uuid,
     runner_id: String,
     dedup_salt: Uuid,
@@ -32,6 +39,7 @@ pub async fn pump(
 ) -> Result<BTreeMap<StepNo, u64>, BusError> {
     let mut seqs: BTreeMap<StepNo, u64> = BTreeMap::new();
     let mut carry: Option<(StepNo, LogEntry)> = None;
+    let mut last: Option<Receipt> = None;
     loop {
         let (step, first) = match carry.take() {
             Some(c) => c,
@@ -40,19 +48,45 @@ pub async fn pump(
                 None => break,
             },
         };
+        let linger = tokio::time::Instant::now() + LINGER;
         let mut size = first.log.len() + ENTRY_OVERHEAD;
         let mut entries = vec![first];
         while size < CHUNK_BYTES {
-            match rx.try_recv() {
-                Ok((s, e)) if s == step => {
+            let next = match rx.try_recv() {
+                Ok(next) => Some(next),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    // Nothing queued: send now unless the last chunk is
+                    // still on its way, in which case gather until it is
+                    // acknowledged or LINGER passes.
+                    let Some(pending) = last.as_mut().filter(|r| !r.is_settled()) else {
+                        break;
+                    };
+                    tokio::select! {
+                        got = rx.recv() => match got {
+                            Some(next) => Some(next),
+                            None => break,
+                        },
+                        acked = pending.acked() => {
+                            if !acked {
+                                break;
+                            }
+                            None
+                        }
+                        _ = tokio::time::sleep_until(linger) => break,
+                    }
+                }
+            };
+            match next {
+                Some((s, e)) if s == step => {
                     size += e.log.len() + ENTRY_OVERHEAD;
                     entries.push(e);
                 }
-                Ok(other) => {
+                Some(other) => {
                     carry = Some(other);
                     break;
                 }
-                Err(_) => break,
+                None => {}
             }
         }
         let seq = seqs.entry(step).or_default();
@@ -75,7 +109,11 @@ pub async fn pump(
             chunk.seq
         );
         let subject = subjects::log(execution_id, step, &runner_id);
-        bus::publish_json(&js, &subject, &msg_id, &chunk).await?;
+        let payload = serde_json::to_vec(&chunk).map_err(|source| BusError::Encode {
+            subject: subject.clone(),
+            source,
+        })?;
+        last = Some(outbox.push(&lane, subject, msg_id, payload.into()).await?);
     }
     Ok(seqs)
 }

@@ -70,6 +70,17 @@ struct Cli {
     /// Allow a plain `ws://` or `nats://` gateway URL (development only).
     #[arg(long, env = "OUTPOST_INSECURE")]
     insecure: bool,
+    /// Where events and logs wait for NATS's ack (default `<work-dir>/outbox`).
+    /// Keep it on a disk that survives a restart.
+    #[arg(long, env = "OUTPOST_RUNNER_OUTBOX_DIR")]
+    outbox_dir: Option<PathBuf>,
+    /// Size limit of the outbox in MiB (default 256). When full, steps that
+    /// print wait until NATS acknowledges what is queued.
+    #[arg(long, env = "OUTPOST_RUNNER_OUTBOX_MAX_MIB")]
+    outbox_max_mib: Option<u64>,
+    /// fsync each outbox entry, so it survives a host crash too.
+    #[arg(long, env = "OUTPOST_RUNNER_OUTBOX_SYNC")]
+    outbox_sync: bool,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -90,6 +101,9 @@ struct FileConfig {
     creds: Option<PathBuf>,
     insecure: Option<bool>,
     heartbeat_secs: Option<u64>,
+    outbox_dir: Option<PathBuf>,
+    outbox_max_mib: Option<u64>,
+    outbox_sync: Option<bool>,
 }
 
 fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
@@ -211,6 +225,16 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
     if let Some(secs) = cli.shutdown_grace.or(file.shutdown_grace) {
         opts.shutdown_grace = Duration::from_secs(secs);
     }
+    opts.outbox_dir = cli.outbox_dir.or(file.outbox_dir);
+    if let Some(mib) = cli.outbox_max_mib.or(file.outbox_max_mib) {
+        if mib == 0 {
+            bail!("outbox_max_mib must be at least 1");
+        }
+        opts.outbox_max_bytes = mib
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| anyhow::anyhow!("outbox_max_mib {mib} is too large"))?;
+    }
+    opts.outbox_sync = cli.outbox_sync || file.outbox_sync.unwrap_or(false);
     Ok(opts)
 }
 

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::bus::{self, BusError, NatsOptions};
 use crate::executor::{self, Exit};
+use crate::outbox::{Outbox, OutboxOptions, Receipt};
 
 /// Claim value the orchestrator writes when an abort beats every runner to a step.
 pub const ABORTED_CLAIM: &str = "_aborted";
@@ -54,6 +55,13 @@ pub struct RunnerOptions {
     pub ssh_connect_timeout: Duration,
     /// How long to keep trying the first connection to NATS.
     pub connect_give_up: Duration,
+    /// Where events and logs wait for JetStream's ack; `<work_dir>/outbox`
+    /// if unset. It must outlive the process: a restart flushes it.
+    pub outbox_dir: Option<PathBuf>,
+    pub outbox_max_bytes: u64,
+    /// fsync each outbox entry (survives a host crash, costs a disk flush
+    /// per message).
+    pub outbox_sync: bool,
 }
 
 impl RunnerOptions {
@@ -76,6 +84,9 @@ impl RunnerOptions {
             host_key_policy: crate::ssh::HostKeyPolicy::Strict,
             ssh_connect_timeout: Duration::from_secs(10),
             connect_give_up: Duration::from_secs(60),
+            outbox_dir: None,
+            outbox_max_bytes: crate::outbox::DEFAULT_MAX_BYTES,
+            outbox_sync: false,
         }
     }
 }
@@ -98,6 +109,8 @@ pub enum RunnerError {
     Nodes { path: PathBuf, message: String },
     #[error("the control plane has not created `{what}` yet (is it running?): {message}")]
     Topology { what: String, message: String },
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
 }
 
 /// Why a running step's token was cancelled.
@@ -107,10 +120,16 @@ enum CancelReason {
     ShutdownDeadline,
 }
 
+/// A step this replica holds, from its claim until its finished event is
+/// acknowledged (or the process leaves it in the outbox). Until then it is
+/// listed in heartbeats, and a redelivery of its dispatch is ignored: the
+/// step is ours, and its report may still be on its way.
 struct Running {
     execution_id: Uuid,
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<CancelReason>>>,
+    /// Its process is over; only the report is pending.
+    ended: bool,
 }
 
 struct Shared {
@@ -126,6 +145,14 @@ struct Shared {
     /// Stopping because of a drain notice: running steps get all the time
     /// they need.
     draining: std::sync::atomic::AtomicBool,
+    /// Every step event and log chunk goes through it.
+    outbox: Outbox,
+    /// Steps that have ended and wait for JetStream to acknowledge their
+    /// finished event before acking their dispatch. They hold no slot.
+    reporting: TaskTracker,
+    /// Stop waiting for acks: the process is leaving, its outbox keeps
+    /// what is not acknowledged for the next start.
+    leaving: CancellationToken,
 }
 
 impl Shared {
@@ -191,16 +218,42 @@ impl Runner {
             }
             None => None,
         };
+        // Before connecting: a second process on the same outbox should
+        // fail at once, not after it has taken work.
+        let outbox = Outbox::open(OutboxOptions {
+            dir: opts
+                .outbox_dir
+                .clone()
+                .unwrap_or_else(|| opts.work_dir.join("outbox")),
+            max_bytes: opts.outbox_max_bytes,
+            sync: opts.outbox_sync,
+        })?;
+        // A process that inherits entries inherits the replica that wrote
+        // them: its claims are still held, and its heartbeats list them.
+        let replica_id = outbox.replica_id()?;
         let (client, js) = bus::connect(&opts.nats, opts.connect_give_up).await?;
+        let left = outbox.backlog();
+        if left.entries > 0 {
+            tracing::info!(
+                entries = left.entries,
+                bytes = left.bytes,
+                dir = %outbox.dir().display(),
+                "publishing what the previous process left in the outbox before taking work"
+            );
+        }
+        outbox.start(client.clone(), js.clone());
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(opts.capacity)),
             hostname: hostname::get()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| "unknown".into()),
-            replica_id: Uuid::now_v7(),
+            replica_id,
             running: Mutex::new(HashMap::new()),
             draining: std::sync::atomic::AtomicBool::new(false),
             local_nodes: nodes.clone().unwrap_or_default(),
+            outbox,
+            reporting: TaskTracker::new(),
+            leaving: CancellationToken::new(),
             opts,
             js,
             client: client.clone(),
@@ -251,6 +304,24 @@ impl Runner {
             shutdown.clone(),
             stop_background.clone(),
         ));
+        // A restarted runner reports what its previous process did before
+        // it takes new work. Bounded, so that an entry NATS keeps refusing
+        // cannot keep the runner idle; it goes on retrying meanwhile.
+        if shared.outbox.recovered_left() > 0 {
+            let flushed = tokio::select! {
+                f = shared.outbox.flush_recovered(FLUSH_FIRST_LIMIT) => f,
+                _ = shutdown.cancelled() => false,
+            };
+            if flushed {
+                tracing::info!(runner_id = %shared.opts.runner_id, "outbox from the previous process published");
+            } else if !shutdown.is_cancelled() {
+                tracing::warn!(
+                    runner_id = %shared.opts.runner_id,
+                    left = shared.outbox.recovered_left(),
+                    "the previous process's outbox is not all acknowledged after {FLUSH_FIRST_LIMIT:?}; taking work anyway and still retrying"
+                );
+            }
+        }
         if shared.opts.local {
             fetchers.spawn(fetch_loop(
                 shared.clone(),
@@ -283,30 +354,98 @@ impl Runner {
                 *r.reason.lock().unwrap() = Some(CancelReason::ShutdownDeadline);
                 r.cancel.cancel();
             }
+        }
+        // Then one window for killed steps to end and report, and for NATS
+        // to acknowledge the outbox. A drain waits as long as it takes (the
+        // runner may never start again); a stop leaves what remains on disk
+        // for the next start.
+        let window = if grace == Duration::MAX {
+            Duration::MAX
+        } else {
+            FLUSH_WINDOW
+        };
+        let flushed = tokio::time::timeout(window, async {
             steps.wait().await;
+            shared.reporting.close();
+            shared.reporting.wait().await;
+            shared.outbox.flush(Duration::MAX).await
+        })
+        .await
+        .unwrap_or(false);
+        // Writers waiting for room in a full outbox, and steps waiting for
+        // acks, give up now.
+        shared.outbox.close();
+        shared.leaving.cancel();
+        steps.wait().await;
+        shared.reporting.close();
+        shared.reporting.wait().await;
+        let left = shared.outbox.backlog();
+        if !flushed && left.entries > 0 {
+            tracing::warn!(
+                runner_id = %shared.opts.runner_id,
+                entries = left.entries,
+                bytes = left.bytes,
+                dir = %shared.outbox.dir().display(),
+                "NATS has not acknowledged everything; the rest stays in the outbox and goes out at the next start"
+            );
         }
         stop_background.cancel();
         let _ = heartbeat.await;
         let _ = aborts.await;
         let _ = creds_watch.await;
         let _ = control.await;
-        // Best effort: with NATS gone, liveness expiry says the same thing later.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            publish_heartbeat(&shared, RunnerState::Stopped),
-        )
-        .await;
+        if left.entries == 0 {
+            // Best effort: with NATS gone, liveness expiry says the same
+            // thing later.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                publish_heartbeat(&shared, RunnerState::Stopped),
+            )
+            .await;
+        } else {
+            // "Stopped" would have the control plane end the steps whose
+            // reports wait here as lost at once. Silence gives the next
+            // process (same replica id) until the lost-runner deadline.
+            tracing::info!(runner_id = %shared.opts.runner_id, "not announcing the stop: the next start will report what is in the outbox");
+        }
         // Flush waits for a connection; with NATS gone it would wait forever.
         let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
         Ok(())
     }
 }
 
+/// How long a restarted runner waits for its old outbox to go out before it
+/// takes work anyway.
+const FLUSH_FIRST_LIMIT: Duration = Duration::from_secs(60);
+/// How long a stopping runner gives killed steps to end and NATS to
+/// acknowledge its outbox, after the shutdown grace.
+const FLUSH_WINDOW: Duration = Duration::from_secs(10);
+
+/// The outbox lane of a dispatched step: its events and log chunks are
+/// published in the order they were written.
+fn lane(execution_id: Uuid, step: u32) -> String {
+    // The claim key, so that the outbox's lanes name the steps they report.
+    subjects::claim_key(execution_id, step)
+}
+
+/// Writes a step's event to the outbox on the step's lane; it is published
+/// from there.
+async fn report(outbox: &Outbox, lane: &str, event: &Event) -> Result<Receipt, BusError> {
+    let subject = event.subject();
+    let payload = serde_json::to_vec(event).map_err(|source| BusError::Encode {
+        subject: subject.clone(),
+        source,
+    })?;
+    Ok(outbox
+        .push(lane, subject, event.dedup_id(), payload.into())
+        .await?)
+}
+
 /// Creates `dir` (mode 0700) or checks that it is ours and private: steps'
 /// scripts, which may hold secure values, are written there, and the
 /// default is under the shared /tmp, where another user could have made it
 /// first.
-fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     match std::fs::DirBuilder::new()
         .recursive(true)
@@ -478,7 +617,7 @@ async fn fetch_loop(
 async fn handle_dispatch(
     shared: Arc<Shared>,
     msg: jetstream::Message,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let dispatched: StepDispatched = match serde_json::from_slice(&msg.payload) {
         Ok(d) => d,
@@ -517,10 +656,14 @@ async fn handle_dispatch(
             execution_id,
             cancel: cancel.clone(),
             reason: reason.clone(),
+            ended: false,
         },
     );
-    let unregister = || {
-        shared.running.lock().unwrap().remove(&(execution_id, step));
+    let unregister = {
+        let shared = shared.clone();
+        move || {
+            shared.running.lock().unwrap().remove(&(execution_id, step));
+        }
     };
     let request = outpost_schemas::rpc::ClaimRequest {
         execution_id,
@@ -596,31 +739,60 @@ async fn handle_dispatch(
     };
 
     let result = run_claimed(&shared, &dispatched, cancel, reason).await;
-    progress.abort();
-    unregister();
+    if let Some(r) = shared
+        .running
+        .lock()
+        .unwrap()
+        .get_mut(&(execution_id, step))
+    {
+        r.ended = true;
+    }
+    // The step has ended: its slot is free while its report goes out.
+    drop(slot);
     match result {
-        Ok(()) => {
-            if let Err(err) = acker.double_ack().await {
-                // The finished event is stored; a redelivery will find our claim.
-                tracing::warn!(error = %err, execution_id = %execution_id, step, "final ack failed");
-            }
+        Ok(mut finished) => {
+            let leaving = shared.leaving.clone();
+            shared.reporting.spawn(async move {
+                let acked = tokio::select! {
+                    a = finished.acked() => a,
+                    _ = leaving.cancelled() => false,
+                };
+                progress.abort();
+                // Acked before forgetting the step: a redelivery in between
+                // would otherwise find it unknown and ask for its claim.
+                if acked {
+                    if let Err(err) = acker.double_ack().await {
+                        // The finished event is stored; a redelivery will find our claim.
+                        tracing::warn!(error = %err, execution_id = %execution_id, step, "final ack failed");
+                    }
+                }
+                // Not acked: still in the outbox (the next start publishes
+                // it, and the redelivered dispatch then finds the step
+                // finished), or NATS refused it for good.
+                unregister();
+            });
         }
         Err(err) => {
+            progress.abort();
+            unregister();
             tracing::error!(error = %err, execution_id = %execution_id, step, runner_id, "could not report the step; leaving it to redelivery");
         }
     }
 }
 
+/// Runs a claimed step; returns the receipt of its finished event.
 async fn run_claimed(
     shared: &Shared,
     d: &StepDispatched,
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<CancelReason>>>,
-) -> Result<(), BusError> {
+) -> Result<Receipt, BusError> {
     let runner_id = shared.opts.runner_id.clone();
     let (execution_id, step) = (d.execution_id, d.step);
-    bus::publish_event(
-        &shared.js,
+    let lane = lane(execution_id, step);
+    report(
+        &shared.outbox,
+        &lane,
         &Event::StepClaimed(StepClaimed {
             header: Header::now(),
             execution_id,
@@ -659,8 +831,9 @@ async fn run_claimed(
             }
             Err(why) => {
                 tracing::error!(execution_id = %execution_id, step, runner_id, reason = %why, "cannot fetch secure option values");
-                bus::publish_event(
-                    &shared.js,
+                return report(
+                    &shared.outbox,
+                    &lane,
                     &Event::StepFinished(StepFinished {
                         header: Header::now(),
                         execution_id,
@@ -672,20 +845,25 @@ async fn run_claimed(
                         log_chunks: 0,
                     }),
                 )
-                .await?;
-                return Ok(());
+                .await;
             }
         }
     }
     let d = d.as_ref();
 
     if let Some(nr) = &d.node_run {
-        return run_nodes(shared, d, nr, cancel, reason, secrets).await;
+        return run_nodes(shared, &lane, d, nr, cancel, reason, secrets).await;
     }
 
     let (tx, mut rx) = mpsc::channel::<LogEntry>(1024);
     let (ptx, prx) = mpsc::channel(1024);
+    // Output goes on the step's lane after its started event, not before
+    // it: a started event queued behind a log chunk would wait for that
+    // chunk's ack, and pickup latency with it.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut started_gate = Some(started_tx);
     let forward = tokio::spawn(async move {
+        let _ = started_rx.await;
         while let Some(e) = rx.recv().await {
             if ptx.send((step, e)).await.is_err() {
                 break;
@@ -693,7 +871,8 @@ async fn run_claimed(
         }
     });
     let pump = tokio::spawn(crate::logs::pump(
-        shared.js.clone(),
+        shared.outbox.clone(),
+        lane.clone(),
         execution_id,
         runner_id.clone(),
         shared.replica_id,
@@ -716,8 +895,9 @@ async fn run_claimed(
             (StepOutcome::Failed, None, Some(err.to_string()))
         }
         Ok(proc) => {
-            let started = bus::publish_event(
-                &shared.js,
+            let started = report(
+                &shared.outbox,
+                &lane,
                 &Event::StepStarted(StepStarted {
                     header: Header::now(),
                     execution_id,
@@ -728,11 +908,15 @@ async fn run_claimed(
             )
             .await;
             if let Err(err) = started {
-                // Work nobody can see must not go on: kill it all.
+                // Work that cannot be reported must not go on: kill it all,
+                // and its output with it.
                 cancel.cancel();
                 proc.wait(cancel).await;
+                forward.abort();
+                pump.abort();
                 return Err(err);
             }
+            started_gate.take().map(|g| g.send(()));
             tracing::debug!(execution_id = %execution_id, step, runner_id, "step started");
             match proc.wait(cancel).await {
                 Exit::Code(0) => (StepOutcome::Succeeded, Some(0), None),
@@ -760,10 +944,12 @@ async fn run_claimed(
         }
     };
     drop(tx);
+    drop(started_gate);
     let _ = forward.await;
     let log_chunks = pump.await.expect("log pump does not panic")?.values().sum();
-    bus::publish_event(
-        &shared.js,
+    report(
+        &shared.outbox,
+        &lane,
         &Event::StepFinished(StepFinished {
             header: Header::now(),
             execution_id,
@@ -775,25 +961,26 @@ async fn run_claimed(
             log_chunks,
         }),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Runs a node job's steps on its nodes, reporting each node step, then one
 /// `StepFinished` for the whole dispatch.
 async fn run_nodes(
     shared: &Shared,
+    lane: &str,
     d: &StepDispatched,
     nr: &outpost_schemas::NodeRunDispatch,
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<CancelReason>>>,
     secrets: crate::mask::Secrets,
-) -> Result<(), BusError> {
+) -> Result<Receipt, BusError> {
     use crate::node_run::{self, NodeEvent, NodeRunSpec};
     let runner_id = shared.opts.runner_id.clone();
     let execution_id = d.execution_id;
-    bus::publish_event(
-        &shared.js,
+    report(
+        &shared.outbox,
+        lane,
         &Event::StepStarted(StepStarted {
             header: Header::now(),
             execution_id,
@@ -834,15 +1021,17 @@ async fn run_nodes(
     let (etx, mut erx) = mpsc::channel::<NodeEvent>(256);
     let (ltx, lrx) = mpsc::channel(1024);
     let pump = tokio::spawn(crate::logs::pump(
-        shared.js.clone(),
+        shared.outbox.clone(),
+        lane.to_string(),
         execution_id,
         runner_id.clone(),
         shared.replica_id,
         lrx,
     ));
-    let js = shared.js.clone();
+    let outbox = shared.outbox.clone();
     let rid = runner_id.clone();
-    // Node events are published in the order they happen, each acknowledged.
+    let node_lane = lane.to_string();
+    // Node events go out in the order they happen, on the step's lane.
     let reporter = tokio::spawn(async move {
         while let Some(ev) = erx.recv().await {
             let event = match ev {
@@ -868,7 +1057,7 @@ async fn run_nodes(
                     })
                 }
             };
-            bus::publish_event(&js, &event).await?;
+            report(&outbox, &node_lane, &event).await?;
         }
         Ok::<(), BusError>(())
     });
@@ -885,7 +1074,10 @@ async fn run_nodes(
         let _ = etx.send(NodeEvent::Finished(r.clone())).await;
     }
     drop(etx);
-    reporter.await.expect("reporter does not panic")?;
+    if let Err(err) = reporter.await.expect("reporter does not panic") {
+        pump.abort();
+        return Err(err);
+    }
     let log_chunks: u64 = pump.await.expect("log pump does not panic")?.values().sum();
     let failed: Vec<String> = results
         .iter()
@@ -925,8 +1117,9 @@ async fn run_nodes(
             Some(format!("failed on {}", failed.join("; "))),
         )
     };
-    bus::publish_event(
-        &shared.js,
+    report(
+        &shared.outbox,
+        lane,
         &Event::StepFinished(StepFinished {
             header: Header::now(),
             execution_id,
@@ -938,8 +1131,7 @@ async fn run_nodes(
             log_chunks,
         }),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Asks for the step's secure option values, sealed to a one-use key.
@@ -1150,12 +1342,20 @@ async fn heartbeat_loop(shared: Arc<Shared>, draining: CancellationToken, stop: 
 async fn publish_heartbeat(shared: &Shared, state: RunnerState) -> Result<bool, BusError> {
     let (running, steps) = {
         let map = shared.running.lock().unwrap();
-        let steps: Vec<String> = map
+        let mut steps: Vec<String> = map
             .keys()
             .map(|(exec, step)| subjects::claim_key(*exec, *step))
             .collect();
-        (map.len() as u32, steps)
+        // Steps a previous process of this replica left reports of: still
+        // ours until they are out.
+        for lane in shared.outbox.recovered_lanes() {
+            if !steps.contains(&lane) {
+                steps.push(lane);
+            }
+        }
+        (map.values().filter(|r| !r.ended).count() as u32, steps)
     };
+    let backlog = shared.outbox.backlog();
     let hb = RunnerHeartbeat {
         header: Header::now(),
         runner_id: shared.opts.runner_id.clone(),
@@ -1168,6 +1368,8 @@ async fn publish_heartbeat(shared: &Shared, state: RunnerState) -> Result<bool, 
         capacity: shared.opts.capacity as u32,
         state,
         steps,
+        outbox_entries: backlog.entries as u64,
+        outbox_bytes: backlog.bytes,
     };
     let subject = subjects::heartbeat(&shared.opts.runner_id, shared.replica_id);
     bus::publish_json(&shared.js, &subject, &hb.header.message_id.to_string(), &hb).await

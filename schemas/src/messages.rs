@@ -313,6 +313,13 @@ pub struct RunnerHeartbeat {
     /// lists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<String>,
+    /// Step events and log chunks waiting in this replica's outbox for
+    /// JetStream's ack, and their size: non-zero after a link cut, until
+    /// they are published.
+    #[serde(default)]
+    pub outbox_entries: u64,
+    #[serde(default)]
+    pub outbox_bytes: u64,
 }
 
 /// The nodes a runner serves from its own node source, sent at start. The

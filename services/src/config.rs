@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub gateway_ca_file: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub local_runner_work_dir: Option<PathBuf>,
 }
 
 impl FileConfig {

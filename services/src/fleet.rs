@@ -247,6 +247,8 @@ mod tests {
             capacity,
             state,
             steps: vec![],
+            outbox_entries: 0,
+            outbox_bytes: 0,
         }
     }
 

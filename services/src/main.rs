@@ -222,6 +222,10 @@ struct ServeArgs {
     /// Seconds of silence after which a runner replica shows `down`.
     #[arg(long, env = "OUTPOST_RUNNER_DOWN_AFTER", default_value_t = 120)]
     runner_down_after: u64,
+    /// The local runner's work dir, which holds its outbox; one per process
+    /// on a host (default: `<tmp>/outpost-runner-_local`).
+    #[arg(long, env = "OUTPOST_LOCAL_RUNNER_WORK_DIR")]
+    local_runner_work_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -460,7 +464,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 listen: pick(a.listen, file.listen.clone(), || {
                     config::DEFAULT_LISTEN.into()
                 }),
-                local_runner_work_dir: None,
+                local_runner_work_dir: a
+                    .local_runner_work_dir
+                    .or(file.local_runner_work_dir.clone()),
                 keys_dir,
                 gateway,
                 api_tls,
@@ -865,13 +871,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Runner(RunnerCmd::List) => {
             let v = client.runners().await?;
             println!(
-                "{:<16} {:<10} {:<10} {:<10} {:<9} {:<8} {:<30} HOST (TAGS)",
-                "RUNNER", "HEALTH", "REPLICA", "STATE", "STEPS", "VERSION", "LAST CHECK-IN"
+                "{:<16} {:<10} {:<10} {:<10} {:<9} {:<7} {:<8} {:<30} HOST (TAGS)",
+                "RUNNER",
+                "HEALTH",
+                "REPLICA",
+                "STATE",
+                "STEPS",
+                "OUTBOX",
+                "VERSION",
+                "LAST CHECK-IN"
             );
             for r in v.as_array().into_iter().flatten() {
                 let replica = r["replica_id"].as_str().unwrap_or("-");
                 println!(
-                    "{:<16} {:<10} {:<10} {:<10} {:<9} {:<8} {:<30} {} ({})",
+                    "{:<16} {:<10} {:<10} {:<10} {:<9} {:<7} {:<8} {:<30} {} ({})",
                     r["runner_id"].as_str().unwrap_or(""),
                     r["health"].as_str().unwrap_or(""),
                     &replica[replica.len().saturating_sub(8)..],
@@ -881,6 +894,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     } else {
                         format!("{}/{}", r["running_steps"], r["capacity"])
                     },
+                    // Messages waiting for NATS: non-zero after a link cut.
+                    r["outbox_entries"]
+                        .as_u64()
+                        .map_or("-".into(), |n| n.to_string()),
                     r["version"].as_str().unwrap_or("-"),
                     r["time"].as_str().unwrap_or("never"),
                     r["hostname"].as_str().unwrap_or("-"),

@@ -7,6 +7,7 @@
 //! CLI binary and NATS subjects.
 
 pub mod netns;
+pub mod proxy;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
@@ -337,6 +338,16 @@ pub struct RunnerGuard {
 }
 
 impl RunnerGuard {
+    /// Why the runner stopped, if it has: for a test's failure message.
+    pub async fn exit_reason(&mut self) -> Option<String> {
+        match &self.task {
+            Some(t) if t.is_finished() => {
+                Some(format!("{:?}", self.task.take().expect("checked").await))
+            }
+            _ => None,
+        }
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(t) = self.task.take() {
@@ -734,6 +745,17 @@ pub fn runner_process(
     work_dir: &Path,
     extra: &[&str],
 ) -> Reaped {
+    runner_process_via(&stack.nats.ws_url, id, tags, work_dir, extra)
+}
+
+/// [`runner_process`] connecting to `url` (say, through a [`proxy::TcpProxy`]).
+pub fn runner_process_via(
+    url: &str,
+    id: &str,
+    tags: &str,
+    work_dir: &Path,
+    extra: &[&str],
+) -> Reaped {
     Reaped(
         Command::new(workspace_binary("outpost-runner"))
             .args([
@@ -747,7 +769,7 @@ pub fn runner_process(
             ])
             .args(extra)
             .arg("--nats-url")
-            .arg(&stack.nats.ws_url)
+            .arg(url)
             .arg("--work-dir")
             .arg(work_dir)
             .env("OUTPOST_LOG", "warn")
@@ -764,6 +786,43 @@ pub async fn next_message(sub: &mut async_nats::Subscriber, what: &str) -> async
         .await
         .unwrap_or_else(|_| panic!("no {what} within 20 s"))
         .unwrap_or_else(|| panic!("subscription for {what} ended"))
+}
+
+/// Polls `cond` every 50 ms until it holds, failing after [`WAIT`]: for
+/// conditions with no event to await (a file a step or a runner writes).
+pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every log chunk of an execution as stored, in stream order, with its
+/// stream sequence.
+pub async fn stored_log_chunks(
+    js: &jetstream::Context,
+    id: Uuid,
+) -> Vec<(u64, outpost_schemas::LogChunk)> {
+    let stream = js.get_stream_no_info(subjects::LOGS_STREAM).await.unwrap();
+    let filter = subjects::logs_of(id);
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        match stream
+            .direct_get_next_for_subject(filter.as_str(), Some(after + 1))
+            .await
+        {
+            Ok(msg) => {
+                after = msg.sequence;
+                out.push((msg.sequence, serde_json::from_slice(&msg.payload).unwrap()));
+            }
+            Err(e) if matches!(e.kind(), jetstream::stream::DirectGetErrorKind::NotFound) => {
+                return out
+            }
+            Err(e) => panic!("reading the log stream: {e}"),
+        }
+    }
 }
 
 /// Every file under `dir` whose bytes contain `needle`.

@@ -191,13 +191,18 @@ async fn aborting_an_ssh_node_step_leaves_nothing_running_on_the_node() {
     .unwrap();
     let known_hosts = sshd.known_hosts();
     let mut reported = stack.client.subscribe("outpost.nodes.edge").await.unwrap();
-    let _edge = start_runner_with(&stack.nats, "edge", &[], |o| {
+    let mut edge = start_runner_with(&stack.nats, "edge", &[], |o| {
         o.nodes_file = Some(nodes_file.clone());
         o.key_store = key_store.clone();
         o.known_hosts = known_hosts.clone();
     });
     use futures::StreamExt;
-    tokio::time::timeout(WAIT, reported.next()).await.unwrap();
+    if tokio::time::timeout(WAIT, reported.next()).await.is_err() {
+        panic!(
+            "no node report within {WAIT:?}; runner: {:?}",
+            edge.exit_reason().await
+        );
+    }
 
     // A duration unique to this test, to find exactly its process.
     let marker = format!("1000.{}", std::process::id());
