@@ -255,6 +255,75 @@ async fn a_runner_restarted_with_a_pending_outbox_publishes_it_first_and_loses_n
     wait_for("an empty outbox", || outbox_entries(&work) == 0).await;
 }
 
+/// A cut longer than the lost-runner deadline: the control plane cannot
+/// tell it from a death, so it ends the step `runner-lost`. When the link
+/// returns, the step's output still arrives, and its own late finish
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_longer_than_the_deadline_ends_the_step_lost_and_its_output_still_arrives() {
+    let stack = Stack::start_tuned(NatsServer::start(), ServiceRoles::ALL, |o| {
+        o.lost_runner_after = Duration::from_secs(3)
+    })
+    .await;
+    let proxy = TcpProxy::to_url(&stack.nats.ws_url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let mut heartbeats = stack
+        .client
+        .subscribe("outpost.hb.faraway.*")
+        .await
+        .unwrap();
+    let _runner = runner_process_via(
+        &format!("ws://127.0.0.1:{}", proxy.port()),
+        "faraway",
+        "edge",
+        &work,
+        &[],
+    );
+    next_message(&mut heartbeats, "heartbeat").await;
+    let job = stack
+        .load(&numbered_job("numbered", dir.path()), "numbered")
+        .await;
+    let mut logs = stack.client.subscribe("outpost.log.>").await.unwrap();
+    let id = stack.run_job(job, &[]).await;
+    next_message(&mut logs, "a log chunk").await;
+
+    proxy.reset();
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Failed, "{st:?}");
+    let reason = st.steps[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("runner-lost"), "{reason}");
+    std::fs::write(dir.path().join("release"), "").unwrap();
+    wait_for("the finished event in the outbox", || {
+        finished_in_outbox(&work)
+    })
+    .await;
+
+    proxy.restore();
+    wait_for("an empty outbox", || outbox_entries(&work) == 0).await;
+    // The runner's own "succeeded" came last and was ignored.
+    let after = stack.execution(id).await;
+    assert_eq!(after.status, ExecutionStatus::Failed, "{after:?}");
+    assert_eq!(after.steps[0].status, StepStatus::Failed, "{after:?}");
+    assert_eq!(after.steps[0].reason, st.steps[0].reason);
+    let finished: Vec<_> = stack
+        .events(id)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            outpost_schemas::Event::StepFinished(f) => Some(f.runner_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        finished.len(),
+        2,
+        "the sweep's and the runner's: {finished:?}"
+    );
+    let last = assert_every_line_once_in_order(&stack, id).await;
+    println!("runner-lost during the cut; all {last} lines arrived after it");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_holds_writers_until_jetstream_acknowledges_and_stores_once_in_order() {
     let nats = NatsServer::start();
