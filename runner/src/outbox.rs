@@ -189,21 +189,24 @@ pub struct Outbox {
 
 /// Resolves once JetStream has acknowledged an entry.
 #[derive(Clone)]
-pub struct Receipt(watch::Receiver<Option<bool>>);
+pub struct Receipt {
+    done: watch::Receiver<Option<bool>>,
+    closed: CancellationToken,
+}
 
 impl Receipt {
     /// Whether it is settled: acknowledged, or set aside as one NATS can
     /// never take.
     pub fn is_settled(&self) -> bool {
-        self.0.borrow().is_some()
+        self.done.borrow().is_some()
     }
 
     /// True once acknowledged; false if NATS can never take it, or if the
-    /// outbox closed first (then it stays on disk for the next start).
+    /// outbox closes first (then it stays on disk for the next start).
     pub async fn acked(&mut self) -> bool {
-        match self.0.wait_for(|d| d.is_some()).await {
-            Ok(d) => *d == Some(true),
-            Err(_) => false,
+        tokio::select! {
+            d = self.done.wait_for(|d| d.is_some()) => matches!(d.as_deref(), Ok(Some(true))),
+            _ = self.closed.cancelled() => false,
         }
     }
 }
@@ -279,23 +282,32 @@ impl Outbox {
         &self.inner.opts.dir
     }
 
-    /// The replica id for this process: the previous process's, if it left
-    /// entries here (its claims are still ours to report on), else a new
-    /// one. Recorded for the next process either way.
-    pub fn replica_id(&self) -> Result<Uuid, OutboxError> {
+    /// The replica id for this process of `runner_id`: the previous
+    /// process's, if it was the same runner and left entries here (its
+    /// claims are still ours to report on), else a new one. Recorded for
+    /// the next process either way.
+    pub fn replica_id(&self, runner_id: &str) -> Result<Uuid, OutboxError> {
         let path = self.inner.opts.dir.join(REPLICA_FILE);
         let inherited = (self.recovered_left() > 0)
             .then(|| std::fs::read_to_string(&path).ok())
             .flatten()
-            .and_then(|s| Uuid::parse_str(s.trim()).ok());
+            .and_then(|s| {
+                let (runner, replica) = s.trim().split_once(' ')?;
+                (runner == runner_id).then(|| Uuid::parse_str(replica).ok())?
+            });
         let id = inherited.unwrap_or_else(Uuid::now_v7);
         if inherited.is_none() {
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, id.to_string())
+            std::fs::write(&tmp, format!("{runner_id} {id}\n"))
                 .and_then(|()| std::fs::rename(&tmp, &path))
                 .map_err(|source| OutboxError::Io { path, source })?;
         }
         Ok(id)
+    }
+
+    /// Whether `lane` still holds entries.
+    pub fn lane_pending(&self, lane: &str) -> bool {
+        self.inner.state.lock().unwrap().lanes.contains_key(lane)
     }
 
     /// Starts publishing through `client`, beginning with what a previous
@@ -477,7 +489,10 @@ impl Outbox {
             let written = write_entry(&inner.opts.dir, seq, &head, &payload, false);
             inner.written(lane, seq, written)?;
         }
-        Ok(Receipt(rx))
+        Ok(Receipt {
+            done: rx,
+            closed: inner.stop.clone(),
+        })
     }
 
     fn spawn_lane(&self, lane: String) {
@@ -732,7 +747,7 @@ mod tests {
     async fn entries_and_the_replica_id_survive_a_reopen_in_write_order_per_lane() {
         let tmp = tempfile::tempdir().unwrap();
         let ob = Outbox::open(opts(tmp.path(), DEFAULT_MAX_BYTES)).unwrap();
-        let replica = ob.replica_id().unwrap();
+        let replica = ob.replica_id("r").unwrap();
         for (lane, n) in [("a", 1), ("b", 1), ("a", 2), ("a", 3), ("b", 2)] {
             ob.push(
                 lane,
@@ -769,7 +784,8 @@ mod tests {
         lanes.sort();
         assert_eq!(lanes, ["a", "b"]);
         // Its claims are still to be reported on: same replica.
-        assert_eq!(ob.replica_id().unwrap(), replica);
+        assert_eq!(ob.replica_id("r").unwrap(), replica);
+        assert!(ob.lane_pending("a") && !ob.lane_pending("c"));
         assert_eq!(queued_ids(&ob, "a"), ["a1", "a2", "a3"]);
         assert_eq!(queued_ids(&ob, "b"), ["b1", "b2"]);
         assert_eq!(ob.inner.state.lock().unwrap().next_seq, 5);
@@ -789,13 +805,23 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let first = Outbox::open(opts(tmp.path(), DEFAULT_MAX_BYTES))
             .unwrap()
-            .replica_id()
+            .replica_id("r")
             .unwrap();
         let second = Outbox::open(opts(tmp.path(), DEFAULT_MAX_BYTES))
             .unwrap()
-            .replica_id()
+            .replica_id("r")
             .unwrap();
         assert_ne!(first, second);
+        // Entries of another runner (a work dir re-used after re-enrolment)
+        // do not hand over its replica.
+        let ob = Outbox::open(opts(tmp.path(), DEFAULT_MAX_BYTES)).unwrap();
+        let third = ob.replica_id("r").unwrap();
+        ob.push("a", "s".into(), "1".into(), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        drop(ob);
+        let ob = Outbox::open(opts(tmp.path(), DEFAULT_MAX_BYTES)).unwrap();
+        assert_ne!(ob.replica_id("other").unwrap(), third);
     }
 
     #[tokio::test]

@@ -230,7 +230,7 @@ impl Runner {
         })?;
         // A process that inherits entries inherits the replica that wrote
         // them: its claims are still held, and its heartbeats list them.
-        let replica_id = outbox.replica_id()?;
+        let replica_id = outbox.replica_id(&opts.runner_id)?;
         let (client, js) = bus::connect(&opts.nats, opts.connect_give_up).await?;
         let left = outbox.backlog();
         if left.entries > 0 {
@@ -268,7 +268,11 @@ impl Runner {
             };
             let subject = subjects::node_report(&shared.opts.runner_id);
             let id = report.header.message_id.to_string();
-            bus::publish_json(&shared.js, &subject, &id, &report).await?;
+            if let Err(err) = bus::publish_json(&shared.js, &subject, &id, &report).await {
+                // Its lanes would otherwise hold the outbox (and its lock).
+                shared.outbox.close();
+                return Err(err.into());
+            }
             tracing::info!(runner_id = %shared.opts.runner_id, nodes = report.nodes.len(), "reported nodes");
         }
         tracing::info!(
@@ -280,7 +284,8 @@ impl Runner {
 
         // A drain notice stops this runner as SIGTERM does; the caller's
         // token stays untouched.
-        let shutdown = shutdown.child_token();
+        let outer = shutdown;
+        let shutdown = outer.child_token();
         let fetchers = TaskTracker::new();
         let steps = TaskTracker::new();
         let stop_fetching = shutdown.child_token();
@@ -343,12 +348,21 @@ impl Runner {
         fetchers.close();
         fetchers.wait().await;
         steps.close();
-        let grace = if shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            Duration::MAX
-        } else {
-            shared.opts.shutdown_grace
+        let draining = shared.draining.load(std::sync::atomic::Ordering::SeqCst);
+        // A drain waits for running steps, and then for NATS to take their
+        // reports, as long as it takes (the runner may never start again);
+        // a SIGTERM meanwhile turns it into a plain stop.
+        let grace = shared.opts.shutdown_grace;
+        let ended = async {
+            if draining {
+                tokio::select! {
+                    _ = steps.wait() => return true,
+                    _ = outer.cancelled() => {}
+                }
+            }
+            tokio::time::timeout(grace, steps.wait()).await.is_ok()
         };
-        if tokio::time::timeout(grace, steps.wait()).await.is_err() {
+        if !ended.await {
             tracing::warn!(runner_id = %shared.opts.runner_id, "shutdown deadline passed; killing running steps");
             for r in shared.running.lock().unwrap().values() {
                 *r.reason.lock().unwrap() = Some(CancelReason::ShutdownDeadline);
@@ -356,22 +370,27 @@ impl Runner {
             }
         }
         // Then one window for killed steps to end and report, and for NATS
-        // to acknowledge the outbox. A drain waits as long as it takes (the
-        // runner may never start again); a stop leaves what remains on disk
-        // for the next start.
-        let window = if grace == Duration::MAX {
-            Duration::MAX
-        } else {
-            FLUSH_WINDOW
-        };
-        let flushed = tokio::time::timeout(window, async {
+        // to acknowledge the outbox; a stop leaves what remains on disk for
+        // the next start.
+        let reported = async {
             steps.wait().await;
             shared.reporting.close();
             shared.reporting.wait().await;
             shared.outbox.flush(Duration::MAX).await
-        })
-        .await
-        .unwrap_or(false);
+        };
+        tokio::pin!(reported);
+        let flushed = if draining && !outer.is_cancelled() {
+            tokio::select! {
+                f = &mut reported => f,
+                _ = outer.cancelled() => tokio::time::timeout(FLUSH_WINDOW, &mut reported)
+                    .await
+                    .unwrap_or(false),
+            }
+        } else {
+            tokio::time::timeout(FLUSH_WINDOW, &mut reported)
+                .await
+                .unwrap_or(false)
+        };
         // Writers waiting for room in a full outbox, and steps waiting for
         // acks, give up now.
         shared.outbox.close();
@@ -646,6 +665,16 @@ async fn handle_dispatch(
         // reconnect): the task running it acks it at the end.
         return;
     }
+    if shared.outbox.lane_pending(&lane(execution_id, step)) {
+        // A step a previous process of this replica ran, whose report is
+        // still in the outbox: asking for its claim now would have it
+        // declared lost. Once the report is out, the redelivery finds the
+        // step finished (or, if it died with that process, lost).
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
+        return;
+    }
     // Registered before the claim, so that an abort notice, which the
     // orchestrator sends only once a claim exists, always finds the step.
     let cancel = CancellationToken::new();
@@ -909,11 +938,12 @@ async fn run_claimed(
             .await;
             if let Err(err) = started {
                 // Work that cannot be reported must not go on: kill it all,
-                // and its output with it.
-                cancel.cancel();
-                proc.wait(cancel).await;
+                // and its output with it. The output tasks go first: the
+                // readers may be blocked handing lines to them.
                 forward.abort();
                 pump.abort();
+                cancel.cancel();
+                proc.wait(cancel).await;
                 return Err(err);
             }
             started_gate.take().map(|g| g.send(()));

@@ -93,3 +93,62 @@ async fn drain_lets_the_running_step_finish_takes_no_new_one_and_stops() {
     assert!(!q.status.is_terminal(), "{q:?}");
     assert!(q.steps[0].status < StepStatus::Running, "{q:?}");
 }
+
+/// A drain waits for running steps however long they take; a SIGTERM during
+/// it turns it into a plain stop, with the usual grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_drain_stops_the_runner_within_its_grace() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut heartbeats = stack.client.subscribe("outpost.hb.slow.*").await.unwrap();
+    let mut runner = runner_process(
+        &stack,
+        "slow",
+        "slow",
+        &dir.path().join("work"),
+        &["--shutdown-grace", "1"],
+    );
+    next_message(&mut heartbeats, "heartbeat").await;
+    let job = stack
+        .load(
+            "- name: endless\n  runnerSelector:\n    filter: slow\n  sequence:\n    commands:\n    - exec: sleep 600\n",
+            "endless",
+        )
+        .await;
+    let id = stack.run_job(job, &[]).await;
+    stack
+        .wait_state(id, "step running", |s| {
+            s.steps[0].status == StepStatus::Running
+        })
+        .await;
+    let (code, _, err) = stack.cli(&["runner", "drain", "slow"]);
+    assert_eq!(code, Some(0), "{err}");
+    loop {
+        let hb: Value = serde_json::from_slice(
+            &next_message(&mut heartbeats, "a draining heartbeat")
+                .await
+                .payload,
+        )
+        .unwrap();
+        if hb["state"] == "draining" {
+            break;
+        }
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(runner.0.id() as i32, libc::SIGTERM);
+    }
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Failed, "{st:?}");
+    let reason = st.steps[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("shutdown deadline"), "{reason}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = runner.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the runner did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+}
