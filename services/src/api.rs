@@ -660,6 +660,20 @@ async fn output_page(s: &AppState, id: Uuid, mut offset: u64, max: usize) -> Api
     let filter = subjects::logs_of(id);
     let mut entries = Vec::new();
     let mut at_end = false;
+    // A chunk a runner sent again after the streams' dedup window (its ack
+    // was lost in a long outage) is stored twice, the copy after the
+    // original. Chunks are numbered per step and runner: show each number
+    // once, remembering across pages through the chunk at `offset`.
+    let mut shown: BTreeMap<(u32, String), u64> = BTreeMap::new();
+    if offset > 0 {
+        if let Ok(prev) = stream.direct_get(offset).await {
+            if let Ok(c) = serde_json::from_slice::<LogChunk>(&prev.payload) {
+                if c.execution_id == id {
+                    shown.insert((c.step, c.runner_id), c.seq);
+                }
+            }
+        }
+    }
     while entries.len() < max {
         match stream
             .direct_get_next_for_subject(filter.as_str(), Some(offset + 1))
@@ -671,16 +685,26 @@ async fn output_page(s: &AppState, id: Uuid, mut offset: u64, max: usize) -> Api
                     Ok(chunk) if !from_claimant(s, &state, &chunk, &msg.subject).await => {
                         tracing::warn!(execution_id = %id, step = chunk.step, subject = %msg.subject, "ignoring log chunk from a runner that does not hold the step's claim");
                     }
-                    Ok(chunk) => entries.extend(chunk.entries.into_iter().map(|e| OutputEntry {
-                        time: e.time.format("%H:%M:%S").to_string(),
-                        absolute_time: e.time,
-                        level: e.level,
-                        log: e.log,
-                        stepctx: chunk.step.to_string(),
-                        runner: chunk.runner_id.clone(),
-                        stream: format!("{:?}", e.stream).to_lowercase(),
-                        node: e.node,
-                    })),
+                    Ok(chunk)
+                        if shown
+                            .get(&(chunk.step, chunk.runner_id.clone()))
+                            .is_some_and(|&seen| chunk.seq <= seen) =>
+                    {
+                        tracing::debug!(execution_id = %id, step = chunk.step, seq = chunk.seq, "skipping a repeated log chunk");
+                    }
+                    Ok(chunk) => {
+                        shown.insert((chunk.step, chunk.runner_id.clone()), chunk.seq);
+                        entries.extend(chunk.entries.into_iter().map(|e| OutputEntry {
+                            time: e.time.format("%H:%M:%S").to_string(),
+                            absolute_time: e.time,
+                            level: e.level,
+                            log: e.log,
+                            stepctx: chunk.step.to_string(),
+                            runner: chunk.runner_id.clone(),
+                            stream: format!("{:?}", e.stream).to_lowercase(),
+                            node: e.node,
+                        }));
+                    }
                     Err(err) => {
                         tracing::warn!(error = %err, execution_id = %id, seq = offset, "skipping malformed log chunk")
                     }

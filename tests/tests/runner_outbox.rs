@@ -324,6 +324,66 @@ async fn a_cut_longer_than_the_deadline_ends_the_step_lost_and_its_output_still_
     println!("runner-lost during the cut; all {last} lines arrived after it");
 }
 
+/// A chunk whose ack was lost, resent after the streams' dedup window, is
+/// stored twice; the API shows it once, whole or page by page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_stored_twice_is_shown_once() {
+    let stack = Stack::start().await;
+    let job = stack
+        .load(
+            "- name: three\n  sequence:\n    commands:\n    - exec: echo one; sleep 0.3; echo two; sleep 0.3; echo three\n",
+            "three",
+        )
+        .await;
+    let id = stack.run_job(job, &[]).await;
+    assert_eq!(
+        stack.wait_terminal(id).await.status,
+        ExecutionStatus::Succeeded
+    );
+    let chunks = stored_log_chunks(&stack.js, id).await;
+    // As a runner resending after the window would: same chunk, new msg id.
+    for (_, c) in [&chunks[0], chunks.last().unwrap()] {
+        stack
+            .js
+            .send_publish(
+                outpost_schemas::subjects::log(id, c.step, &c.runner_id),
+                jetstream::message::PublishMessage::build()
+                    .payload(serde_json::to_vec(c).unwrap().into())
+                    .message_id(Uuid::now_v7().to_string()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        stored_log_chunks(&stack.js, id).await.len(),
+        chunks.len() + 2
+    );
+    assert_eq!(stack.log_texts(id).await, ["one", "two", "three"]);
+    // One line per page: the copy of the first chunk opens a page of its own.
+    let mut texts = Vec::new();
+    let mut offset = "0".to_string();
+    loop {
+        let page: outpost_services::api::OutputPage = stack
+            .http
+            .get(stack.url(&format!("/execution/{id}/output")))
+            .query(&[("offset", offset.as_str()), ("maxlines", "1")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        texts.extend(page.entries.into_iter().map(|e| e.log));
+        offset = page.offset;
+        if page.completed {
+            break;
+        }
+    }
+    assert_eq!(texts, ["one", "two", "three"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_holds_writers_until_jetstream_acknowledges_and_stores_once_in_order() {
     let nats = NatsServer::start();
