@@ -249,11 +249,8 @@ pub async fn request_json<Req: Serialize, Rep: serde::de::DeserializeOwned>(
         subject: subject.to_string(),
         message,
     };
-    let payload = serde_json::to_vec(req).map_err(|source| BusError::Encode {
-        subject: subject.to_string(),
-        source,
-    })?;
-    let reply = tokio::time::timeout(timeout, client.request(subject.to_string(), payload.into()))
+    let payload = encode(subject, req)?;
+    let reply = tokio::time::timeout(timeout, client.request(subject.to_string(), payload))
         .await
         .map_err(|_| fail(format!("no reply within {timeout:?}")))?
         .map_err(|e| fail(e.to_string()))?;
@@ -275,11 +272,17 @@ pub async fn publish_json<T: Serialize>(
     msg_id: &str,
     msg: &T,
 ) -> Result<bool, BusError> {
-    let payload = serde_json::to_vec(msg).map_err(|source| BusError::Encode {
-        subject: subject.to_string(),
-        source,
-    })?;
-    publish_acked(js, subject, msg_id, payload.into()).await
+    publish_acked(js, subject, msg_id, encode(subject, msg)?).await
+}
+
+/// A wire message's JSON, for `subject`.
+pub fn encode<T: Serialize>(subject: &str, msg: &T) -> Result<bytes::Bytes, BusError> {
+    serde_json::to_vec(msg)
+        .map(Into::into)
+        .map_err(|source| BusError::Encode {
+            subject: subject.to_string(),
+            source,
+        })
 }
 
 /// Publishes an event on its subject with its dedup id.

@@ -109,11 +109,8 @@ pub async fn pump(
             chunk.seq
         );
         let subject = subjects::log(execution_id, step, &runner_id);
-        let payload = serde_json::to_vec(&chunk).map_err(|source| BusError::Encode {
-            subject: subject.clone(),
-            source,
-        })?;
-        last = Some(outbox.push(&lane, subject, msg_id, payload.into()).await?);
+        let payload = crate::bus::encode(&subject, &chunk)?;
+        last = Some(outbox.push(&lane, subject, msg_id, payload).await?);
     }
     Ok(seqs)
 }

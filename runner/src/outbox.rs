@@ -576,8 +576,8 @@ fn recover(dir: &Path) -> std::io::Result<Vec<(u64, OnDisk)>> {
         else {
             continue;
         };
-        match read_entry(&path) {
-            Ok((head, _)) => found.push((seq, head)),
+        match read_head(&path) {
+            Ok(head) => found.push((seq, head)),
             Err(why) => {
                 let to = set_aside(dir, "damaged", &path)?;
                 tracing::warn!(file = %path.display(), moved_to = %to.display(), error = %why, "unreadable outbox entry set aside");
@@ -586,6 +586,31 @@ fn recover(dir: &Path) -> std::io::Result<Vec<(u64, OnDisk)>> {
     }
     found.sort_by_key(|(seq, _)| *seq);
     Ok(found)
+}
+
+/// An entry's header, checked against the file's length, without reading
+/// its payload: start-up reads a full outbox only once, when publishing.
+fn read_head(path: &Path) -> Result<OnDisk, String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut lines = std::io::BufReader::new(file);
+    let (mut magic, mut head_line) = (String::new(), String::new());
+    lines.read_line(&mut magic).map_err(|e| e.to_string())?;
+    lines.read_line(&mut head_line).map_err(|e| e.to_string())?;
+    if magic.trim_end_matches('\n') != MAGIC {
+        return Err(format!("does not start with `{MAGIC}`"));
+    }
+    let head: OnDisk = serde_json::from_str(head_line.trim_end_matches('\n'))
+        .map_err(|e| format!("bad header: {e}"))?;
+    let payload = size.saturating_sub((magic.len() + head_line.len()) as u64);
+    if payload != head.len as u64 {
+        return Err(format!(
+            "payload is {payload} bytes, header says {}",
+            head.len
+        ));
+    }
+    Ok(head)
 }
 
 fn read_entry(path: &Path) -> Result<(OnDisk, Bytes), String> {

@@ -451,12 +451,9 @@ fn lane(execution_id: Uuid, step: u32) -> String {
 /// from there.
 async fn report(outbox: &Outbox, lane: &str, event: &Event) -> Result<Receipt, BusError> {
     let subject = event.subject();
-    let payload = serde_json::to_vec(event).map_err(|source| BusError::Encode {
-        subject: subject.clone(),
-        source,
-    })?;
+    let payload = bus::encode(&subject, event)?;
     Ok(outbox
-        .push(lane, subject, event.dedup_id(), payload.into())
+        .push(lane, subject, event.dedup_id(), payload)
         .await?)
 }
 

@@ -540,13 +540,23 @@ impl Stack {
 
     /// Every output line of an execution, read page by page through the API.
     pub async fn output_lines(&self, id: Uuid) -> Vec<outpost_services::api::OutputEntry> {
+        self.output_lines_paged(id, 20000).await
+    }
+
+    /// [`Stack::output_lines`], asking for at most `maxlines` per page.
+    pub async fn output_lines_paged(
+        &self,
+        id: Uuid,
+        maxlines: usize,
+    ) -> Vec<outpost_services::api::OutputEntry> {
+        let maxlines = maxlines.to_string();
         let mut out = Vec::new();
         let mut offset = "0".to_string();
         loop {
             let page: outpost_services::api::OutputPage = self
                 .http
                 .get(self.url(&format!("/execution/{id}/output")))
-                .query(&[("offset", offset.as_str()), ("maxlines", "20000")])
+                .query(&[("offset", offset.as_str()), ("maxlines", maxlines.as_str())])
                 .send()
                 .await
                 .unwrap()

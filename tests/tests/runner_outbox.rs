@@ -7,7 +7,7 @@
 //! lost-runner deadline is set above the cut, so the control plane waits
 //! for the runner instead of ending its step.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -104,31 +104,57 @@ async fn assert_every_line_once_in_order(stack: &Stack, id: Uuid) -> u64 {
     last
 }
 
+/// A runner process (tag `edge`) connected through a proxy, running the
+/// numbered step, whose first output has been stored.
+struct BehindProxy {
+    proxy: TcpProxy,
+    url: String,
+    work: PathBuf,
+    runner: Reaped,
+    heartbeats: async_nats::Subscriber,
+    execution: Uuid,
+}
+
+async fn numbered_run_behind_proxy(stack: &Stack, runner_id: &str, dir: &Path) -> BehindProxy {
+    let proxy = TcpProxy::to_url(&stack.nats.ws_url).await;
+    let url = format!("ws://127.0.0.1:{}", proxy.port());
+    let work = dir.join("work");
+    let mut heartbeats = stack
+        .client
+        .subscribe(format!("outpost.hb.{runner_id}.*"))
+        .await
+        .unwrap();
+    let runner = runner_process_via(&url, runner_id, "edge", &work, &[]);
+    next_message(&mut heartbeats, "heartbeat").await;
+    let job = stack.load(&numbered_job("numbered", dir), "numbered").await;
+    let mut logs = stack.client.subscribe("outpost.log.>").await.unwrap();
+    let execution = stack.run_job(job, &[]).await;
+    // Output flows: the step runs and the link works.
+    next_message(&mut logs, "a log chunk").await;
+    BehindProxy {
+        proxy,
+        url,
+        work,
+        runner,
+        heartbeats,
+        execution,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_60_second_link_cut_mid_step_loses_no_line() {
     let stack = Stack::start_tuned(NatsServer::start(), ServiceRoles::ALL, |o| {
         o.lost_runner_after = CUT * 5
     })
     .await;
-    let proxy = TcpProxy::to_url(&stack.nats.ws_url).await;
     let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    let mut heartbeats = stack.client.subscribe("outpost.hb.cutoff.*").await.unwrap();
-    let _runner = runner_process_via(
-        &format!("ws://127.0.0.1:{}", proxy.port()),
-        "cutoff",
-        "edge",
-        &work,
-        &[],
-    );
-    next_message(&mut heartbeats, "heartbeat").await;
-    let job = stack
-        .load(&numbered_job("numbered", dir.path()), "numbered")
-        .await;
-    let mut logs = stack.client.subscribe("outpost.log.>").await.unwrap();
-    let id = stack.run_job(job, &[]).await;
-    // Output flows: the step runs and the link works.
-    next_message(&mut logs, "a log chunk").await;
+    let BehindProxy {
+        proxy,
+        work,
+        runner: _runner,
+        execution: id,
+        ..
+    } = numbered_run_behind_proxy(&stack, "cutoff", dir.path()).await;
 
     proxy.blackhole();
     let cut_at = Instant::now();
@@ -180,23 +206,15 @@ async fn a_60_second_link_cut_mid_step_loses_no_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_restarted_with_a_pending_outbox_publishes_it_first_and_loses_nothing() {
     let stack = Stack::start().await;
-    let proxy = TcpProxy::to_url(&stack.nats.ws_url).await;
-    let url = format!("ws://127.0.0.1:{}", proxy.port());
     let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    let mut heartbeats = stack
-        .client
-        .subscribe("outpost.hb.phoenix.*")
-        .await
-        .unwrap();
-    let mut first = runner_process_via(&url, "phoenix", "edge", &work, &[]);
-    next_message(&mut heartbeats, "heartbeat").await;
-    let job = stack
-        .load(&numbered_job("numbered", dir.path()), "numbered")
-        .await;
-    let mut logs = stack.client.subscribe("outpost.log.>").await.unwrap();
-    let id = stack.run_job(job, &[]).await;
-    next_message(&mut logs, "a log chunk").await;
+    let BehindProxy {
+        proxy,
+        url,
+        work,
+        runner: mut first,
+        mut heartbeats,
+        execution: id,
+    } = numbered_run_behind_proxy(&stack, "phoenix", dir.path()).await;
 
     // Cut, let the step print a while and end, then kill the runner: its
     // lines and finished event exist only in its outbox.
@@ -265,28 +283,14 @@ async fn a_cut_longer_than_the_deadline_ends_the_step_lost_and_its_output_still_
         o.lost_runner_after = Duration::from_secs(3)
     })
     .await;
-    let proxy = TcpProxy::to_url(&stack.nats.ws_url).await;
     let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    let mut heartbeats = stack
-        .client
-        .subscribe("outpost.hb.faraway.*")
-        .await
-        .unwrap();
-    let _runner = runner_process_via(
-        &format!("ws://127.0.0.1:{}", proxy.port()),
-        "faraway",
-        "edge",
-        &work,
-        &[],
-    );
-    next_message(&mut heartbeats, "heartbeat").await;
-    let job = stack
-        .load(&numbered_job("numbered", dir.path()), "numbered")
-        .await;
-    let mut logs = stack.client.subscribe("outpost.log.>").await.unwrap();
-    let id = stack.run_job(job, &[]).await;
-    next_message(&mut logs, "a log chunk").await;
+    let BehindProxy {
+        proxy,
+        work,
+        runner: _runner,
+        execution: id,
+        ..
+    } = numbered_run_behind_proxy(&stack, "faraway", dir.path()).await;
 
     proxy.reset();
     let st = stack.wait_terminal(id).await;
@@ -362,25 +366,12 @@ async fn a_chunk_stored_twice_is_shown_once() {
     );
     assert_eq!(stack.log_texts(id).await, ["one", "two", "three"]);
     // One line per page: the copy of the first chunk opens a page of its own.
-    let mut texts = Vec::new();
-    let mut offset = "0".to_string();
-    loop {
-        let page: outpost_services::api::OutputPage = stack
-            .http
-            .get(stack.url(&format!("/execution/{id}/output")))
-            .query(&[("offset", offset.as_str()), ("maxlines", "1")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        texts.extend(page.entries.into_iter().map(|e| e.log));
-        offset = page.offset;
-        if page.completed {
-            break;
-        }
-    }
+    let texts: Vec<String> = stack
+        .output_lines_paged(id, 1)
+        .await
+        .into_iter()
+        .map(|e| e.log)
+        .collect();
     assert_eq!(texts, ["one", "two", "three"]);
 }
 
