@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use outpost_schemas::subjects;
@@ -17,6 +17,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+use crate::bucket::{Bucket, Cas};
 use crate::ServiceError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -123,13 +124,13 @@ pub fn parse_roles(specs: &[String]) -> Result<BTreeMap<String, Role>, String> {
 
 #[derive(Clone)]
 pub struct Tokens {
-    kv: kv::Store,
+    kv: Bucket,
 }
 
 impl Tokens {
     pub async fn open(js: &jetstream::Context) -> Result<Self, ServiceError> {
         Ok(Tokens {
-            kv: crate::bucket(js, subjects::TOKENS_BUCKET).await?,
+            kv: Bucket::open(js, subjects::TOKENS_BUCKET).await?,
         })
     }
 
@@ -155,6 +156,7 @@ impl Tokens {
             revoked: None,
         };
         self.kv
+            .raw()
             .create(&id, serde_json::to_vec(&rec).expect("record").into())
             .await
             .map_err(nats)?;
@@ -162,19 +164,11 @@ impl Tokens {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<(TokenRecord, u64)>, AuthError> {
-        let Some(e) = self.kv.entry(id).await.map_err(nats)? else {
-            return Ok(None);
-        };
-        if e.operation != kv::Operation::Put {
-            return Ok(None);
-        }
-        let rec = serde_json::from_slice(&e.value)
-            .map_err(|err| ServiceError::Corrupt(format!("token {id}: {err}")))?;
-        Ok(Some((rec, e.revision)))
+        Ok(self.kv.get(id).await?)
     }
 
     pub async fn list(&self) -> Result<Vec<TokenRecord>, AuthError> {
-        let mut keys = self.kv.keys().await.map_err(nats)?;
+        let mut keys = self.kv.raw().keys().await.map_err(nats)?;
         let mut out = Vec::new();
         while let Some(k) = keys.next().await {
             if let Some((rec, _)) = self.get(&k.map_err(nats)?).await? {
@@ -187,22 +181,14 @@ impl Tokens {
 
     /// Marks a token revoked; it authenticates nothing from then on.
     pub async fn revoke(&self, id: &str) -> Result<TokenRecord, AuthError> {
-        loop {
-            let (mut rec, rev) = self
-                .get(id)
-                .await?
-                .ok_or_else(|| AuthError::NotFound(id.into()))?;
-            rec.revoked.get_or_insert_with(Utc::now);
-            match self
-                .kv
-                .update(id, serde_json::to_vec(&rec).expect("record").into(), rev)
-                .await
-            {
-                Ok(_) => return Ok(rec),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(nats(e)),
-            }
-        }
+        let now = Utc::now();
+        self.kv
+            .modify(id, |rec: Option<TokenRecord>| {
+                let mut rec = rec.ok_or_else(|| AuthError::NotFound(id.into()))?;
+                rec.revoked.get_or_insert(now);
+                Ok(Cas::Write(rec.clone(), rec))
+            })
+            .await
     }
 
     /// The principal a token stands for, if it is genuine and not revoked.

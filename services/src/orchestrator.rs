@@ -8,15 +8,16 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, AckKind};
+use async_nats::jetstream::{self, kv};
 use outpost_runner::bus;
 use outpost_schemas::job::{TagSet, Target};
 use outpost_schemas::{subjects, Event, Header, StepWaiting};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::bucket::{Bucket, Cas};
 use crate::plan::{self, Run};
-use crate::{fleet, topology, ServiceError};
+use crate::{fleet, topology, Handled, ServiceError};
 
 /// Lanes of parallel handling; one execution's events share a lane, so a
 /// replica handles them in stream order. Across replicas, compare-and-set
@@ -32,9 +33,9 @@ pub struct Orchestrator {
 struct Ctx {
     js: jetstream::Context,
     client: async_nats::Client,
-    runs: kv::Store,
-    claims: kv::Store,
-    tagsets: kv::Store,
+    runs: Bucket,
+    claims: Bucket,
+    tagsets: Bucket,
     store: crate::store::Store,
     provenance: crate::provenance::ProvenanceCheck,
 }
@@ -46,14 +47,15 @@ impl Orchestrator {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let ctx = Ctx {
-            runs: crate::bucket(&self.js, subjects::RUNS_BUCKET).await?,
-            claims: crate::bucket(&self.js, subjects::CLAIMS_BUCKET).await?,
-            tagsets: crate::bucket(&self.js, subjects::TAGSETS_BUCKET).await?,
+            runs: Bucket::open(&self.js, subjects::RUNS_BUCKET).await?,
+            claims: Bucket::open(&self.js, subjects::CLAIMS_BUCKET).await?,
+            tagsets: Bucket::open(&self.js, subjects::TAGSETS_BUCKET).await?,
             store: crate::store::Store::open(&self.js).await?,
             provenance: crate::provenance::ProvenanceCheck::new(self.js.clone()).await?,
             js: self.js,
             client: self.client,
         };
+        let ctx = std::sync::Arc::new(ctx);
         let consumer = crate::event_consumer(&ctx.js, subjects::ORCHESTRATOR_CONSUMER).await?;
         tracing::info!("orchestrator started");
         crate::consume(
@@ -61,7 +63,10 @@ impl Orchestrator {
             shutdown,
             CONCURRENCY,
             crate::event_execution,
-            |msg| handle(&ctx, msg),
+            move |msg| {
+                let ctx = ctx.clone();
+                async move { handle(&ctx, msg).await }
+            },
         )
         .await;
         tracing::info!("orchestrator stopped");
@@ -80,57 +85,24 @@ enum Outcome {
 }
 
 async fn handle(ctx: &Ctx, msg: jetstream::Message) {
-    let event: Event = match serde_json::from_slice(&msg.payload) {
-        Ok(e) => e,
-        Err(err) => {
-            bus::dead_letter(
-                &ctx.js,
-                subjects::CONTROL_PLANE_SOURCE,
-                subjects::ORCHESTRATOR_CONSUMER,
-                &msg,
-                &format!("malformed event: {err}"),
-            )
-            .await;
-            return;
-        }
-    };
-    let execution_id = event.execution_id();
-    match ctx.provenance.check(&msg.subject, &event).await {
-        Ok(crate::provenance::Provenance::Genuine) => {}
-        Ok(crate::provenance::Provenance::Forged(why)) => {
-            ctx.provenance.audit(&msg.subject, &event, &why).await;
-            let _ = msg.ack().await;
-            return;
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, execution_id = %execution_id, "cannot check the event's origin; will retry");
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
-            return;
-        }
-    }
-    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    match on_event(ctx, &event, delivered > 1).await {
-        Ok(Outcome::Done) => {
-            let _ = msg.ack().await;
-        }
-        Ok(Outcome::NotYet) if delivered < MAX_EARLY_ABORT_DELIVERIES => {
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
-        }
-        Ok(Outcome::NotYet) => {
-            tracing::warn!(execution_id = %execution_id, kind = event.kind(), "event for an execution that was never planned; dropping it");
-            let _ = msg.ack_with(AckKind::Term).await;
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, execution_id = %execution_id, kind = event.kind(), "handling failed; will retry");
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
-        }
-    }
+    crate::handle_event(
+        subjects::ORCHESTRATOR_CONSUMER,
+        &ctx.provenance,
+        msg,
+        |event, delivered| async move {
+            Ok(match on_event(ctx, &event, delivered > 1).await? {
+                Outcome::Done => Handled::Done,
+                Outcome::NotYet if delivered < MAX_EARLY_ABORT_DELIVERIES => {
+                    Handled::NotYet(Duration::from_secs(1))
+                }
+                Outcome::NotYet => Handled::Refuse(format!(
+                    "{} for an execution that was never planned",
+                    event.kind()
+                )),
+            })
+        },
+    )
+    .await
 }
 
 /// `redelivered`: this message was delivered before, so an earlier attempt
@@ -146,7 +118,7 @@ async fn on_event(ctx: &Ctx, event: &Event, redelivered: bool) -> Result<Outcome
             if planned.node_run.is_some() {
                 resolve_nodes(ctx, &mut planned).await?;
             }
-            let run = match ctx.runs.create(&key, encode(&planned)).await {
+            let run = match ctx.runs.raw().create(&key, encode(&planned)).await {
                 Ok(_) => {
                     tracing::info!(execution_id = %req.execution_id, job = %planned.job_name, "execution planned");
                     planned
@@ -204,14 +176,14 @@ async fn abort(
         // will, and the run ends now.
         let current = run.current;
         let claim = subjects::claim_key(run.execution_id, current);
-        let (unclaimed, holder) = match ctx.claims.create(&claim, ABORTED_CLAIM.into()).await {
+        let (unclaimed, holder) = match ctx.claims.raw().create(&claim, ABORTED_CLAIM.into()).await
+        {
             Ok(_) => (true, None),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 let owner = ctx
                     .claims
-                    .get(&claim)
-                    .await
-                    .map_err(|e| ServiceError::Nats(e.to_string()))?
+                    .get_bytes(&claim)
+                    .await?
                     .map(|v| crate::registry::decode_claim(&v).runner_id);
                 // Our own earlier attempt counts as unclaimed.
                 match owner {
@@ -343,7 +315,7 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
     }
     let dispatch = run.dispatch();
     if let Target::Tags(set) = &dispatch.target {
-        topology::ensure_tag_set(&ctx.js, &ctx.tagsets, set).await?;
+        topology::ensure_tag_set(&ctx.js, ctx.tagsets.raw(), set).await?;
     }
     let token = dispatch.target.token();
     let subject = subjects::dispatch(&token, run.execution_id, run.current);
@@ -376,46 +348,28 @@ fn encode(run: &Run) -> bytes::Bytes {
     serde_json::to_vec(run).expect("run serialises").into()
 }
 
-async fn load(runs: &kv::Store, key: &str) -> Result<Option<Run>, ServiceError> {
-    let Some(entry) = runs
-        .entry(key)
-        .await
-        .map_err(|e| ServiceError::Nats(e.to_string()))?
-    else {
-        return Ok(None);
-    };
-    if entry.operation != kv::Operation::Put {
-        return Ok(None);
-    }
-    serde_json::from_slice(&entry.value)
-        .map(Some)
-        .map_err(|e| ServiceError::Corrupt(format!("run {key}: {e}")))
+async fn load(runs: &Bucket, key: &str) -> Result<Option<Run>, ServiceError> {
+    Ok(runs.get(key).await?.map(|(run, _)| run))
 }
 
-/// Compare-and-set loop: applies `change` to the stored run until the write
-/// lands on the revision it read.
+/// Applies `change` to the stored run with compare-and-set. Returns the run
+/// and whether `change` changed it; none if there is no run.
 async fn update(
-    runs: &kv::Store,
+    runs: &Bucket,
     key: &str,
     change: impl Fn(&mut Run) -> bool,
 ) -> Result<Option<(Run, bool)>, ServiceError> {
-    loop {
-        let Some(entry) = runs
-            .entry(key)
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))?
-        else {
-            return Ok(None);
-        };
-        let mut run: Run = serde_json::from_slice(&entry.value)
-            .map_err(|e| ServiceError::Corrupt(format!("run {key}: {e}")))?;
-        if !change(&mut run) {
-            return Ok(Some((run, false)));
-        }
-        match runs.update(key, encode(&run), entry.revision).await {
-            Ok(_) => return Ok(Some((run, true))),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-            Err(e) => return Err(ServiceError::Nats(e.to_string())),
-        }
-    }
+    runs.modify(key, |run: Option<Run>| {
+        Ok(match run {
+            None => Cas::Keep(None),
+            Some(mut run) => {
+                if change(&mut run) {
+                    Cas::Write(run.clone(), Some((run, true)))
+                } else {
+                    Cas::Keep(Some((run, false)))
+                }
+            }
+        })
+    })
+    .await
 }

@@ -7,14 +7,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, kv, AckKind};
+use async_nats::jetstream::{self, consumer::pull, kv};
 use futures::StreamExt;
 use outpost_schemas::state::ExecutionState;
 use outpost_schemas::{subjects, Event};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use crate::bucket::{Bucket, Cas};
 use crate::projection::{fold, Folded};
+use crate::Handled;
 use crate::ServiceError;
 
 const CONCURRENCY: usize = 32;
@@ -29,8 +33,8 @@ impl Projector {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
-        let store = crate::bucket(&self.js, subjects::EXECUTIONS_BUCKET).await?;
-        let provenance = crate::provenance::ProvenanceCheck::new(self.js.clone()).await?;
+        let store = Bucket::open(&self.js, subjects::EXECUTIONS_BUCKET).await?;
+        let provenance = Arc::new(crate::provenance::ProvenanceCheck::new(self.js.clone()).await?);
         let consumer = crate::event_consumer(&self.js, subjects::PROJECTOR_CONSUMER).await?;
         tracing::info!("projector started");
         crate::consume(
@@ -38,7 +42,10 @@ impl Projector {
             shutdown,
             CONCURRENCY,
             crate::event_execution,
-            |msg| handle(&store, &provenance, msg),
+            move |msg| {
+                let (store, provenance) = (store.clone(), provenance.clone());
+                async move { handle(&store, &provenance, msg).await }
+            },
         )
         .await;
         tracing::info!("projector stopped");
@@ -46,106 +53,49 @@ impl Projector {
     }
 }
 
+/// An event whose execution's request never arrives is handed back this
+/// many times (about a minute) before it is dead-lettered.
+const MAX_NOT_YET_DELIVERIES: i64 = 300;
+
 async fn handle(
-    store: &kv::Store,
+    store: &Bucket,
     provenance: &crate::provenance::ProvenanceCheck,
     msg: jetstream::Message,
 ) {
-    let event: Event = match serde_json::from_slice(&msg.payload) {
-        Ok(e) => e,
-        Err(err) => {
-            outpost_runner::bus::dead_letter(
-                provenance.js(),
-                subjects::CONTROL_PLANE_SOURCE,
-                subjects::PROJECTOR_CONSUMER,
-                &msg,
-                &format!("malformed event: {err}"),
-            )
-            .await;
-            return;
-        }
-    };
-    match provenance.check(&msg.subject, &event).await {
-        Ok(crate::provenance::Provenance::Genuine) => {}
-        Ok(crate::provenance::Provenance::Forged(why)) => {
-            provenance.audit(&msg.subject, &event, &why).await;
-            let _ = msg.ack().await;
-            return;
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, execution_id = %event.execution_id(), "cannot check the event's origin; will retry");
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
-            return;
-        }
-    }
-    match apply(store, &event).await {
-        Ok(true) => {
-            let _ = msg.ack().await;
-        }
-        Ok(false) => {
-            // Its request is not folded yet (another replica has it in hand).
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_millis(200))))
-                .await;
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, execution_id = %event.execution_id(), "projection failed; will retry");
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
-        }
-    }
+    crate::handle_event(
+        subjects::PROJECTOR_CONSUMER,
+        provenance,
+        msg,
+        |event, delivered| async move {
+            Ok(match apply(store, &event).await? {
+                true => Handled::Done,
+                // Its request is not folded yet (another replica has it in hand).
+                false if delivered < MAX_NOT_YET_DELIVERIES => {
+                    Handled::NotYet(Duration::from_millis(200))
+                }
+                false => Handled::Refuse(format!(
+                    "{} for an execution whose request never arrived",
+                    event.kind()
+                )),
+            })
+        },
+    )
+    .await
 }
 
 /// Folds one event into the stored state. Returns false when the event must
 /// wait for its execution's request.
-pub async fn apply(store: &kv::Store, event: &Event) -> Result<bool, ServiceError> {
+pub async fn apply(store: &Bucket, event: &Event) -> Result<bool, ServiceError> {
     let key = subjects::execution_key(event.execution_id());
-    loop {
-        let entry = store
-            .entry(&key)
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))?
-            .filter(|e| e.operation == kv::Operation::Put);
-        let current: Option<ExecutionState> = match &entry {
-            Some(e) => Some(
-                serde_json::from_slice(&e.value)
-                    .map_err(|err| ServiceError::Corrupt(format!("execution {key}: {err}")))?,
-            ),
-            None => None,
-        };
-        let next = match fold(current.as_ref(), event) {
-            Folded::Unchanged => return Ok(true),
-            Folded::NeedsRequest => return Ok(false),
-            Folded::Changed(next) => next,
-        };
-        let value: bytes::Bytes = serde_json::to_vec(&next).expect("state serialises").into();
-        let written = match &entry {
-            Some(e) => store
-                .update(&key, value, e.revision)
-                .await
-                .map(drop)
-                .map_err(|e| {
-                    (
-                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                        e.to_string(),
-                    )
-                }),
-            None => store.create(&key, value).await.map(drop).map_err(|e| {
-                (
-                    e.kind() == kv::CreateErrorKind::AlreadyExists,
-                    e.to_string(),
-                )
-            }),
-        };
-        match written {
-            Ok(()) => return Ok(true),
-            Err((true, _)) => continue,
-            Err((false, message)) => return Err(ServiceError::Nats(message)),
-        }
-    }
+    store
+        .modify(&key, |current: Option<ExecutionState>| {
+            Ok::<_, ServiceError>(match fold(current.as_ref(), event) {
+                Folded::Unchanged => Cas::Keep(true),
+                Folded::NeedsRequest => Cas::Keep(false),
+                Folded::Changed(next) => Cas::Write(*next, true),
+            })
+        })
+        .await
 }
 
 /// What `outpost projector rebuild` did.

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::bucket::{Bucket, Cas};
 use crate::plan::Run;
 use crate::security::{KeyStore, SecurityError, MAX_RUNNER_TAGS};
 use crate::ServiceError;
@@ -115,14 +116,14 @@ pub fn bundle_text(b: &Bundle) -> String {
 /// Reads step claims, remembering the ones found: a claim never changes
 /// once created. Shared by the registry and the provenance check.
 pub struct ClaimLookup {
-    claims: kv::Store,
+    claims: Bucket,
     known: std::sync::Mutex<std::collections::HashMap<String, Claim>>,
 }
 
 impl ClaimLookup {
     pub async fn open(js: &jetstream::Context) -> Result<Self, ServiceError> {
         Ok(ClaimLookup {
-            claims: crate::bucket(js, subjects::CLAIMS_BUCKET).await?,
+            claims: Bucket::open(js, subjects::CLAIMS_BUCKET).await?,
             known: Default::default(),
         })
     }
@@ -133,12 +134,7 @@ impl ClaimLookup {
         if let Some(hit) = self.known.lock().unwrap().get(key) {
             return Ok(Some(hit.clone()));
         }
-        let Some(value) = self
-            .claims
-            .get(key)
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))?
-        else {
+        let Some(value) = self.claims.get_bytes(key).await? else {
             return Ok(None);
         };
         let claim = decode_claim(&value);
@@ -159,12 +155,12 @@ pub struct Registry {
 struct Inner {
     client: async_nats::Client,
     js: jetstream::Context,
-    runners: kv::Store,
-    claims: kv::Store,
-    runs: kv::Store,
-    tagsets: kv::Store,
-    secrets: kv::Store,
-    active: kv::Store,
+    runners: Bucket,
+    claims: Bucket,
+    runs: Bucket,
+    tagsets: Bucket,
+    secrets: Bucket,
+    active: Bucket,
     /// A claimed step whose replica has not heartbeated for this long ends
     /// as `runner-lost`.
     lost_after: std::time::Duration,
@@ -185,12 +181,12 @@ impl Registry {
     ) -> Result<Self, ServiceError> {
         Ok(Registry {
             inner: Arc::new(Inner {
-                runners: crate::bucket(&js, subjects::RUNNERS_BUCKET).await?,
-                claims: crate::bucket(&js, subjects::CLAIMS_BUCKET).await?,
-                runs: crate::bucket(&js, subjects::RUNS_BUCKET).await?,
-                tagsets: crate::bucket(&js, subjects::TAGSETS_BUCKET).await?,
-                secrets: crate::bucket(&js, subjects::SECRETS_BUCKET).await?,
-                active: crate::bucket(&js, subjects::ACTIVE_BUCKET).await?,
+                runners: Bucket::open(&js, subjects::RUNNERS_BUCKET).await?,
+                claims: Bucket::open(&js, subjects::CLAIMS_BUCKET).await?,
+                runs: Bucket::open(&js, subjects::RUNS_BUCKET).await?,
+                tagsets: Bucket::open(&js, subjects::TAGSETS_BUCKET).await?,
+                secrets: Bucket::open(&js, subjects::SECRETS_BUCKET).await?,
+                active: Bucket::open(&js, subjects::ACTIVE_BUCKET).await?,
                 claim_lookup: ClaimLookup::open(&js).await?,
                 lost_after,
                 client,
@@ -209,19 +205,11 @@ impl Registry {
     // ----- identities -----
 
     pub async fn get(&self, name: &str) -> Result<Option<(RunnerRecord, u64)>, RegistryError> {
-        let Some(entry) = self.inner.runners.entry(name).await.map_err(nats_err)? else {
-            return Ok(None);
-        };
-        if entry.operation != kv::Operation::Put {
-            return Ok(None);
-        }
-        let rec = serde_json::from_slice(&entry.value)
-            .map_err(|e| ServiceError::Corrupt(format!("runner {name}: {e}")))?;
-        Ok(Some((rec, entry.revision)))
+        Ok(self.inner.runners.get(name).await?)
     }
 
     pub async fn list(&self) -> Result<Vec<RunnerRecord>, RegistryError> {
-        let mut keys = self.inner.runners.keys().await.map_err(nats_err)?;
+        let mut keys = self.inner.runners.raw().keys().await.map_err(nats_err)?;
         let mut out = Vec::new();
         while let Some(k) = keys.next().await {
             let k = k.map_err(nats_err)?;
@@ -274,6 +262,7 @@ impl Registry {
         match self
             .inner
             .runners
+            .raw()
             .create(name, serde_json::to_vec(&rec).expect("record").into())
             .await
         {
@@ -366,23 +355,14 @@ impl Registry {
         name: &str,
         mut change: impl FnMut(&mut RunnerRecord) -> Result<(), RegistryError>,
     ) -> Result<RunnerRecord, RegistryError> {
-        loop {
-            let (mut rec, rev) = self
-                .get(name)
-                .await?
-                .ok_or_else(|| RegistryError::NotFound(name.into()))?;
-            change(&mut rec)?;
-            match self
-                .inner
-                .runners
-                .update(name, serde_json::to_vec(&rec).expect("record").into(), rev)
-                .await
-            {
-                Ok(_) => return Ok(rec),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(nats_err(e)),
-            }
-        }
+        self.inner
+            .runners
+            .modify(name, |rec: Option<RunnerRecord>| {
+                let mut rec = rec.ok_or_else(|| RegistryError::NotFound(name.into()))?;
+                change(&mut rec)?;
+                Ok(Cas::Write(rec.clone(), rec))
+            })
+            .await
     }
 
     /// Every revoked credential of every runner (user key → revocation
@@ -453,7 +433,7 @@ impl Registry {
     /// Ends, as failed with `reason`, every step that `runner` holds a claim
     /// on and that has not finished.
     async fn end_claims_of(&self, runner: &str, reason: &str) -> Result<usize, RegistryError> {
-        let mut keys = match self.inner.claims.keys().await {
+        let mut keys = match self.inner.claims.raw().keys().await {
             Ok(k) => k,
             Err(e) => return Err(nats_err(e)),
         };
@@ -519,12 +499,7 @@ impl Registry {
 
     async fn run(&self, execution_id: Uuid) -> Result<Option<Run>, RegistryError> {
         let key = subjects::execution_key(execution_id);
-        let Some(v) = self.inner.runs.get(&key).await.map_err(nats_err)? else {
-            return Ok(None);
-        };
-        Ok(Some(serde_json::from_slice(&v).map_err(|e| {
-            ServiceError::Corrupt(format!("run {key}: {e}"))
-        })?))
+        Ok(self.inner.runs.get(&key).await?.map(|(run, _)| run))
     }
 
     /// Tags the runner may serve: its enrolment's, or (for a runner that is
@@ -615,17 +590,14 @@ impl Registry {
                 .into_iter()
                 .map(|h| (h.replica_id, h))
                 .collect();
-        let mut keys = self.inner.active.keys().await.map_err(nats_err)?;
+        let mut keys = self.inner.active.raw().keys().await.map_err(nats_err)?;
         let mut ended = 0;
         let now = Utc::now();
         while let Some(key) = keys.next().await {
             let key = key.map_err(nats_err)?;
-            let Some(entry) = self.inner.active.entry(&key).await.map_err(nats_err)? else {
+            let Some(entry) = self.inner.active.entry(&key).await? else {
                 continue;
             };
-            if entry.operation != kv::Operation::Put {
-                continue;
-            }
             let claim = decode_claim(&entry.value);
             let Some((exec, step)) = parse_claim_key(&key) else {
                 continue;
@@ -642,7 +614,7 @@ impl Registry {
                 .as_ref()
                 .is_some_and(|r| r.finished.is_none() && r.current == step);
             if !current {
-                let _ = self.inner.active.delete(&key).await;
+                let _ = self.inner.active.raw().delete(&key).await;
                 continue;
             }
             let claimed_at = DateTime::<Utc>::from_timestamp(
@@ -695,7 +667,7 @@ impl Registry {
             let nonce = run.map(|r| r.nonce).unwrap_or_default();
             self.publish_lost(exec, step, nonce, &claim.runner_id, &why)
                 .await?;
-            let _ = self.inner.active.delete(&key).await;
+            let _ = self.inner.active.raw().delete(&key).await;
             ended += 1;
         }
         Ok(ended)
@@ -808,6 +780,7 @@ impl Registry {
         match self
             .inner
             .claims
+            .raw()
             .create(&key, serde_json::to_vec(&mine).expect("claim").into())
             .await
         {
@@ -816,6 +789,7 @@ impl Registry {
                 if let Err(err) = self
                     .inner
                     .active
+                    .raw()
                     .put(&key, serde_json::to_vec(&mine).expect("claim").into())
                     .await
                 {
@@ -892,13 +866,13 @@ impl Registry {
             Err(_) => return Ok(TagSetsReply { tokens: vec![] }),
         };
         let mut tokens = Vec::new();
-        let mut keys = match self.inner.tagsets.keys().await {
+        let mut keys = match self.inner.tagsets.raw().keys().await {
             Ok(k) => k,
             Err(e) => return Err(nats_err(e)),
         };
         while let Some(k) = keys.next().await {
             let k = k.map_err(nats_err)?;
-            let Some(v) = self.inner.tagsets.get(&k).await.map_err(nats_err)? else {
+            let Some(v) = self.inner.tagsets.get_bytes(&k).await? else {
                 continue;
             };
             if let Ok(set) = serde_json::from_slice::<TagSet>(&v) {
@@ -940,9 +914,8 @@ impl Registry {
         let Some(stored) = self
             .inner
             .secrets
-            .get(subjects::execution_key(req.execution_id))
-            .await
-            .map_err(nats_err)?
+            .get_bytes(&subjects::execution_key(req.execution_id))
+            .await?
         else {
             return refuse(format!("no secure values stored for {}", req.execution_id));
         };
@@ -1023,6 +996,7 @@ impl Registry {
         let sealed = seal_at_rest(keys, values)?;
         self.inner
             .secrets
+            .raw()
             .put(subjects::execution_key(execution_id), sealed.into())
             .await
             .map_err(nats_err)?;

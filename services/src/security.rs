@@ -397,16 +397,23 @@ impl KeyStore {
         ))
     }
 
-    /// Sends both account JWTs (RUNNERS with its revocations) to every
+    /// Sends the runners' account JWT, with its revocations, to every
     /// server of the cluster; connected users whose credentials it revokes
     /// are cut off.
+    ///
+    /// Only `OUTPOST_RUNNERS` is pushed. Re-pushing the `OUTPOST` account
+    /// (a new JWT, if only by its `iat`) makes nats-server re-register that
+    /// account's JetStream API imports, and for a moment every JetStream
+    /// request of the control plane gets "no responders". The `OUTPOST`
+    /// account never changes at run time; a restarted server preloads it
+    /// from `nats-auth.conf`.
     pub async fn push_account(
         &self,
         nats_url: &str,
         ca_file: Option<&Path>,
         revocations: &BTreeMap<String, i64>,
     ) -> Result<(), SecurityError> {
-        let jwts = [self.account_jwt()?, self.runners_account_jwt(revocations)?];
+        let jwts = [self.runners_account_jwt(revocations)?];
         let mut opts = async_nats::ConnectOptions::new()
             .name("outpost account update")
             .credentials(

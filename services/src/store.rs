@@ -14,6 +14,7 @@ use outpost_schemas::subjects;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::bucket::Bucket;
 use crate::ServiceError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,10 +102,10 @@ struct ProjectNodes {
 
 #[derive(Clone)]
 pub struct Store {
-    nodes: kv::Store,
-    jobs: kv::Store,
-    projects: kv::Store,
-    executions: kv::Store,
+    nodes: Bucket,
+    jobs: Bucket,
+    projects: Bucket,
+    executions: Bucket,
 }
 
 fn job_key(id: Uuid) -> String {
@@ -119,19 +120,19 @@ fn name_key(project: &str, full_name: &str) -> String {
 impl Store {
     pub async fn open(js: &jetstream::Context) -> Result<Self, ServiceError> {
         Ok(Store {
-            nodes: crate::bucket(js, subjects::NODES_BUCKET).await?,
-            jobs: crate::bucket(js, subjects::JOBS_BUCKET).await?,
-            projects: crate::bucket(js, subjects::PROJECTS_BUCKET).await?,
-            executions: crate::bucket(js, subjects::EXECUTIONS_BUCKET).await?,
+            nodes: Bucket::open(js, subjects::NODES_BUCKET).await?,
+            jobs: Bucket::open(js, subjects::JOBS_BUCKET).await?,
+            projects: Bucket::open(js, subjects::PROJECTS_BUCKET).await?,
+            executions: Bucket::open(js, subjects::EXECUTIONS_BUCKET).await?,
         })
     }
 
     pub async fn projects(&self) -> Result<Vec<Project>, StoreError> {
-        let mut keys = self.projects.keys().await.map_err(nats)?;
+        let mut keys = self.projects.raw().keys().await.map_err(nats)?;
         let mut out = Vec::new();
         while let Some(k) = keys.next().await {
             let k = k.map_err(nats)?;
-            if let Some(v) = self.projects.get(&k).await.map_err(nats)? {
+            if let Some(v) = self.projects.get_bytes(&k).await? {
                 if let Ok(p) = serde_json::from_slice::<Project>(&v) {
                     out.push(p);
                 }
@@ -145,7 +146,7 @@ impl Store {
         if check_name("project", name, |c| c == '_' || c == '-').is_err() {
             return Err(StoreError::NoProject(name.into()));
         }
-        match self.projects.get(name).await.map_err(nats)? {
+        match self.projects.get_bytes(name).await? {
             Some(_) => Ok(()),
             None => Err(StoreError::NoProject(name.into())),
         }
@@ -155,7 +156,7 @@ impl Store {
         check_name("project name", &p.name, |c| c == '_' || c == '-')
             .map_err(StoreError::Invalid)?;
         let value = serde_json::to_vec(p).expect("project serialises");
-        match self.projects.create(&p.name, value.into()).await {
+        match self.projects.raw().create(&p.name, value.into()).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(StoreError::Conflict(
                 format!("project `{}` already exists", p.name),
@@ -165,7 +166,7 @@ impl Store {
     }
 
     pub async fn job(&self, id: Uuid) -> Result<Option<JobRecord>, StoreError> {
-        match self.jobs.get(job_key(id)).await.map_err(nats)? {
+        match self.jobs.get_bytes(&job_key(id)).await? {
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
                 .map_err(|e| ServiceError::Corrupt(format!("job {id}: {e}")).into()),
@@ -180,12 +181,7 @@ impl Store {
         full_name: &str,
     ) -> Result<Option<JobRecord>, StoreError> {
         let full_name = full_name.trim_matches('/');
-        let Some(v) = self
-            .jobs
-            .get(name_key(project, full_name))
-            .await
-            .map_err(nats)?
-        else {
+        let Some(v) = self.jobs.get_bytes(&name_key(project, full_name)).await? else {
             return Ok(None);
         };
         let id =
@@ -194,14 +190,14 @@ impl Store {
     }
 
     pub async fn jobs(&self, project: &str) -> Result<Vec<JobRecord>, StoreError> {
-        let mut keys = self.jobs.keys().await.map_err(nats)?;
+        let mut keys = self.jobs.raw().keys().await.map_err(nats)?;
         let mut out = Vec::new();
         while let Some(k) = keys.next().await {
             let k = k.map_err(nats)?;
             if !k.starts_with("job.") {
                 continue;
             }
-            if let Some(v) = self.jobs.get(&k).await.map_err(nats)? {
+            if let Some(v) = self.jobs.get_bytes(&k).await? {
                 let rec: JobRecord = serde_json::from_slice(&v)
                     .map_err(|e| ServiceError::Corrupt(format!("{k}: {e}")))?;
                 if rec.project == project {
@@ -301,6 +297,7 @@ impl Store {
                 Some(rec) if rec.job.full_name() != full => {
                     self.create_index(&index, id_bytes, &full).await?;
                     self.jobs
+                        .raw()
                         .delete(name_key(project, &rec.job.full_name()))
                         .await
                         .map_err(nats)?;
@@ -317,6 +314,7 @@ impl Store {
             };
             let value = serde_json::to_vec(&rec).expect("job serialises");
             self.jobs
+                .raw()
                 .put(job_key(id), value.into())
                 .await
                 .map_err(nats)?;
@@ -337,7 +335,7 @@ impl Store {
         id: bytes::Bytes,
         full: &str,
     ) -> Result<(), StoreError> {
-        match self.jobs.create(key, id).await {
+        match self.jobs.raw().create(key, id).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(StoreError::Conflict(
                 format!("job `{full}` was created concurrently; retry the import"),
@@ -350,8 +348,9 @@ impl Store {
         let Some(rec) = self.job(id).await? else {
             return Ok(None);
         };
-        self.jobs.delete(job_key(id)).await.map_err(nats)?;
+        self.jobs.raw().delete(job_key(id)).await.map_err(nats)?;
         self.jobs
+            .raw()
             .delete(name_key(&rec.project, &rec.job.full_name()))
             .await
             .map_err(nats)?;
@@ -361,9 +360,8 @@ impl Store {
     pub async fn execution(&self, id: Uuid) -> Result<Option<ExecutionState>, StoreError> {
         match self
             .executions
-            .get(subjects::execution_key(id))
-            .await
-            .map_err(nats)?
+            .get_bytes(&subjects::execution_key(id))
+            .await?
         {
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
@@ -379,7 +377,7 @@ impl Store {
         project: &str,
         max: usize,
     ) -> Result<Vec<ExecutionState>, StoreError> {
-        let mut keys = self.executions.keys().await.map_err(nats)?;
+        let mut keys = self.executions.raw().keys().await.map_err(nats)?;
         let mut ids = Vec::new();
         while let Some(k) = keys.next().await {
             ids.push(k.map_err(nats)?);
@@ -391,7 +389,7 @@ impl Store {
             if out.len() >= max {
                 break;
             }
-            if let Some(v) = self.executions.get(&k).await.map_err(nats)? {
+            if let Some(v) = self.executions.get_bytes(&k).await? {
                 let st: ExecutionState = serde_json::from_slice(&v)
                     .map_err(|e| ServiceError::Corrupt(format!("execution {k}: {e}")))?;
                 if st.project == project {
@@ -414,7 +412,11 @@ impl Store {
             updated_at: Utc::now(),
         })
         .expect("nodes serialise");
-        self.nodes.put(project, value.into()).await.map_err(nats)?;
+        self.nodes
+            .raw()
+            .put(project, value.into())
+            .await
+            .map_err(nats)?;
         Ok(())
     }
 
@@ -427,7 +429,7 @@ impl Store {
     ) -> Result<Vec<NodeView>, StoreError> {
         self.require_project(project).await?;
         let mut out = Vec::new();
-        if let Some(v) = self.nodes.get(project).await.map_err(nats)? {
+        if let Some(v) = self.nodes.get_bytes(project).await? {
             let p: ProjectNodes = serde_json::from_slice(&v)
                 .map_err(|e| ServiceError::Corrupt(format!("nodes of {project}: {e}")))?;
             out.extend(p.nodes.into_iter().map(|node| NodeView {
@@ -447,6 +449,6 @@ impl Store {
     }
 
     pub fn executions_bucket(&self) -> &kv::Store {
-        &self.executions
+        self.executions.raw()
     }
 }

@@ -131,3 +131,66 @@ async fn poison_messages_are_dead_lettered_and_the_next_good_one_is_processed() 
         assert_eq!(info.num_redelivered, 0, "{name}");
     }
 }
+
+/// A record the projector reads back that is not what it wrote (a corrupt
+/// execution state) cannot be cured by retrying: the event is dead-lettered
+/// at once, with why, rather than handed back forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_on_corrupt_state_is_dead_lettered_not_retried_forever() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let job = stack
+        .load(
+            &format!(
+                "- name: gated\n  sequence:\n    commands:\n    - exec: while [ ! -f {} ]; do sleep 0.05; done\n",
+                go.display()
+            ),
+            "gated",
+        )
+        .await;
+    let id = stack.run_job(job, &[]).await;
+    stack
+        .wait_state(id, "running", |s| {
+            s.status == ExecutionStatus::Running && s.steps[0].started_at.is_some()
+        })
+        .await;
+    let executions = stack
+        .js
+        .get_key_value(subjects::EXECUTIONS_BUCKET)
+        .await
+        .unwrap();
+    executions
+        .put(subjects::execution_key(id), "{not json".into())
+        .await
+        .unwrap();
+    // The step's end is the next event the projector folds.
+    std::fs::write(&go, "").unwrap();
+    let stream = stack
+        .js
+        .get_stream(subjects::DEADLETTER_STREAM)
+        .await
+        .unwrap();
+    let subject = subjects::dead_letter("_cp", "projector");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        if let Ok(m) = stream.direct_get_last_for_subject(&subject).await {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the event was not dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = dead
+        .headers
+        .get(subjects::DLQ_ERROR_HEADER)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("corrupt"), "{error}");
+    assert!(
+        dead.headers
+            .get(subjects::DLQ_SUBJECT_HEADER)
+            .is_some_and(|s| s.as_str().contains(&id.simple().to_string())),
+        "{:?}",
+        dead.headers
+    );
+}

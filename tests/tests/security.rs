@@ -1031,3 +1031,54 @@ async fn the_cli_enrols_rotates_and_revokes_runners_and_manages_tokens() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"));
 }
+
+/// Revoking pushes the runners' account JWT to nats-server. The control
+/// plane's own JetStream requests, running all the while, never fail for it
+/// (pushing the control plane's account too made them answer "no
+/// responders" for a moment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_pushes_do_not_interrupt_the_control_planes_reads() {
+    let stack = Stack::start_on(NatsServer::start_secure(), ServiceRoles::ALL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_services, js) = stack.nats.connect().await;
+    let runners = js.get_key_value(subjects::RUNNERS_BUCKET).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Raw reads, without the control plane's retry, to see the server's
+    // own behaviour.
+    let reader = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut reads, mut failures) = (0u32, Vec::new());
+            while !stop.is_cancelled() {
+                match runners.entry("anyone").await {
+                    Ok(_) => reads += 1,
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (reads, failures)
+        }
+    });
+    for i in 0..10 {
+        let name = format!("gone{i}");
+        stack.enrol(&name, &["edge"], dir.path()).await;
+        let r = stack
+            .http
+            .post(stack.url(&format!("/runners/{name}/revoke")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["connections_cut"], true, "{body}");
+    }
+    stop.cancel();
+    let (reads, failures) = reader.await.unwrap();
+    assert!(reads > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {} reads failed during pushes: {:?}",
+        failures.len(),
+        reads as usize + failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
