@@ -837,7 +837,12 @@ async fn run_claimed(
     let mut secrets = crate::mask::Secrets::default();
     if !d.secure_options.is_empty() {
         match fetch_secrets(shared, &d).await {
-            Ok(values) => {
+            Ok(mut values) => {
+                // An optional secure option left empty is empty, as a plain
+                // one is.
+                for name in &d.secure_options {
+                    values.entry(name.clone()).or_default();
+                }
                 secrets = crate::mask::Secrets::new(values.values());
                 let vars: BTreeMap<String, String> = values
                     .iter()

@@ -35,6 +35,8 @@ use crate::{fleet, ServiceError};
 
 pub const API_PREFIX: &str = "/api/v1";
 const DEFAULT_MAX_ENTRIES: usize = 5000;
+/// A larger `maxlines` is served as this many: one page is held in memory.
+const MAX_ENTRIES_PER_PAGE: usize = 10_000;
 
 #[derive(Clone)]
 struct AppState {
@@ -492,9 +494,11 @@ async fn run_job(
     }
     let (options, secure) = resolve_options(&rec, req.options)?;
     let execution_id = Uuid::now_v7();
-    if !secure.is_empty() {
+    if rec.job.options.iter().any(|o| o.secure) {
         // Sealed before the request exists, so that a runner that claims a
-        // step always finds them.
+        // step always finds them; stored even when no secure value was
+        // given (an optional one left empty), since every step of the job
+        // asks.
         s.registry
             .store_secrets(execution_id, &secure)
             .await
@@ -643,7 +647,10 @@ async fn get_output(
 ) -> ApiResult<Json<OutputPage>> {
     let id = parse_id(&id)?;
     let offset = parse_offset(q.offset.as_deref())?;
-    let max = q.maxlines.unwrap_or(DEFAULT_MAX_ENTRIES).max(1);
+    let max = q
+        .maxlines
+        .unwrap_or(DEFAULT_MAX_ENTRIES)
+        .clamp(1, MAX_ENTRIES_PER_PAGE);
     Ok(Json(output_page(&s, id, offset, max).await?))
 }
 
@@ -676,13 +683,13 @@ async fn output_page(s: &AppState, id: Uuid, mut offset: u64, max: usize) -> Api
     }
     while entries.len() < max {
         match stream
-            .direct_get_next_for_subject(filter.as_str(), Some(offset + 1))
+            .direct_get_next_for_subject(filter.as_str(), Some(offset.saturating_add(1)))
             .await
         {
             Ok(msg) => {
                 offset = msg.sequence;
                 match serde_json::from_slice::<LogChunk>(&msg.payload) {
-                    Ok(chunk) if !from_claimant(s, &state, &chunk, &msg.subject).await => {
+                    Ok(chunk) if !from_claimant(s, &state, &chunk, &msg.subject).await? => {
                         tracing::warn!(execution_id = %id, step = chunk.step, subject = %msg.subject, "ignoring log chunk from a runner that does not hold the step's claim");
                     }
                     Ok(chunk)
@@ -741,20 +748,23 @@ async fn from_claimant(
     state: &ExecutionState,
     chunk: &LogChunk,
     subject: &str,
-) -> bool {
+) -> ApiResult<bool> {
     let sender = subject.rsplit('.').next().unwrap_or_default();
     // A node job's whole workflow runs under the claim of its one dispatch.
     let step = if state.node_dispatch { 1 } else { chunk.step };
-    match s
-        .registry
-        .claim_of(&subjects::claim_key(state.id, step))
-        .await
-    {
-        Ok(Some(claim)) => claim.runner_id == sender,
-        Ok(None) => false,
-        // Cannot check now: show it rather than hide real output.
-        Err(_) => true,
-    }
+    // Cannot check now (the read already rode out transient errors): the
+    // page fails, rather than show output nobody vouched for.
+    Ok(
+        match s
+            .registry
+            .claim_of(&subjects::claim_key(state.id, step))
+            .await
+            .map_err(registry_error)?
+        {
+            Some(claim) => claim.runner_id == sender,
+            None => false,
+        },
+    )
 }
 
 /// Server-sent events: `output` events carry [`OutputPage`]s as they come,
@@ -838,6 +848,7 @@ async fn follow(s: AppState, id: Uuid, mut offset: u64, tx: mpsc::Sender<SseEven
 
 async fn abort_execution(
     State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id(&id)?;
@@ -853,7 +864,7 @@ async fn abort_execution(
         &Event::AbortRequested(AbortRequested {
             header: Header::now(),
             execution_id: id,
-            requested_by: "anonymous".into(),
+            requested_by: who.name.clone(),
         }),
     )
     .await?;
@@ -1464,7 +1475,9 @@ async fn list_audit(
         return Ok(Json(Vec::new()));
     }
     let from = match q.after {
-        Some(a) => a + 1,
+        // Never below the first stored event: an old `after` must not make
+        // us walk a gap of deleted sequences one by one.
+        Some(a) => a.saturating_add(1).max(state.first_sequence),
         None => state
             .last_sequence
             .saturating_sub(max as u64 - 1)

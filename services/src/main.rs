@@ -329,6 +329,16 @@ fn main() {
         cli.command,
         Command::Up(_) | Command::Serve(_) | Command::Projector(_)
     );
+    if quiet_client {
+        // A client command piped into `head` or `less` ends quietly when
+        // the reader goes away, as Unix tools do, instead of panicking on
+        // EPIPE (Rust ignores SIGPIPE). Servers keep ignoring it: a closed
+        // socket must not kill them.
+        // SAFETY: called before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| {

@@ -86,6 +86,10 @@ fn stream_configs() -> Vec<stream::Config> {
             retention: RetentionPolicy::Limits,
             storage: StorageType::File,
             max_age: 365 * DAY,
+            // Forged events are audited once each by dedup id, by however
+            // many replicas refuse them, redelivered for as long as a
+            // handler may retry.
+            duplicate_window: DUPLICATE_WINDOW,
             allow_direct: true,
             ..Default::default()
         },

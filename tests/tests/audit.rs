@@ -15,6 +15,17 @@ async fn each_mutating_call_is_audited_once_and_reads_are_not() {
         .await;
     let id = stack.run_job(job, &[]).await;
     stack.abort(id).await;
+    // The abort names who asked for it.
+    let abort = stack
+        .events(id)
+        .await
+        .into_iter()
+        .find_map(|e| match e {
+            outpost_schemas::Event::AbortRequested(a) => Some(a),
+            _ => None,
+        })
+        .expect("an abort event");
+    assert_eq!(abort.requested_by, "test-admin");
     let (bad, _) = stack.import("- name: x\n  bogus: 1\n").await;
     assert_eq!(bad, 400);
     let r = stack

@@ -419,3 +419,71 @@ async fn an_abort_sent_right_after_the_run_always_ends_it_aborted() {
         assert_eq!(st.steps[1].status, StepStatus::Aborted);
     }
 }
+
+/// `outpost exec output ID | head` ends quietly when `head` has read enough,
+/// as Unix tools do: no panic, no backtrace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_output_piped_into_head_exits_quietly() {
+    let stack = Stack::start().await;
+    let job = stack
+        .load(
+            "- name: chatty\n  sequence:\n    commands:\n    - exec: seq 1 20000\n",
+            "chatty",
+        )
+        .await;
+    let id = stack.run_job(job, &[]).await;
+    assert_eq!(
+        stack.wait_terminal(id).await.status,
+        ExecutionStatus::Succeeded
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' exec output {id} | head -n 1",
+            workspace_binary("outpost").display()
+        ))
+        .env("OUTPOST_API_URL", &stack.api)
+        .env("OUTPOST_TOKEN", &stack.admin_token)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.trim(), "", "nothing on stderr");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    // pipefail: the writer ended by SIGPIPE (128 + 13), not by a panic (101).
+    assert_eq!(out.status.code(), Some(141), "{out:?}");
+}
+
+/// Paging parameters at their extremes: an offset or `after` at `u64::MAX`
+/// is past the end (not an overflow), and `maxlines` is capped at 10,000
+/// entries (rounded up to a whole log chunk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_parameters_at_their_limits_are_served_not_overflowed() {
+    let stack = Stack::start().await;
+    let job = stack
+        .load(
+            "- name: long-log\n  sequence:\n    commands:\n    - exec: seq 1 12000\n",
+            "long-log",
+        )
+        .await;
+    let id = stack.run_job(job, &[]).await;
+    assert_eq!(
+        stack.wait_terminal(id).await.status,
+        ExecutionStatus::Succeeded
+    );
+    let max = u64::MAX;
+    let page: serde_json::Value = stack
+        .get_json(&format!("/execution/{id}/output?offset={max}"))
+        .await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 0, "{page}");
+    assert_eq!(page["completed"], true, "{page}");
+    let page: serde_json::Value = stack
+        .get_json(&format!("/execution/{id}/output?maxlines=100000000"))
+        .await;
+    // Pages end on a whole log chunk, so the cap may be passed by the rest
+    // of the chunk that reached it, never by the whole log.
+    let n = page["entries"].as_array().unwrap().len();
+    assert!((10_000..12_000).contains(&n), "{n} entries");
+    let audit: serde_json::Value = stack.get_json(&format!("/audit?after={max}")).await;
+    assert_eq!(audit.as_array().unwrap().len(), 0, "{audit}");
+}

@@ -1082,3 +1082,32 @@ async fn account_pushes_do_not_interrupt_the_control_planes_reads() {
         &failures[..failures.len().min(3)]
     );
 }
+
+/// An optional secure option left empty is empty in the step, as a plain
+/// one is; the run does not fail for want of stored values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optional_secure_option_left_empty_runs_with_an_empty_value() {
+    let stack = Stack::start_on(NatsServer::start_secure(), ServiceRoles::ALL).await;
+    let job = stack
+        .load(
+            "- name: maybe\n  options:\n  - name: pw\n    secure: true\n  sequence:\n    commands:\n    - exec: echo \"[${option.pw}][$RD_OPTION_PW]\"\n",
+            "maybe",
+        )
+        .await;
+    let id = stack.run_job(job, &[]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(
+        st.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        st.steps[0].reason
+    );
+    assert_eq!(stack.log_texts(id).await, ["[][]"]);
+    // Given, it is used (and masked in the output).
+    let id = stack.run_job(job, &[("pw", "hunter2")]).await;
+    assert_eq!(
+        stack.wait_terminal(id).await.status,
+        ExecutionStatus::Succeeded
+    );
+    assert_eq!(stack.log_texts(id).await, ["[[SECURE]][[SECURE]]"]);
+}
