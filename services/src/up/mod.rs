@@ -10,6 +10,8 @@ use outpost_runner::bus::NatsOptions;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+mod supervisor;
+
 use crate::api::TlsFiles;
 use crate::auth::Tokens;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, Roles};
@@ -191,17 +193,27 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
             )));
         }
     }
-    let mut nats = Command::new(&binary)
-        .arg("-c")
-        .arg(&conf_path)
-        .stdin(Stdio::null())
-        // Its own process group: Ctrl-C in the terminal reaches only us, and
-        // we stop the children in order (runners, services, then NATS).
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(io(format!("cannot start {}", binary.display())))?;
-    wait_for_port(&mut nats, opts.ports.client as u16, &log_path).await?;
+    let nats_spec = {
+        let (binary, conf_path, log_path) = (binary.clone(), conf_path.clone(), log_path.clone());
+        let port = opts.ports.client as u16;
+        supervisor::ChildSpec {
+            name: "nats-server",
+            command: Box::new(move || {
+                let mut cmd = Command::new(&binary);
+                cmd.arg("-c").arg(&conf_path).stdin(Stdio::null());
+                cmd
+            }),
+            ready: Box::new(move |child| {
+                let log_path = log_path.clone();
+                Box::pin(async move { wait_for_port(child, port, &log_path).await })
+            }),
+            grace: Duration::from_secs(10),
+        }
+    };
+    let mut nats = supervisor::spawn(nats_spec.name, (nats_spec.command)())?;
+    (nats_spec.ready)(&mut nats).await?;
+    let nats_stop = CancellationToken::new();
+    let nats_task = tokio::spawn(supervisor::supervise(nats_spec, nats, nats_stop.clone()));
 
     let nats_opts = NatsOptions {
         url: format!("nats://127.0.0.1:{}", opts.ports.client),
@@ -278,7 +290,7 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
     write_private(&client_conf, conf.as_bytes())
         .map_err(io(format!("cannot write {}", client_conf.display())))?;
 
-    let mut runner = None;
+    let mut runner: Option<(CancellationToken, tokio::task::JoinHandle<()>)> = None;
     if opts.remote_runner {
         let exe = std::env::current_exe()
             .ok()
@@ -286,25 +298,36 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
         match exe.filter(|p| p.is_file()) {
             Some(exe) => {
                 let bundle = demo_bundle(&client, &js, &keys, &gateway, &data_dir).await?;
-                let log = std::fs::File::create(data_dir.join("runner-demo.log"))
-                    .map_err(io("cannot create runner log".into()))?;
-                let mut cmd = Command::new(&exe);
-                cmd.arg("--creds")
-                    .arg(&bundle)
-                    .arg("--work-dir")
-                    .arg(data_dir.join("runner-demo"));
-                if opts.insecure {
-                    cmd.arg("--insecure");
-                }
-                let child = cmd
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone().map_err(io("runner log".into()))?)
-                    .stderr(log)
-                    .process_group(0)
-                    .kill_on_drop(true)
-                    .spawn()
-                    .map_err(io(format!("cannot start {}", exe.display())))?;
-                runner = Some(child);
+                let log_path = data_dir.join("runner-demo.log");
+                // Truncated once per `outpost up`, appended to by restarts.
+                std::fs::File::create(&log_path).map_err(io("cannot create runner log".into()))?;
+                let (work_dir, insecure) = (data_dir.join("runner-demo"), opts.insecure);
+                let spec = supervisor::ChildSpec {
+                    name: "runner demo",
+                    command: Box::new(move || {
+                        let mut cmd = Command::new(&exe);
+                        cmd.arg("--creds").arg(&bundle).arg("--work-dir").arg(&work_dir);
+                        if insecure {
+                            cmd.arg("--insecure");
+                        }
+                        let log = std::fs::OpenOptions::new().append(true).open(&log_path);
+                        match log.and_then(|l| Ok((l.try_clone()?, l))) {
+                            Ok((out, err)) => cmd.stdout(out).stderr(err),
+                            Err(_) => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+                        };
+                        cmd.stdin(Stdio::null());
+                        cmd
+                    }),
+                    ready: Box::new(|_| Box::pin(async { Ok(()) })),
+                    // Running steps finish or are stopped, and reported.
+                    grace: Duration::from_secs(35),
+                };
+                let child = supervisor::spawn(spec.name, (spec.command)())?;
+                let stop = CancellationToken::new();
+                runner = Some((
+                    stop.clone(),
+                    tokio::spawn(supervisor::supervise(spec, child, stop)),
+                ));
             }
             None => tracing::warn!("outpost-runner is not next to outpost; starting no remote runner (build it with `cargo build --bins`)"),
         }
@@ -327,28 +350,30 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
     drop(client);
 
     // nats-server dying under us is fatal: say so instead of timing out quietly.
-    let mut nats_died = None;
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        status = nats.wait() => {
-            nats_died = Some(status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
-            shutdown.cancel();
-        }
-    }
+    // Children that die are restarted by their supervisors meanwhile.
+    shutdown.cancelled().await;
     println!("stopping…");
-    if let Some(mut r) = runner {
-        terminate(&mut r, Duration::from_secs(35)).await;
+    // In order: the runner first (its steps report through NATS), then the
+    // services, then NATS. Each step is bounded, so that one Ctrl-C ends
+    // everything even when NATS is gone for good.
+    if let Some((stop, task)) = runner {
+        stop.cancel();
+        let _ = task.await;
     }
-    cp.wait().await?;
-    if let Some(status) = nats_died {
-        return Err(UpError::NatsStart(format!(
-            "nats-server exited ({status}); see {}",
-            log_path.display()
-        )));
+    match tokio::time::timeout(CONTROL_PLANE_GRACE, cp.wait()).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!(
+            "the control plane did not stop within {}s; stopping anyway",
+            CONTROL_PLANE_GRACE.as_secs()
+        ),
     }
-    terminate(&mut nats, Duration::from_secs(10)).await;
+    nats_stop.cancel();
+    let _ = nats_task.await;
     Ok(())
 }
+
+/// How long the services get to finish in-flight work at shutdown.
+const CONTROL_PLANE_GRACE: Duration = Duration::from_secs(15);
 
 /// The demo runner's bundle: enrolled on first start, kept afterwards.
 async fn demo_bundle(
