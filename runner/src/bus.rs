@@ -132,6 +132,12 @@ pub async fn connect(
             // 3 minutes, during which publishes wait on a dead socket.
             .ping_interval(Duration::from_secs(10))
             .max_reconnects(None)
+            // Back in within about a second of a restarted server: the
+            // default backoff grows to 4 s between tries, which is most of
+            // a short outage spent waiting.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((attempts as u64 * 100).min(1000))
+            })
             .event_callback(move |event| async move {
                 match event {
                     async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),

@@ -93,9 +93,9 @@ impl Up {
 
     /// The pid of the child named `comm` (as in /proc/PID/comm).
     fn child_named(&self, comm: &str) -> Option<u32> {
-        children(self.child.0.id())
-            .into_iter()
-            .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
+        children(self.child.0.id()).into_iter().find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
     }
 
     fn wait_for_new_child(&self, comm: &str, old: u32) -> u32 {
@@ -104,7 +104,11 @@ impl Up {
             if let Some(pid) = self.child_named(comm).filter(|p| *p != old && alive(*p)) {
                 return pid;
             }
-            assert!(Instant::now() < deadline, "{comm} was not restarted: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{comm} was not restarted: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -119,7 +123,10 @@ fn children(pid: u32) -> Vec<u32> {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
             if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-                out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
             }
         }
     }
@@ -157,16 +164,27 @@ fn up_restarts_nats_and_the_runner_and_one_ctrl_c_stops_everything() {
     up.hello_succeeds_within(Duration::from_secs(30));
 
     // nats-server SIGKILLed: restarted, and hello succeeds again in 15 s.
-    let nats = up.child_named("nats-server").expect("nats-server is a child");
+    let nats = up
+        .child_named("nats-server")
+        .expect("nats-server is a child");
     kill(nats, libc::SIGKILL);
     let t0 = Instant::now();
     let new_nats = up.wait_for_new_child("nats-server", nats);
     let took = up.hello_succeeds_within(Duration::from_secs(15).saturating_sub(t0.elapsed()));
-    println!("hello succeeded {:?} after nats-server was killed", t0.elapsed().max(took));
-    assert!(up.log().contains("nats-server") && up.log().contains("restarting"), "{}", up.log());
+    println!(
+        "hello succeeded {:?} after nats-server was killed",
+        t0.elapsed().max(took)
+    );
+    assert!(
+        up.log().contains("nats-server") && up.log().contains("restarting"),
+        "{}",
+        up.log()
+    );
 
     // The demo runner SIGKILLed: restarted, and hello succeeds.
-    let runner = up.child_named("outpost-runner").expect("the demo runner is a child");
+    let runner = up
+        .child_named("outpost-runner")
+        .expect("the demo runner is a child");
     kill(runner, libc::SIGKILL);
     let new_runner = up.wait_for_new_child("outpost-runner", runner);
     up.hello_succeeds_within(Duration::from_secs(60));
@@ -178,17 +196,29 @@ fn up_restarts_nats_and_the_runner_and_one_ctrl_c_stops_everything() {
     let mut up = up;
     let status = wait_exit(&mut up.child.0, Duration::from_secs(60));
     assert!(status.success(), "{status:?}: {}", up.log());
-    wait_gone(&[new_nats, new_runner], Duration::from_secs(5), "after Ctrl-C");
+    wait_gone(
+        &[new_nats, new_runner],
+        Duration::from_secs(5),
+        "after Ctrl-C",
+    );
     assert!(!alive(pid));
 }
 
 #[test]
 fn a_sigkilled_up_leaves_no_orphans() {
     let up = Up::start();
-    let nats = up.child_named("nats-server").expect("nats-server is a child");
-    let runner = up.child_named("outpost-runner").expect("the demo runner is a child");
+    let nats = up
+        .child_named("nats-server")
+        .expect("nats-server is a child");
+    let runner = up
+        .child_named("outpost-runner")
+        .expect("the demo runner is a child");
     kill(up.child.0.id(), libc::SIGKILL);
-    wait_gone(&[nats, runner], Duration::from_secs(40), "after SIGKILL of outpost up");
+    wait_gone(
+        &[nats, runner],
+        Duration::from_secs(40),
+        "after SIGKILL of outpost up",
+    );
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {

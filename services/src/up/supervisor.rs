@@ -19,7 +19,10 @@ pub struct ChildSpec {
     pub command: Box<dyn Fn() -> Command + Send + Sync>,
     #[allow(clippy::type_complexity)]
     pub ready: Box<
-        dyn for<'a> Fn(&'a mut Child) -> Pin<Box<dyn Future<Output = Result<(), UpError>> + Send + 'a>>
+        dyn for<'a> Fn(
+                &'a mut Child,
+            )
+                -> Pin<Box<dyn Future<Output = Result<(), UpError>> + Send + 'a>>
             + Send
             + Sync,
     >,
