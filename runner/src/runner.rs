@@ -596,10 +596,6 @@ async fn fetch_loop(
             .fetch()
             .max_messages(1)
             .expires(shared.opts.fetch_expiry)
-            // A server that restarted forgot this pull: its missing
-            // heartbeats end the fetch in seconds, not at the client's
-            // own timeout, so work resumes soon after a NATS restart.
-            .heartbeat(fetch_heartbeat(shared.opts.fetch_expiry))
             .messages()
             .await;
         let mut batch = match batch {
@@ -1409,10 +1405,4 @@ async fn publish_heartbeat(shared: &Shared, state: RunnerState) -> Result<bool, 
     };
     let subject = subjects::heartbeat(&shared.opts.runner_id, shared.replica_id);
     bus::publish_json(&shared.js, &subject, &hb.header.message_id.to_string(), &hb).await
-}
-
-/// Idle heartbeats for a fetch: as frequent as makes sense, and under half
-/// the expiry, which the server requires.
-fn fetch_heartbeat(expiry: Duration) -> Duration {
-    (expiry / 3).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
