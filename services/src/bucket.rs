@@ -2,6 +2,7 @@
 //! transient JetStream error, JSON values, and the one compare-and-set loop
 //! every read-modify-write in the control plane goes through.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
@@ -16,7 +17,7 @@ use crate::ServiceError;
 #[derive(Clone)]
 pub struct Bucket {
     store: kv::Store,
-    name: &'static str,
+    name: Arc<str>,
 }
 
 /// What a compare-and-set step decides: write `T` and return `R`, or leave
@@ -27,12 +28,15 @@ pub enum Cas<T, R> {
 }
 
 impl Bucket {
-    pub async fn open(js: &jetstream::Context, name: &'static str) -> Result<Self, ServiceError> {
+    pub async fn open(js: &jetstream::Context, name: &str) -> Result<Self, ServiceError> {
         let store = js
             .get_key_value(name)
             .await
             .map_err(|e| ServiceError::Nats(format!("bucket {name}: {e}")))?;
-        Ok(Bucket { store, name })
+        Ok(Bucket {
+            store,
+            name: name.into(),
+        })
     }
 
     /// The underlying store, for writes and watches.
@@ -49,7 +53,7 @@ impl Bucket {
             .retry(read_backoff())
             .when(|e: &kv::EntryError| is_transient(e.kind() == kv::EntryErrorKind::TimedOut, e))
             .notify(|e, wait| {
-                tracing::debug!(error = %e, bucket = self.name, key, ?wait, "transient read error; retrying")
+                tracing::debug!(error = %e, bucket = %self.name, key, ?wait, "transient read error; retrying")
             })
             .await
             .map_err(|e| ServiceError::Nats(format!("{} {key}: {e}", self.name)))?;
@@ -137,7 +141,7 @@ fn read_backoff() -> ExponentialBuilder {
 /// Whether a JetStream error is one a retry can cure. async-nats reports a
 /// "503 no responders" status inside its catch-all kinds, so the text is
 /// the only place it shows.
-pub(crate) fn is_transient(timed_out: bool, err: &impl std::fmt::Display) -> bool {
+fn is_transient(timed_out: bool, err: &impl std::fmt::Display) -> bool {
     if timed_out {
         return true;
     }

@@ -29,7 +29,7 @@ pub mod up;
 use std::future::Future;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, kv, AckKind};
+use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -51,12 +51,6 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
-}
-
-pub(crate) async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, ServiceError> {
-    js.get_key_value(name)
-        .await
-        .map_err(|e| ServiceError::Nats(format!("bucket {name}: {e}")))
 }
 
 /// A durable pull consumer on the event stream, created by `topology::ensure`.

@@ -199,21 +199,16 @@ pub async fn read_all(
     js: &jetstream::Context,
     bucket: &str,
 ) -> Result<BTreeMap<String, ExecutionState>, ServiceError> {
-    let store = crate::bucket(js, bucket).await?;
+    let store = Bucket::open(js, bucket).await?;
     let mut keys = store
+        .raw()
         .keys()
         .await
         .map_err(|e| ServiceError::Nats(e.to_string()))?;
     let mut out = BTreeMap::new();
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| ServiceError::Nats(e.to_string()))?;
-        if let Some(v) = store
-            .get(&key)
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))?
-        {
-            let state: ExecutionState = serde_json::from_slice(&v)
-                .map_err(|e| ServiceError::Corrupt(format!("execution {key}: {e}")))?;
+        if let Some((state, _)) = store.get::<ExecutionState>(&key).await? {
             out.insert(key, state);
         }
     }

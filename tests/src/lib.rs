@@ -585,13 +585,15 @@ impl Stack {
 
     /// Asks for an abort through the API.
     pub async fn abort(&self, id: Uuid) {
-        let r = self
-            .http
-            .post(self.url(&format!("/execution/{id}/abort")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "abort refused");
+        let (status, body) = self.post(&format!("/execution/{id}/abort")).await;
+        assert_eq!(status, 200, "abort refused: {body}");
+    }
+
+    /// `POST` with no body: the status and the JSON answer (null if none).
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        let r = self.http.post(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// Every event of an execution, in stream order.
@@ -806,6 +808,17 @@ pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A port free right now, for a program that cannot be told to pick its
+/// own (sshd, `outpost up`'s NATS ports): another process may take it in
+/// between, which the caller must survive or retry.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Every log chunk of an execution as stored, in stream order, with its

@@ -60,7 +60,11 @@ impl Sshd {
         let pub_host = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
         let mut last_err = String::new();
         for _ in 0..20 {
-            let port = if netns.is_some() { 2222 } else { free_port() };
+            let port = if netns.is_some() {
+                2222
+            } else {
+                crate::free_port()
+            };
             let config = dir.path().join("sshd_config");
             std::fs::write(
                 &config,
@@ -142,16 +146,6 @@ impl Drop for Sshd {
             let _ = c.wait();
         }
     }
-}
-
-/// A port free right now. sshd cannot be told to pick one, so a clash with
-/// another process is possible; `Sshd::start` retries on a new port then.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A throwaway local user with a password, for password logins; removed on

@@ -102,11 +102,7 @@ async fn a_panicking_handler_loses_only_its_message_which_is_dead_lettered() {
         handled.load(Ordering::SeqCst) == 7
     })
     .await;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(shutdown, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,9 +156,14 @@ async fn a_stuck_lane_does_not_stop_the_others() {
         others.load(Ordering::SeqCst) == 50
     })
     .await;
+    stop(shutdown, task).await;
+}
+
+/// Stops the loop and waits for it: it must end, lanes drained, promptly.
+async fn stop(shutdown: CancellationToken, task: tokio::task::JoinHandle<()>) {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
-        .unwrap()
+        .expect("the consumer loop did not stop")
         .unwrap();
 }

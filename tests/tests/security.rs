@@ -478,13 +478,8 @@ async fn revoking_a_runner_cuts_it_off_within_a_second_and_its_step_ends_lost() 
         stack.enrol("doomed3", &["edge"], dir.path()).await,
     ];
     for name in ["doomed2", "doomed3"] {
-        let r = stack
-            .http
-            .post(stack.url(&format!("/runners/{name}/revoke")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let (status, body) = stack.post(&format!("/runners/{name}/revoke")).await;
+        assert_eq!(status, 200, "{body}");
     }
     for b in more.iter().chain([&bundle]) {
         let c = async_nats::ConnectOptions::with_credentials(&creds_of(b))
@@ -1061,14 +1056,8 @@ async fn account_pushes_do_not_interrupt_the_control_planes_reads() {
     for i in 0..10 {
         let name = format!("gone{i}");
         stack.enrol(&name, &["edge"], dir.path()).await;
-        let r = stack
-            .http
-            .post(stack.url(&format!("/runners/{name}/revoke")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let body: Value = r.json().await.unwrap();
+        let (status, body) = stack.post(&format!("/runners/{name}/revoke")).await;
+        assert_eq!(status, 200, "{body}");
         assert_eq!(body["connections_cut"], true, "{body}");
     }
     stop.cancel();
