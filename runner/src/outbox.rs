@@ -305,6 +305,13 @@ impl Outbox {
         Ok(id)
     }
 
+    /// Whether the client is connected, as last seen (every 100 ms once
+    /// started): the runner's fetch loops watch it to fetch again after a
+    /// reconnect.
+    pub fn online(&self) -> watch::Receiver<bool> {
+        self.inner.online.subscribe()
+    }
+
     /// Whether `lane` still holds entries.
     pub fn lane_pending(&self, lane: &str) -> bool {
         self.inner.state.lock().unwrap().lanes.contains_key(lane)

@@ -231,7 +231,16 @@ impl Runner {
         // A process that inherits entries inherits the replica that wrote
         // them: its claims are still held, and its heartbeats list them.
         let replica_id = outbox.replica_id(&opts.runner_id)?;
-        let (client, js) = bus::connect(&opts.nats, opts.connect_give_up).await?;
+        // Told to stop before NATS answered (its supervisor died with it,
+        // say): there is nothing to drain, so stop now rather than keep
+        // trying to connect.
+        let (client, js) = tokio::select! {
+            c = bus::connect(&opts.nats, opts.connect_give_up) => c?,
+            _ = shutdown.cancelled() => {
+                tracing::info!(runner_id = %opts.runner_id, "stopped before connecting to NATS");
+                return Ok(());
+            }
+        };
         let left = outbox.backlog();
         if left.entries > 0 {
             tracing::info!(
@@ -581,6 +590,7 @@ async fn fetch_loop(
             }
         }
     };
+    let mut online = shared.outbox.online();
     loop {
         let permit = tokio::select! {
             p = shared.slots.clone().acquire_owned() => p.expect("semaphore never closed"),
@@ -609,8 +619,18 @@ async fn fetch_loop(
             }
         };
         // One message at most (max_messages(1)); the batch ends after it, or
-        // empty at expiry.
-        let msg = match batch.next().await {
+        // empty at expiry. A reconnect meanwhile may be to a restarted
+        // server that forgot this pull, and would answer it never: fetch
+        // again at once. (Should the old server have sent a message in that
+        // instant, it is redelivered after `ack_wait`.)
+        let next = tokio::select! {
+            m = batch.next() => m,
+            _ = reconnected(&mut online) => {
+                tracing::debug!(consumer = consumer_name, "reconnected; fetching again");
+                continue;
+            }
+        };
+        let msg = match next {
             None => continue,
             Some(Ok(m)) => m,
             Some(Err(err)) => {
@@ -1405,4 +1425,18 @@ async fn publish_heartbeat(shared: &Shared, state: RunnerState) -> Result<bool, 
     };
     let subject = subjects::heartbeat(&shared.opts.runner_id, shared.replica_id);
     bus::publish_json(&shared.js, &subject, &hb.header.message_id.to_string(), &hb).await
+}
+
+/// Resolves when the connection comes back after being lost; never, if the
+/// watch ends.
+async fn reconnected(online: &mut tokio::sync::watch::Receiver<bool>) {
+    online.borrow_and_update();
+    loop {
+        if online.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if *online.borrow_and_update() {
+            return;
+        }
+    }
 }

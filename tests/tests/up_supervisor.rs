@@ -1,20 +1,13 @@
 //! `outpost up` is a supervisor: it restarts the nats-server and the runner
-//! it started when they die, and one Ctrl-C stops everything. Tested on the
-//! real binaries, as a user runs them.
+//! it started when they die, one Ctrl-C stops everything, and its children
+//! die with it even when it is SIGKILLed. Tested on the real binaries, as a
+//! user runs them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use outpost_tests::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `outpost up` in `dir` (data in `dir/.outpost`, as a user's checkout),
 /// killed with its process group's children on drop.
@@ -201,6 +194,36 @@ fn up_restarts_nats_and_the_runner_and_one_ctrl_c_stops_everything() {
         "after Ctrl-C",
     );
     assert!(!alive(pid));
+}
+
+#[test]
+fn a_sigkilled_up_leaves_no_orphans() {
+    let up = Up::start();
+    let nats = up
+        .child_named("nats-server")
+        .expect("nats-server is a child");
+    let runner = up
+        .child_named("outpost-runner")
+        .expect("the demo runner is a child");
+    kill(up.child.0.id(), libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while [nats, runner].iter().any(|p| alive(*p)) {
+        if Instant::now() > deadline {
+            let logs = |name: &str| {
+                std::fs::read_to_string(up.dir.path().join(".outpost").join(name))
+                    .unwrap_or_default()
+            };
+            panic!(
+                "after SIGKILL of outpost up, still running: nats-server {} runner {}\n--- up ---\n{}\n--- nats ---\n{}\n--- runner ---\n{}",
+                alive(nats),
+                alive(runner),
+                up.log(),
+                logs("nats/nats.log"),
+                logs("runner-demo.log")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
