@@ -23,6 +23,7 @@ pub mod provenance;
 pub mod registry;
 pub mod security;
 pub mod store;
+pub mod tag_index;
 pub mod topology;
 pub mod up;
 

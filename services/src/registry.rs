@@ -167,6 +167,8 @@ struct Inner {
     keys: Option<Arc<KeyStore>>,
     gateway: Gateway,
     claim_lookup: ClaimLookup,
+    /// Filled by `serve`'s watch; read by `tagsets` requests.
+    tag_index: crate::tag_index::TagSetIndex,
     /// A revocation is in the bucket but maybe not yet pushed to NATS.
     push_pending: std::sync::atomic::AtomicBool,
 }
@@ -188,6 +190,7 @@ impl Registry {
                 secrets: Bucket::open(&js, subjects::SECRETS_BUCKET).await?,
                 active: Bucket::open(&js, subjects::ACTIVE_BUCKET).await?,
                 claim_lookup: ClaimLookup::open(&js).await?,
+                tag_index: Default::default(),
                 lost_after,
                 client,
                 js,
@@ -542,6 +545,11 @@ impl Registry {
         ]);
         let tasks = tokio_util::task::TaskTracker::new();
         let sweeper = tokio::spawn(self.clone().sweep_loop(shutdown.clone()));
+        let index = tokio::spawn(self.inner.tag_index.clone().maintain(
+            self.inner.client.clone(),
+            self.inner.tagsets.clone(),
+            shutdown.clone(),
+        ));
         loop {
             let next = tokio::select! {
                 m = all.next() => m,
@@ -554,6 +562,7 @@ impl Registry {
         tasks.close();
         tasks.wait().await;
         let _ = sweeper.await;
+        let _ = index.await;
         Ok(())
     }
 
@@ -865,22 +874,14 @@ impl Registry {
             Ok(t) => t,
             Err(_) => return Ok(TagSetsReply { tokens: vec![] }),
         };
-        let mut tokens = Vec::new();
-        let mut keys = match self.inner.tagsets.raw().keys().await {
-            Ok(k) => k,
-            Err(e) => return Err(nats_err(e)),
-        };
-        while let Some(k) = keys.next().await {
-            let k = k.map_err(nats_err)?;
-            let Some(v) = self.inner.tagsets.get_bytes(&k).await? else {
-                continue;
-            };
-            if let Ok(set) = serde_json::from_slice::<TagSet>(&v) {
-                if set.satisfied_by(&mine) {
-                    tokens.push(set.token());
-                }
-            }
-        }
+        let mut tokens = self
+            .inner
+            .tag_index
+            .satisfied_by(&mine, std::time::Duration::from_secs(5))
+            .await
+            .ok_or_else(|| {
+                ServiceError::Nats("the tag set index has not caught up yet; ask again".into())
+            })?;
         tokens.sort();
         Ok(TagSetsReply { tokens })
     }

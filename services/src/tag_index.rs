@@ -1,0 +1,132 @@
+//! The registered tag sets, kept in memory by a watch on `OUTPOST_TAGSETS`
+//! that the registry owns, so that a runner's `tagsets` request (one per
+//! runner per heartbeat) reads memory, not the bucket: a key scan creates a
+//! JetStream consumer each time, and a fleet of runners made them faster
+//! than the server retires them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use outpost_schemas::job::TagSet;
+use outpost_schemas::subjects;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::bucket::Bucket;
+
+#[derive(Clone)]
+pub struct TagSetIndex {
+    sets: Arc<RwLock<BTreeMap<String, TagSet>>>,
+    /// The watch has delivered every entry that existed when it started.
+    ready: watch::Sender<bool>,
+}
+
+impl Default for TagSetIndex {
+    fn default() -> Self {
+        TagSetIndex {
+            sets: Default::default(),
+            ready: watch::channel(false).0,
+        }
+    }
+}
+
+impl TagSetIndex {
+    /// The registered sets that `tags` satisfies, as tokens; `None` while
+    /// the index has not caught up with the bucket (for at most `wait`).
+    pub async fn satisfied_by(&self, tags: &TagSet, wait: Duration) -> Option<Vec<String>> {
+        let mut ready = self.ready.subscribe();
+        tokio::time::timeout(wait, ready.wait_for(|r| *r))
+            .await
+            .ok()?
+            .ok()?;
+        let sets = self.sets.read().unwrap();
+        Some(
+            sets.values()
+                .filter(|set| set.satisfied_by(tags))
+                .map(TagSet::token)
+                .collect(),
+        )
+    }
+
+    /// Follows the bucket until `shutdown`, starting again (from the whole
+    /// history) when the watch ends, as it does when NATS restarts. Each
+    /// set it learns of is announced on `outpost.tagsets.changed`, so that
+    /// runners which asked before this index had it ask again.
+    pub async fn maintain(
+        self,
+        client: async_nats::Client,
+        bucket: Bucket,
+        shutdown: CancellationToken,
+    ) {
+        while !shutdown.is_cancelled() {
+            if let Err(err) = self.follow(&client, &bucket, &shutdown).await {
+                tracing::warn!(error = %err, "tag set watch failed; starting it again");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn follow(
+        &self,
+        client: &async_nats::Client,
+        bucket: &Bucket,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        // An empty bucket delivers nothing to say "caught up".
+        let existing = bucket
+            .raw()
+            .status()
+            .await
+            .map_err(|e| e.to_string())?
+            .values();
+        let mut watch = bucket
+            .raw()
+            .watch_with_history(">")
+            .await
+            .map_err(|e| e.to_string())?;
+        if existing == 0 {
+            self.ready.send_replace(true);
+        }
+        loop {
+            let entry = tokio::select! {
+                e = watch.next() => e,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            let Some(entry) = entry else {
+                return Err("the watch ended".into());
+            };
+            let entry = entry.map_err(|e| e.to_string())?;
+            let learned = self.apply(&entry);
+            if entry.delta == 0 {
+                self.ready.send_replace(true);
+            }
+            if learned && *self.ready.borrow() {
+                let _ = client
+                    .publish(subjects::TAGSETS_CHANGED, bytes::Bytes::new())
+                    .await;
+            }
+        }
+    }
+
+    /// Returns whether the entry added a set not known before.
+    fn apply(&self, entry: &kv::Entry) -> bool {
+        let mut sets = self.sets.write().unwrap();
+        if entry.operation != kv::Operation::Put {
+            sets.remove(&entry.key);
+            return false;
+        }
+        match serde_json::from_slice::<TagSet>(&entry.value) {
+            Ok(set) => sets.insert(entry.key.clone(), set).is_none(),
+            Err(err) => {
+                tracing::warn!(error = %err, key = %entry.key, "skipping an unreadable tag set");
+                false
+            }
+        }
+    }
+}
