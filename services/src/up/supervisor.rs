@@ -38,6 +38,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// (a Ctrl-C in the terminal reaches only `outpost up`, which stops the
 /// children in order) and SIGTERM when `outpost up` dies.
 pub fn spawn(name: &str, mut cmd: Command) -> Result<Child, UpError> {
+    // The signal follows the thread that forked, not the process: children
+    // are spawned from the runtime's worker threads (or the main thread),
+    // which live as long as `outpost up` does.
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between
     // fork and exec.
