@@ -31,7 +31,9 @@ pub enum TopologyError {
     TagSet { token: String, message: String },
 }
 
-fn stream_configs() -> Vec<stream::Config> {
+/// Every stream, as `ensure` creates it (pure: the tidy test checks
+/// ARCHITECTURE.md against it).
+pub fn stream_configs() -> Vec<stream::Config> {
     vec![
         stream::Config {
             name: s::DISPATCH_STREAM.into(),
@@ -120,7 +122,8 @@ fn stream_configs() -> Vec<stream::Config> {
     ]
 }
 
-fn bucket_configs() -> Vec<kv::Config> {
+/// Every bucket, as `ensure` creates it.
+pub fn bucket_configs() -> Vec<kv::Config> {
     let bucket = |name: &str, description: &str, history: i64, max_age: Duration| kv::Config {
         bucket: name.into(),
         description: description.into(),
