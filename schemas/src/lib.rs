@@ -28,6 +28,7 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ),
         ("step_dispatched", schema_for!(messages::StepDispatched)),
         ("step_waiting", schema_for!(messages::StepWaiting)),
+        ("step_granted", schema_for!(messages::StepGranted)),
         ("step_claimed", schema_for!(messages::StepClaimed)),
         ("step_started", schema_for!(messages::StepStarted)),
         ("log_chunk", schema_for!(messages::LogChunk)),

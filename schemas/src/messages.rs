@@ -165,6 +165,21 @@ pub struct StepWaiting {
     pub reason: String,
 }
 
+/// The control plane granted a step's claim to a runner: only the registry
+/// publishes it, right after it created the claim and before the runner
+/// hears so. It is what the provenance check reads to decide which runner may
+/// report on the step, so that verdict lives as long as the events do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StepGranted {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    /// The claim's holder.
+    pub runner_id: String,
+    pub replica_id: Uuid,
+}
+
 /// A runner took a step off its dispatch subject.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StepClaimed {
@@ -366,6 +381,9 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+/// The `<kind>` token of [`StepGranted`] events.
+pub const STEP_GRANTED: &str = "step_granted";
+
 /// Everything on the event stream, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -373,6 +391,7 @@ pub enum Event {
     ExecutionRequested(ExecutionRequested),
     StepDispatched(StepDispatched),
     StepWaiting(StepWaiting),
+    StepGranted(StepGranted),
     StepClaimed(StepClaimed),
     StepStarted(StepStarted),
     StepFinished(StepFinished),
@@ -388,6 +407,7 @@ impl Event {
             Event::ExecutionRequested(e) => e.execution_id,
             Event::StepDispatched(e) => e.execution_id,
             Event::StepWaiting(e) => e.execution_id,
+            Event::StepGranted(e) => e.execution_id,
             Event::StepClaimed(e) => e.execution_id,
             Event::StepStarted(e) => e.execution_id,
             Event::StepFinished(e) => e.execution_id,
@@ -403,6 +423,7 @@ impl Event {
             Event::ExecutionRequested(e) => &e.header,
             Event::StepDispatched(e) => &e.header,
             Event::StepWaiting(e) => &e.header,
+            Event::StepGranted(e) => &e.header,
             Event::StepClaimed(e) => &e.header,
             Event::StepStarted(e) => &e.header,
             Event::StepFinished(e) => &e.header,
@@ -419,6 +440,7 @@ impl Event {
             Event::ExecutionRequested(_) => "execution_requested",
             Event::StepDispatched(_) => "step_dispatched",
             Event::StepWaiting(_) => "step_waiting",
+            Event::StepGranted(_) => STEP_GRANTED,
             Event::StepClaimed(_) => "step_claimed",
             Event::StepStarted(_) => "step_started",
             Event::StepFinished(_) => "step_finished",
@@ -451,6 +473,8 @@ impl Event {
         match self {
             // One per step: a redelivered finished event re-dispatches nothing twice.
             Event::StepDispatched(e) => format!("{}.{}.dispatched", e.execution_id, e.step),
+            // A claim is created once, so it is granted once.
+            Event::StepGranted(e) => format!("{}.{}.granted", e.execution_id, e.step),
             Event::ExecutionFinished(e) => format!("{}.finished", e.execution_id),
             other => other.header().message_id.to_string(),
         }

@@ -45,6 +45,8 @@ struct AppState {
     store: Store,
     tokens: Tokens,
     registry: Registry,
+    /// Who may have published a step's log: its claim's holder.
+    grants: std::sync::Arc<crate::provenance::Grants>,
     health: fleet::HealthThresholds,
     /// Ends live streams, so that graceful shutdown does not wait on them.
     shutdown: CancellationToken,
@@ -108,6 +110,7 @@ impl Api {
         let addr = self.local_addr();
         let state = AppState {
             tokens: Tokens::open(&self.js).await?,
+            grants: std::sync::Arc::new(crate::provenance::Grants::open(&self.js).await?),
             registry: self.registry,
             health: self.health,
             js: self.js,
@@ -754,17 +757,12 @@ async fn from_claimant(
     let step = if state.node_dispatch { 1 } else { chunk.step };
     // Cannot check now (the read already rode out transient errors): the
     // page fails, rather than show output nobody vouched for.
-    Ok(
-        match s
-            .registry
-            .claim_of(&subjects::claim_key(state.id, step))
-            .await
-            .map_err(registry_error)?
-        {
-            Some(claim) => claim.runner_id == sender,
-            None => false,
-        },
-    )
+    let holder = s
+        .grants
+        .holder(state.id, step)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(holder.is_some_and(|h| h == sender))
 }
 
 /// Server-sent events: `output` events carry [`OutputPage`]s as they come,

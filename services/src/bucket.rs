@@ -130,7 +130,7 @@ impl Bucket {
 
 /// Short and bounded: about 5 s in all, so that a read outlives a server's
 /// hiccup but a real outage still surfaces as an error.
-fn read_backoff() -> ExponentialBuilder {
+pub(crate) fn read_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(20))
         .with_max_delay(Duration::from_secs(1))
@@ -141,7 +141,7 @@ fn read_backoff() -> ExponentialBuilder {
 /// Whether a JetStream error is one a retry can cure. async-nats reports a
 /// "503 no responders" status inside its catch-all kinds, so the text is
 /// the only place it shows.
-fn is_transient(timed_out: bool, err: &impl std::fmt::Display) -> bool {
+pub(crate) fn is_transient(timed_out: bool, err: &impl std::fmt::Display) -> bool {
     if timed_out {
         return true;
     }

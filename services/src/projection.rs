@@ -153,6 +153,13 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                 }
             }
         }
+        // The claim's holder, recorded by the control plane; the runner's own
+        // `StepClaimed` follows with its hostname.
+        Event::StepGranted(g) => {
+            if let Some(st) = step_mut(&mut next, g.step) {
+                st.runner_id.get_or_insert_with(|| g.runner_id.clone());
+            }
+        }
         Event::StepClaimed(c) => {
             if let Some(st) = step_mut(&mut next, c.step) {
                 if advance(st, StepStatus::Claimed) {

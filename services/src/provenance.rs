@@ -7,9 +7,14 @@
 //! every event before it can change anything; a refusal is audited once
 //! (the audit message's dedup id is derived from the event's).
 
-use async_nats::jetstream;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_nats::jetstream::{self, stream::LastRawMessageErrorKind};
+use backon::Retryable;
 use outpost_runner::bus;
 use outpost_schemas::{subjects, AuditEvent, AuditResult, Event, Header};
+use uuid::Uuid;
 
 use crate::ServiceError;
 
@@ -20,26 +25,116 @@ pub enum Provenance {
     Forged(String),
 }
 
+/// Which runner holds each step's claim, read from the `step_granted`
+/// events the registry publishes when it creates a claim. The events live as
+/// long as the rest of the execution's history, so a verdict reached today
+/// is reached again by a rebuild months later; the claims bucket is the
+/// registry's tool for deciding, not an input here.
+pub struct Grants {
+    events: jetstream::stream::Stream<()>,
+    /// Per execution: the holders found so far, and the stream sequence to
+    /// read on from. A grant never changes once published.
+    known: Mutex<HashMap<Uuid, Known>>,
+}
+
+#[derive(Default)]
+struct Known {
+    holders: HashMap<u32, String>,
+    next_seq: u64,
+}
+
+/// Executions whose grants are remembered before the memory starts afresh.
+const KNOWN_EXECUTIONS: usize = 20_000;
+
+impl Grants {
+    pub async fn open(js: &jetstream::Context) -> Result<Self, ServiceError> {
+        let events = js
+            .get_stream_no_info(subjects::EVENTS_STREAM)
+            .await
+            .map_err(|e| ServiceError::Nats(format!("{}: {e}", subjects::EVENTS_STREAM)))?;
+        Ok(Grants {
+            events,
+            known: Default::default(),
+        })
+    }
+
+    /// The runner the control plane granted `step` of `execution` to, if
+    /// any yet.
+    pub async fn holder(&self, execution: Uuid, step: u32) -> Result<Option<String>, ServiceError> {
+        let mut next_seq = {
+            let known = self.known.lock().unwrap();
+            match known.get(&execution) {
+                Some(k) => match k.holders.get(&step) {
+                    Some(h) => return Ok(Some(h.clone())),
+                    None => k.next_seq,
+                },
+                None => 1,
+            }
+        };
+        let subject = subjects::event(
+            outpost_schemas::STEP_GRANTED,
+            execution,
+            subjects::CONTROL_PLANE_SOURCE,
+        );
+        let mut found = Vec::new();
+        // Reads go to the stream leader (not a direct get, which a replica
+        // may answer before it has the grant): the runner's events come
+        // after the grant's acknowledgement, so the leader has it.
+        loop {
+            let read = (|| async {
+                self.events
+                    .raw_message_builder()
+                    .sequence(next_seq)
+                    .next_by_subject(subject.clone())
+                    .send()
+                    .await
+            })
+            .retry(crate::bucket::read_backoff())
+            .when(|e| {
+                !matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound)
+                    && crate::bucket::is_transient(false, e)
+            })
+            .await;
+            let msg = match read {
+                Ok(m) => m,
+                Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => break,
+                Err(e) => return Err(ServiceError::Nats(format!("grants of {execution}: {e}"))),
+            };
+            next_seq = msg.sequence + 1;
+            // Only the control plane can publish here; anything else on the
+            // subject is not a grant.
+            if let Ok(Event::StepGranted(g)) = serde_json::from_slice::<Event>(&msg.payload) {
+                found.push((g.step, g.runner_id));
+            }
+        }
+        let mut known = self.known.lock().unwrap();
+        if known.len() > KNOWN_EXECUTIONS {
+            known.clear();
+        }
+        let k = known.entry(execution).or_default();
+        k.next_seq = k.next_seq.max(next_seq);
+        for (s, runner) in found {
+            k.holders.entry(s).or_insert(runner);
+        }
+        Ok(k.holders.get(&step).cloned())
+    }
+}
+
 pub struct ProvenanceCheck {
     js: jetstream::Context,
-    claims: crate::registry::ClaimLookup,
+    grants: Grants,
 }
 
 impl ProvenanceCheck {
     pub async fn new(js: jetstream::Context) -> Result<Self, ServiceError> {
         Ok(ProvenanceCheck {
-            claims: crate::registry::ClaimLookup::open(&js).await?,
+            grants: Grants::open(&js).await?,
             js,
         })
     }
 
-    async fn holder(
-        &self,
-        execution: uuid::Uuid,
-        step: u32,
-    ) -> Result<Option<String>, ServiceError> {
-        let key = subjects::claim_key(execution, step);
-        Ok(self.claims.get(&key).await?.map(|c| c.runner_id))
+    async fn holder(&self, execution: Uuid, step: u32) -> Result<Option<String>, ServiceError> {
+        self.grants.holder(execution, step).await
     }
 
     pub fn js(&self) -> &jetstream::Context {

@@ -22,7 +22,7 @@ use outpost_schemas::rpc::{
     Claim, ClaimReply, ClaimRequest, RotatedRequest, RpcResult, SecretValues, SecretsReply,
     SecretsRequest, TagSetsReply, TagSetsRequest,
 };
-use outpost_schemas::{subjects, Event, Header, StepFinished, StepOutcome};
+use outpost_schemas::{subjects, Event, Header, StepFinished, StepGranted, StepOutcome};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -114,14 +114,14 @@ pub fn bundle_text(b: &Bundle) -> String {
     )
 }
 /// Reads step claims, remembering the ones found: a claim never changes
-/// once created. Shared by the registry and the provenance check.
-pub struct ClaimLookup {
+/// once created.
+struct ClaimLookup {
     claims: Bucket,
     known: std::sync::Mutex<std::collections::HashMap<String, Claim>>,
 }
 
 impl ClaimLookup {
-    pub async fn open(js: &jetstream::Context) -> Result<Self, ServiceError> {
+    async fn open(js: &jetstream::Context) -> Result<Self, ServiceError> {
         Ok(ClaimLookup {
             claims: Bucket::open(js, subjects::CLAIMS_BUCKET).await?,
             known: Default::default(),
@@ -130,7 +130,7 @@ impl ClaimLookup {
 
     /// The claim under `key` (`<exec>.<step>`), if any; `_aborted` comes
     /// back as a claim by runner `_aborted`.
-    pub async fn get(&self, key: &str) -> Result<Option<Claim>, ServiceError> {
+    async fn get(&self, key: &str) -> Result<Option<Claim>, ServiceError> {
         if let Some(hit) = self.known.lock().unwrap().get(key) {
             return Ok(Some(hit.clone()));
         }
@@ -434,9 +434,10 @@ impl Registry {
     }
 
     /// Ends, as failed with `reason`, every step that `runner` holds a claim
-    /// on and that has not finished.
+    /// on and that has not finished. Steps in flight are the active bucket's
+    /// keys, far fewer than the claims, which stay as long as the events.
     async fn end_claims_of(&self, runner: &str, reason: &str) -> Result<usize, RegistryError> {
-        let mut keys = match self.inner.claims.raw().keys().await {
+        let mut keys = match self.inner.active.raw().keys().await {
             Ok(k) => k,
             Err(e) => return Err(nats_err(e)),
         };
@@ -463,6 +464,30 @@ impl Registry {
             ended += 1;
         }
         Ok(ended)
+    }
+
+    /// Records in the event stream who holds the claim, before the runner
+    /// hears it was granted, so that every event the runner publishes about
+    /// the step comes after its grant. Provenance checks read this, not the
+    /// claims bucket. A failed publish fails the claim request; the runner
+    /// asks again with the same attempt.
+    async fn publish_grant(&self, req: &ClaimRequest, runner: &str) -> Result<(), RegistryError> {
+        let granted = Event::StepGranted(StepGranted {
+            header: Header::now(),
+            execution_id: req.execution_id,
+            step: req.step,
+            runner_id: runner.into(),
+            replica_id: req.replica_id,
+        });
+        bus::publish_event_as(
+            &self.inner.js,
+            &granted,
+            subjects::CONTROL_PLANE_SOURCE,
+            &granted.dedup_id(),
+        )
+        .await
+        .map_err(ServiceError::from)?;
+        Ok(())
     }
 
     async fn publish_lost(
@@ -794,16 +819,17 @@ impl Registry {
             .await
         {
             Ok(_) => {
-                // Watched by the lost-runner sweep until the step ends.
-                if let Err(err) = self
-                    .inner
-                    .active
-                    .raw()
-                    .put(&key, serde_json::to_vec(&mine).expect("claim").into())
-                    .await
-                {
+                // Watched by the lost-runner sweep until the step ends. Both
+                // writes at once: they sit on every step's pickup latency.
+                let value = serde_json::to_vec(&mine).expect("claim");
+                let (active, granted) = tokio::join!(
+                    self.inner.active.raw().put(&key, value.into()),
+                    self.publish_grant(&req, runner)
+                );
+                if let Err(err) = active {
                     tracing::warn!(error = %err, execution_id = %req.execution_id, step = req.step, "cannot record the active claim; only redelivery will notice a lost runner");
                 }
+                granted?;
                 return Ok(ClaimReply::Granted);
             }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
@@ -812,8 +838,13 @@ impl Registry {
         let owner = self.claim_of(&key).await?;
         match owner {
             Some(c) if c.runner_id == ABORTED_CLAIM => Ok(ClaimReply::Aborted),
-            // This very attempt, asking again after a lost reply.
-            Some(c) if c == mine => Ok(ClaimReply::Granted),
+            // This very attempt, asking again after a lost reply (or after
+            // the grant's publish failed: it is published again, once by its
+            // dedup id).
+            Some(c) if c == mine => {
+                self.publish_grant(&req, runner).await?;
+                Ok(ClaimReply::Granted)
+            }
             Some(c) => {
                 // Claimed before, and delivered again: its holder stopped
                 // acknowledging it. A claimed step never starts twice. If the

@@ -14,6 +14,9 @@ use outpost_schemas::job::TagSet;
 use outpost_schemas::subjects::{self as s};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// How long a step may run or wait for a runner: its claim, its in-flight
+/// entry and its sealed secure values live this long, as its events do.
+pub const STEP_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How long a redelivered dispatch is kept from being stored twice.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Unacknowledged work is redelivered after this long without progress acks.
@@ -52,7 +55,9 @@ pub fn stream_configs() -> Vec<stream::Config> {
             subjects: vec!["outpost.ev.>".into()],
             retention: RetentionPolicy::Limits,
             storage: StorageType::File,
-            max_age: 90 * DAY,
+            // Grants in here decide provenance: the buckets that hold a
+            // step's claim live exactly as long.
+            max_age: STEP_LIFETIME,
             duplicate_window: DUPLICATE_WINDOW,
             allow_direct: true,
             ..Default::default()
@@ -168,13 +173,13 @@ pub fn bucket_configs() -> Vec<kv::Config> {
             s::CLAIMS_BUCKET,
             "Step claims: the creator of a key runs the step",
             1,
-            7 * DAY,
+            STEP_LIFETIME,
         ),
         bucket(
             s::ACTIVE_BUCKET,
             "Claimed steps not yet seen finished (the lost-runner sweep's work list)",
             1,
-            7 * DAY,
+            STEP_LIFETIME,
         ),
         bucket(
             s::RUNNERS_BUCKET,
@@ -192,7 +197,7 @@ pub fn bucket_configs() -> Vec<kv::Config> {
             s::SECRETS_BUCKET,
             "Secure option values of executions, sealed with the secrets key",
             1,
-            7 * DAY,
+            STEP_LIFETIME,
         ),
     ]
 }

@@ -90,6 +90,7 @@ async fn two_replicas_of_every_service_process_each_thing_once() {
         for e in stack.events(id).await {
             let key = match &e {
                 Event::StepDispatched(d) => format!("dispatched {}", d.step),
+                Event::StepGranted(g) => format!("granted {}", g.step),
                 Event::StepClaimed(c) => format!("claimed {}", c.step),
                 Event::StepFinished(f) => format!("finished {}", f.step),
                 Event::StepStarted(s) => format!("started {}", s.step),
@@ -100,7 +101,7 @@ async fn two_replicas_of_every_service_process_each_thing_once() {
         for (what, n) in &counts {
             assert_eq!(*n, 1, "{what} happened {n} times in {id}: {counts:?}");
         }
-        assert_eq!(counts.len(), 14, "{counts:?}");
+        assert_eq!(counts.len(), 17, "{counts:?}");
         let lines: Vec<String> = stack.log_texts(id).await;
         assert_eq!(lines, ["a", "b", "c"]);
     }
@@ -173,6 +174,57 @@ async fn a_projection_rebuilt_from_the_event_stream_equals_the_live_one() {
         stdout.contains("7 executions") && stdout.contains("0 differ"),
         "{stdout}"
     );
+}
+
+/// Provenance once read the claims bucket, which expired after 7 days while
+/// events stay 90: a rebuild then judged every runner event "unclaimed" and
+/// left the steps `dispatched`, and the API hid their output. The grant
+/// event in the stream is the input now; the bucket's contents do not
+/// matter once the execution is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_whose_claims_expired_rebuilds_the_same_and_keeps_its_output() {
+    let stack = Stack::start().await;
+    let job = stack
+        .load(
+            "- name: two\n  sequence:\n    commands:\n    - exec: echo one\n    - exec: echo two\n",
+            "two",
+        )
+        .await;
+    let id = stack.run_job(job, &[]).await;
+    stack.wait_terminal(id).await;
+    wait_projector_idle(&stack).await;
+    let live = stack.execution(id).await;
+    assert_eq!(live.status, ExecutionStatus::Succeeded, "{live:#?}");
+
+    // What expiry leaves: no claim, no in-flight entry.
+    for bucket in [subjects::CLAIMS_BUCKET, subjects::ACTIVE_BUCKET] {
+        let purged = stack
+            .js
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .unwrap()
+            .purge()
+            .await
+            .unwrap();
+        assert!(purged.purged > 0, "{bucket} held the execution's claims");
+    }
+
+    let report = projector::rebuild(&stack.js, "REBUILT_EXPIRED")
+        .await
+        .unwrap();
+    assert_eq!(report.executions, 1);
+    let rebuilt = projector::read_all(&stack.js, "REBUILT_EXPIRED")
+        .await
+        .unwrap();
+    let rebuilt = &rebuilt[&subjects::execution_key(id)];
+    assert_eq!(rebuilt, &live);
+    assert!(rebuilt
+        .steps
+        .iter()
+        .all(|s| s.status == StepStatus::Succeeded && s.runner_id.is_some()));
+    // The API's log check reads the same grants; this API never looked at
+    // this execution before, so it remembers nothing of it.
+    assert_eq!(stack.log_texts(id).await, ["one", "two"]);
 }
 
 /// The projector has nothing pending or unacknowledged. No event exists for

@@ -47,6 +47,16 @@ fn request() -> Event {
     })
 }
 
+fn granted(sec: u32, step: u32, runner: &str) -> Event {
+    Event::StepGranted(StepGranted {
+        header: header(sec),
+        execution_id: exec_id(),
+        step,
+        runner_id: runner.into(),
+        replica_id: Uuid::from_u128(9),
+    })
+}
+
 fn claimed(sec: u32, step: u32, runner: &str) -> Event {
     Event::StepClaimed(StepClaimed {
         header: header(sec),
@@ -125,13 +135,16 @@ fn fold_all(events: &[Event]) -> Option<ExecutionState> {
 fn full_run() -> Vec<Event> {
     vec![
         request(),
+        granted(1, 1, "_local"),
         claimed(1, 1, "_local"),
         started(2, 1, "_local"),
         finished(3, 1, "_local", 0),
         waiting(4, 2),
+        granted(5, 2, "eu-1"),
         claimed(5, 2, "eu-1"),
         started(6, 2, "eu-1"),
         finished(7, 2, "eu-1", 2),
+        granted(8, 3, "_local"),
         claimed(8, 3, "_local"),
         started(9, 3, "_local"),
         finished(10, 3, "_local", 0),
