@@ -193,13 +193,24 @@ pub async fn publish_acked(
     msg_id: &str,
     payload: bytes::Bytes,
 ) -> Result<bool, BusError> {
+    publish_acked_within(js, subject, msg_id, payload, Duration::from_secs(120)).await
+}
+
+/// [`publish_acked`], giving up after `total` of retries.
+pub async fn publish_acked_within(
+    js: &jetstream::Context,
+    subject: &str,
+    msg_id: &str,
+    payload: bytes::Bytes,
+    total: Duration,
+) -> Result<bool, BusError> {
     let attempt = || publish_once(js, subject, msg_id, payload.clone());
     attempt
         .retry(
             ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(50))
-                .with_max_delay(Duration::from_secs(5))
-                .with_total_delay(Some(Duration::from_secs(120)))
+                .with_max_delay(Duration::from_secs(5).min(total))
+                .with_total_delay(Some(total))
                 .without_max_times(),
         )
         .when(|f| !f.permanent)

@@ -351,6 +351,11 @@ pub struct NodeReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditResult {
+    /// Recorded before a mutating API call runs, so that none runs
+    /// unrecorded; its outcome follows in a second record with the same
+    /// `request_id`. An attempt with no outcome means the API stopped
+    /// mid-call (the change may or may not have happened).
+    Attempted,
     Success,
     /// Refused for lack of authentication or permission.
     Denied,
@@ -374,8 +379,11 @@ pub struct AuditEvent {
     pub source: String,
     pub result: AuditResult,
     /// The HTTP status returned (403 for refusals outside HTTP, such as a
-    /// forged runner event).
+    /// forged runner event); 0 in an `attempted` record, which has none yet.
     pub status: u16,
+    /// Ties an API call's `attempted` record to its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<Uuid>,
     /// Why, when the result is not a success and the reason is not obvious.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

@@ -19,7 +19,9 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use outpost_runner::bus;
 use outpost_schemas::state::ExecutionState;
-use outpost_schemas::{subjects, AbortRequested, Event, ExecutionRequested, Header, LogChunk};
+use outpost_schemas::{
+    subjects, AbortRequested, AuditEvent, AuditResult, Event, ExecutionRequested, Header, LogChunk,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -50,6 +52,8 @@ struct AppState {
     health: fleet::HealthThresholds,
     /// Ends live streams, so that graceful shutdown does not wait on them.
     shutdown: CancellationToken,
+    /// Outcome records on their way to the audit stream.
+    audit_tasks: tokio_util::task::TaskTracker,
 }
 
 pub struct Api {
@@ -117,38 +121,64 @@ impl Api {
             client: self.client,
             store,
             shutdown: shutdown.clone(),
+            audit_tasks: tokio_util::task::TaskTracker::new(),
         };
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let Some(tls) = self.tls else {
-            tracing::info!(addr = %addr, "api listening (plain http)");
-            return axum::serve(self.listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-                .map_err(|e| ServiceError::Nats(format!("http server: {e}")));
-        };
-        let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+        let audit_tasks = state.audit_tasks.clone();
+        let served = serve(self.listener, self.tls, router(state), addr, shutdown).await;
+        // The calls are answered; their outcomes still go on record.
+        audit_tasks.close();
+        if tokio::time::timeout(AUDIT_DRAIN, audit_tasks.wait())
             .await
-            .map_err(|e| {
-                ServiceError::Invalid(format!("api certificate {}: {e}", tls.cert.display()))
-            })?;
-        tracing::info!(addr = %addr, "api listening (https)");
-        let handle = axum_server::Handle::new();
-        let stopper = handle.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            stopper.graceful_shutdown(Some(Duration::from_secs(5)));
-        });
-        let listener = self
-            .listener
-            .into_std()
-            .map_err(|e| ServiceError::Invalid(format!("api listener: {e}")))?;
-        axum_server::from_tcp_rustls(listener, config)
-            .map_err(|e| ServiceError::Invalid(format!("api listener: {e}")))?
-            .handle(handle)
-            .serve(app)
-            .await
-            .map_err(|e| ServiceError::Nats(format!("https server: {e}")))
+            .is_err()
+        {
+            tracing::error!(
+                pending = audit_tasks.len(),
+                "audit outcomes not recorded at shutdown; their attempts are"
+            );
+        }
+        served
     }
+}
+
+/// How long a stopping API waits for outcome records still being written.
+const AUDIT_DRAIN: Duration = Duration::from_secs(10);
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsFiles>,
+    router: Router,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let Some(tls) = tls else {
+        tracing::info!(addr = %addr, "api listening (plain http)");
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .map_err(|e| ServiceError::Nats(format!("http server: {e}")));
+    };
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+        .await
+        .map_err(|e| {
+            ServiceError::Invalid(format!("api certificate {}: {e}", tls.cert.display()))
+        })?;
+    tracing::info!(addr = %addr, "api listening (https)");
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    let listener = listener
+        .into_std()
+        .map_err(|e| ServiceError::Invalid(format!("api listener: {e}")))?;
+    axum_server::from_tcp_rustls(listener, config)
+        .map_err(|e| ServiceError::Invalid(format!("api listener: {e}")))?
+        .handle(handle)
+        .serve(app)
+        .await
+        .map_err(|e| ServiceError::Nats(format!("https server: {e}")))
 }
 
 fn router(state: AppState) -> Router {
@@ -1140,6 +1170,20 @@ async fn authenticate(
         }
     }
     let name = principal.name.clone();
+    // A mutating call runs only once its attempt is on record.
+    if let Some(call) = req.extensions().get::<AuditedCall>().cloned() {
+        if let Err(err) = record_attempt(&s, &call, &name).await {
+            tracing::error!(error = %err, action = %call.action, "cannot record the audit attempt; refusing the call");
+            let mut r = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api.error.audit-unavailable",
+                format!("the audit trail cannot be written, so nothing was done: {err}"),
+            )
+            .into_response();
+            r.extensions_mut().insert(Actor(name));
+            return r;
+        }
+    }
     req.extensions_mut().insert(principal);
     let mut response = next.run(req).await;
     response.extensions_mut().insert(Actor(name));
@@ -1397,12 +1441,56 @@ async fn revoke_token(
     Ok(Json(s.tokens.revoke(&id).await.map_err(auth_error)?.into()))
 }
 
+/// A mutating call on its way through the middlewares: what the audit
+/// records of it say.
+#[derive(Clone)]
+struct AuditedCall {
+    request_id: Uuid,
+    action: String,
+    target: String,
+    source: String,
+}
+
+impl AuditedCall {
+    fn record(&self, actor: &str, result: AuditResult, status: u16) -> AuditEvent {
+        AuditEvent {
+            header: Header::now(),
+            actor: actor.to_string(),
+            action: self.action.clone(),
+            target: self.target.clone(),
+            source: self.source.clone(),
+            result,
+            status,
+            detail: None,
+            request_id: Some(self.request_id),
+        }
+    }
+}
+
+/// How long an attempt record may take before the call is refused: a
+/// moment's unavailability is ridden out, an outage is not waited on.
+const ATTEMPT_WITHIN: Duration = Duration::from_secs(3);
+
+async fn record_attempt(
+    s: &AppState,
+    call: &AuditedCall,
+    actor: &str,
+) -> Result<(), bus::BusError> {
+    let event = call.record(actor, AuditResult::Attempted, 0);
+    let payload = bus::encode(subjects::AUDIT_API, &event)?;
+    let id = format!("attempt.{}", call.request_id);
+    bus::publish_acked_within(&s.js, subjects::AUDIT_API, &id, payload, ATTEMPT_WITHIN)
+        .await
+        .map(drop)
+}
+
 /// Records every mutating call (anything but GET/HEAD/OPTIONS) on the audit
-/// stream, after it ran, with its outcome.
+/// stream: its attempt before it runs (see [`authenticate`]), and its
+/// outcome after, off the response path. Refused calls get an outcome only.
 async fn audit(
     State(s): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     use axum::http::Method;
@@ -1417,6 +1505,13 @@ async fn audit(
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| target.clone());
+    let call = AuditedCall {
+        request_id: Uuid::now_v7(),
+        action: format!("{method} {route}"),
+        target,
+        source: peer.to_string(),
+    };
+    req.extensions_mut().insert(call.clone());
     let response = next.run(req).await;
     let status = response.status();
     let actor = response
@@ -1424,26 +1519,21 @@ async fn audit(
         .get::<Actor>()
         .map(|a| a.0.clone())
         .unwrap_or_else(|| "anonymous".into());
-    let event = outpost_schemas::AuditEvent {
-        header: Header::now(),
-        actor,
-        action: format!("{method} {route}"),
-        target,
-        source: peer.to_string(),
-        result: if status.is_success() {
-            outpost_schemas::AuditResult::Success
-        } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            outpost_schemas::AuditResult::Denied
-        } else {
-            outpost_schemas::AuditResult::Error
-        },
-        status: status.as_u16(),
-        detail: None,
+    let result = if status.is_success() {
+        AuditResult::Success
+    } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        AuditResult::Denied
+    } else {
+        AuditResult::Error
     };
-    let id = event.header.message_id.to_string();
-    if let Err(err) = bus::publish_json(&s.js, subjects::AUDIT_API, &id, &event).await {
-        tracing::error!(error = %err, action = event.action, "cannot record audit event");
-    }
+    let event = call.record(&actor, result, status.as_u16());
+    let js = s.js.clone();
+    s.audit_tasks.spawn(async move {
+        let id = format!("outcome.{}", call.request_id);
+        if let Err(err) = bus::publish_json(&js, subjects::AUDIT_API, &id, &event).await {
+            tracing::error!(error = %err, action = event.action, "cannot record the audit outcome; its attempt is on record");
+        }
+    });
     response
 }
 

@@ -192,6 +192,7 @@ impl ProvenanceCheck {
             result: AuditResult::Denied,
             status: 403,
             detail: Some(why.to_string()),
+            request_id: None,
         };
         let id = format!("forged.{}", event.header().message_id);
         if let Err(err) = bus::publish_json(&self.js, subjects::AUDIT_EVENTS, &id, &audit).await {

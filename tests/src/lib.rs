@@ -583,6 +583,23 @@ impl Stack {
             .collect()
     }
 
+    /// The audit trail, oldest first, once at least `outcomes` calls have
+    /// their outcome on record: outcomes are written after the response.
+    pub async fn audit_trail(&self, outcomes: usize) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let all: Vec<Value> = self.get_json("/audit?max=1000").await;
+            if all.iter().filter(|e| e["result"] != "attempted").count() >= outcomes {
+                return all;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {WAIT:?} for {outcomes} audit outcomes: {all:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Asks for an abort through the API.
     pub async fn abort(&self, id: Uuid) {
         let (status, body) = self.post(&format!("/execution/{id}/abort")).await;
@@ -592,6 +609,19 @@ impl Stack {
     /// `POST` with no body: the status and the JSON answer (null if none).
     pub async fn post(&self, path: &str) -> (u16, Value) {
         let r = self.http.post(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST` with a JSON body: the status and the JSON answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

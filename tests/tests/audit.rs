@@ -1,5 +1,6 @@
-//! Every mutating API call leaves exactly one audit event, which matches the
-//! committed schema; reads leave none.
+//! Every mutating API call leaves its attempt on record before it runs and
+//! its outcome after, both matching the committed schema; reads leave none.
+//! A call whose attempt cannot be recorded is refused and changes nothing.
 
 use outpost_tests::*;
 use serde_json::Value;
@@ -40,7 +41,23 @@ async fn each_mutating_call_is_audited_once_and_reads_are_not() {
         stack.http.get(stack.url(path)).send().await.unwrap();
     }
 
-    let events: Vec<Value> = stack.get_json("/audit").await;
+    let trail = stack.audit_trail(5).await;
+    let (attempts, events): (Vec<Value>, Vec<Value>) = trail
+        .iter()
+        .cloned()
+        .partition(|e| e["result"] == "attempted");
+    // Each outcome follows its own attempt: same call, same request id.
+    assert_eq!(attempts.len(), 5, "{trail:?}");
+    for outcome in &events {
+        let attempt = attempts
+            .iter()
+            .find(|a| a["request_id"] == outcome["request_id"])
+            .unwrap_or_else(|| panic!("no attempt for {outcome}"));
+        assert!(attempt["seq"].as_u64() < outcome["seq"].as_u64());
+        assert_eq!(attempt["action"], outcome["action"]);
+        assert_eq!(attempt["actor"], outcome["actor"]);
+        assert_eq!(attempt["status"], 0);
+    }
     let summary: Vec<(String, u64, String)> = events
         .iter()
         .map(|e| {
@@ -88,7 +105,7 @@ async fn each_mutating_call_is_audited_once_and_reads_are_not() {
         .unwrap(),
     )
     .unwrap();
-    for e in &events {
+    for e in &trail {
         for field in schema["required"].as_array().unwrap() {
             let f = field.as_str().unwrap();
             assert!(!e[f].is_null(), "audit event lacks `{f}`: {e}");
@@ -100,4 +117,54 @@ async fn each_mutating_call_is_audited_once_and_reads_are_not() {
     assert_eq!(code, Some(0));
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
     assert!(stdout.contains("DELETE /api/v1/job/{id}"), "{stdout}");
+}
+
+/// The audit publish once retried for 120 s inside the response and, when
+/// it failed for good, only logged it, after the change had happened. Now
+/// the attempt is recorded first, and a call that cannot be recorded does
+/// not happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_cannot_be_audited_is_refused_and_changes_nothing() {
+    let stack = Stack::start().await;
+    let (status, _) = stack
+        .post_json("/projects", &serde_json::json!({"name": "before"}))
+        .await;
+    assert_eq!(status, 201);
+    stack.audit_trail(1).await;
+
+    // The audit stream refuses every new record: full, and told to discard new ones.
+    let mut audit = stack.js.get_stream("OUTPOST_AUDIT").await.unwrap();
+    let mut config = audit.info().await.unwrap().config.clone();
+    config.max_messages = audit.info().await.unwrap().state.messages as i64;
+    config.discard = async_nats::jetstream::stream::DiscardPolicy::New;
+    stack.js.update_stream(&config).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let (status, body) = stack
+        .post_json("/projects", &serde_json::json!({"name": "unrecorded"}))
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["errorCode"], "api.error.audit-unavailable", "{body}");
+    println!("refused after {waited:?}");
+    let projects: Value = stack.get_json("/projects").await;
+    let names: Vec<&str> = projects
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"before") && !names.contains(&"unrecorded"),
+        "{names:?}"
+    );
+
+    // Once records are taken again, so are calls.
+    config.max_messages = -1;
+    config.discard = async_nats::jetstream::stream::DiscardPolicy::Old;
+    stack.js.update_stream(&config).await.unwrap();
+    let (status, body) = stack
+        .post_json("/projects", &serde_json::json!({"name": "unrecorded"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
 }

@@ -499,13 +499,25 @@ async fn revoking_a_runner_cuts_it_off_within_a_second_and_its_step_ends_lost() 
     let enrolled: Value = stack.get_json("/runners/enrolled").await;
     assert!(!enrolled[0]["revoked"].is_null(), "{enrolled}");
     // Enrolment, revocation: one audit event per call.
-    let audits = audit_events(&stack).await;
+    let actions = ["POST /api/v1/runners", "POST /api/v1/runners/{name}/revoke"];
+    let outcomes = |all: &[Value], action: &str| -> Vec<Value> {
+        all.iter()
+            .filter(|e| e["action"] == action && e["result"] != "attempted")
+            .cloned()
+            .collect()
+    };
+    // Outcomes are recorded after the response: wait for the last one.
+    let audits = wait_for(|| async {
+        let all = audit_events(&stack).await;
+        (outcomes(&all, actions[1]).len() >= 3).then_some(all)
+    })
+    .await;
     let schema = audit_schema();
-    for action in ["POST /api/v1/runners", "POST /api/v1/runners/{name}/revoke"] {
-        let hits: Vec<&Value> = audits.iter().filter(|e| e["action"] == action).collect();
+    for action in actions {
+        let hits = outcomes(&audits, action);
         assert_eq!(hits.len(), 3, "{action}: {audits:?}");
         assert_eq!(hits[0]["actor"], "test-admin");
-        assert!(schema.is_valid(hits[0]), "{}", hits[0]);
+        assert!(schema.is_valid(&hits[0]), "{}", hits[0]);
     }
 }
 
@@ -542,13 +554,19 @@ async fn rotating_credentials_under_load_loses_no_step() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    let audits = audit_events(&stack).await;
-    let rotations: Vec<&Value> = audits
-        .iter()
-        .filter(|e| e["action"] == "POST /api/v1/runners/{name}/rotate")
-        .collect();
-    assert_eq!(rotations.len(), 1, "{audits:?}");
-    assert!(audit_schema().is_valid(rotations[0]));
+    let rotations: Vec<Value> = wait_for(|| async {
+        let r: Vec<Value> = audit_events(&stack)
+            .await
+            .into_iter()
+            .filter(|e| {
+                e["action"] == "POST /api/v1/runners/{name}/rotate" && e["result"] != "attempted"
+            })
+            .collect();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(rotations.len(), 1, "{rotations:?}");
+    assert!(audit_schema().is_valid(&rotations[0]));
     // The operator replaces the runner's file; the runner does the rest.
     outpost_services::security::write_private(&bundle, body["bundle"].as_str().unwrap().as_bytes())
         .unwrap();
@@ -761,9 +779,19 @@ async fn the_api_answers_401_and_403_by_role() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
-    // Each mutating call above left exactly one audit event, with who made
-    // it (anonymous without a valid token) and its status, per the schema.
-    let audits = audit_events(&stack).await;
+    // Each mutating call above left exactly one outcome, with who made it
+    // (anonymous without a valid token) and its status, per the schema.
+    // Outcomes are written after the response: wait for the last call's.
+    let calls = table.iter().filter(|r| r.0 != "GET").count() * 8;
+    let audits = wait_for(|| async {
+        let all = audit_events(&stack).await;
+        let outcomes = all
+            .iter()
+            .filter(|e| e["seq"].as_u64().unwrap() > before && e["result"] != "attempted")
+            .count();
+        (outcomes >= calls).then_some(all)
+    })
+    .await;
     let schema = audit_schema();
     for e in &audits {
         assert!(schema.is_valid(e), "{e}");
@@ -780,11 +808,13 @@ async fn the_api_answers_401_and_403_by_role() {
     ];
     for (method, path, _, _, expect) in table.iter().filter(|r| r.0 != "GET") {
         let target = format!("/api/v1{}", path.split('?').next().unwrap());
-        let hits: Vec<&Value> = audits
+        let mut hits: Vec<&Value> = audits
             .iter()
-            .filter(|e| e["seq"].as_u64().unwrap() > before)
+            .filter(|e| e["seq"].as_u64().unwrap() > before && e["result"] != "attempted")
             .filter(|e| e["target"] == target && e["action"].as_str().unwrap().starts_with(method))
             .collect();
+        // In call order: request ids are UUIDv7s, made as each call arrives.
+        hits.sort_by_key(|e| e["request_id"].as_str().unwrap().to_string());
         assert_eq!(hits.len(), actors.len(), "{method} {target}: {hits:?}");
         for ((e, actor), want) in hits.iter().zip(actors).zip(expect.bytes()) {
             assert_eq!(e["actor"], actor, "{method} {target}");
