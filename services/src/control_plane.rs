@@ -12,11 +12,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, TlsFiles};
-use crate::orchestrator::Orchestrator;
-use crate::projector::Projector;
-use crate::registry::{Gateway, Registry};
+use crate::engine::orchestrator::Orchestrator;
+use crate::engine::projector::Projector;
+use crate::fleet::registry::{Gateway, Registry};
 use crate::security::KeyStore;
-use crate::{topology, ServiceError};
+use crate::store::topology;
+use crate::ServiceError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
@@ -63,7 +64,7 @@ pub struct ControlPlaneOptions {
     /// as `runner-lost`.
     pub lost_runner_after: std::time::Duration,
     /// When silent runner replicas show as unknown, then down.
-    pub runner_health: crate::fleet::HealthThresholds,
+    pub runner_health: crate::fleet::health::HealthThresholds,
 }
 
 /// Default of [`ControlPlaneOptions::lost_runner_after`]: six missed

@@ -13,7 +13,7 @@ use outpost_schemas::state::ExecutionStatus;
 use outpost_services::cli::{self, Client};
 use outpost_services::config::{self, pick, FileConfig};
 use outpost_services::control_plane::{ControlPlane, ControlPlaneOptions, Roles};
-use outpost_services::{projector, up};
+use outpost_services::{engine::projector, up};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -451,7 +451,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 _ => None,
             };
             let gateway_ca_file = a.gateway_ca_file.or(file.gateway_ca_file.clone());
-            let gateway = outpost_services::registry::Gateway {
+            let gateway = outpost_services::fleet::registry::Gateway {
                 url: a
                     .gateway_url
                     .or(file.gateway_url.clone())
@@ -487,7 +487,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     Some(s) => std::time::Duration::from_secs(s),
                     None => outpost_services::control_plane::DEFAULT_LOST_RUNNER_AFTER,
                 },
-                runner_health: outpost_services::fleet::HealthThresholds {
+                runner_health: outpost_services::fleet::health::HealthThresholds {
                     unknown_after: std::time::Duration::from_secs(a.runner_unknown_after),
                     down_after: std::time::Duration::from_secs(a.runner_down_after),
                 },
@@ -828,9 +828,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 std::time::Duration::from_secs(10),
             )
             .await?;
-            outpost_services::topology::ensure(&js).await?;
-            let tokens = outpost_services::auth::Tokens::open(&js).await?;
-            let roles = outpost_services::auth::parse_roles(&["admin".into()])
+            outpost_services::store::topology::ensure(&js).await?;
+            let tokens = outpost_services::security::auth::Tokens::open(&js).await?;
+            let roles = outpost_services::security::auth::parse_roles(&["admin".into()])
                 .map_err(anyhow::Error::msg)?;
             let (rec, token) = tokens
                 .create(&name, roles, "bootstrap")

@@ -12,7 +12,7 @@ fn example(path: &str) -> String {
 #[test]
 fn example_jobs_and_nodes_load() {
     for job in ["hello.yaml", "nodes/restart-web.yaml"] {
-        let jobs = outpost_services::job_yaml::parse_jobs(&example(job))
+        let jobs = outpost_services::formats::job_yaml::parse_jobs(&example(job))
             .unwrap_or_else(|e| panic!("{job}: {e}"));
         assert!(!jobs.is_empty());
     }

@@ -231,8 +231,8 @@ impl NatsServer {
     }
 
     /// What runner bundles say about this server.
-    pub fn gateway(&self) -> outpost_services::registry::Gateway {
-        outpost_services::registry::Gateway {
+    pub fn gateway(&self) -> outpost_services::fleet::registry::Gateway {
+        outpost_services::fleet::registry::Gateway {
             url: self.ws_url.clone(),
             domain: "hub".into(),
             ca_pem: None,
@@ -903,12 +903,14 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
 /// Creates an API token straight in the bucket (as `outpost token
 /// bootstrap` does); `roles` as the CLI takes them (`admin`, `ops=viewer`).
 pub async fn create_token(js: &jetstream::Context, name: &str, roles: &[&str]) -> String {
-    let tokens = outpost_services::auth::Tokens::open(js).await.unwrap();
+    let tokens = outpost_services::security::auth::Tokens::open(js)
+        .await
+        .unwrap();
     let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
     let (_, token) = tokens
         .create(
             name,
-            outpost_services::auth::parse_roles(&roles).unwrap(),
+            outpost_services::security::auth::parse_roles(&roles).unwrap(),
             "test",
         )
         .await

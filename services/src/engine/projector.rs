@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use std::sync::Arc;
 
-use crate::bucket::{Bucket, Cas};
-use crate::projection::{fold, Folded};
-use crate::Handled;
+use crate::engine::projection::{fold, Folded};
+use crate::engine::Handled;
+use crate::store::bucket::{Bucket, Cas};
 use crate::ServiceError;
 
 const CONCURRENCY: usize = 32;
@@ -34,14 +34,16 @@ impl Projector {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let store = Bucket::open(&self.js, subjects::EXECUTIONS_BUCKET).await?;
-        let provenance = Arc::new(crate::provenance::ProvenanceCheck::new(self.js.clone()).await?);
-        let consumer = crate::event_consumer(&self.js, subjects::PROJECTOR_CONSUMER).await?;
+        let provenance =
+            Arc::new(crate::engine::provenance::ProvenanceCheck::new(self.js.clone()).await?);
+        let consumer =
+            crate::engine::event_consumer(&self.js, subjects::PROJECTOR_CONSUMER).await?;
         tracing::info!("projector started");
-        crate::consume(
+        crate::engine::consume(
             consumer,
             shutdown,
             CONCURRENCY,
-            crate::event_execution,
+            crate::engine::event_execution,
             move |msg| {
                 let (store, provenance) = (store.clone(), provenance.clone());
                 async move { handle(&store, &provenance, msg).await }
@@ -59,10 +61,10 @@ const MAX_NOT_YET_DELIVERIES: i64 = 300;
 
 async fn handle(
     store: &Bucket,
-    provenance: &crate::provenance::ProvenanceCheck,
+    provenance: &crate::engine::provenance::ProvenanceCheck,
     msg: jetstream::Message,
 ) {
-    crate::handle_event(
+    crate::engine::handle_event(
         subjects::PROJECTOR_CONSUMER,
         provenance,
         msg,
@@ -137,7 +139,7 @@ pub async fn rebuild(js: &jetstream::Context, bucket: &str) -> Result<RebuildRep
     };
     let mut states: BTreeMap<Uuid, ExecutionState> = BTreeMap::new();
     let (mut events, mut orphans) = (0u64, 0u64);
-    let provenance = crate::provenance::ProvenanceCheck::new(js.clone()).await?;
+    let provenance = crate::engine::provenance::ProvenanceCheck::new(js.clone()).await?;
     if last > 0 {
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
@@ -162,7 +164,7 @@ pub async fn rebuild(js: &jetstream::Context, bucket: &str) -> Result<RebuildRep
                     let id = event.execution_id();
                     // A forged event was refused (and audited) when it arrived.
                     let genuine = provenance.check(&msg.subject, &event).await?
-                        == crate::provenance::Provenance::Genuine;
+                        == crate::engine::provenance::Provenance::Genuine;
                     match fold(states.get(&id), &event) {
                         _ if !genuine => {}
                         Folded::Changed(s) => {

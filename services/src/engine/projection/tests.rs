@@ -35,7 +35,7 @@ fn exec_id() -> Uuid {
 }
 
 fn request() -> Event {
-    let job = crate::job_yaml::parse_jobs(JOB).unwrap().remove(0);
+    let job = crate::formats::job_yaml::parse_jobs(JOB).unwrap().remove(0);
     Event::ExecutionRequested(ExecutionRequested {
         header: header(0),
         execution_id: exec_id(),
@@ -226,7 +226,9 @@ fn any_order_after_the_request_gives_the_same_state() {
 
 fn node_job_events() -> Vec<Event> {
     let yaml = "- name: fleet\n  nodefilters:\n    filter: '.*'\n  sequence:\n    commands:\n    - exec: one\n    - exec: two\n";
-    let job = crate::job_yaml::parse_jobs(yaml).unwrap().remove(0);
+    let job = crate::formats::job_yaml::parse_jobs(yaml)
+        .unwrap()
+        .remove(0);
     let request = Event::ExecutionRequested(ExecutionRequested {
         header: header(0),
         execution_id: exec_id(),

@@ -15,7 +15,7 @@ use outpost_schemas::subjects;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::bucket::Bucket;
+use crate::store::bucket::Bucket;
 
 #[derive(Clone)]
 pub struct TagSetIndex {

@@ -26,6 +26,9 @@
 //! secrets); a runner's seed is generated for its bundle and never stored
 //! by the control plane.
 
+pub mod auth;
+pub mod dev_tls;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

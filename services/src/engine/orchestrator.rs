@@ -15,9 +15,12 @@ use outpost_schemas::{subjects, Event, Header, StepWaiting};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::bucket::{Bucket, Cas};
-use crate::plan::{self, Run};
-use crate::{fleet, topology, Handled, ServiceError};
+use crate::engine::plan::{self, Run};
+use crate::engine::Handled;
+use crate::fleet::health;
+use crate::store::bucket::{Bucket, Cas};
+use crate::store::topology;
+use crate::ServiceError;
 
 /// Lanes of parallel handling; one execution's events share a lane, so a
 /// replica handles them in stream order. Across replicas, compare-and-set
@@ -37,7 +40,7 @@ struct Ctx {
     claims: Bucket,
     tagsets: Bucket,
     store: crate::store::Store,
-    provenance: crate::provenance::ProvenanceCheck,
+    provenance: crate::engine::provenance::ProvenanceCheck,
 }
 
 impl Orchestrator {
@@ -51,18 +54,19 @@ impl Orchestrator {
             claims: Bucket::open(&self.js, subjects::CLAIMS_BUCKET).await?,
             tagsets: Bucket::open(&self.js, subjects::TAGSETS_BUCKET).await?,
             store: crate::store::Store::open(&self.js).await?,
-            provenance: crate::provenance::ProvenanceCheck::new(self.js.clone()).await?,
+            provenance: crate::engine::provenance::ProvenanceCheck::new(self.js.clone()).await?,
             js: self.js,
             client: self.client,
         };
         let ctx = std::sync::Arc::new(ctx);
-        let consumer = crate::event_consumer(&ctx.js, subjects::ORCHESTRATOR_CONSUMER).await?;
+        let consumer =
+            crate::engine::event_consumer(&ctx.js, subjects::ORCHESTRATOR_CONSUMER).await?;
         tracing::info!("orchestrator started");
-        crate::consume(
+        crate::engine::consume(
             consumer,
             shutdown,
             CONCURRENCY,
-            crate::event_execution,
+            crate::engine::event_execution,
             move |msg| {
                 let ctx = ctx.clone();
                 async move { handle(&ctx, msg).await }
@@ -85,7 +89,7 @@ enum Outcome {
 }
 
 async fn handle(ctx: &Ctx, msg: jetstream::Message) {
-    crate::handle_event(
+    crate::engine::handle_event(
         subjects::ORCHESTRATOR_CONSUMER,
         &ctx.provenance,
         msg,
@@ -184,7 +188,7 @@ async fn abort(
                     .claims
                     .get_bytes(&claim)
                     .await?
-                    .map(|v| crate::registry::decode_claim(&v).runner_id);
+                    .map(|v| crate::fleet::registry::decode_claim(&v).runner_id);
                 // Our own earlier attempt counts as unclaimed.
                 match owner {
                     Some(o) if o == ABORTED_CLAIM => (true, None),
@@ -235,7 +239,7 @@ async fn resolve_nodes(ctx: &Ctx, run: &mut Run) -> Result<(), ServiceError> {
             return Ok(());
         }
     };
-    let reports = fleet::node_reports(&ctx.js)
+    let reports = health::node_reports(&ctx.js)
         .await
         .map_err(ServiceError::Nats)?;
     let inventory = ctx
@@ -327,7 +331,7 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
     bus::publish_event_as(&ctx.js, &event, subjects::CONTROL_PLANE_SOURCE, &id).await?;
     if !duplicate {
         tracing::debug!(execution_id = %run.execution_id, step = run.current, target = %token, "step dispatched");
-        if let Some(reason) = fleet::why_waiting(&ctx.js, &target).await {
+        if let Some(reason) = health::why_waiting(&ctx.js, &target).await {
             tracing::info!(execution_id = %run.execution_id, step = run.current, reason, "step waits for a runner");
             bus::publish_event(
                 &ctx.js,
