@@ -69,6 +69,10 @@ bench: test-deps
     fi
     cargo bench -p outpost-tests --bench pickup
     cargo bench -p outpost-tests --bench fanout
+    # The scale bench runs `outpost serve` as its own process, to read its
+    # CPU and memory apart from the 1,000 in-process runners.
+    cargo build --release --bin outpost
+    cargo bench -p outpost-tests --bench scale
 
 # Regenerate the committed JSON Schemas under schemas/json/.
 schemas:

@@ -16,4 +16,4 @@ pub mod outbox;
 mod runner;
 pub mod ssh;
 
-pub use runner::{Runner, RunnerError, RunnerOptions, ABORTED_CLAIM, DEFAULT_CAPACITY};
+pub use runner::{Runner, RunnerError, RunnerOptions, DEFAULT_CAPACITY};

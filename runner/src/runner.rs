@@ -22,9 +22,6 @@ use crate::bus::{self, BusError, NatsOptions};
 use crate::executor::{self, Exit};
 use crate::outbox::{Outbox, OutboxOptions, Receipt};
 
-/// Claim value the orchestrator writes when an abort beats every runner to a step.
-pub const ABORTED_CLAIM: &str = "_aborted";
-
 pub const DEFAULT_CAPACITY: usize = 50;
 
 #[derive(Debug, Clone)]
@@ -498,6 +495,9 @@ pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 
 /// How long a runner waits for the control plane to answer a request.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a claim is asked for before the step is handed back: the
+/// control plane may be busy or restarting meanwhile.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Asks the control plane which registered tag sets this runner serves, and
 /// starts a fetch loop for each new one: at start, whenever a tag set is
@@ -719,17 +719,21 @@ async fn handle_dispatch(
     };
     let subject = subjects::rpc(&runner_id, subjects::rpc::CLAIM);
     // A lost reply is asked again with the same attempt id, which the
-    // control plane grants again; any other failure hands the step back.
-    let mut reply = Err(BusError::Request {
-        subject: subject.clone(),
-        message: "not asked".into(),
-    });
-    for _ in 0..3 {
-        reply = bus::request_json(&shared.client, &subject, &request, RPC_TIMEOUT).await;
-        if reply.is_ok() {
-            break;
+    // control plane grants again. A busy or restarting control plane is
+    // waited for (the dispatch kept ours by progress acks) rather than the
+    // step handed back: a claim it made but could not answer in time would
+    // otherwise end the step as lost.
+    let asked = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    let reply = loop {
+        let reply = bus::request_json(&shared.client, &subject, &request, RPC_TIMEOUT).await;
+        if reply.is_ok() || asked.elapsed() >= CLAIM_PATIENCE || shared.leaving.is_cancelled() {
+            break reply;
         }
-    }
+        let _ = msg.ack_with(AckKind::Progress).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    };
     use outpost_schemas::rpc::ClaimReply;
     match reply {
         Ok(ClaimReply::Granted) => {}

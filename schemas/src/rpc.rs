@@ -20,6 +20,22 @@ pub struct Claim {
     pub attempt: Uuid,
 }
 
+/// Claim value the orchestrator writes when an abort beats every runner to
+/// a step.
+pub const ABORTED_CLAIM: &str = "_aborted";
+
+impl Claim {
+    /// A stored claim value: JSON, or the bare [`ABORTED_CLAIM`] marker
+    /// (which reads as a claim by runner `_aborted`).
+    pub fn decode(value: &[u8]) -> Claim {
+        serde_json::from_slice(value).unwrap_or_else(|_| Claim {
+            runner_id: String::from_utf8_lossy(value).into_owned(),
+            replica_id: Uuid::nil(),
+            attempt: Uuid::nil(),
+        })
+    }
+}
+
 /// `claim`: may this replica run this step?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ClaimRequest {

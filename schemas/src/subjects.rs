@@ -53,6 +53,8 @@ pub const AUDIT_API: &str = "outpost.audit.api";
 
 pub const JOBS_BUCKET: &str = "OUTPOST_JOBS";
 pub const EXECUTIONS_BUCKET: &str = "OUTPOST_EXECUTIONS";
+/// Each project's executions: keys `<project>.<exec>`, empty values.
+pub const EXECUTION_INDEX_BUCKET: &str = "OUTPOST_EXECUTION_INDEX";
 pub const RUNS_BUCKET: &str = "OUTPOST_RUNS";
 pub const TAGSETS_BUCKET: &str = "OUTPOST_TAGSETS";
 pub const PROJECTS_BUCKET: &str = "OUTPOST_PROJECTS";

@@ -235,6 +235,7 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
     for bucket in [
         subjects::JOBS_BUCKET,
         subjects::EXECUTIONS_BUCKET,
+        subjects::EXECUTION_INDEX_BUCKET,
         subjects::RUNS_BUCKET,
         subjects::TAGSETS_BUCKET,
         subjects::PROJECTS_BUCKET,

@@ -152,8 +152,7 @@ fn only_the_api_module_knows_http_serving() {
         .into_iter()
         .filter(|p| {
             let r = rel(p);
-            r.starts_with("services/src/")
-                && !r.starts_with("services/src/api/")
+            r.starts_with("services/src/") && !r.starts_with("services/src/api/")
                 || r.starts_with("runner/src/")
                 || r.starts_with("schemas/src/")
         })

@@ -72,7 +72,18 @@ pub(super) async fn list_executions(
 ) -> ApiResult<Json<serde_json::Value>> {
     s.store.require_project(&project).await?;
     let max = q.max.unwrap_or(20).clamp(1, 1000);
-    let executions = s.store.executions(&project, max).await?;
+    let ids = s
+        .executions
+        .newest(&project, max, Duration::from_secs(5))
+        .await
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "api.error.index-catching-up",
+                "the execution index is still loading; try again in a moment",
+            )
+        })?;
+    let executions = s.store.executions(&ids).await?;
     Ok(Json(json!({"executions": executions})))
 }
 

@@ -54,6 +54,8 @@ struct AppState {
     health: health::HealthThresholds,
     /// Ends live streams, so that graceful shutdown does not wait on them.
     shutdown: CancellationToken,
+    /// Each project's executions, kept by a watch this replica owns.
+    executions: crate::store::execution_index::ExecutionIndex,
     /// Outcome records on their way to the audit stream.
     audit_tasks: tokio_util::task::TaskTracker,
 }
@@ -124,7 +126,18 @@ impl Api {
             store,
             shutdown: shutdown.clone(),
             audit_tasks: tokio_util::task::TaskTracker::new(),
+            executions: Default::default(),
         };
+        tokio::spawn(
+            state.executions.clone().maintain(
+                crate::store::bucket::Bucket::open(
+                    &state.js,
+                    outpost_schemas::subjects::EXECUTION_INDEX_BUCKET,
+                )
+                .await?,
+                shutdown.clone(),
+            ),
+        );
         let audit_tasks = state.audit_tasks.clone();
         let served = serve(self.listener, self.tls, router(state), addr, shutdown).await;
         // The calls are answered; their outcomes still go on record.

@@ -26,7 +26,7 @@ use crate::ServiceError;
 /// replica handles them in stream order. Across replicas, compare-and-set
 /// keeps transitions consistent.
 const CONCURRENCY: usize = 32;
-use outpost_runner::ABORTED_CLAIM;
+use outpost_schemas::rpc::{Claim, ABORTED_CLAIM};
 
 pub struct Orchestrator {
     js: jetstream::Context,
@@ -41,6 +41,8 @@ struct Ctx {
     tagsets: Bucket,
     store: crate::store::Store,
     provenance: crate::engine::provenance::ProvenanceCheck,
+    /// Which runners are live, for "who could take this step?".
+    live: crate::fleet::live::LiveHeartbeats,
 }
 
 impl Orchestrator {
@@ -55,6 +57,7 @@ impl Orchestrator {
             tagsets: Bucket::open(&self.js, subjects::TAGSETS_BUCKET).await?,
             store: crate::store::Store::open(&self.js).await?,
             provenance: crate::engine::provenance::ProvenanceCheck::new(self.js.clone()).await?,
+            live: crate::fleet::live::LiveHeartbeats::start(self.js.clone(), shutdown.clone()),
             js: self.js,
             client: self.client,
         };
@@ -188,7 +191,7 @@ async fn abort(
                     .claims
                     .get_bytes(&claim)
                     .await?
-                    .map(|v| crate::fleet::registry::decode_claim(&v).runner_id);
+                    .map(|v| Claim::decode(&v).runner_id);
                 // Our own earlier attempt counts as unclaimed.
                 match owner {
                     Some(o) if o == ABORTED_CLAIM => (true, None),
@@ -331,7 +334,10 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
     bus::publish_event_as(&ctx.js, &event, subjects::CONTROL_PLANE_SOURCE, &id).await?;
     if !duplicate {
         tracing::debug!(execution_id = %run.execution_id, step = run.current, target = %token, "step dispatched");
-        if let Some(reason) = health::why_waiting(&ctx.js, &target).await {
+        // Not known yet (the view is still loading): say nothing rather
+        // than claim the step waits.
+        let heartbeats = ctx.live.snapshot(Duration::from_secs(5)).await;
+        if let Some(reason) = heartbeats.and_then(|h| health::why_waiting(&h, &target)) {
             tracing::info!(execution_id = %run.execution_id, step = run.current, reason, "step waits for a runner");
             bus::publish_event(
                 &ctx.js,

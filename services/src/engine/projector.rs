@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::engine::projection::{fold, Folded};
 use crate::engine::Handled;
 use crate::store::bucket::{Bucket, Cas};
+use crate::store::execution_index;
 use crate::ServiceError;
 
 const CONCURRENCY: usize = 32;
@@ -34,6 +35,17 @@ impl Projector {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let store = Bucket::open(&self.js, subjects::EXECUTIONS_BUCKET).await?;
+        let index = Bucket::open(&self.js, subjects::EXECUTION_INDEX_BUCKET).await?;
+        match execution_index::backfill(&store, &index).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                executions = n,
+                "execution index filled from the projected state"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot fill the execution index; lists miss older executions")
+            }
+        }
         let provenance =
             Arc::new(crate::engine::provenance::ProvenanceCheck::new(self.js.clone()).await?);
         let consumer =
@@ -45,8 +57,8 @@ impl Projector {
             CONCURRENCY,
             crate::engine::event_execution,
             move |msg| {
-                let (store, provenance) = (store.clone(), provenance.clone());
-                async move { handle(&store, &provenance, msg).await }
+                let (store, index, provenance) = (store.clone(), index.clone(), provenance.clone());
+                async move { handle(&store, &index, &provenance, msg).await }
             },
         )
         .await;
@@ -61,6 +73,7 @@ const MAX_NOT_YET_DELIVERIES: i64 = 300;
 
 async fn handle(
     store: &Bucket,
+    index: &Bucket,
     provenance: &crate::engine::provenance::ProvenanceCheck,
     msg: jetstream::Message,
 ) {
@@ -69,6 +82,11 @@ async fn handle(
         provenance,
         msg,
         |event, delivered| async move {
+            // Listed before it is projected: a list then never misses a
+            // projected execution (an index entry without state is skipped).
+            if let Event::ExecutionRequested(r) = &event {
+                execution_index::record(index, &r.project, r.execution_id).await?;
+            }
             Ok(match apply(store, &event).await? {
                 true => Handled::Done,
                 // Its request is not folded yet (another replica has it in hand).

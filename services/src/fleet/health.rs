@@ -200,14 +200,7 @@ pub fn serves(hb: &RunnerHeartbeat, target: &Target) -> bool {
 
 /// Why a step for `target` cannot start now, or `None` when a live runner
 /// serves it.
-pub async fn why_waiting(js: &jetstream::Context, target: &Target) -> Option<String> {
-    let hbs = match heartbeats(js).await {
-        Ok(h) => h,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot read heartbeats");
-            return None;
-        }
-    };
+pub fn why_waiting(hbs: &[RunnerHeartbeat], target: &Target) -> Option<String> {
     let live: Vec<&RunnerHeartbeat> = hbs.iter().filter(|h| is_live(h)).collect();
     if live.iter().any(|h| serves(h, target)) {
         return None;

@@ -3,5 +3,6 @@
 //! lost-runner sweep, and liveness from heartbeats.
 
 pub mod health;
+pub mod live;
 pub mod registry;
 pub mod tag_index;

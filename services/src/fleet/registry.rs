@@ -135,7 +135,7 @@ impl ClaimLookup {
         let Some(value) = self.claims.get_bytes(key).await? else {
             return Ok(None);
         };
-        let claim = decode_claim(&value);
+        let claim = Claim::decode(&value);
         let mut known = self.known.lock().unwrap();
         if known.len() > 50_000 {
             known.clear();
@@ -523,15 +523,6 @@ impl Registry {
     // ----- runner requests -----
 
     // ----- secure option values -----
-}
-
-/// A claim value: JSON, or the bare `_aborted` marker.
-pub fn decode_claim(value: &[u8]) -> Claim {
-    serde_json::from_slice(value).unwrap_or_else(|_| Claim {
-        runner_id: String::from_utf8_lossy(value).into_owned(),
-        replica_id: Uuid::nil(),
-        attempt: Uuid::nil(),
-    })
 }
 
 fn parse_claim_key(key: &str) -> Option<(Uuid, u32)> {

@@ -39,6 +39,10 @@ impl Bucket {
         })
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The underlying store, for writes and watches.
     pub fn raw(&self) -> &kv::Store {
         &self.store

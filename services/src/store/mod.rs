@@ -5,6 +5,7 @@
 //! keeps names unique per project, across API replicas.
 
 pub mod bucket;
+pub mod execution_index;
 pub mod topology;
 
 use async_nats::jetstream::{self, kv};
@@ -373,31 +374,12 @@ impl Store {
         }
     }
 
-    /// Newest first. Reads every key: fine for the retention we keep, and the
-    /// place to add a per-project index when it is not.
-    pub async fn executions(
-        &self,
-        project: &str,
-        max: usize,
-    ) -> Result<Vec<ExecutionState>, StoreError> {
-        let mut keys = self.executions.raw().keys().await.map_err(nats)?;
-        let mut ids = Vec::new();
-        while let Some(k) = keys.next().await {
-            ids.push(k.map_err(nats)?);
-        }
-        // UUIDv7 keys sort by creation time.
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        let mut out = Vec::new();
-        for k in ids {
-            if out.len() >= max {
-                break;
-            }
-            if let Some(v) = self.executions.get_bytes(&k).await? {
-                let st: ExecutionState = serde_json::from_slice(&v)
-                    .map_err(|e| ServiceError::Corrupt(format!("execution {k}: {e}")))?;
-                if st.project == project {
-                    out.push(st);
-                }
+    /// The states of `ids` that still exist, in the order given.
+    pub async fn executions(&self, ids: &[Uuid]) -> Result<Vec<ExecutionState>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(st) = self.execution(*id).await? {
+                out.push(st);
             }
         }
         Ok(out)

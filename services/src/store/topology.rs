@@ -152,6 +152,12 @@ pub fn bucket_configs() -> Vec<kv::Config> {
             90 * DAY,
         ),
         bucket(
+            s::EXECUTION_INDEX_BUCKET,
+            "Each project's executions, for listing",
+            1,
+            90 * DAY,
+        ),
+        bucket(
             s::RUNS_BUCKET,
             "Orchestrator progress per execution",
             1,
@@ -288,11 +294,17 @@ async fn ensure_consumer(
     })
 }
 
+/// Runner replicas that may wait on one dispatch consumer at once, each
+/// with its one long-poll pull. The server's default is 512, past which a
+/// pull fails with "409 Exceeded MaxWaiting": a fleet of 1,000 runners on
+/// one tag set hit it.
+pub const MAX_WAITING_PULLS: i64 = 10_000;
+
 async fn ensure_dispatch_consumer(
     js: &jetstream::Context,
     token: &str,
 ) -> Result<(), TopologyError> {
-    ensure_consumer(
+    let ensured = ensure_consumer(
         js,
         s::DISPATCH_STREAM,
         pull::Config {
@@ -304,10 +316,27 @@ async fn ensure_dispatch_consumer(
             ack_policy: AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
             max_ack_pending: 10_000,
+            max_waiting: MAX_WAITING_PULLS,
             ..Default::default()
         },
     )
-    .await
+    .await;
+    match ensured {
+        Err(err) if consumer_exists(js, &s::dispatch_consumer(token)).await => {
+            // The server fixes `max_waiting` at creation, so a consumer made
+            // by an older version cannot take the new limit; it keeps working
+            // with its own.
+            tracing::warn!(error = %err, consumer = %s::dispatch_consumer(token), "dispatch consumer keeps the settings it was created with");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn consumer_exists(js: &jetstream::Context, name: &str) -> bool {
+    js.get_consumer_from_stream::<pull::Config, _, _>(name, s::DISPATCH_STREAM)
+        .await
+        .is_ok()
 }
 
 /// Makes a tag set servable: its consumer, then its registry entry (which

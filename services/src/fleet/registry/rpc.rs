@@ -5,8 +5,8 @@ use async_nats::jetstream::kv;
 use chrono::Utc;
 use futures::StreamExt;
 use outpost_runner::bus;
-use outpost_runner::ABORTED_CLAIM;
 use outpost_schemas::job::{TagSet, Target};
+use outpost_schemas::rpc::ABORTED_CLAIM;
 use outpost_schemas::rpc::{
     Claim, ClaimReply, ClaimRequest, RotatedRequest, RpcResult, TagSetsReply, TagSetsRequest,
 };

@@ -4,9 +4,10 @@
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::{decode_claim, nats_err, parse_claim_key, Registry, RegistryError};
+use outpost_schemas::rpc::Claim;
+
+use super::{nats_err, parse_claim_key, Registry, RegistryError};
 
 impl Registry {
     /// Sweeps for lost runners every quarter of `lost_after`, until
@@ -35,13 +36,8 @@ impl Registry {
     /// heartbeated for `lost_after` (or said it stopped) while the step is
     /// still the execution's current one; forgets claims of steps that ended.
     pub async fn sweep(&self, may_declare: bool) -> Result<usize, RegistryError> {
-        let heartbeats: std::collections::HashMap<Uuid, outpost_schemas::RunnerHeartbeat> =
-            crate::fleet::health::heartbeats(&self.inner.js)
-                .await
-                .map_err(nats_err)?
-                .into_iter()
-                .map(|h| (h.replica_id, h))
-                .collect();
+        // Each step in flight reads its holder's heartbeat alone: the cost
+        // follows the work in flight, not the size of the fleet.
         let mut keys = self.inner.active.raw().keys().await.map_err(nats_err)?;
         let mut ended = 0;
         let now = Utc::now();
@@ -50,7 +46,7 @@ impl Registry {
             let Some(entry) = self.inner.active.entry(&key).await? else {
                 continue;
             };
-            let claim = decode_claim(&entry.value);
+            let claim = Claim::decode(&entry.value);
             let Some((exec, step)) = parse_claim_key(&key) else {
                 continue;
             };
@@ -74,7 +70,14 @@ impl Registry {
                 entry.created.nanosecond(),
             )
             .unwrap_or(now);
-            let hb = heartbeats.get(&claim.replica_id);
+            let hb = crate::fleet::health::heartbeat_of(
+                &self.inner.js,
+                &claim.runner_id,
+                claim.replica_id,
+            )
+            .await
+            .map_err(nats_err)?;
+            let hb = hb.as_ref();
             let seen = hb
                 .map(|h| h.header.time.max(claimed_at))
                 .unwrap_or(claimed_at);
