@@ -178,10 +178,6 @@ const LONG_FILES: &[(&str, &str)] = &[
         "the CLI's argument model and commands; split into cli/ (issue 10, layout)",
     ),
     (
-        "runner/src/runner.rs",
-        "fetch loops, claims, steps, heartbeats, notices; to be split (issue 10, layout)",
-    ),
-    (
         "runner/src/outbox.rs",
         "one mechanism with its unit tests at the end",
     ),

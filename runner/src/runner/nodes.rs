@@ -1,0 +1,183 @@
+//! A node job's dispatch: its steps on each matched node, by the job's
+//! strategy, over SSH or locally.
+
+use std::sync::{Arc, Mutex};
+
+use outpost_schemas::{Event, Header, StepDispatched, StepFinished, StepOutcome, StepStarted};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::BusError;
+use crate::outbox::Receipt;
+
+use super::{report, CancelReason, Shared};
+
+/// Runs a node job's steps on its nodes, reporting each node step, then one
+/// `StepFinished` for the whole dispatch.
+pub(super) async fn run_nodes(
+    shared: &Shared,
+    lane: &str,
+    d: &StepDispatched,
+    nr: &outpost_schemas::NodeRunDispatch,
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<CancelReason>>>,
+    secrets: crate::mask::Secrets,
+) -> Result<Receipt, BusError> {
+    use crate::node_run::{self, NodeEvent, NodeRunSpec};
+    let runner_id = shared.opts.runner_id.clone();
+    let execution_id = d.execution_id;
+    report(
+        &shared.outbox,
+        lane,
+        &Event::StepStarted(StepStarted {
+            header: Header::now(),
+            execution_id,
+            step: d.step,
+            runner_id: runner_id.clone(),
+            pid: None,
+        }),
+    )
+    .await?;
+    // Nodes this runner reported come back without credential attributes:
+    // use its own, complete, entries for them.
+    let nodes = nr
+        .nodes
+        .iter()
+        .map(|n| {
+            shared
+                .local_nodes
+                .iter()
+                .find(|l| l.nodename == n.nodename)
+                .cloned()
+                .unwrap_or_else(|| n.clone())
+        })
+        .collect();
+    let spec = NodeRunSpec {
+        nodes,
+        steps: nr
+            .steps
+            .iter()
+            .map(|s| (s.step, s.command.clone()))
+            .collect(),
+        strategy: nr.strategy,
+        threadcount: nr.threadcount as usize,
+        node_keepgoing: nr.node_keepgoing,
+        step_keepgoing: nr.step_keepgoing,
+        env: d.env.clone(),
+        secrets,
+    };
+    let (etx, mut erx) = mpsc::channel::<NodeEvent>(256);
+    let (ltx, lrx) = mpsc::channel(1024);
+    let pump = tokio::spawn(crate::logs::pump(
+        shared.outbox.clone(),
+        lane.to_string(),
+        execution_id,
+        runner_id.clone(),
+        shared.replica_id,
+        lrx,
+    ));
+    let outbox = shared.outbox.clone();
+    let rid = runner_id.clone();
+    let node_lane = lane.to_string();
+    // Node events go out in the order they happen, on the step's lane.
+    let reporter = tokio::spawn(async move {
+        while let Some(ev) = erx.recv().await {
+            let event = match ev {
+                NodeEvent::Started { step, node } => {
+                    Event::NodeStepStarted(outpost_schemas::NodeStepStarted {
+                        header: Header::now(),
+                        execution_id,
+                        step,
+                        node,
+                        runner_id: rid.clone(),
+                    })
+                }
+                NodeEvent::Finished(r) => {
+                    Event::NodeStepFinished(outpost_schemas::NodeStepFinished {
+                        header: Header::now(),
+                        execution_id,
+                        step: r.step,
+                        node: r.node,
+                        runner_id: rid.clone(),
+                        outcome: r.outcome,
+                        exit_code: r.exit_code,
+                        reason: r.reason,
+                    })
+                }
+            };
+            report(&outbox, &node_lane, &event).await?;
+        }
+        Ok::<(), BusError>(())
+    });
+    let results = node_run::run(
+        spec,
+        shared.node_context(),
+        etx.clone(),
+        ltx,
+        cancel.clone(),
+    )
+    .await;
+    // Pairs that never ran are reported too, so state says so.
+    for r in results.iter().filter(|r| r.outcome.is_none()) {
+        let _ = etx.send(NodeEvent::Finished(r.clone())).await;
+    }
+    drop(etx);
+    if let Err(err) = reporter.await.expect("reporter does not panic") {
+        pump.abort();
+        return Err(err);
+    }
+    let log_chunks: u64 = pump.await.expect("log pump does not panic")?.values().sum();
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.outcome == Some(StepOutcome::Failed))
+        .map(|r| {
+            format!(
+                "{} (step {}: {})",
+                r.node,
+                r.step,
+                r.reason.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect();
+    let all_ok = results
+        .iter()
+        .all(|r| r.outcome == Some(StepOutcome::Succeeded));
+    // A cancel that came after every node step succeeded changes nothing.
+    let cancelled = !all_ok && cancel.is_cancelled();
+    let deadline = *reason.lock().unwrap() == Some(CancelReason::ShutdownDeadline);
+    let (outcome, reason) = if cancelled && deadline {
+        (
+            StepOutcome::Failed,
+            Some("runner shutdown deadline passed; node steps killed".to_string()),
+        )
+    } else if cancelled {
+        (StepOutcome::Aborted, Some("aborted".to_string()))
+    } else if all_ok {
+        (StepOutcome::Succeeded, None)
+    } else if failed.is_empty() {
+        (
+            StepOutcome::Failed,
+            Some("not every node step ran".to_string()),
+        )
+    } else {
+        (
+            StepOutcome::Failed,
+            Some(format!("failed on {}", failed.join("; "))),
+        )
+    };
+    report(
+        &shared.outbox,
+        lane,
+        &Event::StepFinished(StepFinished {
+            header: Header::now(),
+            execution_id,
+            step: d.step,
+            runner_id,
+            outcome,
+            exit_code: None,
+            reason,
+            log_chunks,
+        }),
+    )
+    .await
+}

@@ -1,0 +1,433 @@
+//! One dispatched step: its claim, its secure values, running it, and
+//! reporting it through the outbox.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use outpost_schemas::{
+    subjects, Event, Header, LogEntry, LogStream, StepClaimed, StepDispatched, StepFinished,
+    StepOutcome, StepStarted,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::bus::{self, BusError};
+use crate::executor::{self, Exit};
+use crate::outbox::Receipt;
+
+use super::nodes::run_nodes;
+use super::{lane, report, CancelReason, Running, Shared, CLAIM_PATIENCE, RPC_TIMEOUT};
+
+pub(super) async fn handle_dispatch(
+    shared: Arc<Shared>,
+    msg: jetstream::Message,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let dispatched: StepDispatched = match serde_json::from_slice(&msg.payload) {
+        Ok(d) => d,
+        Err(err) => {
+            bus::dead_letter(
+                &shared.js,
+                &shared.opts.runner_id,
+                "dispatch",
+                &msg,
+                &format!("malformed dispatch message: {err}"),
+            )
+            .await;
+            return;
+        }
+    };
+    let execution_id = dispatched.execution_id;
+    let step = dispatched.step;
+    let runner_id = shared.opts.runner_id.clone();
+    if shared
+        .running
+        .lock()
+        .unwrap()
+        .contains_key(&(execution_id, step))
+    {
+        // Our own step, redelivered while it runs (an ack got lost in a
+        // reconnect): the task running it acks it at the end.
+        return;
+    }
+    if shared.outbox.lane_pending(&lane(execution_id, step)) {
+        // A step a previous process of this replica ran, whose report is
+        // still in the outbox: asking for its claim now would have it
+        // declared lost. Once the report is out, the redelivery finds the
+        // step finished (or, if it died with that process, lost).
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
+        return;
+    }
+    // Registered before the claim, so that an abort notice, which the
+    // orchestrator sends only once a claim exists, always finds the step.
+    let cancel = CancellationToken::new();
+    let reason = Arc::new(Mutex::new(None));
+    shared.running.lock().unwrap().insert(
+        (execution_id, step),
+        Running {
+            execution_id,
+            cancel: cancel.clone(),
+            reason: reason.clone(),
+            ended: false,
+        },
+    );
+    let unregister = {
+        let shared = shared.clone();
+        move || {
+            shared.running.lock().unwrap().remove(&(execution_id, step));
+        }
+    };
+    let request = outpost_schemas::rpc::ClaimRequest {
+        execution_id,
+        step,
+        replica_id: shared.replica_id,
+        attempt: Uuid::now_v7(),
+    };
+    let subject = subjects::rpc(&runner_id, subjects::rpc::CLAIM);
+    // A lost reply is asked again with the same attempt id, which the
+    // control plane grants again. A busy or restarting control plane is
+    // waited for (the dispatch kept ours by progress acks) rather than the
+    // step handed back: a claim it made but could not answer in time would
+    // otherwise end the step as lost.
+    let asked = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    let reply = loop {
+        let reply = bus::request_json(&shared.client, &subject, &request, RPC_TIMEOUT).await;
+        if reply.is_ok() || asked.elapsed() >= CLAIM_PATIENCE || shared.leaving.is_cancelled() {
+            break reply;
+        }
+        let _ = msg.ack_with(AckKind::Progress).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    };
+    use outpost_schemas::rpc::ClaimReply;
+    match reply {
+        Ok(ClaimReply::Granted) => {}
+        Ok(ClaimReply::Aborted) | Ok(ClaimReply::Lost) | Ok(ClaimReply::Stale) => {
+            // Aborted before anyone claimed it, or claimed before by a
+            // replica that went silent (the control plane ended it as
+            // runner-lost): either way, nothing to run.
+            unregister();
+            let _ = msg.double_ack().await;
+            return;
+        }
+        Ok(ClaimReply::Held) => {
+            unregister();
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
+            return;
+        }
+        Ok(ClaimReply::Refused { reason }) => {
+            unregister();
+            tracing::warn!(execution_id = %execution_id, step, runner_id, reason, "claim refused; handing the step back");
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
+            return;
+        }
+        Err(err) => {
+            unregister();
+            tracing::warn!(error = %err, execution_id = %execution_id, step, "cannot claim the step; handing it back");
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+    }
+
+    let (message, acker) = msg.split();
+    drop(message);
+    let acker = Arc::new(acker);
+    let progress = {
+        let acker = acker.clone();
+        let every = shared.opts.progress_every;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(err) = acker.ack_with(AckKind::Progress).await {
+                    tracing::warn!(error = %err, "in-progress ack failed");
+                }
+            }
+        })
+    };
+
+    let result = run_claimed(&shared, &dispatched, cancel, reason).await;
+    if let Some(r) = shared
+        .running
+        .lock()
+        .unwrap()
+        .get_mut(&(execution_id, step))
+    {
+        r.ended = true;
+    }
+    // The step has ended: its slot is free while its report goes out.
+    drop(slot);
+    match result {
+        Ok(mut finished) => {
+            let leaving = shared.leaving.clone();
+            shared.reporting.spawn(async move {
+                let acked = tokio::select! {
+                    a = finished.acked() => a,
+                    _ = leaving.cancelled() => false,
+                };
+                progress.abort();
+                // Acked before forgetting the step: a redelivery in between
+                // would otherwise find it unknown and ask for its claim.
+                if acked {
+                    if let Err(err) = acker.double_ack().await {
+                        // The finished event is stored; a redelivery will find our claim.
+                        tracing::warn!(error = %err, execution_id = %execution_id, step, "final ack failed");
+                    }
+                }
+                // Not acked: still in the outbox (the next start publishes
+                // it, and the redelivered dispatch then finds the step
+                // finished), or NATS refused it for good.
+                unregister();
+            });
+        }
+        Err(err) => {
+            progress.abort();
+            unregister();
+            tracing::error!(error = %err, execution_id = %execution_id, step, runner_id, "could not report the step; leaving it to redelivery");
+        }
+    }
+}
+
+/// Runs a claimed step; returns the receipt of its finished event.
+pub(super) async fn run_claimed(
+    shared: &Shared,
+    d: &StepDispatched,
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<CancelReason>>>,
+) -> Result<Receipt, BusError> {
+    let runner_id = shared.opts.runner_id.clone();
+    let (execution_id, step) = (d.execution_id, d.step);
+    let lane = lane(execution_id, step);
+    report(
+        &shared.outbox,
+        &lane,
+        &Event::StepClaimed(StepClaimed {
+            header: Header::now(),
+            execution_id,
+            step,
+            runner_id: runner_id.clone(),
+            replica_id: shared.replica_id,
+            hostname: shared.hostname.clone(),
+        }),
+    )
+    .await?;
+
+    // Secure option values come now, from the control plane, to this
+    // claim only; they go into the command and environment here and are
+    // masked in everything the step prints.
+    let mut d = std::borrow::Cow::Borrowed(d);
+    let mut secrets = crate::mask::Secrets::default();
+    if !d.secure_options.is_empty() {
+        match fetch_secrets(shared, &d).await {
+            Ok(mut values) => {
+                // An optional secure option left empty is empty, as a plain
+                // one is.
+                for name in &d.secure_options {
+                    values.entry(name.clone()).or_default();
+                }
+                secrets = crate::mask::Secrets::new(values.values());
+                let vars: BTreeMap<String, String> = values
+                    .iter()
+                    .map(|(k, v)| (format!("option.{k}"), v.clone()))
+                    .collect();
+                let d = d.to_mut();
+                for (name, value) in &values {
+                    d.env
+                        .insert(outpost_schemas::job::option_env_name(name), value.clone());
+                }
+                d.command = d.command.substituted(&vars);
+                if let Some(nr) = d.node_run.as_mut() {
+                    for s in &mut nr.steps {
+                        s.command = s.command.substituted(&vars);
+                    }
+                }
+            }
+            Err(why) => {
+                tracing::error!(execution_id = %execution_id, step, runner_id, reason = %why, "cannot fetch secure option values");
+                return report(
+                    &shared.outbox,
+                    &lane,
+                    &Event::StepFinished(StepFinished {
+                        header: Header::now(),
+                        execution_id,
+                        step,
+                        runner_id,
+                        outcome: StepOutcome::Failed,
+                        exit_code: None,
+                        reason: Some(format!("cannot fetch secure option values: {why}")),
+                        log_chunks: 0,
+                    }),
+                )
+                .await;
+            }
+        }
+    }
+    let d = d.as_ref();
+
+    if let Some(nr) = &d.node_run {
+        return run_nodes(shared, &lane, d, nr, cancel, reason, secrets).await;
+    }
+
+    let (tx, mut rx) = mpsc::channel::<LogEntry>(1024);
+    let (ptx, prx) = mpsc::channel(1024);
+    // Output goes on the step's lane after its started event, not before
+    // it: a started event queued behind a log chunk would wait for that
+    // chunk's ack, and pickup latency with it.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut started_gate = Some(started_tx);
+    let forward = tokio::spawn(async move {
+        let _ = started_rx.await;
+        while let Some(e) = rx.recv().await {
+            if ptx.send((step, e)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let pump = tokio::spawn(crate::logs::pump(
+        shared.outbox.clone(),
+        lane.clone(),
+        execution_id,
+        runner_id.clone(),
+        shared.replica_id,
+        prx,
+    ));
+    let mut env: BTreeMap<String, String> = d.env.clone();
+    env.insert("OUTPOST_EXECUTION_ID".into(), execution_id.to_string());
+    env.insert("OUTPOST_STEP".into(), step.to_string());
+    let script_name = format!("{}-{step}.script", execution_id.simple());
+    let (outcome, exit_code, why) = match executor::spawn(
+        &d.command,
+        &env,
+        &shared.opts.work_dir,
+        &script_name,
+        tx.clone(),
+        &secrets,
+    ) {
+        Err(err) => {
+            system_line(&tx, format!("could not start the step: {err}")).await;
+            (StepOutcome::Failed, None, Some(err.to_string()))
+        }
+        Ok(proc) => {
+            let started = report(
+                &shared.outbox,
+                &lane,
+                &Event::StepStarted(StepStarted {
+                    header: Header::now(),
+                    execution_id,
+                    step,
+                    runner_id: runner_id.clone(),
+                    pid: Some(proc.pid()),
+                }),
+            )
+            .await;
+            if let Err(err) = started {
+                // Work that cannot be reported must not go on: kill it all,
+                // and its output with it. The output tasks go first: the
+                // readers may be blocked handing lines to them.
+                forward.abort();
+                pump.abort();
+                cancel.cancel();
+                proc.wait(cancel).await;
+                return Err(err);
+            }
+            started_gate.take().map(|g| g.send(()));
+            tracing::debug!(execution_id = %execution_id, step, runner_id, "step started");
+            match proc.wait(cancel).await {
+                Exit::Code(0) => (StepOutcome::Succeeded, Some(0), None),
+                Exit::Code(c) => {
+                    system_line(&tx, format!("exit code {c}")).await;
+                    (StepOutcome::Failed, Some(c), Some(format!("exit code {c}")))
+                }
+                Exit::Signal(s) => {
+                    system_line(&tx, format!("killed by signal {s}")).await;
+                    (
+                        StepOutcome::Failed,
+                        None,
+                        Some(format!("killed by signal {s}")),
+                    )
+                }
+                Exit::Killed => match *reason.lock().unwrap() {
+                    Some(CancelReason::ShutdownDeadline) => (
+                        StepOutcome::Failed,
+                        None,
+                        Some("runner shutdown deadline passed; step killed".into()),
+                    ),
+                    _ => (StepOutcome::Aborted, None, Some("aborted".into())),
+                },
+            }
+        }
+    };
+    drop(tx);
+    drop(started_gate);
+    let _ = forward.await;
+    let log_chunks = pump.await.expect("log pump does not panic")?.values().sum();
+    report(
+        &shared.outbox,
+        &lane,
+        &Event::StepFinished(StepFinished {
+            header: Header::now(),
+            execution_id,
+            step,
+            runner_id,
+            outcome,
+            exit_code,
+            reason: why,
+            log_chunks,
+        }),
+    )
+    .await
+}
+
+/// Asks for the step's secure option values, sealed to a one-use key.
+pub(super) async fn fetch_secrets(
+    shared: &Shared,
+    d: &StepDispatched,
+) -> Result<outpost_schemas::rpc::SecretValues, String> {
+    use outpost_schemas::rpc::{SecretsReply, SecretsRequest};
+    let key = nkeys::XKey::new();
+    let request = SecretsRequest {
+        execution_id: d.execution_id,
+        step: d.step,
+        reply_key: key.public_key(),
+    };
+    let subject = subjects::rpc(&shared.opts.runner_id, subjects::rpc::SECRETS);
+    let reply: SecretsReply = bus::request_json(&shared.client, &subject, &request, RPC_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    match reply {
+        SecretsReply::Refused { reason } => Err(reason),
+        SecretsReply::Sealed { sender, sealed } => {
+            let sender = nkeys::XKey::from_public_key(&sender).map_err(|e| e.to_string())?;
+            let sealed = data_encoding::BASE64
+                .decode(sealed.as_bytes())
+                .map_err(|e| e.to_string())?;
+            let plain = key.open(&sealed, &sender).map_err(|e| e.to_string())?;
+            serde_json::from_slice(&plain).map_err(|e| e.to_string())
+        }
+    }
+}
+
+pub(super) async fn system_line(tx: &mpsc::Sender<LogEntry>, text: String) {
+    let _ = tx
+        .send(LogEntry {
+            time: chrono::Utc::now(),
+            stream: LogStream::System,
+            level: "ERROR".into(),
+            log: text,
+            node: None,
+        })
+        .await;
+}
