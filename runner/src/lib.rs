@@ -6,9 +6,7 @@
 //! Entry point: [`Runner::run`]. The control plane embeds the same code as
 //! its local runner.
 
-pub mod bus;
 pub mod executor;
-pub mod inventory;
 pub mod logs;
 pub mod mask;
 pub mod node_run;
@@ -17,3 +15,6 @@ mod runner;
 pub mod ssh;
 
 pub use runner::{Runner, RunnerError, RunnerOptions, DEFAULT_CAPACITY};
+
+// The shared NATS plumbing, under the name the runner's modules use.
+use outpost_bus as bus;

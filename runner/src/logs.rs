@@ -16,7 +16,6 @@ use outpost_schemas::{subjects, Header, LogChunk, LogEntry, StepNo};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use uuid::Uuid;
 
-use crate::bus::BusError;
 use crate::outbox::{Outbox, Receipt};
 
 /// Upper bound on a chunk's text, well under NATS's 1 MiB payload limit.
@@ -36,7 +35,7 @@ pub async fn pump(
     runner_id: String,
     dedup_salt: Uuid,
     mut rx: mpsc::Receiver<(StepNo, LogEntry)>,
-) -> Result<BTreeMap<StepNo, u64>, BusError> {
+) -> Result<BTreeMap<StepNo, u64>, crate::RunnerError> {
     let mut seqs: BTreeMap<StepNo, u64> = BTreeMap::new();
     let mut carry: Option<(StepNo, LogEntry)> = None;
     let mut last: Option<Receipt> = None;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use outpost_runner::bus::NatsOptions;
+use outpost_bus::NatsOptions;
 use outpost_runner::{Runner, RunnerOptions, DEFAULT_CAPACITY};
 use outpost_schemas::job::{parse_tag_list, TagSet};
 use serde::Deserialize;

@@ -212,9 +212,11 @@ impl Runner {
                     message: e.to_string(),
                 })?;
                 Some(
-                    crate::inventory::parse_resources(&text).map_err(|e| RunnerError::Nodes {
-                        path: path.clone(),
-                        message: e.to_string(),
+                    outpost_schemas::resources::parse_resources(&text).map_err(|e| {
+                        RunnerError::Nodes {
+                            path: path.clone(),
+                            message: e.to_string(),
+                        }
                     })?,
                 )
             }
@@ -460,7 +462,7 @@ fn lane(execution_id: Uuid, step: u32) -> String {
 
 /// Writes a step's event to the outbox on the step's lane; it is published
 /// from there.
-async fn report(outbox: &Outbox, lane: &str, event: &Event) -> Result<Receipt, BusError> {
+async fn report(outbox: &Outbox, lane: &str, event: &Event) -> Result<Receipt, RunnerError> {
     let subject = event.subject();
     let payload = bus::encode(&subject, event)?;
     Ok(outbox

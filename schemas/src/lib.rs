@@ -11,6 +11,7 @@ pub mod job;
 pub mod messages;
 pub mod node;
 pub mod node_filter;
+pub mod resources;
 pub mod rpc;
 pub mod state;
 pub mod subjects;

@@ -4,9 +4,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use outpost_runner::bus::{self, NatsOptions};
+use outpost_bus::{self as bus, NatsOptions};
+#[cfg(feature = "local-runner")]
 use outpost_runner::{Runner, RunnerOptions};
+#[cfg(feature = "local-runner")]
 use outpost_schemas::job::TagSet;
+#[cfg(feature = "local-runner")]
 use outpost_schemas::subjects;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -141,6 +144,13 @@ impl ControlPlane {
             let s = shutdown.clone();
             tasks.spawn(async move { ("projector", p.run(s).await.map_err(|e| e.to_string())) });
         }
+        #[cfg(not(feature = "local-runner"))]
+        if opts.roles.local_runner {
+            return Err(ServiceError::Invalid(
+                "this build has no embedded local runner (cargo feature `local-runner`)".into(),
+            ));
+        }
+        #[cfg(feature = "local-runner")]
         if opts.roles.local_runner {
             let mut ro = RunnerOptions::new(
                 subjects::LOCAL_RUNNER_ID,

@@ -27,7 +27,7 @@ pub enum ServiceError {
     #[error("NATS: {0}")]
     Nats(String),
     #[error(transparent)]
-    Bus(#[from] outpost_runner::bus::BusError),
+    Bus(#[from] outpost_bus::BusError),
     #[error(transparent)]
     Topology(#[from] topology::TopologyError),
     #[error("stored data is corrupt: {0}")]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use outpost_runner::bus::{self, NatsOptions};
+use outpost_bus::{self as bus, NatsOptions};
 use outpost_schemas::state::ExecutionStatus;
 use outpost_services::cli::{self, Client};
 use outpost_services::config::{self, pick, FileConfig};

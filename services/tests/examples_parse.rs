@@ -17,7 +17,7 @@ fn example_jobs_and_nodes_load() {
         assert!(!jobs.is_empty());
     }
     let nodes =
-        outpost_runner::inventory::parse_resources(&example("nodes/runner-nodes.yaml")).unwrap();
+        outpost_schemas::resources::parse_resources(&example("nodes/runner-nodes.yaml")).unwrap();
     assert_eq!(nodes.len(), 3);
     let filter = outpost_schemas::node_filter::parse("tags: web+prod").unwrap();
     let web: Vec<&str> = filter

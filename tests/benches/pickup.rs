@@ -136,7 +136,7 @@ async fn main() {
 async fn raw_jetstream(nats: &NatsServer) -> Vec<Duration> {
     let (_pc, publisher) = nats.connect().await;
     let (_fc, fetcher) =
-        outpost_runner::bus::connect(&nats.ws_options("bench fetcher"), Duration::from_secs(10))
+        outpost_bus::connect(&nats.ws_options("bench fetcher"), Duration::from_secs(10))
             .await
             .unwrap();
     publisher

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use outpost_runner::bus::NatsOptions;
+use outpost_bus::NatsOptions;
 use outpost_runner::{Runner, RunnerOptions};
 use outpost_schemas::job::TagSet;
 use outpost_schemas::state::ExecutionState;
@@ -255,7 +255,7 @@ impl NatsServer {
     }
 
     pub async fn connect(&self) -> (async_nats::Client, jetstream::Context) {
-        outpost_runner::bus::connect(&self.options("test observer"), Duration::from_secs(10))
+        outpost_bus::connect(&self.options("test observer"), Duration::from_secs(10))
             .await
             .expect("connect to test nats-server")
     }

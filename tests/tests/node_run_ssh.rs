@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use outpost_runner::inventory::parse_resources;
 use outpost_runner::node_run::{self, NodeContext, NodeRunSpec, NodeStepResult};
 use outpost_runner::ssh::{HostKeyPolicy, SshOptions};
 use outpost_schemas::job::Strategy;
+use outpost_schemas::resources::parse_resources;
 use outpost_schemas::{StepCommand, StepOutcome};
 use outpost_tests::sshd::{keygen, Sshd};
 use tokio::sync::mpsc;

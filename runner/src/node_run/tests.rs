@@ -9,7 +9,7 @@ fn local_nodes(names: &[&str]) -> Vec<Node> {
         .iter()
         .map(|n| format!("{n}:\n  node-executor: local\n  tags: t\n"))
         .collect();
-    crate::inventory::parse_resources(&yaml).unwrap()
+    outpost_schemas::resources::parse_resources(&yaml).unwrap()
 }
 
 fn exec(cmd: &str) -> StepCommand {
@@ -244,7 +244,8 @@ async fn a_failed_step_stops_later_steps_unless_step_keepgoing() {
 #[tokio::test]
 async fn an_ssh_node_without_credentials_fails_with_a_one_line_reason() {
     let mut s = spec(&["a"], vec![exec("true")], Strategy::NodeFirst);
-    s.nodes = crate::inventory::parse_resources("remote:\n  hostname: 127.0.0.1:1\n").unwrap();
+    s.nodes =
+        outpost_schemas::resources::parse_resources("remote:\n  hostname: 127.0.0.1:1\n").unwrap();
     let o = go(s).await;
     assert_eq!(o.results[0].outcome, Some(StepOutcome::Failed));
     assert_eq!(

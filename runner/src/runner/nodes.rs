@@ -7,10 +7,9 @@ use outpost_schemas::{Event, Header, StepDispatched, StepFinished, StepOutcome, 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::BusError;
 use crate::outbox::Receipt;
 
-use super::{report, CancelReason, Shared};
+use super::{report, CancelReason, RunnerError, Shared};
 
 /// Runs a node job's steps on its nodes, reporting each node step, then one
 /// `StepFinished` for the whole dispatch.
@@ -22,7 +21,7 @@ pub(super) async fn run_nodes(
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<CancelReason>>>,
     secrets: crate::mask::Secrets,
-) -> Result<Receipt, BusError> {
+) -> Result<Receipt, RunnerError> {
     use crate::node_run::{self, NodeEvent, NodeRunSpec};
     let runner_id = shared.opts.runner_id.clone();
     let execution_id = d.execution_id;
@@ -107,7 +106,7 @@ pub(super) async fn run_nodes(
             };
             report(&outbox, &node_lane, &event).await?;
         }
-        Ok::<(), BusError>(())
+        Ok::<(), RunnerError>(())
     });
     let results = node_run::run(
         spec,

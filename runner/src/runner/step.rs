@@ -14,12 +14,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::bus::{self, BusError};
+use crate::bus;
 use crate::executor::{self, Exit};
 use crate::outbox::Receipt;
 
 use super::nodes::run_nodes;
-use super::{lane, report, CancelReason, Running, Shared, CLAIM_PATIENCE, RPC_TIMEOUT};
+use super::{
+    lane, report, CancelReason, RunnerError, Running, Shared, CLAIM_PATIENCE, RPC_TIMEOUT,
+};
 
 pub(super) async fn handle_dispatch(
     shared: Arc<Shared>,
@@ -207,7 +209,7 @@ pub(super) async fn run_claimed(
     d: &StepDispatched,
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<CancelReason>>>,
-) -> Result<Receipt, BusError> {
+) -> Result<Receipt, RunnerError> {
     let runner_id = shared.opts.runner_id.clone();
     let (execution_id, step) = (d.execution_id, d.step);
     let lane = lane(execution_id, step);

@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use outpost_runner::bus;
+use outpost_bus as bus;
 use outpost_schemas::{subjects, AuditEvent, AuditResult, Header};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

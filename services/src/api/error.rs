@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use outpost_runner::bus;
+use outpost_bus as bus;
 use serde_json::json;
 
 use crate::fleet::registry::RegistryError;

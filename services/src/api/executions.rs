@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use outpost_runner::bus;
+use outpost_bus as bus;
 use outpost_schemas::state::ExecutionState;
 use outpost_schemas::{subjects, AbortRequested, Event, Header, LogChunk};
 use serde::{Deserialize, Serialize};

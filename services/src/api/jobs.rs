@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use outpost_runner::bus;
+use outpost_bus as bus;
 use outpost_schemas::{Event, ExecutionRequested, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

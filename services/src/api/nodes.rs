@@ -53,7 +53,7 @@ pub(super) async fn put_nodes(
     Path(project): Path<String>,
     body: String,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let nodes = outpost_runner::inventory::parse_resources(&body).map_err(|e| {
+    let nodes = outpost_schemas::resources::parse_resources(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "api.error.resources.invalid",

@@ -59,7 +59,7 @@ pub async fn consume<F, Fut>(
                         let delivered = held.info().map(|i| i.delivered).unwrap_or(1);
                         tracing::error!(error = %why, subject = %held.subject, delivered, "message handler panicked");
                         if delivered >= MAX_PANICS {
-                            outpost_runner::bus::dead_letter(
+                            outpost_bus::dead_letter(
                                 &held.context,
                                 outpost_schemas::subjects::CONTROL_PLANE_SOURCE,
                                 &consumer_name,
@@ -178,9 +178,7 @@ pub(crate) async fn handle_event<F, Fut>(
     let js = provenance.js();
     let dead_letter = |why: String| {
         let msg = &msg;
-        async move {
-            outpost_runner::bus::dead_letter(js, CONTROL_PLANE_SOURCE, consumer, msg, &why).await
-        }
+        async move { outpost_bus::dead_letter(js, CONTROL_PLANE_SOURCE, consumer, msg, &why).await }
     };
     let event: outpost_schemas::Event = match serde_json::from_slice(&msg.payload) {
         Ok(e) => e,

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use outpost_runner::bus;
+use outpost_bus as bus;
 use outpost_schemas::job::{TagSet, Target};
 use outpost_schemas::{subjects, Event, Header, StepWaiting};
 use tokio_util::sync::CancellationToken;

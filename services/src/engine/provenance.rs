@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use async_nats::jetstream::{self, stream::LastRawMessageErrorKind};
 use backon::Retryable;
-use outpost_runner::bus;
+use outpost_bus as bus;
 use outpost_schemas::{subjects, AuditEvent, AuditResult, Event, Header};
 use uuid::Uuid;
 

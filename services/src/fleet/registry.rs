@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use outpost_runner::bus;
+use outpost_bus as bus;
 use outpost_schemas::job::{check_name, TagSet};
 use outpost_schemas::rpc::Claim;
 use outpost_schemas::{subjects, Event, Header, StepFinished, StepOutcome};

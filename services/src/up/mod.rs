@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use outpost_runner::bus::NatsOptions;
+use outpost_bus::NatsOptions;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -262,7 +262,7 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
     let api = cp.api_addr.expect("api role is on");
 
     // The first admin token, and a client config that uses it.
-    let (client, js) = outpost_runner::bus::connect(&nats_opts, Duration::from_secs(30))
+    let (client, js) = outpost_bus::connect(&nats_opts, Duration::from_secs(30))
         .await
         .map_err(crate::ServiceError::from)?;
     let token_path = data_dir.join("admin.token");

@@ -4,7 +4,7 @@
 use async_nats::jetstream::kv;
 use chrono::Utc;
 use futures::StreamExt;
-use outpost_runner::bus;
+use outpost_bus as bus;
 use outpost_schemas::job::{TagSet, Target};
 use outpost_schemas::rpc::ABORTED_CLAIM;
 use outpost_schemas::rpc::{

@@ -1,8 +1,6 @@
-//! NATS plumbing shared by the runner and the control plane: connecting, and
-//! publishing to JetStream with dedup ids and retries.
-//!
-//! It lives in the runner crate because the control plane embeds the runner
-//! (its local runner) and so already depends on it.
+//! NATS plumbing shared by the runner and the control plane: connecting
+//! (credentials, TLS, WebSocket), JetStream publishes with dedup ids and
+//! retries, request/reply, and dead letters.
 
 use std::time::Duration;
 
@@ -25,8 +23,6 @@ pub enum BusError {
     Request { subject: String, message: String },
     #[error("cannot read credentials {path}: {message}")]
     Creds { path: String, message: String },
-    #[error(transparent)]
-    Outbox(#[from] crate::outbox::OutboxError),
     #[error("cannot encode message for `{subject}`: {source}")]
     Encode {
         subject: String,
