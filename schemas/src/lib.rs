@@ -58,6 +58,7 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("rpc_rotated_request", schema_for!(rpc::RotatedRequest)),
         ("ctl_ping", schema_for!(rpc::Ping)),
         ("rpc_pong", schema_for!(rpc::Pong)),
+        ("kv_sealed_secrets", schema_for!(rpc::SealedSecrets)),
     ]
 }
 

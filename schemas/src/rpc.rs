@@ -127,6 +127,27 @@ pub struct Pong {
     pub replica_id: Uuid,
 }
 
+/// The whole payload of an abort notice on `outpost.abort.<runner>.<exec>`;
+/// anything else there (a JetStream ack sent to a forged reply subject, say)
+/// is not an abort.
+pub const ABORT_NOTICE: &[u8] = b"abort";
+/// The whole payload of a drain notice on `outpost.ctl.<runner>.drain`.
+pub const DRAIN_NOTICE: &[u8] = b"drain";
+/// The `<what>` tokens of `outpost.ctl.<runner>.<what>`.
+pub const CONTROL_DRAIN: &str = "drain";
+pub const CONTROL_PING: &str = "ping";
+
+/// An `OUTPOST_SECRETS` value: an execution's secure option values
+/// ([`SecretValues`] as JSON), sealed to the control plane's secrets key by
+/// a one-use sender key, so that a writer needs only the public half.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SealedSecrets {
+    /// The sender's public curve key.
+    pub sender: String,
+    /// The sealed JSON, base64 (standard alphabet, padded).
+    pub sealed: String,
+}
+
 /// A generic reply of requests that only succeed or fail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RpcResult {

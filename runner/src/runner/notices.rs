@@ -43,7 +43,7 @@ pub(super) async fn abort_listener(
     while let Some(msg) = notices.next().await {
         // Only the orchestrator's notice: other publishers' replies (a
         // JetStream ack sent to a forged reply subject) are not aborts.
-        if msg.payload.as_ref() != b"abort" {
+        if msg.payload.as_ref() != outpost_schemas::rpc::ABORT_NOTICE {
             continue;
         }
         let Some(id) = msg
@@ -136,7 +136,7 @@ pub(super) async fn control_listener(
     };
     while let Some(msg) = notices.next().await {
         match msg.subject.rsplit('.').next() {
-            Some("ping") => {
+            Some(outpost_schemas::rpc::CONTROL_PING) => {
                 let Ok(ping) = serde_json::from_slice::<outpost_schemas::rpc::Ping>(&msg.payload)
                 else {
                     continue;
@@ -153,7 +153,10 @@ pub(super) async fn control_listener(
                     )
                     .await;
             }
-            Some("drain") if msg.payload.as_ref() == b"drain" && !shared.opts.local => {
+            Some(outpost_schemas::rpc::CONTROL_DRAIN)
+                if msg.payload.as_ref() == outpost_schemas::rpc::DRAIN_NOTICE
+                    && !shared.opts.local =>
+            {
                 tracing::info!(runner_id = %id, "drain requested: taking no new steps");
                 // Unlike SIGTERM, a drain waits for running steps however
                 // long they take.

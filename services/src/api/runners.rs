@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use futures::StreamExt;
-use outpost_schemas::subjects;
+use outpost_schemas::{rpc, subjects};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -149,7 +149,10 @@ pub(super) async fn drain_runner(
         .filter(|h| h.runner_id == name && health::is_live(h))
         .count();
     s.client
-        .publish(subjects::runner_control(&name, "drain"), "drain".into())
+        .publish(
+            subjects::runner_control(&name, rpc::CONTROL_DRAIN),
+            bytes::Bytes::from_static(rpc::DRAIN_NOTICE),
+        )
         .await
         .map_err(|e| ServiceError::Nats(e.to_string()))?;
     s.client
@@ -178,7 +181,7 @@ pub(super) async fn ping_runner(
     let sent = std::time::Instant::now();
     s.client
         .publish(
-            subjects::runner_control(&name, "ping"),
+            subjects::runner_control(&name, rpc::CONTROL_PING),
             serde_json::to_vec(&ping).expect("ping").into(),
         )
         .await

@@ -211,7 +211,7 @@ async fn abort(
             ctx.client
                 .publish(
                     subjects::abort(&runner, event.execution_id()),
-                    "abort".into(),
+                    bytes::Bytes::from_static(outpost_schemas::rpc::ABORT_NOTICE),
                 )
                 .await
                 .map_err(|e| ServiceError::Nats(e.to_string()))?;

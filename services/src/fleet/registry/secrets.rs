@@ -2,9 +2,8 @@
 //! to the runner holding the step's claim, sealed to its one-use key.
 
 use base64::Engine;
-use outpost_schemas::rpc::{SecretValues, SecretsReply, SecretsRequest};
+use outpost_schemas::rpc::{SealedSecrets, SecretValues, SecretsReply, SecretsRequest};
 use outpost_schemas::subjects;
-use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::security::KeyStore;
@@ -93,22 +92,17 @@ pub(super) fn seal_at_rest(
     let sealed = sender
         .seal(&serde_json::to_vec(values).expect("values"), &recipient)
         .map_err(|e| RegistryError::Invalid(format!("seal: {e}")))?;
-    Ok(serde_json::to_vec(&serde_json::json!({
-        "sender": sender.public_key(),
-        "sealed": base64::engine::general_purpose::STANDARD.encode(sealed),
-    }))
+    Ok(serde_json::to_vec(&SealedSecrets {
+        sender: sender.public_key(),
+        sealed: base64::engine::general_purpose::STANDARD.encode(sealed),
+    })
     .expect("json"))
 }
 
 pub(super) fn open_stored(keys: &KeyStore, stored: &[u8]) -> Result<SecretValues, RegistryError> {
-    #[derive(Deserialize)]
-    struct Stored {
-        sender: String,
-        sealed: String,
-    }
     let bad =
         |e: String| RegistryError::Service(ServiceError::Corrupt(format!("sealed secrets: {e}")));
-    let s: Stored = serde_json::from_slice(stored).map_err(|e| bad(e.to_string()))?;
+    let s: SealedSecrets = serde_json::from_slice(stored).map_err(|e| bad(e.to_string()))?;
     let sender = nkeys::XKey::from_public_key(&s.sender).map_err(|e| bad(e.to_string()))?;
     let sealed = base64::engine::general_purpose::STANDARD
         .decode(s.sealed)
