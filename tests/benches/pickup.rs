@@ -12,31 +12,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures::StreamExt;
+use outpost_tests::bench::report;
 use outpost_tests::*;
 
 const SAMPLES: usize = 300;
 const THROUGHPUT_RUNS: usize = 1000;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn report(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-    println!(
-        "{name:<58} n={:<4} p50 {:>9}  p99 {:>9}",
-        samples.len(),
-        ms(p50),
-        ms(p99)
-    );
-    (p50, p99)
-}
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {

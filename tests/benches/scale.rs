@@ -38,6 +38,7 @@ use outpost_runner::RunnerOptions;
 use outpost_schemas::job::TagSet;
 use outpost_schemas::state::{ExecutionState, ExecutionStatus};
 use outpost_schemas::subjects;
+use outpost_tests::bench::report;
 use outpost_tests::*;
 use serde_json::Value;
 use uuid::Uuid;
@@ -630,28 +631,6 @@ async fn statuses(stack: &Stack, ids: &[Uuid]) -> BTreeMap<ExecutionStatus, usiz
         *out.entry(s).or_insert(0) += 1;
     }
     out
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// As `pickup.rs` prints a distribution.
-fn report(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-    println!(
-        "{name:<58} n={:<4} p50 {:>9}  p99 {:>9}",
-        samples.len(),
-        ms(p50),
-        ms(p99)
-    );
-    (p50, p99)
 }
 
 /// The in-process runners' warnings go to a file, not the bench's output

@@ -6,6 +6,7 @@
 //! WebSocket to the real server, and tests observe through the REST API, the
 //! CLI binary and NATS subjects.
 
+pub mod bench;
 pub mod netns;
 pub mod proxy;
 pub mod sshd;

@@ -12,27 +12,19 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
 use futures::StreamExt;
 use outpost_schemas::{subjects, RunnerHeartbeat};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::store::watched::{keep_following, Ready};
 
 /// Heartbeats older than this are gone from the stream (its max age).
 const KEPT_FOR: chrono::Duration = chrono::Duration::days(1);
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct LiveHeartbeats {
     /// By subject, `outpost.hb.<runner>.<replica>`.
     latest: Arc<RwLock<HashMap<String, RunnerHeartbeat>>>,
     /// Every heartbeat stored when the consumer started has been read.
-    ready: watch::Sender<bool>,
-}
-
-impl Default for LiveHeartbeats {
-    fn default() -> Self {
-        LiveHeartbeats {
-            latest: Default::default(),
-            ready: watch::channel(false).0,
-        }
-    }
+    ready: Ready,
 }
 
 impl LiveHeartbeats {
@@ -47,11 +39,9 @@ impl LiveHeartbeats {
     /// [`super::health::heartbeats`] reads them from the stream; `None` while
     /// the view has not caught up (for at most `wait`).
     pub async fn snapshot(&self, wait: Duration) -> Option<Vec<RunnerHeartbeat>> {
-        let mut ready = self.ready.subscribe();
-        tokio::time::timeout(wait, ready.wait_for(|r| *r))
-            .await
-            .ok()?
-            .ok()?;
+        if !self.ready.wait(wait).await {
+            return None;
+        }
         let oldest = chrono::Utc::now() - KEPT_FOR;
         let latest = self.latest.read().unwrap();
         let mut out: Vec<RunnerHeartbeat> = latest
@@ -64,15 +54,10 @@ impl LiveHeartbeats {
     }
 
     async fn maintain(self, js: jetstream::Context, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            if let Err(err) = self.follow(&js, &shutdown).await {
-                tracing::warn!(error = %err, "heartbeat view failed; starting it again");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
+        keep_following("heartbeats", shutdown.clone(), || {
+            self.follow(&js, &shutdown)
+        })
+        .await
     }
 
     async fn follow(
@@ -85,7 +70,7 @@ impl LiveHeartbeats {
             .map_err(|e| e.to_string())?;
         // An empty stream delivers nothing to say "caught up".
         if state.messages == 0 {
-            self.ready.send_replace(true);
+            self.ready.set();
         }
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
@@ -137,7 +122,7 @@ impl LiveHeartbeats {
                 }
             }
             if pending == 0 {
-                self.ready.send_replace(true);
+                self.ready.set();
             }
         }
     }

@@ -12,36 +12,25 @@ use async_nats::jetstream::kv;
 use futures::StreamExt;
 use outpost_schemas::job::TagSet;
 use outpost_schemas::subjects;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::bucket::Bucket;
+use crate::store::watched::{keep_following, watch_all, Ready};
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct TagSetIndex {
     sets: Arc<RwLock<BTreeMap<String, TagSet>>>,
     /// The watch has delivered every entry that existed when it started.
-    ready: watch::Sender<bool>,
-}
-
-impl Default for TagSetIndex {
-    fn default() -> Self {
-        TagSetIndex {
-            sets: Default::default(),
-            ready: watch::channel(false).0,
-        }
-    }
+    ready: Ready,
 }
 
 impl TagSetIndex {
     /// The registered sets that `tags` satisfies, as tokens; `None` while
     /// the index has not caught up with the bucket (for at most `wait`).
     pub async fn satisfied_by(&self, tags: &TagSet, wait: Duration) -> Option<Vec<String>> {
-        let mut ready = self.ready.subscribe();
-        tokio::time::timeout(wait, ready.wait_for(|r| *r))
-            .await
-            .ok()?
-            .ok()?;
+        if !self.ready.wait(wait).await {
+            return None;
+        }
         let sets = self.sets.read().unwrap();
         Some(
             sets.values()
@@ -61,15 +50,10 @@ impl TagSetIndex {
         bucket: Bucket,
         shutdown: CancellationToken,
     ) {
-        while !shutdown.is_cancelled() {
-            if let Err(err) = self.follow(&client, &bucket, &shutdown).await {
-                tracing::warn!(error = %err, "tag set watch failed; starting it again");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
+        keep_following("tag sets", shutdown.clone(), || {
+            self.follow(&client, &bucket, &shutdown)
+        })
+        .await
     }
 
     async fn follow(
@@ -78,21 +62,7 @@ impl TagSetIndex {
         bucket: &Bucket,
         shutdown: &CancellationToken,
     ) -> Result<(), String> {
-        // An empty bucket delivers nothing to say "caught up".
-        let existing = bucket
-            .raw()
-            .status()
-            .await
-            .map_err(|e| e.to_string())?
-            .values();
-        let mut watch = bucket
-            .raw()
-            .watch_with_history(">")
-            .await
-            .map_err(|e| e.to_string())?;
-        if existing == 0 {
-            self.ready.send_replace(true);
-        }
+        let mut watch = watch_all(bucket, &self.ready).await?;
         loop {
             let entry = tokio::select! {
                 e = watch.next() => e,
@@ -104,9 +74,9 @@ impl TagSetIndex {
             let entry = entry.map_err(|e| e.to_string())?;
             let learned = self.apply(&entry);
             if entry.delta == 0 {
-                self.ready.send_replace(true);
+                self.ready.set();
             }
-            if learned && *self.ready.borrow() {
+            if learned && self.ready.is_set() {
                 let _ = client
                     .publish(subjects::TAGSETS_CHANGED, bytes::Bytes::new())
                     .await;

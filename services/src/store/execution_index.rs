@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::store::bucket::Bucket;
+use crate::store::watched::{keep_following, watch_all, Ready};
 use crate::ServiceError;
 
 /// The index key of an execution. Project names are KV-safe (letters,
@@ -67,32 +67,21 @@ pub async fn backfill(executions: &Bucket, index: &Bucket) -> Result<usize, Serv
     Ok(recorded)
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ExecutionIndex {
     /// Per project, its executions' ids: UUIDv7s, so in creation order.
     by_project: Arc<RwLock<HashMap<String, BTreeSet<Uuid>>>>,
     /// The watch has delivered every entry that existed when it started.
-    ready: watch::Sender<bool>,
-}
-
-impl Default for ExecutionIndex {
-    fn default() -> Self {
-        ExecutionIndex {
-            by_project: Default::default(),
-            ready: watch::channel(false).0,
-        }
-    }
+    ready: Ready,
 }
 
 impl ExecutionIndex {
     /// The newest `max` executions of `project`, newest first; `None`
     /// while the index has not caught up with the bucket (for at most `wait`).
     pub async fn newest(&self, project: &str, max: usize, wait: Duration) -> Option<Vec<Uuid>> {
-        let mut ready = self.ready.subscribe();
-        tokio::time::timeout(wait, ready.wait_for(|r| *r))
-            .await
-            .ok()?
-            .ok()?;
+        if !self.ready.wait(wait).await {
+            return None;
+        }
         let by_project = self.by_project.read().unwrap();
         Some(
             by_project
@@ -102,36 +91,16 @@ impl ExecutionIndex {
         )
     }
 
-    /// Follows the bucket until `shutdown`, starting again (from the whole
-    /// history) when the watch ends, as it does when NATS restarts.
+    /// Follows the bucket until `shutdown`.
     pub async fn maintain(self, bucket: Bucket, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            if let Err(err) = self.follow(&bucket, &shutdown).await {
-                tracing::warn!(error = %err, "execution index watch failed; starting it again");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
+        keep_following("execution index", shutdown.clone(), || {
+            self.follow(&bucket, &shutdown)
+        })
+        .await
     }
 
     async fn follow(&self, bucket: &Bucket, shutdown: &CancellationToken) -> Result<(), String> {
-        // An empty bucket delivers nothing to say "caught up".
-        let existing = bucket
-            .raw()
-            .status()
-            .await
-            .map_err(|e| e.to_string())?
-            .values();
-        let mut watch = bucket
-            .raw()
-            .watch_with_history(">")
-            .await
-            .map_err(|e| e.to_string())?;
-        if existing == 0 {
-            self.ready.send_replace(true);
-        }
+        let mut watch = watch_all(bucket, &self.ready).await?;
         loop {
             let entry = tokio::select! {
                 e = watch.next() => e,
@@ -143,7 +112,7 @@ impl ExecutionIndex {
             let entry = entry.map_err(|e| e.to_string())?;
             self.apply(&entry);
             if entry.delta == 0 {
-                self.ready.send_replace(true);
+                self.ready.set();
             }
         }
     }

@@ -7,6 +7,7 @@
 pub mod bucket;
 pub mod execution_index;
 pub mod topology;
+pub mod watched;
 
 use async_nats::jetstream::{self, kv};
 use base64::Engine;

@@ -9,7 +9,9 @@ use outpost_schemas::state::ExecutionStatus;
 use outpost_services::cli::{self, Client};
 use uuid::Uuid;
 
-use crate::args::{AuditCmd, Command, ExecCmd, JobCmd, NodesArgs, NodesCmd, RunnerCmd, SecurityCmd, TokenCmd};
+use crate::args::{
+    AuditCmd, Command, ExecCmd, JobCmd, NodesArgs, NodesCmd, RunnerCmd, SecurityCmd, TokenCmd,
+};
 use crate::Ctx;
 
 /// Runs a client command; the server commands are `main`'s.
@@ -99,9 +101,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
                 offset = page.offset;
             }
         }
-        Command::Exec(ExecCmd::Follow { id }) => {
-            return follow_exit(client, id, &mut stdout).await
-        }
+        Command::Exec(ExecCmd::Follow { id }) => return follow_exit(client, id, &mut stdout).await,
         Command::Exec(ExecCmd::List { max }) => {
             for st in client.executions(project, max).await? {
                 println!(
