@@ -13,6 +13,7 @@ pub mod node;
 pub mod node_filter;
 pub mod resources;
 pub mod rpc;
+pub mod run;
 pub mod state;
 pub mod subjects;
 

@@ -15,7 +15,7 @@ use outpost_schemas::{subjects, Event, Header, StepWaiting};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::engine::plan::{self, Run};
+use crate::engine::plan::{self, Run, RunPlan};
 use crate::engine::Handled;
 use crate::fleet::health;
 use crate::store::bucket::{Bucket, Cas};

@@ -1,76 +1,20 @@
 //! Workflow planning: pure functions from a run request to step dispatches,
 //! and from a finished step to what happens next.
 //!
-//! A [`Run`] is the orchestrator's per-execution record in `OUTPOST_RUNS`. It
-//! is rewritten with compare-and-set, so two orchestrator replicas, or one
-//! seeing a redelivery, agree on every transition.
+//! A [`Run`] (in `schemas`) is the orchestrator's per-execution record in
+//! `OUTPOST_RUNS`. It is rewritten with compare-and-set, so two orchestrator
+//! replicas, or one seeing a redelivery, agree on every transition.
 
 use std::collections::BTreeMap;
 
-use outpost_schemas::job::{option_env_name, LogLevel, NodeDispatch, Strategy, Target};
+use outpost_schemas::job::{option_env_name, Target};
 use outpost_schemas::node::Node;
+pub use outpost_schemas::run::{Finish, NodeRunPlan, PlannedStep, Run};
 use outpost_schemas::{
     ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header, StepCommand, StepDispatched,
     StepFinished, StepNo, StepOutcome,
 };
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlannedStep {
-    pub target: Target,
-    pub command: StepCommand,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Run {
-    pub execution_id: Uuid,
-    /// Random, set by the orchestrator when it stores the run, and known
-    /// only to the control plane (runners cannot read `OUTPOST_RUNS`). It
-    /// salts the dedup ids of the control plane's events, so that a runner
-    /// cannot pre-empt them by publishing first under a guessed id.
-    #[serde(default, skip_serializing_if = "Uuid::is_nil")]
-    pub nonce: Uuid,
-    pub project: String,
-    pub job_id: Uuid,
-    pub job_name: String,
-    pub keepgoing: bool,
-    pub loglevel: LogLevel,
-    pub env: BTreeMap<String, String>,
-    /// Options whose values only the claiming runner receives.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secure_options: Vec<String>,
-    pub steps: Vec<PlannedStep>,
-    /// The step in flight (1-based).
-    pub current: StepNo,
-    pub failed: Vec<StepNo>,
-    pub abort_requested: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished: Option<Finish>,
-    /// For a job with `nodefilters`: the whole workflow is one dispatch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_run: Option<NodeRunPlan>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeRunPlan {
-    /// The filter with `${option.*}` substituted.
-    pub filter: String,
-    pub dispatch: NodeDispatch,
-    pub strategy: Strategy,
-    pub step_keepgoing: bool,
-    /// Resolved by the orchestrator from the inventory, ranked.
-    #[serde(default)]
-    pub nodes: Vec<Node>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Finish {
-    pub outcome: ExecutionOutcome,
-    pub skipped: Vec<StepNo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
 
 /// Builds the run: substitutes `${option.*}` and `${job.*}` into every step
 /// and computes the Rundeck-style environment.
@@ -155,9 +99,21 @@ pub fn plan(req: &ExecutionRequested) -> Run {
 
 pub use outpost_schemas::job::substitute;
 
-impl Run {
+/// The run's transitions, pure: what to dispatch, and what a finished step,
+/// an abort or a node list does to the run.
+pub trait RunPlan {
+    fn dispatch(&self) -> StepDispatched;
+    fn finished_event(&self) -> Option<ExecutionFinished>;
+    fn on_step_finished(&mut self, f: &StepFinished) -> bool;
+    fn set_nodes(&mut self, nodes: Vec<Node>);
+    fn refuse(&mut self, reason: String);
+    fn route_all(&mut self, target: Target);
+    fn on_abort(&mut self, current_unclaimed: bool) -> bool;
+}
+
+impl RunPlan for Run {
     /// The dispatch message for the current step.
-    pub fn dispatch(&self) -> StepDispatched {
+    fn dispatch(&self) -> StepDispatched {
         let step = &self.steps[(self.current - 1) as usize];
         let node_run = self
             .node_run
@@ -194,7 +150,7 @@ impl Run {
         }
     }
 
-    pub fn finished_event(&self) -> Option<ExecutionFinished> {
+    fn finished_event(&self) -> Option<ExecutionFinished> {
         let f = self.finished.as_ref()?;
         Some(ExecutionFinished {
             header: Header::now(),
@@ -206,13 +162,9 @@ impl Run {
         })
     }
 
-    fn remaining_after(&self, step: StepNo) -> Vec<StepNo> {
-        (step + 1..=self.steps.len() as StepNo).collect()
-    }
-
     /// Applies a finished step. Returns false when the event changes nothing
     /// (a duplicate, a stale step, or a run already over).
-    pub fn on_step_finished(&mut self, f: &StepFinished) -> bool {
+    fn on_step_finished(&mut self, f: &StepFinished) -> bool {
         if self.finished.is_some() || f.step != self.current {
             return false;
         }
@@ -243,7 +195,7 @@ impl Run {
         }
         let stop = |outcome, reason: Option<String>| Finish {
             outcome,
-            skipped: self.remaining_after(f.step),
+            skipped: remaining_after(self, f.step),
             reason,
         };
         if f.outcome == StepOutcome::Aborted || self.abort_requested {
@@ -272,7 +224,7 @@ impl Run {
 
     /// Settles the node set: ranked nodes to run on, or the end of the run
     /// when there are none.
-    pub fn set_nodes(&mut self, nodes: Vec<Node>) {
+    fn set_nodes(&mut self, nodes: Vec<Node>) {
         let Some(nr) = self.node_run.as_mut() else {
             return;
         };
@@ -299,7 +251,7 @@ impl Run {
     }
 
     /// Ends the run before it starts, for a reason found while planning.
-    pub fn refuse(&mut self, reason: String) {
+    fn refuse(&mut self, reason: String) {
         self.finished = Some(Finish {
             outcome: ExecutionOutcome::Failed,
             skipped: (1..=self.steps.len() as StepNo).collect(),
@@ -308,7 +260,7 @@ impl Run {
     }
 
     /// Routes every step of a node job to one target.
-    pub fn route_all(&mut self, target: Target) {
+    fn route_all(&mut self, target: Target) {
         for s in &mut self.steps {
             s.target = target.clone();
         }
@@ -317,7 +269,7 @@ impl Run {
     /// Records an abort. When `current_unclaimed` the step in flight never
     /// started (and now never will), so the run ends here; otherwise it ends
     /// when the runner reports the killed step.
-    pub fn on_abort(&mut self, current_unclaimed: bool) -> bool {
+    fn on_abort(&mut self, current_unclaimed: bool) -> bool {
         if self.finished.is_some() || (self.abort_requested && !current_unclaimed) {
             return false;
         }
@@ -331,6 +283,10 @@ impl Run {
         }
         true
     }
+}
+
+fn remaining_after(run: &Run, step: StepNo) -> Vec<StepNo> {
+    (step + 1..=run.steps.len() as StepNo).collect()
 }
 
 #[cfg(test)]

@@ -21,10 +21,10 @@ use outpost_schemas::{subjects, Event, Header, StepFinished, StepOutcome};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::engine::plan::Run;
 use crate::security::{KeyStore, SecurityError, MAX_RUNNER_TAGS};
 use crate::store::bucket::{Bucket, Cas};
 use crate::ServiceError;
+use outpost_schemas::run::Run;
 
 mod rpc;
 mod secrets;

@@ -1,0 +1,70 @@
+//! The orchestrator's per-execution record in `OUTPOST_RUNS`: the planned
+//! steps, the step in flight, failures and how the run ended. The
+//! orchestrator writes it (compare-and-set); the registry reads it to judge
+//! claims. Runners cannot read it. It is internal to the control plane, so
+//! no JSON Schema is published for it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::job::{LogLevel, NodeDispatch, Strategy, Target};
+use crate::node::Node;
+use crate::{ExecutionOutcome, StepCommand, StepNo};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    pub target: Target,
+    pub command: StepCommand,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub execution_id: Uuid,
+    /// Random, set by the orchestrator when it stores the run, and known
+    /// only to the control plane (runners cannot read `OUTPOST_RUNS`). It
+    /// salts the dedup ids of the control plane's events, so that a runner
+    /// cannot pre-empt them by publishing first under a guessed id.
+    #[serde(default, skip_serializing_if = "Uuid::is_nil")]
+    pub nonce: Uuid,
+    pub project: String,
+    pub job_id: Uuid,
+    pub job_name: String,
+    pub keepgoing: bool,
+    pub loglevel: LogLevel,
+    pub env: BTreeMap<String, String>,
+    /// Options whose values only the claiming runner receives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secure_options: Vec<String>,
+    pub steps: Vec<PlannedStep>,
+    /// The step in flight (1-based).
+    pub current: StepNo,
+    pub failed: Vec<StepNo>,
+    pub abort_requested: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Finish>,
+    /// For a job with `nodefilters`: the whole workflow is one dispatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_run: Option<NodeRunPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRunPlan {
+    /// The filter with `${option.*}` substituted.
+    pub filter: String,
+    pub dispatch: NodeDispatch,
+    pub strategy: Strategy,
+    pub step_keepgoing: bool,
+    /// Resolved by the orchestrator from the inventory, ranked.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finish {
+    pub outcome: ExecutionOutcome,
+    pub skipped: Vec<StepNo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
