@@ -336,8 +336,8 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
         tracing::debug!(execution_id = %run.execution_id, step = run.current, target = %token, "step dispatched");
         // Not known yet (the view is still loading): say nothing rather
         // than claim the step waits.
-        let heartbeats = ctx.live.snapshot(Duration::from_secs(5)).await;
-        if let Some(reason) = heartbeats.and_then(|h| health::why_waiting(&h, &target)) {
+        let waiting = ctx.live.why_waiting(&target, Duration::from_secs(5)).await;
+        if let Some(reason) = waiting.flatten() {
             tracing::info!(execution_id = %run.execution_id, step = run.current, reason, "step waits for a runner");
             bus::publish_event(
                 &ctx.js,

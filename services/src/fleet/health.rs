@@ -200,16 +200,22 @@ pub fn serves(hb: &RunnerHeartbeat, target: &Target) -> bool {
 
 /// Why a step for `target` cannot start now, or `None` when a live runner
 /// serves it.
-pub fn why_waiting(hbs: &[RunnerHeartbeat], target: &Target) -> Option<String> {
-    let live: Vec<&RunnerHeartbeat> = hbs.iter().filter(|h| is_live(h)).collect();
+pub fn why_waiting<'a>(
+    hbs: impl IntoIterator<Item = &'a RunnerHeartbeat>,
+    target: &Target,
+) -> Option<String> {
+    let live: Vec<&RunnerHeartbeat> = hbs.into_iter().filter(|h| is_live(h)).collect();
     if live.iter().any(|h| serves(h, target)) {
         return None;
     }
-    let others: Vec<String> = live
+    let mut others: Vec<String> = live
         .iter()
         .filter(|h| !h.local)
         .map(|h| format!("{} [{}]", h.runner_id, h.tags.join(",")))
         .collect();
+    // The heartbeats come in no particular order; the reason reads the same
+    // each time.
+    others.sort();
     Some(match target {
         Target::Local => "the control plane's local runner is not running; the step starts when it connects".into(),
         Target::Tags(set) => format!(

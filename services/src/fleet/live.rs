@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
 use futures::StreamExt;
+use outpost_schemas::job::Target;
 use outpost_schemas::{subjects, RunnerHeartbeat};
 use tokio_util::sync::CancellationToken;
 
@@ -35,22 +36,21 @@ impl LiveHeartbeats {
         live
     }
 
-    /// Every replica's latest heartbeat of the last day, as
-    /// [`super::health::heartbeats`] reads them from the stream; `None` while
-    /// the view has not caught up (for at most `wait`).
-    pub async fn snapshot(&self, wait: Duration) -> Option<Vec<RunnerHeartbeat>> {
+    /// Why a step for `target` cannot start now (see
+    /// [`super::health::why_waiting`]), judged in place, without copying the
+    /// fleet's heartbeats for each dispatch; `None` inside when a live runner
+    /// serves it, and `None` outside while the view has not caught up (for
+    /// at most `wait`).
+    pub async fn why_waiting(&self, target: &Target, wait: Duration) -> Option<Option<String>> {
         if !self.ready.wait(wait).await {
             return None;
         }
         let oldest = chrono::Utc::now() - KEPT_FOR;
         let latest = self.latest.read().unwrap();
-        let mut out: Vec<RunnerHeartbeat> = latest
-            .values()
-            .filter(|h| h.header.time > oldest)
-            .cloned()
-            .collect();
-        out.sort_by(|a, b| (&a.runner_id, a.replica_id).cmp(&(&b.runner_id, b.replica_id)));
-        Some(out)
+        Some(super::health::why_waiting(
+            latest.values().filter(|h| h.header.time > oldest),
+            target,
+        ))
     }
 
     async fn maintain(self, js: jetstream::Context, shutdown: CancellationToken) {
