@@ -83,3 +83,7 @@ check: deps
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
     just test
+
+# Regenerate the committed OpenAPI document, docs/openapi.json (also served at /api/v1/openapi.json).
+openapi:
+    OUTPOST_BLESS=1 cargo test -q -p outpost-services --test openapi committed_document_is_current

@@ -11,6 +11,7 @@ pub mod job;
 pub mod messages;
 pub mod node;
 pub mod node_filter;
+pub mod records;
 pub mod resources;
 pub mod rpc;
 pub mod run;
@@ -60,6 +61,11 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("ctl_ping", schema_for!(rpc::Ping)),
         ("rpc_pong", schema_for!(rpc::Pong)),
         ("kv_sealed_secrets", schema_for!(rpc::SealedSecrets)),
+        ("kv_job", schema_for!(records::JobRecord)),
+        ("kv_project", schema_for!(records::ProjectRecord)),
+        ("kv_project_nodes", schema_for!(records::ProjectNodes)),
+        ("kv_runner", schema_for!(records::RunnerRecord)),
+        ("kv_token", schema_for!(records::TokenRecord)),
     ]
 }
 

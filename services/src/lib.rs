@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod control_plane;
 pub mod engine;
 pub mod fleet;

@@ -22,6 +22,7 @@ use outpost_runner::{Runner, RunnerOptions};
 use outpost_schemas::job::TagSet;
 use outpost_schemas::state::ExecutionState;
 use outpost_schemas::{subjects, Event};
+use outpost_services::contract;
 use outpost_services::control_plane::{
     ControlPlane, ControlPlaneHandle, ControlPlaneOptions, Roles,
 };
@@ -480,40 +481,41 @@ impl Stack {
     pub async fn load(&self, yaml: &str, name: &str) -> Uuid {
         let (status, body) = self.import(yaml).await;
         assert_eq!(status, 200, "import failed: {body}");
-        let id = body["succeeded"]
-            .as_array()
-            .unwrap()
+        let result: contract::ImportResult = serde_json::from_value(body).unwrap();
+        result
+            .succeeded
             .iter()
-            .find(|j| j["name"] == name)
-            .unwrap_or_else(|| panic!("no job {name} in {body}"))["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        Uuid::parse_str(&id).unwrap()
+            .find(|j| j.name == name)
+            .unwrap_or_else(|| panic!("no job {name} in {result:?}"))
+            .id
     }
 
     pub async fn run_job(&self, job: Uuid, options: &[(&str, &str)]) -> Uuid {
         let (status, body) = self.try_run(job, options).await;
         assert_eq!(status, 200, "run refused: {body}");
-        Uuid::parse_str(body["id"].as_str().unwrap()).unwrap()
+        serde_json::from_value::<contract::RunAccepted>(body)
+            .unwrap()
+            .id
     }
 
     pub async fn try_run(&self, job: Uuid, options: &[(&str, &str)]) -> (u16, Value) {
-        let opts: serde_json::Map<String, Value> = options
-            .iter()
-            .map(|(k, v)| (k.to_string(), Value::from(*v)))
-            .collect();
+        let request = contract::RunRequest {
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
         let r = self
             .http
             .post(self.url(&format!("/job/{job}/run")))
-            .json(&serde_json::json!({ "options": opts }))
+            .json(&request)
             .send()
             .await
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
-    pub async fn execution(&self, id: Uuid) -> ExecutionState {
+    pub async fn execution(&self, id: Uuid) -> contract::Execution {
         self.http
             .get(self.url(&format!("/execution/{id}")))
             .send()
@@ -540,7 +542,7 @@ impl Stack {
     }
 
     /// Every output line of an execution, read page by page through the API.
-    pub async fn output_lines(&self, id: Uuid) -> Vec<outpost_services::api::OutputEntry> {
+    pub async fn output_lines(&self, id: Uuid) -> Vec<contract::OutputEntry> {
         self.output_lines_paged(id, 20000).await
     }
 
@@ -549,12 +551,12 @@ impl Stack {
         &self,
         id: Uuid,
         maxlines: usize,
-    ) -> Vec<outpost_services::api::OutputEntry> {
+    ) -> Vec<contract::OutputEntry> {
         let maxlines = maxlines.to_string();
         let mut out = Vec::new();
         let mut offset = "0".to_string();
         loop {
-            let page: outpost_services::api::OutputPage = self
+            let page: contract::OutputPage = self
                 .http
                 .get(self.url(&format!("/execution/{id}/output")))
                 .query(&[("offset", offset.as_str()), ("maxlines", maxlines.as_str())])
@@ -586,11 +588,16 @@ impl Stack {
 
     /// The audit trail, oldest first, once at least `outcomes` calls have
     /// their outcome on record: outcomes are written after the response.
-    pub async fn audit_trail(&self, outcomes: usize) -> Vec<Value> {
+    pub async fn audit_trail(&self, outcomes: usize) -> Vec<contract::AuditEntry> {
         let deadline = Instant::now() + WAIT;
         loop {
-            let all: Vec<Value> = self.get_json("/audit?max=1000").await;
-            if all.iter().filter(|e| e["result"] != "attempted").count() >= outcomes {
+            let all: Vec<contract::AuditEntry> = self.get_json("/audit?max=1000").await;
+            if all
+                .iter()
+                .filter(|e| e.event.result != outpost_schemas::AuditResult::Attempted)
+                .count()
+                >= outcomes
+            {
                 return all;
             }
             assert!(
@@ -638,18 +645,17 @@ impl Stack {
         let r = self
             .http
             .post(self.url("/runners"))
-            .json(&serde_json::json!({"name": name, "tags": tags}))
+            .json(&contract::EnrolRequest {
+                name: name.into(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+            })
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "enrol {name}");
-        let body: Value = r.json().await.unwrap();
+        let enrolment: contract::Enrolment = r.json().await.unwrap();
         let path = dir.join(format!("{name}.creds"));
-        outpost_services::security::write_private(
-            &path,
-            body["bundle"].as_str().unwrap().as_bytes(),
-        )
-        .unwrap();
+        outpost_services::security::write_private(&path, enrolment.bundle.as_bytes()).unwrap();
         path
     }
 }

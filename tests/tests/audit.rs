@@ -2,6 +2,7 @@
 //! its outcome after, both matching the committed schema; reads leave none.
 //! A call whose attempt cannot be recorded is refused and changes nothing.
 
+use outpost_schemas::AuditResult;
 use outpost_tests::*;
 use serde_json::Value;
 
@@ -42,29 +43,33 @@ async fn each_mutating_call_is_audited_once_and_reads_are_not() {
     }
 
     let trail = stack.audit_trail(5).await;
-    let (attempts, events): (Vec<Value>, Vec<Value>) = trail
+    let (attempts, events): (Vec<_>, Vec<_>) = trail
         .iter()
         .cloned()
-        .partition(|e| e["result"] == "attempted");
+        .partition(|e| e.event.result == AuditResult::Attempted);
     // Each outcome follows its own attempt: same call, same request id.
     assert_eq!(attempts.len(), 5, "{trail:?}");
     for outcome in &events {
         let attempt = attempts
             .iter()
-            .find(|a| a["request_id"] == outcome["request_id"])
-            .unwrap_or_else(|| panic!("no attempt for {outcome}"));
-        assert!(attempt["seq"].as_u64() < outcome["seq"].as_u64());
-        assert_eq!(attempt["action"], outcome["action"]);
-        assert_eq!(attempt["actor"], outcome["actor"]);
-        assert_eq!(attempt["status"], 0);
+            .find(|a| a.event.request_id == outcome.event.request_id)
+            .unwrap_or_else(|| panic!("no attempt for {outcome:?}"));
+        assert!(attempt.seq < outcome.seq);
+        assert_eq!(attempt.event.action, outcome.event.action);
+        assert_eq!(attempt.event.actor, outcome.event.actor);
+        assert_eq!(attempt.event.status, 0);
     }
-    let summary: Vec<(String, u64, String)> = events
+    let summary: Vec<(String, u16, String)> = events
         .iter()
         .map(|e| {
             (
-                e["action"].as_str().unwrap().to_string(),
-                e["status"].as_u64().unwrap(),
-                e["result"].as_str().unwrap().to_string(),
+                e.event.action.clone(),
+                e.event.status,
+                serde_json::to_value(e.event.result)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
             )
         })
         .collect();
@@ -90,11 +95,8 @@ async fn each_mutating_call_is_audited_once_and_reads_are_not() {
             ("DELETE /api/v1/job/{id}".into(), 204, "success".into()),
         ]
     );
-    assert_eq!(events[1]["target"], format!("/api/v1/job/{job}/run"));
-    assert!(events[0]["source"]
-        .as_str()
-        .unwrap()
-        .starts_with("127.0.0.1:"));
+    assert_eq!(events[1].event.target, format!("/api/v1/job/{job}/run"));
+    assert!(events[0].event.source.starts_with("127.0.0.1:"));
 
     // Each event carries what the committed schema requires.
     let schema: Value = serde_json::from_str(
@@ -106,6 +108,8 @@ async fn each_mutating_call_is_audited_once_and_reads_are_not() {
     )
     .unwrap();
     for e in &trail {
+        // As served: the same record, flattened beside its `seq`.
+        let e = serde_json::to_value(e).unwrap();
         for field in schema["required"].as_array().unwrap() {
             let f = field.as_str().unwrap();
             assert!(!e[f].is_null(), "audit event lacks `{f}`: {e}");

@@ -7,19 +7,14 @@ use std::time::{Duration, Instant};
 
 use outpost_schemas::subjects;
 use outpost_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
 async fn listed(stack: &Stack, project: &str, max: usize) -> Vec<Uuid> {
-    let v: Value = stack
+    let list: outpost_services::contract::ExecutionList = stack
         .get_json(&format!("/project/{project}/executions?max={max}"))
         .await;
-    v["executions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{v}"))
-        .iter()
-        .map(|e| Uuid::parse_str(e["id"].as_str().unwrap()).unwrap())
-        .collect()
+    list.executions.iter().map(|e| e.id).collect()
 }
 
 async fn consumers(stack: &Stack, bucket: &str) -> usize {
@@ -48,8 +43,8 @@ async fn executions_are_listed_per_project_newest_first_from_the_index() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    let other_job = Uuid::parse_str(body["succeeded"][0]["id"].as_str().unwrap()).unwrap();
+    let body: outpost_services::contract::ImportResult = r.json().await.unwrap();
+    let other_job = body.succeeded[0].id;
 
     let mut mine = Vec::new();
     for _ in 0..5 {

@@ -1,8 +1,8 @@
 //! The jobs API: strict Rundeck YAML import, CRUD, and addressing by uuid or
 //! by project, group and name.
 
+use outpost_services::contract;
 use outpost_tests::*;
-use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_yaml_is_rejected_with_field_and_line_and_nothing_is_stored() {
@@ -29,10 +29,10 @@ async fn invalid_yaml_is_rejected_with_field_and_line_and_nothing_is_stored() {
             assert!(message.contains(e), "`{message}` lacks `{e}`");
         }
     }
-    let jobs: Value = stack.get_json("/project/default/jobs").await;
+    let jobs: Vec<contract::JobSummary> = stack.get_json("/project/default/jobs").await;
     assert_eq!(
         jobs,
-        serde_json::json!([]),
+        [],
         "a refused import stores nothing, not even its valid jobs"
     );
 }
@@ -43,17 +43,21 @@ async fn jobs_are_created_read_updated_and_deleted_by_uuid_or_name() {
     let v1 = "- name: backup\n  group: db/nightly\n  description: v1\n  sequence:\n    commands:\n    - exec: echo v1\n";
     let id = stack.load(v1, "backup").await;
 
-    let by_name: Value = get(&stack, "/project/default/job/db/nightly/backup").await;
-    assert_eq!(by_name["id"], id.to_string());
-    assert_eq!(by_name["job"]["group"], "db/nightly");
+    let by_name: contract::JobDetail = get(&stack, "/project/default/job/db/nightly/backup").await;
+    assert_eq!(by_name.id, id);
+    assert_eq!(by_name.job.group.as_deref(), Some("db/nightly"));
 
     // Re-importing the same name updates in place and keeps the uuid.
     let (status, body) = stack.import(&v1.replace("v1", "v2")).await;
     assert_eq!(status, 200);
-    assert_eq!(body["succeeded"][0]["action"], "updated");
-    assert_eq!(body["succeeded"][0]["id"], id.to_string());
-    let job: Value = get(&stack, &format!("/job/{id}")).await;
-    assert_eq!(job["job"]["description"], "v2");
+    let imported: contract::ImportResult = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        imported.succeeded[0].action,
+        contract::ImportAction::Updated
+    );
+    assert_eq!(imported.succeeded[0].id, id);
+    let job: contract::JobDetail = get(&stack, &format!("/job/{id}")).await;
+    assert_eq!(job.job.description, "v2");
 
     // dupeOption=create refuses, dupeOption=skip leaves it alone.
     let r = stack
@@ -64,7 +68,7 @@ async fn jobs_are_created_read_updated_and_deleted_by_uuid_or_name() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
-    let r: Value = stack
+    let r: contract::ImportResult = stack
         .http
         .post(stack.url("/project/default/jobs/import?dupeOption=skip"))
         .body(v1.to_string())
@@ -74,7 +78,7 @@ async fn jobs_are_created_read_updated_and_deleted_by_uuid_or_name() {
         .json()
         .await
         .unwrap();
-    assert_eq!(r["succeeded"][0]["action"], "skipped");
+    assert_eq!(r.succeeded[0].action, contract::ImportAction::Skipped);
 
     // PUT by uuid, with a rename: the old name no longer resolves.
     let r = stack
@@ -92,8 +96,9 @@ async fn jobs_are_created_read_updated_and_deleted_by_uuid_or_name() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let renamed: Value = get(&stack, "/project/default/job/db/nightly/backup-all").await;
-    assert_eq!(renamed["id"], id.to_string());
+    let renamed: contract::JobDetail =
+        get(&stack, "/project/default/job/db/nightly/backup-all").await;
+    assert_eq!(renamed.id, id);
 
     // The YAML form round-trips through the importer.
     let yaml = stack
@@ -129,13 +134,13 @@ async fn jobs_are_created_read_updated_and_deleted_by_uuid_or_name() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"], true);
-    assert_eq!(body["errorCode"], "api.error.item.doesnotexist");
+    let body: contract::ErrorBody = r.json().await.unwrap();
+    assert!(body.error);
+    assert_eq!(body.error_code, "api.error.item.doesnotexist");
 
     // Projects: `default` exists from the start; others are created.
-    let projects: Value = get(&stack, "/projects").await;
-    assert_eq!(projects[0]["name"], "default");
+    let projects: Vec<contract::Project> = get(&stack, "/projects").await;
+    assert_eq!(projects[0].name, "default");
     let r = stack
         .http
         .get(stack.url("/project/nope/jobs"))
@@ -145,7 +150,7 @@ async fn jobs_are_created_read_updated_and_deleted_by_uuid_or_name() {
     assert_eq!(r.status(), 404);
 }
 
-async fn get(stack: &Stack, path: &str) -> Value {
+async fn get<T: serde::de::DeserializeOwned>(stack: &Stack, path: &str) -> T {
     let r = stack.http.get(stack.url(path)).send().await.unwrap();
     assert_eq!(r.status(), 200, "GET {path}");
     r.json().await.unwrap()

@@ -80,14 +80,13 @@ async fn drain_lets_the_running_step_finish_takes_no_new_one_and_stops() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status}");
-    let list: Value = stack.get_json("/runners").await;
-    let edge = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["runner_id"] == "edge")
-        .unwrap();
-    assert_eq!(edge["health"], "down", "{edge}");
+    let list: Vec<outpost_services::contract::RunnerReplica> = stack.get_json("/runners").await;
+    let edge = list.iter().find(|r| r.runner_id == "edge").unwrap();
+    assert_eq!(
+        edge.health,
+        outpost_services::contract::Health::Down,
+        "{edge:?}"
+    );
     // The queued step was not started: it waits for another runner.
     let q = stack.execution(queued).await;
     assert!(!q.status.is_terminal(), "{q:?}");

@@ -4,16 +4,15 @@
 
 use std::time::{Duration, Instant};
 
+use outpost_services::contract::RunnerReplica;
 use outpost_tests::*;
-use serde_json::Value;
 
 async fn health(stack: &Stack, runner: &str) -> String {
-    let v: Value = stack.get_json("/runners").await;
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["runner_id"] == runner)
-        .map(|r| r["runner_health"].as_str().unwrap().to_string())
+    let list: Vec<RunnerReplica> = stack.get_json("/runners").await;
+    list.iter()
+        .find(|r| r.runner_id == runner)
+        .map(|r| serde_json::to_value(r.runner_health).unwrap())
+        .and_then(|h| h.as_str().map(str::to_string))
         .unwrap_or_default()
 }
 

@@ -1,7 +1,9 @@
 //! Rules of the code base that a reader cannot check at a glance, checked
 //! here as rust-analyzer's `tidy.rs` does: the docs' topology tables agree
-//! with `topology.rs`, only the API module knows HTTP, and no source file
-//! grows past a size without a recorded reason.
+//! with `topology.rs`, only the API module serves HTTP and only the CLI
+//! calls it, every NATS payload type is defined in `schemas`, the API's
+//! bodies are the contract's types, and no source file grows past a size
+//! without a recorded reason.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -261,5 +263,163 @@ fn the_codemap_names_every_source_folder() {
     assert!(
         unnamed.is_empty(),
         "folders missing from ARCHITECTURE.md's codemap: {unnamed:?}"
+    );
+}
+
+/// Library sources outside `schemas`: where a NATS payload type must not be.
+fn sources_outside_schemas() -> Vec<(String, String)> {
+    sources()
+        .into_iter()
+        .map(|p| (rel(&p), p))
+        .filter(|(r, _)| {
+            r.starts_with("services/src/")
+                || r.starts_with("runner/src/")
+                || r.starts_with("bus/src/")
+        })
+        .map(|(r, p)| (r, std::fs::read_to_string(p).unwrap()))
+        .collect()
+}
+
+/// Every type with a serde derive: (its name, the derive's text).
+fn serde_types(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("#[derive(") {
+        rest = &rest[at..];
+        let end = rest.find(")]").expect("a derive closes");
+        let derive = &rest[..end];
+        rest = &rest[end..];
+        if !(derive.contains("Serialize") || derive.contains("Deserialize")) {
+            continue;
+        }
+        // The item the derive is on: the next `struct` or `enum` keyword.
+        let keyword = ["struct ", "enum "]
+            .iter()
+            .filter_map(|k| rest.find(k).map(|at| at + k.len()))
+            .min()
+            .expect("a derive is on a struct or an enum");
+        let name: String = rest[keyword..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        out.push(name);
+    }
+    out
+}
+
+/// Serde types outside `schemas` that never cross NATS, with why.
+const SERDE_OUTSIDE_SCHEMAS: &[(&str, &str, &str)] = &[
+    (
+        "services/src/config.rs",
+        "FileConfig",
+        "the control plane's config file",
+    ),
+    (
+        "runner/src/main.rs",
+        "FileConfig",
+        "the runner's config file",
+    ),
+    (
+        "runner/src/outbox.rs",
+        "OnDisk",
+        "the outbox's own file on the runner's disk",
+    ),
+    (
+        "services/src/engine/projector.rs",
+        "RebuildReport",
+        "what `outpost projector rebuild` prints",
+    ),
+    (
+        "services/src/store/mod.rs",
+        "DupeOption",
+        "a value of the HTTP contract (Rundeck's `dupeOption`)",
+    ),
+    (
+        "services/src/store/mod.rs",
+        "ImportAction",
+        "a value of the HTTP contract",
+    ),
+    (
+        "services/src/store/mod.rs",
+        "NodeSource",
+        "a value of the HTTP contract",
+    ),
+    (
+        "services/src/fleet/health.rs",
+        "Health",
+        "a value of the HTTP contract",
+    ),
+];
+
+/// What crosses NATS (a stream message, a KV value, an RPC payload) is
+/// defined in `schemas`, where it has a committed JSON Schema; a serde type
+/// anywhere else is an HTTP body, a query string, or on the list above.
+#[test]
+fn every_nats_payload_type_is_defined_in_schemas() {
+    let mut unlisted = Vec::new();
+    let mut seen = Vec::new();
+    for (r, text) in sources_outside_schemas() {
+        for name in serde_types(&text) {
+            let listed = SERDE_OUTSIDE_SCHEMAS
+                .iter()
+                .any(|(f, n, _)| *f == r && *n == name);
+            let http = r.starts_with("services/src/contract/")
+                || (r.starts_with("services/src/api/") && name.ends_with("Query"));
+            if listed {
+                seen.push((r.clone(), name.clone()));
+            } else if !http {
+                unlisted.push(format!("{r}: {name}"));
+            }
+        }
+    }
+    assert!(
+        unlisted.is_empty(),
+        "serde types outside schemas: {unlisted:?}. A NATS payload belongs in schemas/src (with \
+         its JSON Schema); an HTTP body in services/src/contract; anything else goes in \
+         SERDE_OUTSIDE_SCHEMAS with why"
+    );
+    for (f, n, _) in SERDE_OUTSIDE_SCHEMAS {
+        assert!(
+            seen.iter().any(|(sf, sn)| sf == f && sn == n),
+            "SERDE_OUTSIDE_SCHEMAS names {f}: {n}, which has no serde derive there now"
+        );
+    }
+}
+
+/// The API answers with the contract's types, never a hand-built `json!`
+/// body (the OpenAPI module builds the document itself as JSON).
+#[test]
+fn the_api_builds_no_json_bodies_by_hand() {
+    let offenders: Vec<String> = sources_outside_schemas()
+        .into_iter()
+        .filter(|(r, _)| {
+            (r.starts_with("services/src/api/") && r != "services/src/api/openapi.rs")
+                || r.starts_with("services/src/cli/")
+                || r.starts_with("services/src/bin/")
+        })
+        .filter(|(_, text)| text.contains("json!("))
+        .map(|(r, _)| r)
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "json! in the API or its clients: {offenders:?}; use a type of services/src/contract"
+    );
+}
+
+/// Only the CLI's client calls the API over HTTP.
+#[test]
+fn only_the_cli_calls_http() {
+    let offenders: Vec<String> = sources_outside_schemas()
+        .into_iter()
+        .filter(|(r, _)| !r.starts_with("services/src/cli/"))
+        .filter(|(_, text)| {
+            text.lines()
+                .any(|l| !l.trim_start().starts_with("//") && l.contains("reqwest"))
+        })
+        .map(|(r, _)| r)
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "reqwest outside services/src/cli: {offenders:?}"
     );
 }

@@ -9,8 +9,10 @@ use axum::response::Response;
 use axum::Json;
 use outpost_bus as bus;
 use outpost_schemas::{subjects, AuditEvent, AuditResult, Header};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
+
+use crate::contract::AuditEntry;
 
 use super::authn::Actor;
 use super::error::ApiResult;
@@ -112,22 +114,20 @@ pub(super) async fn audit(
     response
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AuditQuery {
-    /// Only events after this stream sequence (for following).
+    /// Only events after this sequence (an entry's `seq`), for following.
     after: Option<u64>,
+    /// At most this many (1 to 1000; 50 by default).
     max: Option<usize>,
-}
-
-#[derive(Serialize)]
-pub(super) struct AuditEntry {
-    seq: u64,
-    #[serde(flatten)]
-    event: outpost_schemas::AuditEvent,
 }
 
 /// The newest audit events (at most `max`, default 50), oldest first; or,
 /// with `after`, those that follow that sequence.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>)))]
 pub(super) async fn list_audit(
     State(s): State<AppState>,
     Query(q): Query<AuditQuery>,

@@ -6,34 +6,17 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use outpost_schemas::subjects;
-use serde::Serialize;
 
+use crate::contract::{DeadLetter, DeadLetters};
 use crate::ServiceError;
 
 use super::error::ApiResult;
 use super::AppState;
 
-#[derive(Serialize)]
-pub(super) struct DeadLetters {
-    /// Dead letters per `outpost.dlq.<source>.<consumer>` subject.
-    counts: BTreeMap<String, u64>,
-    /// The newest (at most 50), newest last.
-    recent: Vec<DeadLetter>,
-}
-
-#[derive(Serialize)]
-pub(super) struct DeadLetter {
-    seq: u64,
-    consumer: String,
-    subject: String,
-    error: String,
-    time: DateTime<Utc>,
-    /// The payload as text (lossy), at most 4 KiB.
-    payload: String,
-}
-
 /// `GET /deadletters`: how many messages each consumer could not read, and
 /// the newest of them with why.
+#[utoipa::path(get, path = "/api/v1/deadletters", tag = "audit",
+    responses((status = 200, body = DeadLetters)))]
 pub(super) async fn list_dead_letters(State(s): State<AppState>) -> ApiResult<Json<DeadLetters>> {
     let (stream, state) = crate::stream_with_state(&s.js, subjects::DEADLETTER_STREAM).await?;
     let mut counts = BTreeMap::new();

@@ -4,7 +4,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use outpost_bus as bus;
-use serde_json::json;
 
 use crate::fleet::registry::RegistryError;
 use crate::security::auth;
@@ -44,7 +43,11 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(error = %self.message, "api error");
         }
-        let body = json!({"error": true, "errorCode": self.code, "message": self.message});
+        let body = crate::contract::ErrorBody {
+            error: true,
+            error_code: self.code.into(),
+            message: self.message,
+        };
         (self.status, Json(body)).into_response()
     }
 }

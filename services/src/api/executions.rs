@@ -8,16 +8,18 @@ use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use outpost_bus as bus;
 use outpost_schemas::state::ExecutionState;
 use outpost_schemas::{subjects, AbortRequested, Event, Header, LogChunk};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::contract::{
+    AbortOutcome, AbortReply, AbortStatus, Execution, ExecutionList, ExecutionRef, OutputEntry,
+    OutputPage,
+};
 use crate::security::auth::Principal;
 use crate::ServiceError;
 
@@ -60,16 +62,23 @@ pub(super) async fn execution_state(s: &AppState, id: Uuid) -> ApiResult<Executi
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// At most this many (1 to 1000; 20 by default).
     max: Option<usize>,
 }
 
+/// A project's newest executions, newest first.
+#[utoipa::path(get, path = "/api/v1/project/{project}/executions", tag = "executions",
+    params(("project" = String, Path), ListQuery),
+    responses((status = 200, body = ExecutionList),
+        (status = 503, description = "This replica's execution index is still loading", body = crate::contract::ErrorBody)))]
 pub(super) async fn list_executions(
     State(s): State<AppState>,
     Path(project): Path<String>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ExecutionList>> {
     s.store.require_project(&project).await?;
     let max = q.max.unwrap_or(20).clamp(1, 1000);
     let ids = s
@@ -84,50 +93,29 @@ pub(super) async fn list_executions(
             )
         })?;
     let executions = s.store.executions(&ids).await?;
-    Ok(Json(json!({"executions": executions})))
+    Ok(Json(ExecutionList {
+        executions: executions.into_iter().map(Execution::from).collect(),
+    }))
 }
 
+/// An execution and each of its steps.
+#[utoipa::path(get, path = "/api/v1/execution/{id}", tag = "executions",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Execution)))]
 pub(super) async fn get_execution(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<ExecutionState>> {
+) -> ApiResult<Json<Execution>> {
     let id = parse_id(&id)?;
-    execution_state(&s, id).await.map(Json)
+    execution_state(&s, id).await.map(|st| Json(st.into()))
 }
 
-/// One output line, in Rundeck's `/execution/{id}/output` shape.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct OutputEntry {
-    pub time: String,
-    pub absolute_time: DateTime<Utc>,
-    pub level: String,
-    pub log: String,
-    /// 1-based step number, as a string like Rundeck's.
-    pub stepctx: String,
-    pub runner: String,
-    pub stream: String,
-    /// The node, for node steps (Rundeck's `node`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OutputPage {
-    pub id: Uuid,
-    /// Pass back as `offset` to continue after the last entry returned.
-    pub offset: String,
-    /// The execution is over and every entry has been returned.
-    pub completed: bool,
-    #[serde(rename = "execCompleted")]
-    pub exec_completed: bool,
-    #[serde(rename = "execState")]
-    pub exec_state: String,
-    pub entries: Vec<OutputEntry>,
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct OutputQuery {
+    /// Continue after this point: a page's `offset` (0, the default, is the start).
     offset: Option<String>,
+    /// At most this many entries (1 to 10,000; 5,000 by default).
     maxlines: Option<usize>,
 }
 
@@ -140,6 +128,10 @@ pub(super) fn parse_offset(offset: Option<&str>) -> ApiResult<u64> {
     }
 }
 
+/// A page of an execution's output, oldest first.
+#[utoipa::path(get, path = "/api/v1/execution/{id}/output", tag = "executions",
+    params(("id" = Uuid, Path), OutputQuery),
+    responses((status = 200, body = OutputPage)))]
 pub(super) async fn get_output(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -269,6 +261,10 @@ pub(super) async fn from_claimant(
 
 /// Server-sent events: `output` events carry [`OutputPage`]s as they come,
 /// then one `end` event carries the final execution state.
+#[utoipa::path(get, path = "/api/v1/execution/{id}/output/stream", tag = "executions",
+    params(("id" = Uuid, Path), OutputQuery),
+    responses((status = 200, content_type = "text/event-stream", body = String,
+        description = "Server-sent events: `output` (data: an OutputPage) as output arrives; then one `end` (data: the final Execution); or `error` (data: the message)")))]
 pub(super) async fn stream_output(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -327,7 +323,8 @@ pub(super) async fn follow(s: AppState, id: Uuid, mut offset: u64, tx: mpsc::Sen
         }
         if completed {
             if let Ok(state) = execution_state(&s, id).await {
-                let data = serde_json::to_string(&state).expect("state serialises");
+                let data =
+                    serde_json::to_string(&Execution::from(state)).expect("state serialises");
                 let _ = tx.send(SseEvent::default().event("end").data(data)).await;
             }
             return;
@@ -346,18 +343,29 @@ pub(super) async fn follow(s: AppState, id: Uuid, mut offset: u64, tx: mpsc::Sen
     }
 }
 
+/// Aborts an execution: its running steps are ended, the rest skipped.
+#[utoipa::path(post, path = "/api/v1/execution/{id}/abort", tag = "executions",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = AbortReply)))]
 pub(super) async fn abort_execution(
     State(s): State<AppState>,
     axum::Extension(who): axum::Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<AbortReply>> {
     let id = parse_id(&id)?;
     let state = execution_state(&s, id).await?;
+    let execution = ExecutionRef {
+        id,
+        status: state.status,
+    };
     if state.status.is_terminal() {
-        return Ok(Json(json!({
-            "abort": {"status": "failed", "reason": format!("execution is already {:?}", state.status).to_lowercase()},
-            "execution": {"id": id, "status": state.status},
-        })));
+        return Ok(Json(AbortReply {
+            abort: AbortOutcome {
+                status: AbortStatus::Failed,
+                reason: Some(format!("execution is already {:?}", state.status).to_lowercase()),
+            },
+            execution,
+        }));
     }
     bus::publish_event(
         &s.js,
@@ -369,8 +377,11 @@ pub(super) async fn abort_execution(
     )
     .await?;
     tracing::info!(execution_id = %id, "abort requested");
-    Ok(Json(json!({
-        "abort": {"status": "pending"},
-        "execution": {"id": id, "status": state.status},
-    })))
+    Ok(Json(AbortReply {
+        abort: AbortOutcome {
+            status: AbortStatus::Pending,
+            reason: None,
+        },
+        execution,
+    }))
 }

@@ -8,16 +8,24 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use outpost_bus as bus;
 use outpost_schemas::{Event, ExecutionRequested, Header};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::contract::{
+    DupeOption, ImportResult, JobDetail, JobRef, JobSummary, RunAccepted, RunRequest,
+};
 use crate::formats::job_yaml;
 use crate::security::auth::Principal;
-use crate::store::{DupeOption, JobRecord};
+use crate::store::JobRecord;
 
 use super::error::{registry_error, ApiError, ApiResult};
 use super::{parse_id, AppState, API_PREFIX};
+
+fn import_result(imported: Vec<crate::store::Imported>) -> Json<ImportResult> {
+    Json(ImportResult {
+        succeeded: imported.into_iter().map(Into::into).collect(),
+    })
+}
 
 pub(super) async fn job_or_404(s: &AppState, id: Uuid) -> ApiResult<JobRecord> {
     s.store
@@ -26,30 +34,10 @@ pub(super) async fn job_or_404(s: &AppState, id: Uuid) -> ApiResult<JobRecord> {
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
-#[derive(Serialize)]
-pub(super) struct JobSummary {
-    id: Uuid,
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    group: Option<String>,
-    project: String,
-    description: String,
-    href: String,
-}
-
-impl From<&JobRecord> for JobSummary {
-    fn from(r: &JobRecord) -> Self {
-        JobSummary {
-            id: r.id,
-            name: r.job.name.clone(),
-            group: r.job.group.clone(),
-            project: r.project.clone(),
-            description: r.job.description.clone(),
-            href: format!("{API_PREFIX}/job/{}", r.id),
-        }
-    }
-}
-
+/// A project's jobs.
+#[utoipa::path(get, path = "/api/v1/project/{project}/jobs", tag = "jobs",
+    params(("project" = String, Path)),
+    responses((status = 200, body = Vec<JobSummary>)))]
 pub(super) async fn list_jobs(
     State(s): State<AppState>,
     Path(project): Path<String>,
@@ -59,18 +47,27 @@ pub(super) async fn list_jobs(
     Ok(Json(jobs.iter().map(JobSummary::from).collect()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ImportQuery {
+    /// What to do with a job that exists: `update` (the default), `skip` or `create`.
+    #[param(value_type = Option<String>)]
     #[serde(rename = "dupeOption", default)]
     dupe_option: DupeOption,
 }
 
+/// Imports a job file (Rundeck's job YAML). Nothing is stored unless every
+/// job in it is valid.
+#[utoipa::path(post, path = "/api/v1/project/{project}/jobs/import", tag = "jobs",
+    params(("project" = String, Path), ImportQuery),
+    request_body(content = String, content_type = "application/yaml", description = "A list of jobs in Rundeck's job YAML"),
+    responses((status = 200, body = ImportResult)))]
 pub(super) async fn import_jobs(
     State(s): State<AppState>,
     Path(project): Path<String>,
     Query(q): Query<ImportQuery>,
     body: String,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ImportResult>> {
     s.store.require_project(&project).await?;
     let jobs = job_yaml::parse_jobs(&body).map_err(|e| {
         ApiError::new(
@@ -81,26 +78,37 @@ pub(super) async fn import_jobs(
     })?;
     let imported = s.store.import(&project, jobs, q.dupe_option).await?;
     tracing::info!(project, count = imported.len(), "jobs imported");
-    Ok(Json(json!({ "succeeded": imported })))
+    Ok(import_result(imported))
 }
 
+/// A job by its `group/name`.
+#[utoipa::path(get, path = "/api/v1/project/{project}/job/{name}", tag = "jobs",
+    params(("project" = String, Path), ("name" = String, Path, description = "`group/name`, or `name`; slashes are not escaped")),
+    responses((status = 200, body = JobDetail)))]
 pub(super) async fn job_by_name(
     State(s): State<AppState>,
     Path((project, name)): Path<(String, String)>,
-) -> ApiResult<Json<JobRecord>> {
+) -> ApiResult<Json<JobDetail>> {
     s.store.require_project(&project).await?;
     s.store
         .job_by_name(&project, &name)
         .await?
-        .map(Json)
+        .map(|r| Json(r.into()))
         .ok_or_else(|| ApiError::not_found(format!("no job `{name}` in project `{project}`")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct FormatQuery {
+    /// `yaml` for the definition as Rundeck's job YAML; JSON otherwise.
     format: Option<String>,
 }
 
+/// A job and its definition.
+#[utoipa::path(get, path = "/api/v1/job/{id}", tag = "jobs",
+    params(("id" = Uuid, Path), FormatQuery),
+    responses((status = 200, description = "The job; with `format=yaml`, its definition alone as a one-job list",
+        content((JobDetail = "application/json"), (String = "application/yaml")))))]
 pub(super) async fn get_job(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -114,15 +122,20 @@ pub(super) async fn get_job(
             job_yaml::to_yaml(std::slice::from_ref(&rec.job)),
         )
             .into_response(),
-        _ => Json(rec).into_response(),
+        _ => Json(JobDetail::from(rec)).into_response(),
     })
 }
 
+/// Replaces a job's definition (a one-job file; its uuid, if any, must be the job's).
+#[utoipa::path(put, path = "/api/v1/job/{id}", tag = "jobs",
+    params(("id" = Uuid, Path)),
+    request_body(content = String, content_type = "application/yaml", description = "One job in Rundeck's job YAML"),
+    responses((status = 200, body = ImportResult)))]
 pub(super) async fn put_job(
     State(s): State<AppState>,
     Path(id): Path<String>,
     body: String,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ImportResult>> {
     let id = parse_id(&id)?;
     let rec = job_or_404(&s, id).await?;
     let mut jobs = job_yaml::parse_jobs(&body).map_err(|e| {
@@ -148,9 +161,12 @@ pub(super) async fn put_job(
         .store
         .import(&rec.project, vec![job], DupeOption::Update)
         .await?;
-    Ok(Json(json!({ "succeeded": imported })))
+    Ok(import_result(imported))
 }
 
+#[utoipa::path(delete, path = "/api/v1/job/{id}", tag = "jobs",
+    params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted; its executions are kept")))]
 pub(super) async fn delete_job(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -165,18 +181,17 @@ pub(super) async fn delete_job(
     }
 }
 
-#[derive(Deserialize, Default)]
-pub(super) struct RunRequest {
-    #[serde(default)]
-    options: BTreeMap<String, String>,
-}
-
+/// Runs a job: the execution exists once this answers.
+#[utoipa::path(post, path = "/api/v1/job/{id}/run", tag = "jobs",
+    params(("id" = Uuid, Path)),
+    request_body(content = Option<RunRequest>, content_type = "application/json"),
+    responses((status = 200, body = RunAccepted), (status = 409, description = "The job has `executionEnabled: false`", body = crate::contract::ErrorBody)))]
 pub(super) async fn run_job(
     State(s): State<AppState>,
     axum::Extension(who): axum::Extension<Principal>,
     Path(id): Path<String>,
     body: Option<Json<RunRequest>>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<RunAccepted>> {
     let id = parse_id(&id)?;
     let req = body.map(|Json(b)| b).unwrap_or_default();
     let rec = job_or_404(&s, id).await?;
@@ -210,13 +225,17 @@ pub(super) async fn run_job(
     });
     bus::publish_event(&s.js, &event).await?;
     tracing::info!(execution_id = %execution_id, job = %rec.job.full_name(), "run accepted");
-    Ok(Json(json!({
-        "id": execution_id,
-        "href": format!("{API_PREFIX}/execution/{execution_id}"),
-        "status": "queued",
-        "project": rec.project,
-        "job": {"id": rec.id, "name": rec.job.name, "group": rec.job.group},
-    })))
+    Ok(Json(RunAccepted {
+        id: execution_id,
+        href: format!("{API_PREFIX}/execution/{execution_id}"),
+        status: outpost_schemas::state::ExecutionStatus::Queued,
+        project: rec.project,
+        job: JobRef {
+            id: rec.id,
+            name: rec.job.name,
+            group: rec.job.group,
+        },
+    }))
 }
 
 /// Applies defaults and checks the given values against the job's options.

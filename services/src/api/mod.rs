@@ -11,7 +11,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -29,15 +28,15 @@ mod error;
 mod executions;
 mod jobs;
 mod nodes;
+mod openapi;
 mod projects;
 mod runners;
 mod tokens;
 
+pub use crate::contract::API_PREFIX;
 pub use error::ApiError;
 use error::ApiResult;
-pub use executions::{OutputEntry, OutputPage};
-
-pub const API_PREFIX: &str = "/api/v1";
+pub use openapi::{document as openapi_document, render as render_openapi};
 const DEFAULT_MAX_ENTRIES: usize = 5000;
 /// A larger `maxlines` is served as this many: one page is held in memory.
 const MAX_ENTRIES_PER_PAGE: usize = 10_000;
@@ -199,6 +198,7 @@ async fn serve(
 fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi::serve))
         .route(
             "/projects",
             get(projects::list_projects).post(projects::create_project),
@@ -270,6 +270,11 @@ async fn index() -> impl IntoResponse {
     )
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+#[utoipa::path(get, path = "/api/v1/health", tag = "system",
+    responses((status = 200, description = "The API process is up (NATS is not asked)", body = crate::contract::HealthReply)))]
+async fn health() -> Json<crate::contract::HealthReply> {
+    Json(crate::contract::HealthReply {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }

@@ -5,11 +5,16 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use outpost_schemas::state::{ExecutionState, ExecutionStatus};
-use serde_json::Value;
+use outpost_schemas::state::ExecutionStatus;
+use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::api::{OutputPage, API_PREFIX};
+use crate::contract::{
+    AbortReply, AuditEntry, CreatedToken, DeadLetters, DupeOption, EnrolRequest, EnrolledRunner,
+    Enrolment, ErrorBody, Execution, ExecutionList, ImportResult, JobDetail, JobSummary, Node,
+    NodesLoaded, OutputPage, RunAccepted, RunRequest, RunnerReplica, Token, TokenRequest,
+    API_PREFIX,
+};
 
 /// A failure the user can act on, printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -73,32 +78,41 @@ impl Client {
         }
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| format!("HTTP {status}: {body}"));
+        let message = serde_json::from_str::<ErrorBody>(&body)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| format!("HTTP {status}: {body}"));
         Err(CliError::User(message))
     }
 
-    async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+    /// Sends, and reads the answer as the contract type `T`.
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, CliError> {
         let resp = self.send(req).await?;
-        resp.json()
+        let body = resp
+            .bytes()
             .await
+            .map_err(|e| CliError::User(format!("unexpected API response: {e}")))?;
+        serde_json::from_slice(&body)
             .map_err(|e| CliError::User(format!("unexpected API response: {e}")))
     }
 
-    pub async fn import(&self, project: &str, yaml: String, dupe: &str) -> Result<Value, CliError> {
+    pub async fn import(
+        &self,
+        project: &str,
+        yaml: String,
+        dupe: DupeOption,
+    ) -> Result<ImportResult, CliError> {
+        let dupe = serde_json::to_value(dupe).expect("dupe option serialises");
         self.json(
             self.http
                 .post(self.url(&format!("/project/{project}/jobs/import")))
-                .query(&[("dupeOption", dupe)])
+                .query(&[("dupeOption", dupe.as_str().unwrap_or_default())])
                 .header("content-type", "application/yaml")
                 .body(yaml),
         )
         .await
     }
 
-    pub async fn jobs(&self, project: &str) -> Result<Value, CliError> {
+    pub async fn jobs(&self, project: &str) -> Result<Vec<JobSummary>, CliError> {
         self.json(self.http.get(self.url(&format!("/project/{project}/jobs"))))
             .await
     }
@@ -108,35 +122,30 @@ impl Client {
         if let Ok(id) = Uuid::parse_str(job) {
             return Ok(id);
         }
-        let v = self
+        let detail: JobDetail = self
             .json(
                 self.http
                     .get(self.url(&format!("/project/{project}/job/{}", job.trim_matches('/')))),
             )
             .await?;
-        v.get("id")
-            .and_then(Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| CliError::User("unexpected API response: job without id".into()))
+        Ok(detail.id)
     }
 
-    pub async fn job(&self, id: Uuid, yaml: bool) -> Result<String, CliError> {
-        let mut req = self.http.get(self.url(&format!("/job/{id}")));
-        if yaml {
-            req = req.query(&[("format", "yaml")]);
-        }
-        let resp = self.send(req).await?;
-        let text = resp
-            .text()
+    pub async fn job(&self, id: Uuid) -> Result<JobDetail, CliError> {
+        self.json(self.http.get(self.url(&format!("/job/{id}"))))
             .await
-            .map_err(|e| CliError::User(e.to_string()))?;
-        Ok(if yaml {
-            text
-        } else {
-            serde_json::from_str::<Value>(&text)
-                .map(|v| serde_json::to_string_pretty(&v).expect("json"))
-                .unwrap_or(text)
-        })
+    }
+
+    /// The job's definition as Rundeck's job YAML.
+    pub async fn job_yaml(&self, id: Uuid) -> Result<String, CliError> {
+        let resp = self
+            .send(
+                self.http
+                    .get(self.url(&format!("/job/{id}")))
+                    .query(&[("format", "yaml")]),
+            )
+            .await?;
+        resp.text().await.map_err(|e| CliError::User(e.to_string()))
     }
 
     pub async fn delete_job(&self, id: Uuid) -> Result<(), CliError> {
@@ -145,64 +154,50 @@ impl Client {
             .map(drop)
     }
 
-    pub async fn run(&self, id: Uuid, options: BTreeMap<String, String>) -> Result<Uuid, CliError> {
-        let v = self
-            .json(
-                self.http
-                    .post(self.url(&format!("/job/{id}/run")))
-                    .json(&serde_json::json!({ "options": options })),
-            )
-            .await?;
-        v.get("id")
-            .and_then(Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| {
-                CliError::User("unexpected API response: run without execution id".into())
-            })
-    }
-
-    pub async fn execution(&self, id: Uuid) -> Result<ExecutionState, CliError> {
-        let v = self
-            .json(self.http.get(self.url(&format!("/execution/{id}"))))
-            .await?;
-        serde_json::from_value(v)
-            .map_err(|e| CliError::User(format!("unexpected API response: {e}")))
-    }
-
-    pub async fn executions(
+    pub async fn run(
         &self,
-        project: &str,
-        max: usize,
-    ) -> Result<Vec<ExecutionState>, CliError> {
-        let v = self
+        id: Uuid,
+        options: BTreeMap<String, String>,
+    ) -> Result<RunAccepted, CliError> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/job/{id}/run")))
+                .json(&RunRequest { options }),
+        )
+        .await
+    }
+
+    pub async fn execution(&self, id: Uuid) -> Result<Execution, CliError> {
+        self.json(self.http.get(self.url(&format!("/execution/{id}"))))
+            .await
+    }
+
+    pub async fn executions(&self, project: &str, max: usize) -> Result<Vec<Execution>, CliError> {
+        let list: ExecutionList = self
             .json(
                 self.http
                     .get(self.url(&format!("/project/{project}/executions")))
                     .query(&[("max", max)]),
             )
             .await?;
-        serde_json::from_value(v["executions"].clone())
-            .map_err(|e| CliError::User(format!("unexpected API response: {e}")))
+        Ok(list.executions)
     }
 
     pub async fn output(&self, id: Uuid, offset: &str) -> Result<OutputPage, CliError> {
-        let v = self
-            .json(
-                self.http
-                    .get(self.url(&format!("/execution/{id}/output")))
-                    .query(&[("offset", offset)]),
-            )
-            .await?;
-        serde_json::from_value(v)
-            .map_err(|e| CliError::User(format!("unexpected API response: {e}")))
+        self.json(
+            self.http
+                .get(self.url(&format!("/execution/{id}/output")))
+                .query(&[("offset", offset)]),
+        )
+        .await
     }
 
-    pub async fn abort(&self, id: Uuid) -> Result<Value, CliError> {
+    pub async fn abort(&self, id: Uuid) -> Result<AbortReply, CliError> {
         self.json(self.http.post(self.url(&format!("/execution/{id}/abort"))))
             .await
     }
 
-    pub async fn nodes(&self, project: &str, filter: Option<&str>) -> Result<Value, CliError> {
+    pub async fn nodes(&self, project: &str, filter: Option<&str>) -> Result<Vec<Node>, CliError> {
         let mut req = self
             .http
             .get(self.url(&format!("/project/{project}/resources")));
@@ -212,7 +207,7 @@ impl Client {
         self.json(req).await
     }
 
-    pub async fn put_nodes(&self, project: &str, yaml: String) -> Result<Value, CliError> {
+    pub async fn put_nodes(&self, project: &str, yaml: String) -> Result<NodesLoaded, CliError> {
         self.json(
             self.http
                 .put(self.url(&format!("/project/{project}/resources")))
@@ -222,7 +217,7 @@ impl Client {
         .await
     }
 
-    pub async fn audit(&self, after: Option<u64>, max: usize) -> Result<Value, CliError> {
+    pub async fn audit(&self, after: Option<u64>, max: usize) -> Result<Vec<AuditEntry>, CliError> {
         let mut req = self.http.get(self.url("/audit")).query(&[("max", max)]);
         if let Some(a) = after {
             req = req.query(&[("after", a)]);
@@ -230,16 +225,21 @@ impl Client {
         self.json(req).await
     }
 
-    pub async fn enrol_runner(&self, name: &str, tags: &[String]) -> Result<Value, CliError> {
-        self.json(
-            self.http
-                .post(self.url("/runners"))
-                .json(&serde_json::json!({"name": name, "tags": tags})),
-        )
+    pub async fn enrol_runner(&self, name: &str, tags: &[String]) -> Result<Enrolment, CliError> {
+        self.json(self.http.post(self.url("/runners")).json(&EnrolRequest {
+            name: name.into(),
+            tags: tags.to_vec(),
+        }))
         .await
     }
 
-    pub async fn runner_action(&self, name: &str, action: &str) -> Result<Value, CliError> {
+    /// `POST /runners/{name}/{action}`: `revoke`, `rotate`, `drain` or `ping`,
+    /// each answering its own contract type.
+    pub async fn runner_action<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        action: &str,
+    ) -> Result<T, CliError> {
         self.json(
             self.http
                 .post(self.url(&format!("/runners/{name}/{action}"))),
@@ -247,34 +247,37 @@ impl Client {
         .await
     }
 
-    pub async fn enrolled_runners(&self) -> Result<Value, CliError> {
+    pub async fn enrolled_runners(&self) -> Result<Vec<EnrolledRunner>, CliError> {
         self.json(self.http.get(self.url("/runners/enrolled")))
             .await
     }
 
-    pub async fn create_token(&self, name: &str, roles: &[String]) -> Result<Value, CliError> {
-        self.json(
-            self.http
-                .post(self.url("/tokens"))
-                .json(&serde_json::json!({"name": name, "roles": roles})),
-        )
+    pub async fn create_token(
+        &self,
+        name: &str,
+        roles: &[String],
+    ) -> Result<CreatedToken, CliError> {
+        self.json(self.http.post(self.url("/tokens")).json(&TokenRequest {
+            name: name.into(),
+            roles: roles.to_vec(),
+        }))
         .await
     }
 
-    pub async fn tokens(&self) -> Result<Value, CliError> {
+    pub async fn tokens(&self) -> Result<Vec<Token>, CliError> {
         self.json(self.http.get(self.url("/tokens"))).await
     }
 
-    pub async fn revoke_token(&self, id: &str) -> Result<Value, CliError> {
+    pub async fn revoke_token(&self, id: &str) -> Result<Token, CliError> {
         self.json(self.http.delete(self.url(&format!("/tokens/{id}"))))
             .await
     }
 
-    pub async fn dead_letters(&self) -> Result<Value, CliError> {
+    pub async fn dead_letters(&self) -> Result<DeadLetters, CliError> {
         self.json(self.http.get(self.url("/deadletters"))).await
     }
 
-    pub async fn runners(&self) -> Result<Value, CliError> {
+    pub async fn runners(&self) -> Result<Vec<RunnerReplica>, CliError> {
         self.json(self.http.get(self.url("/runners"))).await
     }
 
@@ -284,7 +287,7 @@ impl Client {
         &self,
         id: Uuid,
         out: &mut (dyn Write + Send),
-    ) -> Result<ExecutionState, CliError> {
+    ) -> Result<Execution, CliError> {
         let mut offset = String::from("0");
         let mut failures = 0u32;
         loop {
@@ -308,7 +311,7 @@ impl Client {
         id: Uuid,
         offset: &mut String,
         out: &mut (dyn Write + Send),
-    ) -> Result<Option<ExecutionState>, CliError> {
+    ) -> Result<Option<Execution>, CliError> {
         let resp = self
             .send(
                 self.http
@@ -366,7 +369,7 @@ impl Client {
 }
 
 /// One line per step, for `outpost exec show`.
-pub fn describe(state: &ExecutionState) -> String {
+pub fn describe(state: &Execution) -> String {
     let mut s = format!(
         "execution {}\n  job:     {}{}\n  project: {}\n  status:  {}\n",
         state.id,

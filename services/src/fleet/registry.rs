@@ -12,13 +12,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use outpost_bus as bus;
 use outpost_schemas::job::{check_name, TagSet};
 use outpost_schemas::rpc::Claim;
 use outpost_schemas::{subjects, Event, Header, StepFinished, StepOutcome};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::security::{KeyStore, SecurityError, MAX_RUNNER_TAGS};
@@ -66,39 +65,7 @@ pub struct Gateway {
     pub nats_ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CredentialState {
-    Active,
-    /// Replaced by a newer credential that the runner has not picked up yet.
-    Superseded,
-    Revoked,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Credential {
-    /// The NATS user public key (`U…`); the seed went to the runner only.
-    pub public_key: String,
-    pub issued: DateTime<Utc>,
-    pub state: CredentialState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked: Option<DateTime<Utc>>,
-}
-
-/// An enrolled runner, as stored in `OUTPOST_RUNNERS` (no secrets).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunnerRecord {
-    pub name: String,
-    pub tags: Vec<String>,
-    pub created: DateTime<Utc>,
-    pub created_by: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked: Option<DateTime<Utc>>,
-    pub credentials: Vec<Credential>,
-    /// When a replica of it last started (it reports its credential then).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started: Option<DateTime<Utc>>,
-}
+pub use outpost_schemas::records::{Credential, CredentialState, RunnerRecord};
 
 pub use outpost_schemas::bundle::Bundle;
 

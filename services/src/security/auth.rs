@@ -10,39 +10,19 @@
 use std::collections::BTreeMap;
 
 use async_nats::jetstream;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use outpost_schemas::subjects;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::store::bucket::{Bucket, Cas};
 use crate::ServiceError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-}
+pub use outpost_schemas::records::{Role, TokenRecord};
 
 /// The project key that stands for every project.
 pub const ALL_PROJECTS: &str = "*";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
-    pub id: String,
-    pub name: String,
-    /// Hex SHA-256 of the token.
-    pub hash: String,
-    pub roles: BTreeMap<String, Role>,
-    pub created: DateTime<Utc>,
-    pub created_by: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked: Option<DateTime<Utc>>,
-}
 
 /// Who is calling, once their token checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,7 +231,7 @@ pub fn policy(method: &str, route: &str) -> Need {
     use Role::*;
     let read = method == "GET" || method == "HEAD";
     match (read, route) {
-        (true, "/") | (true, "/api/v1/health") => Nothing,
+        (true, "/") | (true, "/api/v1/health") | (true, "/api/v1/openapi.json") => Nothing,
         (true, "/api/v1/projects") => AnyToken,
         (false, "/api/v1/projects") => Global(Admin),
         (true, "/api/v1/project/{project}/jobs")

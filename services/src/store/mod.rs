@@ -11,7 +11,7 @@ pub mod watched;
 
 use async_nats::jetstream::{self, kv};
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use outpost_schemas::job::{check_name, Job};
 use outpost_schemas::state::ExecutionState;
@@ -22,24 +22,12 @@ use uuid::Uuid;
 use crate::store::bucket::Bucket;
 use crate::ServiceError;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub id: Uuid,
-    pub project: String,
-    pub job: Job,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Project {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-}
+pub use outpost_schemas::records::{JobRecord, ProjectNodes, ProjectRecord as Project};
 
 /// Rundeck's `dupeOption` for imports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DupeOption {
     #[default]
@@ -48,7 +36,7 @@ pub enum DupeOption {
     Create,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ImportAction {
     Created,
@@ -56,11 +44,10 @@ pub enum ImportAction {
     Skipped,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Imported {
     pub id: Uuid,
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     pub project: String,
     pub action: ImportAction,
@@ -83,7 +70,7 @@ fn nats(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// Where a node came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum NodeSource {
     /// The project's uploaded resources.yaml.
@@ -92,17 +79,10 @@ pub enum NodeSource {
     Runner { runner_id: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
-    #[serde(flatten)]
     pub node: outpost_schemas::node::Node,
     pub source: NodeSource,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ProjectNodes {
-    nodes: Vec<outpost_schemas::node::Node>,
-    updated_at: DateTime<Utc>,
 }
 
 #[derive(Clone)]

@@ -232,8 +232,8 @@ pub(crate) enum JobCmd {
     Load {
         file: PathBuf,
         /// What to do with a job that exists: update, skip or create (fail).
-        #[arg(long, default_value = "update")]
-        dupe: String,
+        #[arg(long, default_value = "update", value_parser = parse_dupe)]
+        dupe: outpost_services::contract::DupeOption,
     },
     /// List the project's jobs.
     List,
@@ -310,4 +310,9 @@ pub(crate) enum RunnerCmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+fn parse_dupe(s: &str) -> Result<outpost_services::contract::DupeOption, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("`{s}` is not one of update, skip, create"))
 }

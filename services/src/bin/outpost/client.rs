@@ -7,6 +7,9 @@ use anyhow::Context;
 use outpost_bus as bus;
 use outpost_schemas::state::ExecutionStatus;
 use outpost_services::cli::{self, Client};
+use outpost_services::contract::{
+    CredentialState, Draining, NodeSource, PingReply, Revocation, Rotation,
+};
 use uuid::Uuid;
 
 use crate::args::{
@@ -25,43 +28,29 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Job(JobCmd::Load { file: path, dupe }) => {
             let yaml = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let v = client
-                .import(project, yaml, &dupe)
+            let result = client
+                .import(project, yaml, dupe)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            for j in v["succeeded"].as_array().into_iter().flatten() {
-                let name = match j["group"].as_str() {
-                    Some(g) => format!("{g}/{}", j["name"].as_str().unwrap_or("")),
-                    None => j["name"].as_str().unwrap_or("").to_string(),
-                };
-                println!(
-                    "{:<8} {}  {}",
-                    j["action"].as_str().unwrap_or(""),
-                    j["id"].as_str().unwrap_or(""),
-                    name
-                );
+            for j in &result.succeeded {
+                println!("{:<8} {}  {}", word(&j.action), j.id, j.full_name());
             }
         }
         Command::Job(JobCmd::List) => {
-            let v = client.jobs(project).await?;
-            for j in v.as_array().into_iter().flatten() {
-                let name = match j["group"].as_str() {
-                    Some(g) => format!("{g}/{}", j["name"].as_str().unwrap_or("")),
-                    None => j["name"].as_str().unwrap_or("").to_string(),
+            for j in client.jobs(project).await? {
+                let name = match &j.group {
+                    Some(g) => format!("{g}/{}", j.name),
+                    None => j.name.clone(),
                 };
-                println!(
-                    "{}  {:<30} {}",
-                    j["id"].as_str().unwrap_or(""),
-                    name,
-                    j["description"].as_str().unwrap_or("")
-                );
+                println!("{}  {:<30} {}", j.id, name, j.description);
             }
         }
         Command::Job(JobCmd::Get { job, yaml }) => {
             let id = client.resolve_job(project, &job).await?;
-            print!("{}", client.job(id, yaml).await?);
-            if !yaml {
-                println!();
+            if yaml {
+                print!("{}", client.job_yaml(id).await?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&client.job(id).await?)?);
             }
         }
         Command::Job(JobCmd::Delete { job }) => {
@@ -72,7 +61,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Run(a) => {
             let id = client.resolve_job(project, &a.job).await?;
             let options: BTreeMap<String, String> = a.options.into_iter().collect();
-            let exec = client.run(id, options).await?;
+            let exec = client.run(id, options).await?.id;
             if !a.follow {
                 println!("{exec}");
                 return Ok(0);
@@ -114,9 +103,9 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
             }
         }
         Command::Exec(ExecCmd::Abort { id }) => {
-            let v = client.abort(id).await?;
-            let status = v["abort"]["status"].as_str().unwrap_or("unknown");
-            match v["abort"]["reason"].as_str() {
+            let reply = client.abort(id).await?;
+            let status = word(&reply.abort.status);
+            match reply.abort.reason {
                 Some(r) => println!("abort {status}: {r}"),
                 None => println!("abort {status}"),
             }
@@ -127,57 +116,51 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
         }) => {
             let yaml = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let v = client
+            let loaded = client
                 .put_nodes(project, yaml)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            println!("loaded {} nodes into project {project}", v["nodes"]);
+            println!("loaded {} nodes into project {project}", loaded.nodes);
         }
         Command::Nodes(NodesArgs { filter, cmd: None }) => {
-            let v = client.nodes(project, filter.as_deref()).await?;
-            for n in v.as_array().into_iter().flatten() {
-                let source = match n["source"]["kind"].as_str() {
-                    Some("runner") => {
-                        format!("runner:{}", n["source"]["runner_id"].as_str().unwrap_or(""))
-                    }
-                    _ => "project".into(),
+            for n in client.nodes(project, filter.as_deref()).await? {
+                let source = match &n.source {
+                    NodeSource::Runner { runner_id } => format!("runner:{runner_id}"),
+                    NodeSource::Project => "project".into(),
                 };
-                let host = match n["port"].as_u64() {
-                    Some(p) => format!("{}:{p}", n["hostname"].as_str().unwrap_or("")),
-                    None => n["hostname"].as_str().unwrap_or("").to_string(),
+                let host = match n.node.port {
+                    Some(p) => format!("{}:{p}", n.node.hostname),
+                    None => n.node.hostname.clone(),
                 };
-                let tags: Vec<&str> = n["tags"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t.as_str())
-                    .collect();
                 println!(
                     "{:<20} {:<24} {:<18} tags=[{}]",
-                    n["nodename"].as_str().unwrap_or(""),
+                    n.node.nodename,
                     host,
                     source,
-                    tags.join(",")
+                    n.node.tags.iter().cloned().collect::<Vec<_>>().join(",")
                 );
             }
         }
         Command::Audit(AuditCmd::Tail { lines, follow }) => {
             let mut after: Option<u64> = None;
             loop {
-                let v = client
+                let entries = client
                     .audit(after, if after.is_some() { 1000 } else { lines })
                     .await?;
-                for e in v.as_array().into_iter().flatten() {
+                for e in entries {
+                    let ev = &e.event;
                     println!(
                         "{}  {:<9} {:<3} {:<40} {} {}",
-                        e["time"].as_str().unwrap_or(""),
-                        e["actor"].as_str().unwrap_or(""),
-                        e["status"],
-                        e["action"].as_str().unwrap_or(""),
-                        e["target"].as_str().unwrap_or(""),
-                        e["source"].as_str().unwrap_or(""),
+                        ev.header
+                            .time
+                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        ev.actor,
+                        ev.status,
+                        ev.action,
+                        ev.target,
+                        ev.source,
                     );
-                    after = e["seq"].as_u64().or(after);
+                    after = Some(e.seq);
                 }
                 if !follow {
                     break;
@@ -190,9 +173,9 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
         }
         Command::Runner(RunnerCmd::Create { name, tags, output }) => {
             let tags = outpost_schemas::job::parse_tag_list(&tags).map_err(anyhow::Error::msg)?;
-            let v = client.enrol_runner(&name, &tags).await?;
+            let enrolment = client.enrol_runner(&name, &tags).await?;
             let path = output.unwrap_or_else(|| PathBuf::from(format!("{name}.creds")));
-            write_bundle(&path, &v)?;
+            write_bundle(&path, &enrolment.bundle)?;
             println!(
                 "enrolled runner {name} (tags: {}); credentials written to {} (mode 0600)\n\
                  start it with: outpost-runner --creds {}",
@@ -206,9 +189,9 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
             );
         }
         Command::Runner(RunnerCmd::Rotate { name, output }) => {
-            let v = client.runner_action(&name, "rotate").await?;
+            let rotation: Rotation = client.runner_action(&name, "rotate").await?;
             let path = output.unwrap_or_else(|| PathBuf::from(format!("{name}.creds")));
-            write_bundle(&path, &v)?;
+            write_bundle(&path, &rotation.bundle)?;
             println!(
                 "new credentials for runner {name} written to {}; replace the runner's --creds file with it. \
                  The old credentials stop working once the runner has switched.",
@@ -216,94 +199,86 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
             );
         }
         Command::Runner(RunnerCmd::Revoke { name }) => {
-            let v = client.runner_action(&name, "revoke").await?;
+            let revocation: Revocation = client.runner_action(&name, "revoke").await?;
             println!(
                 "revoked runner {name}; {} claimed step(s) ended as runner-lost",
-                v["steps_ended"]
+                revocation.steps_ended
             );
-            if v["connections_cut"] == false {
+            if !revocation.connections_cut {
                 eprintln!("warning: NATS is not in operator mode, so the runner's connections were not cut; the control plane refuses its work");
             }
         }
         Command::Runner(RunnerCmd::Drain { name }) => {
-            let v = client.runner_action(&name, "drain").await?;
+            let draining: Draining = client.runner_action(&name, "drain").await?;
             println!(
                 "draining runner {name} ({} live replica(s)): no new steps; running ones finish, then it stops",
-                v["live_replicas"]
+                draining.live_replicas
             );
         }
         Command::Runner(RunnerCmd::Ping { name }) => {
-            let v = client.runner_action(&name, "ping").await?;
-            let replicas = v["replicas"].as_array().cloned().unwrap_or_default();
-            if replicas.is_empty() {
+            let ping: PingReply = client.runner_action(&name, "ping").await?;
+            if ping.replicas.is_empty() {
                 eprintln!("no replica of runner {name} answered within 2 s");
                 return Ok(1);
             }
-            for r in replicas {
-                println!(
-                    "{name} replica {}: {:.2} ms",
-                    r["replica_id"].as_str().unwrap_or(""),
-                    r["rtt_ms"].as_f64().unwrap_or_default()
-                );
+            for r in ping.replicas {
+                println!("{name} replica {}: {:.2} ms", r.replica_id, r.rtt_ms);
             }
         }
         Command::Runner(RunnerCmd::Enrolled) => {
-            let v = client.enrolled_runners().await?;
-            for r in v.as_array().into_iter().flatten() {
-                let creds = r["credentials"].as_array().cloned().unwrap_or_default();
-                let state = |s: &str| creds.iter().filter(|c| c["state"] == s).count();
+            for r in client.enrolled_runners().await? {
                 println!(
                     "{:<16} {:<8} tags=[{}] credentials: {} active, {} superseded, {} revoked; created {} by {}",
-                    r["name"].as_str().unwrap_or(""),
-                    if r["revoked"].is_null() { "enrolled" } else { "REVOKED" },
-                    r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(","),
-                    state("active"),
-                    state("superseded"),
-                    state("revoked"),
-                    r["created"].as_str().unwrap_or(""),
-                    r["created_by"].as_str().unwrap_or(""),
+                    r.name,
+                    if r.revoked.is_none() { "enrolled" } else { "REVOKED" },
+                    r.tags.join(","),
+                    r.credentials_in(CredentialState::Active),
+                    r.credentials_in(CredentialState::Superseded),
+                    r.credentials_in(CredentialState::Revoked),
+                    r.created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    r.created_by,
                 );
             }
         }
         Command::Deadletters => {
-            let v = client.dead_letters().await?;
-            for (subject, n) in v["counts"].as_object().into_iter().flatten() {
+            let dead = client.dead_letters().await?;
+            for (subject, n) in &dead.counts {
                 println!("{n:>6}  {subject}");
             }
-            for d in v["recent"].as_array().into_iter().flatten() {
+            for d in &dead.recent {
                 println!(
                     "#{} {} {} from {}: {}",
-                    d["seq"],
-                    d["time"].as_str().unwrap_or(""),
-                    d["consumer"].as_str().unwrap_or(""),
-                    d["subject"].as_str().unwrap_or(""),
-                    d["error"].as_str().unwrap_or(""),
+                    d.seq,
+                    d.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    d.consumer,
+                    d.subject,
+                    d.error,
                 );
             }
         }
         Command::Token(TokenCmd::Create { name, roles }) => {
-            let v = client.create_token(&name, &roles).await?;
+            let created = client.create_token(&name, &roles).await?;
             eprintln!(
                 "token {} ({name}) created; it is shown once, here:",
-                v["id"].as_str().unwrap_or("")
+                created.record.id
             );
-            println!("{}", v["token"].as_str().unwrap_or(""));
+            println!("{}", created.token);
         }
         Command::Token(TokenCmd::List) => {
-            let v = client.tokens().await?;
-            for t in v.as_array().into_iter().flatten() {
+            for t in client.tokens().await? {
                 println!(
                     "{}  {:<20} {:<8} roles={} created {} by {}",
-                    t["id"].as_str().unwrap_or(""),
-                    t["name"].as_str().unwrap_or(""),
-                    if t["revoked"].is_null() {
+                    t.id,
+                    t.name,
+                    if t.revoked.is_none() {
                         "active"
                     } else {
                         "revoked"
                     },
-                    t["roles"],
-                    t["created"].as_str().unwrap_or(""),
-                    t["created_by"].as_str().unwrap_or(""),
+                    serde_json::to_string(&t.roles)?,
+                    t.created
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    t.created_by,
                 );
             }
         }
@@ -368,7 +343,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
             }
         }
         Command::Runner(RunnerCmd::List) => {
-            let v = client.runners().await?;
+            let runners = client.runners().await?;
             println!(
                 "{:<16} {:<10} {:<10} {:<10} {:<9} {:<7} {:<8} {:<30} HOST (TAGS)",
                 "RUNNER",
@@ -380,33 +355,25 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
                 "VERSION",
                 "LAST CHECK-IN"
             );
-            for r in v.as_array().into_iter().flatten() {
-                let replica = r["replica_id"].as_str().unwrap_or("-");
+            for r in runners {
+                let replica = r.replica_id.map_or("-".to_string(), |id| id.to_string());
                 println!(
                     "{:<16} {:<10} {:<10} {:<10} {:<9} {:<7} {:<8} {:<30} {} ({})",
-                    r["runner_id"].as_str().unwrap_or(""),
-                    r["health"].as_str().unwrap_or(""),
+                    r.runner_id,
+                    word(&r.health),
                     &replica[replica.len().saturating_sub(8)..],
-                    r["state"].as_str().unwrap_or("-"),
-                    if r["capacity"].is_null() {
-                        "-".to_string()
-                    } else {
-                        format!("{}/{}", r["running_steps"], r["capacity"])
+                    r.state.as_ref().map_or("-".to_string(), word),
+                    match (r.running_steps, r.capacity) {
+                        (Some(n), Some(c)) => format!("{n}/{c}"),
+                        _ => "-".to_string(),
                     },
                     // Messages waiting for NATS: non-zero after a link cut.
-                    r["outbox_entries"]
-                        .as_u64()
-                        .map_or("-".into(), |n| n.to_string()),
-                    r["version"].as_str().unwrap_or("-"),
-                    r["time"].as_str().unwrap_or("never"),
-                    r["hostname"].as_str().unwrap_or("-"),
-                    r["tags"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|t| t.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
+                    r.outbox_entries.map_or("-".into(), |n| n.to_string()),
+                    r.version.as_deref().unwrap_or("-"),
+                    r.time.map_or("never".to_string(), |t| t
+                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+                    r.hostname.as_deref().unwrap_or("-"),
+                    r.tags.join(","),
                 );
             }
         }
@@ -442,12 +409,17 @@ async fn follow_exit(client: &Client, id: Uuid, out: &mut std::io::Stdout) -> an
     })
 }
 
+/// A contract enum's wire word (`healthy`, `created`, …).
+fn word<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".into(),
+    }
+}
+
 /// Writes the bundle of an enrol/rotate reply, mode 0600, atomically (a
 /// runner watching the file never reads half of it).
-fn write_bundle(path: &std::path::Path, reply: &serde_json::Value) -> anyhow::Result<()> {
-    let bundle = reply["bundle"]
-        .as_str()
-        .context("unexpected API response: no bundle")?;
+fn write_bundle(path: &std::path::Path, bundle: &str) -> anyhow::Result<()> {
     outpost_services::security::write_private(path, bundle.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }
