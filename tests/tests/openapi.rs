@@ -1,7 +1,8 @@
-//! The served OpenAPI document is the committed one, and every operation
-//! it names reaches a handler of the running API (not the router's bare
-//! 404 or 405).
+//! The served OpenAPI document is the committed one, every operation it
+//! names reaches a handler of the running API (not the router's own 404 or
+//! 405), and every error, even one no handler wrote, is an `ErrorBody`.
 
+use outpost_services::contract;
 use outpost_tests::*;
 use serde_json::Value;
 
@@ -49,12 +50,70 @@ async fn the_served_document_is_the_committed_one_and_every_operation_is_routed(
             let status = r.status().as_u16();
             let body = r.bytes().await.unwrap();
             assert_ne!(status, 405, "{method} {path}: method not routed");
-            assert!(
-                !(status == 404 && body.is_empty()),
-                "{method} {path}: no route (404 without a body)"
-            );
+            if status >= 400 {
+                let error: contract::ErrorBody =
+                    serde_json::from_slice(&body).unwrap_or_else(|e| {
+                        panic!("{method} {path}: {status} without an ErrorBody: {e}")
+                    });
+                assert_ne!(
+                    error.error_code, "api.error.route.unknown",
+                    "{method} {path}: no route"
+                );
+            }
             checked += 1;
         }
     }
     assert!(checked >= 29, "only {checked} operations");
+
+    // What no handler answers is still an ErrorBody.
+    for (method, path, status, code) in [
+        (
+            reqwest::Method::GET,
+            "/no/such/route",
+            404,
+            "api.error.route.unknown",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/projects",
+            405,
+            "api.error.method.unsupported",
+        ),
+        (
+            reqwest::Method::POST,
+            "/runners",
+            415,
+            "api.error.content-type.unsupported",
+        ),
+        (
+            reqwest::Method::GET,
+            "/audit?max=many",
+            400,
+            "api.error.invalid.request",
+        ),
+    ] {
+        let r = stack
+            .http
+            .request(method.clone(), stack.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let error: contract::ErrorBody = r.json().await.unwrap();
+        assert!(error.error);
+        assert_eq!(error.error_code, code, "{method} {path}: {}", error.message);
+        assert!(!error.message.is_empty());
+    }
+    // A malformed body: the extractor's reason, in the contract's shape.
+    let r = stack
+        .http
+        .post(stack.url("/runners"))
+        .header("content-type", "application/json")
+        .body("{\"tags\": []}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let error: contract::ErrorBody = r.json().await.unwrap();
+    assert!(error.message.contains("name"), "{}", error.message);
 }

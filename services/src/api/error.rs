@@ -114,3 +114,46 @@ pub(super) fn auth_error(e: auth::AuthError) -> ApiError {
         auth::AuthError::Service(s) => s.into(),
     }
 }
+
+/// Errors that no handler wrote (an unknown route, a wrong method, a body
+/// or query the extractors refused) get the same JSON body as the rest, so
+/// that a client reads every error one way, as the OpenAPI document says.
+pub(super) async fn json_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    // The extractors' own text says what was wrong with the input.
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, fallback) = match status {
+        StatusCode::NOT_FOUND => ("api.error.route.unknown", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "api.error.method.unsupported",
+            "this route does not take that method",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "api.error.content-type.unsupported",
+            "this route takes another content type",
+        ),
+        s if s.is_client_error() => ("api.error.invalid.request", "invalid request"),
+        _ => ("api.error.unavailable", "internal error"),
+    };
+    let message = if text.is_empty() {
+        fallback.to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
+}

@@ -259,16 +259,23 @@ pub(super) async fn from_claimant(
     Ok(holder.is_some_and(|h| h == sender))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct StreamQuery {
+    /// Start after this point: a page's `offset` (0, the default, is the start).
+    offset: Option<String>,
+}
+
 /// Server-sent events: `output` events carry [`OutputPage`]s as they come,
 /// then one `end` event carries the final execution state.
 #[utoipa::path(get, path = "/api/v1/execution/{id}/output/stream", tag = "executions",
-    params(("id" = Uuid, Path), OutputQuery),
+    params(("id" = Uuid, Path), StreamQuery),
     responses((status = 200, content_type = "text/event-stream", body = String,
         description = "Server-sent events: `output` (data: an OutputPage) as output arrives; then one `end` (data: the final Execution); or `error` (data: the message)")))]
 pub(super) async fn stream_output(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<OutputQuery>,
+    Query(q): Query<StreamQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let id = parse_id(&id)?;
     let offset = parse_offset(q.offset.as_deref())?;

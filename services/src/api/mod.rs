@@ -256,6 +256,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .nest(API_PREFIX, api)
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 

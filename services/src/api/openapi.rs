@@ -150,7 +150,9 @@ fn annotate(path: &str, method: &str, op: &mut Value) {
     let need = auth::policy(method, &route);
     let access = match need {
         Need::Nothing => "none: no token needed".to_string(),
-        Need::AnyToken => "any valid token; the answer covers the projects it may see".to_string(),
+        Need::AnyToken => {
+            "any valid token (a project list holds only the projects it may see)".to_string()
+        }
         Need::Global(role) => format!("{} on every project", role_word(role)),
         Need::Project(role, of) => format!(
             "{} on {}",
