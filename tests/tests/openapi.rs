@@ -117,3 +117,80 @@ async fn the_served_document_is_the_committed_one_and_every_operation_is_routed(
     let error: contract::ErrorBody = r.json().await.unwrap();
     assert!(error.message.contains("name"), "{}", error.message);
 }
+
+/// Every read, with real ids, answers what the document says: each 200
+/// body validates against the operation's schema in the served document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_answers_the_schema_the_document_gives() {
+    let stack = Stack::start().await;
+    let job = stack
+        .load(
+            "- name: documented\n  sequence:\n    commands:\n    - exec: echo documented\n",
+            "documented",
+        )
+        .await;
+    let exec = stack.run_job(job, &[]).await;
+    stack.wait_terminal(exec).await;
+    let dir = tempfile::tempdir().unwrap();
+    stack.enrol("doc-runner", &["doc"], dir.path()).await;
+    let r = stack
+        .http
+        .put(stack.url("/project/default/resources"))
+        .body("web1:\n  hostname: 10.0.0.1\n  port: 2222\n  tags: web, db\n  osFamily: unix\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, _) = stack
+        .post_json(
+            "/tokens",
+            &serde_json::to_value(contract::TokenRequest {
+                name: "reader".into(),
+                roles: vec!["viewer".into()],
+            })
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    let doc: Value = stack.get_json("/openapi.json").await;
+    let mut checked = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(op) = item.get("get") else { continue };
+        let Some(schema) = op["responses"]["200"]["content"]["application/json"].get("schema")
+        else {
+            continue;
+        };
+        let concrete = path
+            .replace("{project}", "default")
+            .replace("{name}", "documented")
+            .replace(
+                "{id}",
+                &if path.starts_with("/api/v1/job/") {
+                    job.to_string()
+                } else {
+                    exec.to_string()
+                },
+            );
+        let body: Value = stack
+            .get_json(concrete.strip_prefix("/api/v1").unwrap())
+            .await;
+        // The operation's schema, with the document's components to resolve
+        // its references against.
+        let mut root = schema.clone();
+        root["components"] = doc["components"].clone();
+        let validator = jsonschema::validator_for(&root).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&body)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "GET {path}: {errors:?}\n{body:#}");
+        // An empty list would validate anything.
+        assert!(
+            body.as_array().is_none_or(|a| !a.is_empty()),
+            "GET {path} listed nothing to check"
+        );
+        checked.push(path.clone());
+    }
+    assert!(checked.len() >= 14, "only {checked:?}");
+}
