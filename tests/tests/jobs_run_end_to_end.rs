@@ -3,6 +3,7 @@
 
 use outpost_schemas::state::{ExecutionStatus, StepStatus};
 use outpost_schemas::Event;
+use outpost_services::contract::OutputPage;
 use outpost_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,18 +473,56 @@ async fn paging_parameters_at_their_limits_are_served_not_overflowed() {
         ExecutionStatus::Succeeded
     );
     let max = u64::MAX;
-    let page: serde_json::Value = stack
+    let page: OutputPage = stack
         .get_json(&format!("/execution/{id}/output?offset={max}"))
         .await;
-    assert_eq!(page["entries"].as_array().unwrap().len(), 0, "{page}");
-    assert_eq!(page["completed"], true, "{page}");
-    let page: serde_json::Value = stack
+    assert_eq!(page.entries.len(), 0, "{page:?}");
+    assert!(page.completed, "{page:?}");
+    let page: OutputPage = stack
         .get_json(&format!("/execution/{id}/output?maxlines=100000000"))
         .await;
     // Pages end on a whole log chunk, so the cap may be passed by the rest
     // of the chunk that reached it, never by the whole log.
-    let n = page["entries"].as_array().unwrap().len();
+    let n = page.entries.len();
     assert!((10_000..12_000).contains(&n), "{n} entries");
-    let audit: serde_json::Value = stack.get_json(&format!("/audit?after={max}")).await;
-    assert_eq!(audit.as_array().unwrap().len(), 0, "{audit}");
+    let audit: Vec<outpost_services::contract::AuditEntry> =
+        stack.get_json(&format!("/audit?after={max}")).await;
+    assert_eq!(audit.len(), 0, "{audit:?}");
+}
+
+/// Output is shown only when the step's grant vouches for its runner. When
+/// the grant cannot be read, the page fails rather than show output nobody
+/// vouched for (the check once answered "shown" then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_whose_grant_cannot_be_read_is_refused_not_shown() {
+    let stack = Stack::start().await;
+    let job = stack
+        .load(
+            "- name: vouched\n  sequence:\n    commands:\n    - exec: echo vouched-for\n",
+            "vouched",
+        )
+        .await;
+    let id = stack.run_job(job, &[]).await;
+    assert_eq!(
+        stack.wait_terminal(id).await.status,
+        ExecutionStatus::Succeeded
+    );
+    // The grants live in the event stream; without it, no grant can be
+    // read. This API has read none of them yet, so it remembers none.
+    stack
+        .js
+        .delete_stream(outpost_schemas::subjects::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let r = stack
+        .http
+        .get(stack.url(&format!("/execution/{id}/output")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(!body.contains("vouched-for"), "{body}");
+    let error: outpost_services::contract::ErrorBody = serde_json::from_str(&body).unwrap();
+    assert!(error.message.contains("grants of"), "{}", error.message);
 }
