@@ -13,6 +13,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod compat;
+
+use compat::Values;
+pub use compat::{flag, Flag, NotYet, NOT_SUPPORTED_YET};
+
 /// Longest tag, option or runner name we accept; keeps subject tokens short.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -75,21 +80,64 @@ struct RawJob {
     sequence: Sequence,
     #[serde(rename = "runnerSelector", default)]
     runner_selector: Option<RunnerSelector>,
-    #[serde(rename = "executionEnabled", default = "yes")]
+    #[serde(
+        rename = "executionEnabled",
+        default = "yes",
+        deserialize_with = "flag"
+    )]
+    #[schemars(with = "Flag")]
     execution_enabled: bool,
-    // Accepted for Rundeck compatibility; no behaviour.
+    // Accepted for Rundeck compatibility; no behaviour (UI hints, and a
+    // project the import's own project overrides, as in Rundeck).
     #[serde(rename = "defaultTab", default)]
     _default_tab: Option<String>,
     #[serde(rename = "scheduleEnabled", default)]
-    _schedule_enabled: Option<bool>,
+    _schedule_enabled: Option<Flag>,
     #[serde(rename = "nodeFilterEditable", default)]
-    _node_filter_editable: Option<bool>,
+    _node_filter_editable: Option<Flag>,
+    #[serde(rename = "project", default)]
+    _project: Option<String>,
+    /// Outpost runs a job's executions side by side, as Rundeck does with
+    /// `multipleExecutions: true`; `false` (a limit of one) is not built.
     #[serde(rename = "multipleExecutions", default)]
-    _multiple_executions: Option<bool>,
+    multiple_executions: Option<Flag>,
     #[serde(default)]
     nodefilters: Option<NodeFilters>,
     #[serde(rename = "nodesSelectedByDefault", default)]
-    _nodes_selected_by_default: Option<bool>,
+    _nodes_selected_by_default: Option<Flag>,
+    // Documented by Rundeck, not built yet: refused unless empty.
+    #[serde(rename = "schedule", default)]
+    _schedule: NotYet,
+    #[serde(rename = "schedules", default)]
+    _schedules: NotYet,
+    #[serde(rename = "timeZone", default)]
+    _time_zone: NotYet,
+    #[serde(rename = "notification", default)]
+    _notification: NotYet,
+    #[serde(rename = "notifyAvgDurationThreshold", default)]
+    _notify_avg_duration_threshold: NotYet,
+    #[serde(rename = "retry", default)]
+    _retry: NotYet,
+    #[serde(rename = "retryDelay", default)]
+    _retry_delay: NotYet,
+    #[serde(rename = "timeout", default)]
+    _timeout: NotYet,
+    #[serde(rename = "loglimit", default)]
+    _loglimit: NotYet,
+    #[serde(rename = "loglimitAction", default)]
+    _loglimit_action: NotYet,
+    #[serde(rename = "loglimitStatus", default)]
+    _loglimit_status: NotYet,
+    #[serde(rename = "maxMultipleExecutions", default)]
+    _max_multiple_executions: NotYet,
+    #[serde(rename = "orchestrator", default)]
+    _orchestrator: NotYet,
+    #[serde(rename = "plugins", default)]
+    _plugins: NotYet,
+    #[serde(rename = "excludeFilterUncheck", default)]
+    _exclude_filter_uncheck: NotYet,
+    #[serde(rename = "user", default)]
+    _user: NotYet,
 }
 
 impl TryFrom<RawJob> for Job {
@@ -114,6 +162,11 @@ impl TryFrom<RawJob> for Job {
         let name = raw.name.trim().to_string();
         if name.is_empty() {
             return Err("job `name` is empty".into());
+        }
+        if raw.multiple_executions == Some(Flag(false)) {
+            return Err(format!(
+                "job `{name}`: {NOT_SUPPORTED_YET}: multipleExecutions: false (a limit of one execution at a time); Outpost runs a job's executions side by side, as with `multipleExecutions: true`"
+            ));
         }
         if name.contains('/') {
             return Err(format!(
@@ -256,22 +309,62 @@ struct RawJobOption {
     label: Option<String>,
     #[serde(default)]
     description: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
     required: bool,
     #[serde(default)]
     value: Option<ScalarString>,
     #[serde(default)]
-    values: Vec<ScalarString>,
-    #[serde(default)]
+    values: Option<Values>,
+    /// Splits `values` when it is one string (Rundeck's default `,`).
+    #[serde(rename = "valuesListDelimiter", default)]
+    values_list_delimiter: Option<String>,
+    #[serde(default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
     enforced: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
     secure: bool,
+    /// Only matters with `storagePath`, which is not built.
     #[serde(rename = "valueExposed", default)]
-    _value_exposed: Option<bool>,
+    _value_exposed: Option<Flag>,
+    // Documented by Rundeck, not built yet: refused unless empty.
+    #[serde(rename = "regex", default)]
+    _regex: NotYet,
+    #[serde(rename = "multivalued", default)]
+    _multivalued: NotYet,
+    #[serde(rename = "delimiter", default)]
+    _delimiter: NotYet,
+    #[serde(rename = "multivalueAllSelected", default)]
+    _multivalue_all_selected: NotYet,
+    #[serde(rename = "valuesUrl", default)]
+    _values_url: NotYet,
+    #[serde(rename = "configRemoteUrl", default)]
+    _config_remote_url: NotYet,
+    #[serde(rename = "remoteUrlAuthenticationType", default)]
+    _remote_url_authentication_type: NotYet,
+    #[serde(rename = "storagePath", default)]
+    _storage_path: NotYet,
+    #[serde(rename = "isDate", default)]
+    _is_date: NotYet,
+    #[serde(rename = "dateFormat", default)]
+    _date_format: NotYet,
+    #[serde(rename = "hidden", default)]
+    _hidden: NotYet,
+    #[serde(rename = "sortValues", default)]
+    _sort_values: NotYet,
+    #[serde(rename = "sortIndex", default)]
+    _sort_index: NotYet,
+    #[serde(rename = "type", default)]
+    _option_type: NotYet,
+    #[serde(rename = "config", default)]
+    _config: NotYet,
+    #[serde(rename = "optionValuesPluginType", default)]
+    _option_values_plugin_type: NotYet,
 }
 
 /// YAML writes `value: 3` as a number; Rundeck treats every option as text.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 enum ScalarString {
     S(String),
@@ -298,7 +391,10 @@ impl TryFrom<RawJobOption> for JobOption {
             c == '_' || c == '-' || c == '.'
         })?;
         let value: Option<String> = raw.value.map(Into::into);
-        let values: Vec<String> = raw.values.into_iter().map(Into::into).collect();
+        let values: Vec<String> = raw
+            .values
+            .map(|v| v.into_list(raw.values_list_delimiter.as_deref().unwrap_or(",")))
+            .unwrap_or_default();
         if raw.secure && (value.is_some() || !values.is_empty()) {
             return Err(format!(
                 "option `{}` is secure, so it can have no `value` or `values`: the job definition is stored in plain text; pass the value at run time",
@@ -336,15 +432,43 @@ impl TryFrom<RawJobOption> for JobOption {
 
 /// `sequence:` — the workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "RawSequence")]
 pub struct Sequence {
     /// Run the remaining steps after a failure (the execution still fails).
     #[serde(default)]
     pub keepgoing: bool,
     #[serde(default)]
     pub strategy: Strategy,
-    #[serde(deserialize_with = "non_empty_commands")]
     pub commands: Vec<Command>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RawSequence {
+    #[serde(default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    keepgoing: bool,
+    #[serde(default)]
+    strategy: Strategy,
+    #[serde(deserialize_with = "non_empty_commands")]
+    commands: Vec<Command>,
+    // Documented by Rundeck, not built yet: refused unless empty.
+    #[serde(rename = "pluginConfig", default)]
+    _plugin_config: NotYet,
+    /// Read by Rundeck, never exported by it.
+    #[serde(rename = "threadcount", default)]
+    _threadcount: NotYet,
+}
+
+impl TryFrom<RawSequence> for Sequence {
+    type Error = String;
+    fn try_from(raw: RawSequence) -> Result<Self, String> {
+        Ok(Sequence {
+            keepgoing: raw.keepgoing,
+            strategy: raw.strategy,
+            commands: raw.commands,
+        })
+    }
 }
 
 fn non_empty_commands<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Command>, D::Error> {
@@ -403,11 +527,116 @@ struct RawCommand {
     description: Option<String>,
     #[serde(rename = "runnerSelector", default)]
     runner_selector: Option<RunnerSelector>,
+    /// A plugin step's type. Rundeck 5.0 and 5.1 exported `exec` and
+    /// `script` steps as the built-in types `exec-command` and
+    /// `script-inline`; those are read as such.
+    #[serde(rename = "type", default)]
+    step_type: Option<String>,
+    #[serde(rename = "nodeStep", default)]
+    _node_step: Option<Flag>,
+    #[serde(default)]
+    configuration: Option<BTreeMap<String, ScalarString>>,
+    // Defaults Rundeck writes for every script step: accepted when they ask
+    // for nothing.
+    #[serde(rename = "interpreterArgsQuoted", default)]
+    _interpreter_args_quoted: NotYet,
+    #[serde(rename = "expandTokenInScriptFile", default)]
+    _expand_token_in_script_file: NotYet,
+    #[serde(rename = "autoSecureInput", default)]
+    _auto_secure_input: NotYet,
+    #[serde(rename = "passSecureInput", default)]
+    _pass_secure_input: NotYet,
+    // Documented by Rundeck, not built yet: refused unless empty.
+    #[serde(rename = "jobref", default)]
+    _jobref: NotYet,
+    #[serde(rename = "scriptfile", default)]
+    _scriptfile: NotYet,
+    #[serde(rename = "scripturl", default)]
+    _scripturl: NotYet,
+    #[serde(rename = "fileExtension", default)]
+    _file_extension: NotYet,
+    #[serde(rename = "errorhandler", default)]
+    _errorhandler: NotYet,
+    #[serde(rename = "keepgoingOnSuccess", default)]
+    _keepgoing_on_success: NotYet,
+    #[serde(rename = "plugins", default)]
+    _plugins: NotYet,
+    #[serde(rename = "conditionGroups", default)]
+    _condition_groups: NotYet,
+    #[serde(rename = "subSteps", default)]
+    _sub_steps: NotYet,
+}
+
+/// The built-in step types' configuration keys, as Rundeck 5.0 and 5.1
+/// exported them, and the step keys they stand for.
+const BUILTIN_STEP_KEYS: &[(&str, &str)] = &[
+    ("adhocRemoteString", "exec"),
+    ("adhocLocalString", "script"),
+    ("argString", "args"),
+    ("scriptInterpreter", "scriptInterpreter"),
+    ("interpreterArgsQuoted", "interpreterArgsQuoted"),
+    ("fileExtension", "fileExtension"),
+    ("expandTokenInScriptFile", "expandTokenInScriptFile"),
+];
+
+impl RawCommand {
+    /// A built-in plugin step (`type: exec-command`, `script-inline`) read
+    /// as the `exec` or `script` step it is.
+    fn builtin(mut self) -> Result<Self, String> {
+        let Some(step_type) = self.step_type.take() else {
+            if self.configuration.is_some() {
+                return Err("`configuration` goes with a plugin step's `type`".into());
+            }
+            return Ok(self);
+        };
+        if self.exec.is_some() || self.script.is_some() {
+            return Err(format!(
+                "a step has both `type: {step_type}` and `exec` or `script`; use one"
+            ));
+        }
+        if !matches!(step_type.as_str(), "exec-command" | "script-inline") {
+            return Err(format!(
+                "{NOT_SUPPORTED_YET}: plugin step type `{step_type}` (so far Outpost runs `exec` and `script` steps, also written as the built-in types `exec-command` and `script-inline`)"
+            ));
+        }
+        for (key, value) in self.configuration.take().unwrap_or_default() {
+            let value = String::from(value);
+            let Some((_, step_key)) = BUILTIN_STEP_KEYS.iter().find(|(k, _)| *k == key) else {
+                return Err(format!("`{step_type}` has no configuration key `{key}`"));
+            };
+            // Rundeck writes every key, unset ones empty or `false`.
+            if value.is_empty() || value.eq_ignore_ascii_case("false") {
+                continue;
+            }
+            let slot = match *step_key {
+                "exec" => &mut self.exec,
+                "script" => &mut self.script,
+                "args" => &mut self.args,
+                "scriptInterpreter" => &mut self.script_interpreter,
+                other => {
+                    return Err(format!(
+                        "{NOT_SUPPORTED_YET}: configuration.{key} (the step's `{other}`)"
+                    ))
+                }
+            };
+            *slot = Some(value);
+        }
+        match step_type.as_str() {
+            "exec-command" if self.exec.is_none() => {
+                Err("`exec-command` needs configuration.adhocRemoteString".into())
+            }
+            "script-inline" if self.script.is_none() => {
+                Err("`script-inline` needs configuration.adhocLocalString".into())
+            }
+            _ => Ok(self),
+        }
+    }
 }
 
 impl TryFrom<RawCommand> for Command {
     type Error = String;
     fn try_from(raw: RawCommand) -> Result<Self, String> {
+        let raw = raw.builtin()?;
         match (&raw.exec, &raw.script) {
             (Some(_), Some(_)) => return Err("a step has both `exec` and `script`; use one".into()),
             (None, None) => return Err("a step needs `exec` or `script`".into()),
@@ -728,7 +957,8 @@ pub struct NodeDispatch {
     #[serde(default = "one", deserialize_with = "count")]
     pub threadcount: u32,
     /// Go on to other nodes after a node fails.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
     pub keepgoing: bool,
     /// Dispatch order attribute (default: the node name).
     #[serde(
@@ -740,10 +970,20 @@ pub struct NodeDispatch {
     #[serde(rename = "rankOrder", default)]
     pub rank_order: RankOrder,
     /// Exclusions win over inclusions (Rundeck's default).
-    #[serde(rename = "excludePrecedence", default = "yes")]
+    #[serde(
+        rename = "excludePrecedence",
+        default = "yes",
+        deserialize_with = "flag"
+    )]
+    #[schemars(with = "Flag")]
     pub exclude_precedence: bool,
     /// Succeed, running nothing, when no node matches; otherwise fail.
-    #[serde(rename = "successOnEmptyNodeFilter", default)]
+    #[serde(
+        rename = "successOnEmptyNodeFilter",
+        default,
+        deserialize_with = "flag"
+    )]
+    #[schemars(with = "Flag")]
     pub success_on_empty_node_filter: bool,
 }
 

@@ -14,12 +14,52 @@ use uuid::Uuid;
 use crate::contract::{
     DupeOption, ImportResult, JobDetail, JobRef, JobSummary, RunAccepted, RunRequest,
 };
-use crate::formats::job_yaml;
+use crate::formats::{self, Format};
 use crate::security::auth::Principal;
 use crate::store::JobRecord;
 
 use super::error::{registry_error, ApiError, ApiResult};
 use super::{parse_id, AppState, API_PREFIX};
+
+/// A job file's format: the `fileformat` parameter (Rundeck's name), else
+/// the body's `Content-Type`, else what the text looks like.
+fn file_format(
+    param: Option<&str>,
+    headers: &axum::http::HeaderMap,
+    body: &str,
+) -> ApiResult<Format> {
+    if let Some(name) = param {
+        return Format::from_name(name).ok_or_else(|| unknown_format(name));
+    }
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Format::from_media_type);
+    Ok(declared.unwrap_or_else(|| Format::sniff(body)))
+}
+
+fn unknown_format(name: &str) -> ApiError {
+    ApiError::invalid(format!("unknown format `{name}`: use yaml, xml or json"))
+}
+
+fn parse_body(body: &str, format: Format) -> ApiResult<Vec<outpost_schemas::job::Job>> {
+    formats::parse_jobs(body, format).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "api.error.jobs.import.invalid",
+            format!("{} job file: {e}", format.name().to_uppercase()),
+        )
+    })
+}
+
+/// A job file as text of its own media type.
+fn job_file(jobs: &[outpost_schemas::job::Job], format: Format) -> Response {
+    (
+        [(header::CONTENT_TYPE, format.media_type())],
+        formats::export(jobs, format),
+    )
+        .into_response()
+}
 
 fn import_result(imported: Vec<crate::store::Imported>) -> Json<ImportResult> {
     Json(ImportResult {
@@ -54,28 +94,28 @@ pub(super) struct ImportQuery {
     #[param(value_type = Option<String>)]
     #[serde(rename = "dupeOption", default)]
     dupe_option: DupeOption,
+    /// `yaml`, `xml` or `json`; by default the body's `Content-Type`, else
+    /// what the text looks like.
+    fileformat: Option<String>,
 }
 
-/// Imports a job file (Rundeck's job YAML). Nothing is stored unless every
-/// job in it is valid.
+/// Imports a job file: Rundeck's job YAML, XML or JSON. Nothing is stored
+/// unless every job in it is valid.
 #[utoipa::path(post, path = "/api/v1/project/{project}/jobs/import", tag = "jobs",
     params(("project" = String, Path), ImportQuery),
-    request_body(content = String, content_type = "application/yaml", description = "A list of jobs in Rundeck's job YAML"),
+    request_body(description = "A list of jobs in Rundeck's job YAML, XML (`<joblist>`) or JSON",
+        content((String = "application/yaml"), (String = "application/xml"), (String = "application/json"))),
     responses((status = 200, body = ImportResult)))]
 pub(super) async fn import_jobs(
     State(s): State<AppState>,
     Path(project): Path<String>,
     Query(q): Query<ImportQuery>,
+    headers: axum::http::HeaderMap,
     body: String,
 ) -> ApiResult<Json<ImportResult>> {
     s.store.require_project(&project).await?;
-    let jobs = job_yaml::parse_jobs(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "api.error.jobs.import.invalid",
-            e.to_string(),
-        )
-    })?;
+    let format = file_format(q.fileformat.as_deref(), &headers, &body)?;
+    let jobs = parse_body(&body, format)?;
     let imported = s.store.import(&project, jobs, q.dupe_option).await?;
     tracing::info!(project, count = imported.len(), "jobs imported");
     Ok(import_result(imported))
@@ -100,15 +140,16 @@ pub(super) async fn job_by_name(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct FormatQuery {
-    /// `yaml` for the definition as Rundeck's job YAML; JSON otherwise.
+    /// `yaml`, `xml` or `json`: the definition alone, as a one-job file of
+    /// that format. Without it, the job as Outpost stores it.
     format: Option<String>,
 }
 
 /// A job and its definition.
 #[utoipa::path(get, path = "/api/v1/job/{id}", tag = "jobs",
     params(("id" = Uuid, Path), FormatQuery),
-    responses((status = 200, description = "The job; with `format=yaml`, its definition alone as a one-job list",
-        content((JobDetail = "application/json"), (String = "application/yaml")))))]
+    responses((status = 200, description = "The job as stored; with `format`, its definition alone as a one-job file of that format (for `format=json`, a `JobList`)",
+        content((JobDetail = "application/json"), (String = "application/yaml"), (String = "application/xml")))))]
 pub(super) async fn get_job(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -117,34 +158,72 @@ pub(super) async fn get_job(
     let id = parse_id(&id)?;
     let rec = job_or_404(&s, id).await?;
     Ok(match q.format.as_deref() {
-        Some("yaml") => (
-            [(header::CONTENT_TYPE, "application/yaml")],
-            job_yaml::to_yaml(std::slice::from_ref(&rec.job)),
-        )
-            .into_response(),
-        _ => Json(JobDetail::from(rec)).into_response(),
+        Some(name) => {
+            let format = Format::from_name(name).ok_or_else(|| unknown_format(name))?;
+            job_file(std::slice::from_ref(&rec.job), format)
+        }
+        None => Json(JobDetail::from(rec)).into_response(),
     })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct FileFormatQuery {
+    /// `yaml`, `xml` or `json`; by default the body's `Content-Type`, else
+    /// what the text looks like.
+    fileformat: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ExportQuery {
+    /// `yaml` (the default), `xml` or `json`.
+    format: Option<String>,
+}
+
+/// Every job of a project as one job file, by group and name.
+#[utoipa::path(get, path = "/api/v1/project/{project}/jobs/export", tag = "jobs",
+    params(("project" = String, Path), ExportQuery),
+    responses((status = 200, description = "A job file that `jobs/import` reads back to the same jobs",
+        content((String = "application/yaml"), (String = "application/xml"), (crate::contract::JobList = "application/json")))))]
+pub(super) async fn export_jobs(
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<Response> {
+    let format = match q.format.as_deref() {
+        Some(name) => Format::from_name(name).ok_or_else(|| unknown_format(name))?,
+        None => Format::Yaml,
+    };
+    s.store.require_project(&project).await?;
+    let mut jobs: Vec<_> = s
+        .store
+        .jobs(&project)
+        .await?
+        .into_iter()
+        .map(|r| r.job)
+        .collect();
+    jobs.sort_by_key(|j| j.full_name());
+    Ok(job_file(&jobs, format))
 }
 
 /// Replaces a job's definition (a one-job file; its uuid, if any, must be the job's).
 #[utoipa::path(put, path = "/api/v1/job/{id}", tag = "jobs",
-    params(("id" = Uuid, Path)),
-    request_body(content = String, content_type = "application/yaml", description = "One job in Rundeck's job YAML"),
+    params(("id" = Uuid, Path), FileFormatQuery),
+    request_body(description = "One job in Rundeck's job YAML, XML or JSON",
+        content((String = "application/yaml"), (String = "application/xml"), (String = "application/json"))),
     responses((status = 200, body = ImportResult)))]
 pub(super) async fn put_job(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<FileFormatQuery>,
+    headers: axum::http::HeaderMap,
     body: String,
 ) -> ApiResult<Json<ImportResult>> {
     let id = parse_id(&id)?;
     let rec = job_or_404(&s, id).await?;
-    let mut jobs = job_yaml::parse_jobs(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "api.error.jobs.import.invalid",
-            e.to_string(),
-        )
-    })?;
+    let format = file_format(q.fileformat.as_deref(), &headers, &body)?;
+    let mut jobs = parse_body(&body, format)?;
     if jobs.len() != 1 {
         return Err(ApiError::invalid("PUT /job/{id} takes exactly one job"));
     }

@@ -205,6 +205,7 @@ fn router(state: AppState) -> Router {
         )
         .route("/project/{project}/jobs", get(jobs::list_jobs))
         .route("/project/{project}/jobs/import", post(jobs::import_jobs))
+        .route("/project/{project}/jobs/export", get(jobs::export_jobs))
         .route("/project/{project}/job/{*name}", get(jobs::job_by_name))
         .route(
             "/project/{project}/executions",

@@ -15,6 +15,7 @@ use crate::contract::{
     NodesLoaded, OutputPage, RunAccepted, RunRequest, RunnerReplica, Token, TokenRequest,
     API_PREFIX,
 };
+use crate::formats::Format;
 
 /// A failure the user can act on, printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -98,18 +99,39 @@ impl Client {
     pub async fn import(
         &self,
         project: &str,
-        yaml: String,
+        text: String,
+        format: Format,
         dupe: DupeOption,
     ) -> Result<ImportResult, CliError> {
         let dupe = serde_json::to_value(dupe).expect("dupe option serialises");
         self.json(
             self.http
                 .post(self.url(&format!("/project/{project}/jobs/import")))
-                .query(&[("dupeOption", dupe.as_str().unwrap_or_default())])
-                .header("content-type", "application/yaml")
-                .body(yaml),
+                .query(&[
+                    ("dupeOption", dupe.as_str().unwrap_or_default()),
+                    ("fileformat", format.name()),
+                ])
+                .header("content-type", format.media_type())
+                .body(text),
         )
         .await
+    }
+
+    /// Every job of the project as one job file.
+    pub async fn export_jobs(&self, project: &str, format: Format) -> Result<String, CliError> {
+        self.text(
+            self.http
+                .get(self.url(&format!("/project/{project}/jobs/export")))
+                .query(&[("format", format.name())]),
+        )
+        .await
+    }
+
+    async fn text(&self, req: reqwest::RequestBuilder) -> Result<String, CliError> {
+        let resp = self.send(req).await?;
+        resp.text()
+            .await
+            .map_err(|e| CliError::User(format!("unexpected API response: {e}")))
     }
 
     pub async fn jobs(&self, project: &str) -> Result<Vec<JobSummary>, CliError> {
@@ -136,16 +158,14 @@ impl Client {
             .await
     }
 
-    /// The job's definition as Rundeck's job YAML.
-    pub async fn job_yaml(&self, id: Uuid) -> Result<String, CliError> {
-        let resp = self
-            .send(
-                self.http
-                    .get(self.url(&format!("/job/{id}")))
-                    .query(&[("format", "yaml")]),
-            )
-            .await?;
-        resp.text().await.map_err(|e| CliError::User(e.to_string()))
+    /// The job's definition as a one-job file.
+    pub async fn job_file(&self, id: Uuid, format: Format) -> Result<String, CliError> {
+        self.text(
+            self.http
+                .get(self.url(&format!("/job/{id}")))
+                .query(&[("format", format.name())]),
+        )
+        .await
     }
 
     pub async fn delete_job(&self, id: Uuid) -> Result<(), CliError> {

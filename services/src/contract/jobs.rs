@@ -36,6 +36,11 @@ pub struct JobDetail {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A job file in Rundeck's job JSON (`job-json-v44`): the definitions alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct JobList(pub Vec<Job>);
+
 /// What an import did with each job of the file (Rundeck's `succeeded`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ImportResult {

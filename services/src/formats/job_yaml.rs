@@ -1,46 +1,18 @@
-//! Rundeck job YAML import: a YAML list of jobs, checked strictly.
+//! Rundeck job YAML (`job-yaml-v12`): a YAML list of jobs, checked strictly.
 //!
 //! Errors name the field path and the line, so that a user with a 300-line
 //! export can find a typo without bisecting the file.
 
-use std::fmt;
-
 use outpost_schemas::job::Job;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct JobYamlError {
-    /// Path of the offending field, e.g. `[0].sequence.commands[1].exce`.
-    pub path: String,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for JobYamlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(line) = self.line {
-            write!(f, "line {line}")?;
-            if let Some(col) = self.column {
-                write!(f, ", column {col}")?;
-            }
-            f.write_str(": ")?;
-        }
-        if !self.path.is_empty() && self.path != "." {
-            write!(f, "at `{}`: ", self.path)?;
-        }
-        f.write_str(&self.message)
-    }
-}
+use super::{tidy_message, JobFileError};
 
 /// Parses Rundeck's job YAML: a list of job mappings.
-pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobYamlError> {
+pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobFileError> {
     if text.trim().is_empty() {
-        return Err(JobYamlError {
-            path: String::new(),
-            line: None,
-            column: None,
-            message: "the file is empty; expected a YAML list of jobs".into(),
-        });
+        return Err(JobFileError::whole_file(
+            "the file is empty; expected a YAML list of jobs",
+        ));
     }
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let jobs: Vec<Job> = serde_path_to_error::deserialize(de).map_err(|err| {
@@ -61,20 +33,16 @@ pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobYamlError> {
         if message.contains("expected a sequence") {
             message.push_str(" (Rundeck job YAML is a list: start each job with `- name: ...`)");
         }
-        JobYamlError {
+        JobFileError {
+            message: tidy_message(&path, message),
             path,
             line: location.as_ref().map(|l| l.line()),
             column: location.as_ref().map(|l| l.column()),
-            message,
+            element: None,
         }
     })?;
     if jobs.is_empty() {
-        return Err(JobYamlError {
-            path: String::new(),
-            line: None,
-            column: None,
-            message: "the list holds no job".into(),
-        });
+        return Err(JobFileError::whole_file("the list holds no job"));
     }
     Ok(jobs)
 }

@@ -1,5 +1,181 @@
 //! Job file formats: strict parsers that turn what users bring (Rundeck's
-//! job YAML) into the wire contract's job model, with the field and line of
-//! every error.
+//! job YAML, XML and JSON) into the wire contract's job model, with the
+//! field and line of every error, and writers for the same three formats.
+//!
+//! The three parsers share the model's serde definitions: YAML and JSON
+//! deserialise straight into it, XML is first read into the map Rundeck's
+//! own XML codec makes (the YAML shape) and then deserialised the same way.
 
+use std::fmt;
+
+use outpost_schemas::job::{Job, NOT_SUPPORTED_YET};
+
+pub mod job_json;
+pub mod job_xml;
 pub mod job_yaml;
+
+/// A job file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Rundeck's `job-yaml-v12`.
+    Yaml,
+    /// Rundeck's `job-v20`.
+    Xml,
+    /// Rundeck's `job-json-v44`.
+    Json,
+}
+
+impl Format {
+    /// `yaml` (or `yml`), `xml`, `json`.
+    pub fn from_name(name: &str) -> Option<Format> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "yaml" | "yml" => Some(Format::Yaml),
+            "xml" => Some(Format::Xml),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    /// From a `Content-Type` such as `application/xml` or `text/yaml`.
+    pub fn from_media_type(media_type: &str) -> Option<Format> {
+        let m = media_type.to_ascii_lowercase();
+        let essence = m.split(';').next().unwrap_or_default().trim();
+        if essence.ends_with("xml") {
+            Some(Format::Xml)
+        } else if essence.ends_with("json") {
+            Some(Format::Json)
+        } else if essence.ends_with("yaml") || essence.ends_with("yml") {
+            Some(Format::Yaml)
+        } else {
+            None
+        }
+    }
+
+    /// Guessed from the text: `<` starts XML, `[` or `{` JSON, anything
+    /// else is YAML.
+    pub fn sniff(text: &str) -> Format {
+        match text
+            .trim_start_matches('\u{feff}')
+            .trim_start()
+            .chars()
+            .next()
+        {
+            Some('<') => Format::Xml,
+            Some('[') | Some('{') => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Yaml => "yaml",
+            Format::Xml => "xml",
+            Format::Json => "json",
+        }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Yaml => "application/yaml",
+            Format::Xml => "application/xml",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// Why a job file was refused: where (the field path, the line, and for
+/// XML the element path) and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct JobFileError {
+    /// Path of the offending field, e.g. `[0].sequence.commands[1].exce`.
+    pub path: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// For XML: the element, e.g. `joblist/job[1]/sequence/command[2]`.
+    pub element: Option<String>,
+    pub message: String,
+}
+
+impl JobFileError {
+    pub(crate) fn whole_file(message: impl Into<String>) -> Self {
+        JobFileError {
+            path: String::new(),
+            line: None,
+            column: None,
+            element: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for JobFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}")?;
+            if let Some(col) = self.column {
+                write!(f, ", column {col}")?;
+            }
+            f.write_str(": ")?;
+        }
+        if !self.path.is_empty() && self.path != "." {
+            write!(f, "at `{}`", self.path)?;
+            if let Some(element) = &self.element {
+                write!(f, " (<{element}>)")?;
+            }
+            f.write_str(": ")?;
+        } else if let Some(element) = &self.element {
+            write!(f, "at <{element}>: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Parses a job file: a list of jobs, each checked strictly. Nothing is
+/// returned unless every job is valid.
+pub fn parse_jobs(text: &str, format: Format) -> Result<Vec<Job>, JobFileError> {
+    if text.trim().is_empty() {
+        return Err(JobFileError::whole_file(format!(
+            "the file is empty; expected a {} list of jobs",
+            format.name().to_uppercase()
+        )));
+    }
+    let jobs = match format {
+        Format::Yaml => job_yaml::parse_jobs(text)?,
+        Format::Xml => job_xml::parse_jobs(text)?,
+        Format::Json => job_json::parse_jobs(text)?,
+    };
+    if jobs.is_empty() {
+        return Err(JobFileError::whole_file("the list holds no job"));
+    }
+    Ok(jobs)
+}
+
+/// Writes jobs in a format; [`parse_jobs`] reads the text back to the same jobs.
+pub fn export(jobs: &[Job], format: Format) -> String {
+    match format {
+        Format::Yaml => job_yaml::to_yaml(jobs),
+        Format::Xml => job_xml::to_xml(jobs),
+        Format::Json => job_json::to_json(jobs),
+    }
+}
+
+/// A deserialiser's message, said for people: a key that is known but not
+/// built names itself (`not supported yet: retry`).
+pub(crate) fn tidy_message(path: &str, message: String) -> String {
+    if message != NOT_SUPPORTED_YET {
+        return message;
+    }
+    let key = path
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .split('[')
+        .next()
+        .unwrap_or_default();
+    format!(
+        "{NOT_SUPPORTED_YET}: {key} (Outpost knows this Rundeck key but has not built what it does; it is accepted only empty, see docs/rundeck-compatibility.md)"
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -235,6 +235,7 @@ pub fn policy(method: &str, route: &str) -> Need {
         (true, "/api/v1/projects") => AnyToken,
         (false, "/api/v1/projects") => Global(Admin),
         (true, "/api/v1/project/{project}/jobs")
+        | (true, "/api/v1/project/{project}/jobs/export")
         | (true, "/api/v1/project/{project}/job/{*name}")
         | (true, "/api/v1/project/{project}/executions")
         | (true, "/api/v1/project/{project}/resources") => Project(Viewer, P::Path),

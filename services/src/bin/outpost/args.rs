@@ -1,5 +1,6 @@
 //! The `outpost` command line: every command, subcommand and flag.
 
+use outpost_services::formats::Format;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -228,20 +229,33 @@ pub(crate) enum ProjectorCmd {
 
 #[derive(Subcommand)]
 pub(crate) enum JobCmd {
-    /// Load jobs from a Rundeck job YAML file.
+    /// Load jobs from a Rundeck job file: YAML, XML or JSON (told by the
+    /// file's extension, else by its text).
     Load {
         file: PathBuf,
         /// What to do with a job that exists: update, skip or create (fail).
         #[arg(long, default_value = "update", value_parser = parse_dupe)]
         dupe: outpost_services::contract::DupeOption,
+        /// The file's format, if neither its extension nor its text tells.
+        #[arg(long, value_parser = parse_format)]
+        format: Option<Format>,
     },
     /// List the project's jobs.
     List,
-    /// Show a job.
+    /// Show a job: as stored (JSON), or its definition as a job file.
     Get {
         job: String,
+        /// yaml, xml or json: the definition as a one-job file of that format.
+        #[arg(long, value_parser = parse_format, conflicts_with = "yaml")]
+        format: Option<Format>,
+        /// Same as `--format yaml`.
         #[arg(long)]
         yaml: bool,
+    },
+    /// Print every job of the project as one job file (yaml, xml or json).
+    Export {
+        #[arg(long, default_value = "yaml", value_parser = parse_format)]
+        format: Format,
     },
     /// Delete a job.
     Delete { job: String },
@@ -315,4 +329,8 @@ pub(crate) enum RunnerCmd {
 fn parse_dupe(s: &str) -> Result<outpost_services::contract::DupeOption, String> {
     serde_json::from_value(serde_json::Value::String(s.into()))
         .map_err(|_| format!("`{s}` is not one of update, skip, create"))
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    Format::from_name(s).ok_or_else(|| format!("`{s}` is not one of yaml, xml, json"))
 }

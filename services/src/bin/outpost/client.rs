@@ -10,6 +10,7 @@ use outpost_services::cli::{self, Client};
 use outpost_services::contract::{
     CredentialState, Draining, NodeSource, PingReply, Revocation, Rotation,
 };
+use outpost_services::formats::Format;
 use uuid::Uuid;
 
 use crate::args::{
@@ -25,11 +26,22 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Up(_) | Command::Serve(_) | Command::Projector(_) => {
             anyhow::bail!("not a client command")
         }
-        Command::Job(JobCmd::Load { file: path, dupe }) => {
-            let yaml = std::fs::read_to_string(&path)
+        Command::Job(JobCmd::Load {
+            file: path,
+            dupe,
+            format,
+        }) => {
+            let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
+            let format = format
+                .or_else(|| {
+                    path.extension()
+                        .and_then(|e| e.to_str())
+                        .and_then(Format::from_name)
+                })
+                .unwrap_or_else(|| Format::sniff(&text));
             let result = client
-                .import(project, yaml, dupe)
+                .import(project, text, format, dupe)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             for j in &result.succeeded {
@@ -45,13 +57,15 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
                 println!("{}  {:<30} {}", j.id, name, j.description);
             }
         }
-        Command::Job(JobCmd::Get { job, yaml }) => {
+        Command::Job(JobCmd::Get { job, format, yaml }) => {
             let id = client.resolve_job(project, &job).await?;
-            if yaml {
-                print!("{}", client.job_yaml(id).await?);
-            } else {
-                println!("{}", serde_json::to_string_pretty(&client.job(id).await?)?);
+            match format.or(yaml.then_some(Format::Yaml)) {
+                Some(format) => print!("{}", client.job_file(id, format).await?),
+                None => println!("{}", serde_json::to_string_pretty(&client.job(id).await?)?),
             }
+        }
+        Command::Job(JobCmd::Export { format }) => {
+            print!("{}", client.export_jobs(project, format).await?);
         }
         Command::Job(JobCmd::Delete { job }) => {
             let id = client.resolve_job(project, &job).await?;

@@ -1,0 +1,265 @@
+//! Data-driven: each case is a job file and the snapshot of what we make of
+//! it, in every format; and every valid case reads back the same from each
+//! format's export (`export(import(x))` imports to the same job).
+use super::*;
+
+fn outcome(text: &str, format: Format) -> String {
+    match parse_jobs(text, format) {
+        Ok(jobs) => {
+            round_trips(&jobs);
+            format!("ok:\n{}", job_yaml::to_yaml(&jobs))
+        }
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// YAML → XML → JSON → YAML gives the same jobs at every step.
+fn round_trips(jobs: &[Job]) {
+    let mut current = jobs.to_vec();
+    for format in [Format::Xml, Format::Json, Format::Yaml, Format::Xml] {
+        let text = export(&current, format);
+        let back = parse_jobs(&text, format)
+            .unwrap_or_else(|e| panic!("{} export does not read back: {e}\n{text}", format.name()));
+        assert_eq!(
+            back,
+            jobs,
+            "{} export changed the jobs:\n{text}",
+            format.name()
+        );
+        current = back;
+    }
+}
+
+macro_rules! case {
+    ($name:ident, $format:ident, $text:expr) => {
+        #[test]
+        fn $name() {
+            insta::assert_snapshot!(outcome($text, Format::$format));
+        }
+    };
+}
+
+// XML, as Rundeck exports it: sorted elements, single-quoted attributes,
+// CDATA scripts, options under <context>, <dispatch> beside <nodefilters>.
+case!(
+    xml_rundeck_export,
+    Xml,
+    r#"<joblist>
+  <job>
+    <context>
+      <options preserveOrder='true'>
+        <option enforcedvalues='true' name='env' required='true' value='qa' values='qa,prod' valuesListDelimiter=','>
+          <description>Where to deploy</description>
+          <label>Environment</label>
+        </option>
+        <option name='count' value='3' />
+        <option name='token' secure='true' valueExposed='false' />
+      </options>
+    </context>
+    <defaultTab>nodes</defaultTab>
+    <description>Deploy the web tier</description>
+    <dispatch>
+      <excludePrecedence>true</excludePrecedence>
+      <keepgoing>false</keepgoing>
+      <rankOrder>ascending</rankOrder>
+      <successOnEmptyNodeFilter>false</successOnEmptyNodeFilter>
+      <threadcount>2</threadcount>
+    </dispatch>
+    <executionEnabled>true</executionEnabled>
+    <group>ops/web</group>
+    <id>0192f0c4-7c1e-7cc0-9a43-0d3c1a2b3c4d</id>
+    <loglevel>INFO</loglevel>
+    <name>deploy</name>
+    <nodeFilterEditable>false</nodeFilterEditable>
+    <nodefilters>
+      <filter>tags: web</filter>
+    </nodefilters>
+    <nodesSelectedByDefault>true</nodesSelectedByDefault>
+    <plugins />
+    <scheduleEnabled>true</scheduleEnabled>
+    <sequence keepgoing='false' strategy='node-first'>
+      <command>
+        <description>restart</description>
+        <exec>systemctl restart nginx</exec>
+      </command>
+      <command>
+        <script><![CDATA[#!/bin/sh
+echo "deploying to $1 <&> done"
+]]></script>
+        <scriptargs>${option.env}</scriptargs>
+        <scriptinterpreter>bash -e</scriptinterpreter>
+      </command>
+    </sequence>
+    <uuid>0192f0c4-7c1e-7cc0-9a43-0d3c1a2b3c4d</uuid>
+  </job>
+</joblist>
+"#
+);
+
+// Without preserveOrder, Rundeck sorts options by name.
+case!(
+    xml_options_sorted_without_preserve_order,
+    Xml,
+    "<joblist><job><context><options><option name='zeta'/><option name='alpha'/></options></context>\
+     <description/><name>n</name><sequence><command><exec>echo ${option.alpha}</exec></command></sequence></job></joblist>"
+);
+
+// Rundeck 5.0 and 5.1 exported built-in steps as plugin steps.
+case!(
+    xml_builtin_plugin_steps,
+    Xml,
+    "<joblist><job><description/><name>n</name><sequence keepgoing='true' strategy='sequential'>\
+     <command><node-step-plugin type='exec-command'><configuration><entry key='adhocRemoteString' value='ls -l'/></configuration></node-step-plugin></command>\
+     <command><node-step-plugin type='script-inline'><configuration><entry key='adhocLocalString' value='echo x'/><entry key='argString' value='a b'/><entry key='interpreterArgsQuoted' value='false'/></configuration></node-step-plugin></command>\
+     </sequence></job></joblist>"
+);
+
+case!(
+    xml_unknown_element_names_line_and_element,
+    Xml,
+    "<joblist>\n  <job>\n    <description/>\n    <name>n</name>\n    <sequence>\n      <command>\n        <exce>ls</exce>\n      </command>\n    </sequence>\n  </job>\n</joblist>\n"
+);
+
+case!(
+    xml_not_supported_yet_names_the_key,
+    Xml,
+    "<joblist>\n  <job>\n    <description/>\n    <name>n</name>\n    <schedule crontab='0 0 12 * * ?'/>\n    <sequence><command><exec>ls</exec></command></sequence>\n  </job>\n</joblist>\n"
+);
+
+case!(
+    xml_log_limit_is_the_logging_element,
+    Xml,
+    "<joblist>\n  <job>\n    <description/>\n    <logging limit='100MB' limitAction='halt'/>\n    <name>n</name>\n    <sequence><command><exec>ls</exec></command></sequence>\n  </job>\n</joblist>\n"
+);
+
+case!(
+    xml_bad_flag,
+    Xml,
+    "<joblist>\n  <job>\n    <description/>\n    <executionEnabled>maybe</executionEnabled>\n    <name>n</name>\n    <sequence><command><exec>ls</exec></command></sequence>\n  </job>\n</joblist>\n"
+);
+
+case!(xml_wrong_root, Xml, "<jobs>\n  <job/>\n</jobs>\n");
+
+case!(
+    xml_not_well_formed,
+    Xml,
+    "<joblist>\n  <job>\n    <name>n</nam>\n  </job>\n</joblist>\n"
+);
+
+case!(
+    json_rundeck_export,
+    Json,
+    r#"[ {
+  "defaultTab" : "output",
+  "description" : "",
+  "executionEnabled" : true,
+  "id" : "0192f0c4-7c1e-7cc0-9a43-0d3c1a2b3c4e",
+  "loglevel" : "INFO",
+  "name" : "json-job",
+  "nodeFilterEditable" : false,
+  "options" : [ {
+    "name" : "size",
+    "value" : "10",
+    "values" : [ "10", "20" ],
+    "valuesListDelimiter" : ","
+  } ],
+  "plugins" : {
+    "ExecutionLifecycle" : null
+  },
+  "scheduleEnabled" : true,
+  "schedules" : [ ],
+  "sequence" : {
+    "commands" : [ {
+      "autoSecureInput" : "false",
+      "exec" : "echo ${option.size}",
+      "passSecureInput" : "false"
+    } ],
+    "keepgoing" : false,
+    "strategy" : "node-first"
+  },
+  "uuid" : "0192f0c4-7c1e-7cc0-9a43-0d3c1a2b3c4e"
+} ]
+"#
+);
+
+case!(
+    json_unknown_key_names_line,
+    Json,
+    "[\n  {\n    \"name\": \"n\",\n    \"sequence\": {\"commands\": [{\"exec\": \"ls\"}]},\n    \"exectionEnabled\": true\n  }\n]\n"
+);
+
+case!(json_not_a_list, Json, "{\"name\": \"n\"}");
+
+case!(
+    yaml_retry_not_supported_yet,
+    Yaml,
+    "- name: n\n  retry: '3'\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+case!(
+    yaml_jobref_not_supported_yet,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - jobref:\n        name: child\n        group: ops\n"
+);
+
+case!(
+    yaml_unknown_plugin_type_not_supported_yet,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - type: com.batix.rundeck.plugins.AnsiblePlaybookInlineWorkflowStep\n      nodeStep: false\n      configuration:\n        ansible-playbook-inline: '- hosts: all'\n"
+);
+
+case!(
+    yaml_option_regex_not_supported_yet,
+    Yaml,
+    "- name: n\n  options:\n  - name: v\n    regex: '^[0-9]+$'\n  sequence:\n    commands:\n    - exec: echo ${option.v}\n"
+);
+
+// What Rundeck writes for unset features asks for nothing, and is accepted.
+case!(
+    yaml_empty_unbuilt_keys_are_accepted,
+    Yaml,
+    "- name: n\n  plugins:\n    ExecutionLifecycle: {}\n  schedules: []\n  loglimitAction: null\n  notification: {}\n  options:\n  - name: v\n    hidden: false\n    multivalued: false\n    values: 'b, a,b'\n  sequence:\n    pluginConfig: {}\n    commands:\n    - exec: echo ${option.v}\n"
+);
+
+case!(
+    yaml_yaml11_and_text_flags,
+    Yaml,
+    "- name: n\n  executionEnabled: 'no'\n  sequence:\n    keepgoing: 'true'\n    commands:\n    - exec: ls\n"
+);
+
+case!(
+    yaml_multiple_executions_false_not_supported_yet,
+    Yaml,
+    "- name: n\n  multipleExecutions: false\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+#[test]
+fn formats_are_told_apart() {
+    assert_eq!(Format::sniff("  <joblist/>"), Format::Xml);
+    assert_eq!(Format::sniff("\u{feff}[ {"), Format::Json);
+    assert_eq!(Format::sniff("- name: x"), Format::Yaml);
+    assert_eq!(
+        Format::from_media_type("application/xml; charset=utf-8"),
+        Some(Format::Xml)
+    );
+    assert_eq!(Format::from_media_type("text/xml"), Some(Format::Xml));
+    assert_eq!(
+        Format::from_media_type("application/x-yaml"),
+        Some(Format::Yaml)
+    );
+    assert_eq!(
+        Format::from_media_type("application/json"),
+        Some(Format::Json)
+    );
+    assert_eq!(Format::from_media_type("text/plain"), None);
+    assert_eq!(Format::from_name("YML"), Some(Format::Yaml));
+}
+
+/// Values that hold the usual delimiter still export and read back whole.
+#[test]
+fn option_values_with_commas_survive_xml() {
+    let yaml = "- name: n\n  options:\n  - name: v\n    values: ['a,b', 'c']\n    enforced: true\n    value: 'a,b'\n  sequence:\n    commands:\n    - exec: echo ${option.v}\n";
+    let jobs = parse_jobs(yaml, Format::Yaml).unwrap();
+    round_trips(&jobs);
+    assert!(export(&jobs, Format::Xml).contains("valuesListDelimiter='|'"));
+}
