@@ -68,6 +68,7 @@ bench: test-deps
         hash -r
     fi
     cargo bench -p outpost-tests --bench pickup
+    cargo bench -p outpost-tests --bench job_import
     cargo bench -p outpost-tests --bench fanout
     # The scale bench runs `outpost serve` as its own process, to read its
     # CPU and memory apart from the 1,000 in-process runners.

@@ -62,9 +62,10 @@ pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobFileError> {
         let path = err.path().to_string();
         let message = tidy_message(&path, err.into_inner().to_string());
         let place = reader.place(&path);
+        let pos = place.map(|p| doc.text_pos_at(p.offset));
         JobFileError {
-            line: place.map(|p| p.line),
-            column: place.map(|p| p.column),
+            line: pos.map(|p| p.row as usize),
+            column: pos.map(|p| p.col as usize),
             element: place.map(|p| p.element.clone()),
             path,
             message,
@@ -74,8 +75,8 @@ pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobFileError> {
 
 /// Where a key of the map was read.
 struct Place {
-    line: usize,
-    column: usize,
+    /// Byte offset in the text.
+    offset: usize,
     element: String,
 }
 
@@ -131,25 +132,23 @@ fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
 }
 
 impl Reader<'_, '_> {
+    // Places keep byte offsets: turning one into a line scans the text
+    // from its start, so that is done only for the error's place.
     fn note(&mut self, path: &str, node: Node, element: &str) {
-        let pos = self.doc.text_pos_at(node.range().start);
         self.places.insert(
             path.to_string(),
             Place {
-                line: pos.row as usize,
-                column: pos.col as usize,
+                offset: node.range().start,
                 element: element.to_string(),
             },
         );
     }
 
     fn note_attribute(&mut self, path: &str, attr: &roxmltree::Attribute, element: &str) {
-        let pos = self.doc.text_pos_at(attr.range().start);
         self.places.insert(
             path.to_string(),
             Place {
-                line: pos.row as usize,
-                column: pos.col as usize,
+                offset: attr.range().start,
                 element: format!("{element} @{}", attr.name()),
             },
         );
