@@ -504,6 +504,7 @@ impl Stack {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            arg_string: None,
         };
         let r = self
             .http

@@ -313,6 +313,46 @@ async fn options_are_defaulted_validated_and_substituted() {
     assert_eq!(st.options.get("greeting").map(String::as_str), Some("hi"));
     let lines: Vec<String> = stack.log_texts(id).await;
     assert_eq!(lines, ["hi prod prod opts default"]);
+
+    // Rundeck's option string, as rd and pyrundeck send it: quoted values,
+    // a doubled quote inside one.
+    let argstring = |s: &str| {
+        serde_json::to_value(outpost_services::contract::RunRequest {
+            options: Default::default(),
+            arg_string: Some(s.into()),
+        })
+        .unwrap()
+    };
+    let (status, body) = stack
+        .post_json(
+            &format!("/job/{job}/run"),
+            &argstring("-env dev -greeting 'it''s a   greeting'"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id: outpost_services::contract::RunAccepted = serde_json::from_value(body).unwrap();
+    let st = stack.wait_terminal(id.id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded);
+    assert_eq!(
+        stack.log_texts(id.id).await,
+        ["it's a   greeting dev dev opts default"]
+    );
+    for (arg_string, message) in [
+        ("env dev", "argString: `env` is not an option name"),
+        ("-env", "argString: option `-env` has no value"),
+        ("-env dev -env prod", "option `env` is given twice"),
+        ("-env qa", "must be one of"),
+        ("-env dev -colour red", "has no option `colour`"),
+    ] {
+        let (status, body) = stack
+            .post_json(&format!("/job/{job}/run"), &argstring(arg_string))
+            .await;
+        assert_eq!(status, 400, "{arg_string}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(message),
+            "{arg_string}: {body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

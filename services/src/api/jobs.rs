@@ -281,7 +281,8 @@ pub(super) async fn run_job(
             format!("job `{}` has executionEnabled: false", rec.job.full_name()),
         ));
     }
-    let (options, secure) = resolve_options(&rec, req.options)?;
+    let given = given_options(req)?;
+    let (options, secure) = resolve_options(&rec, given)?;
     let execution_id = Uuid::now_v7();
     if rec.job.options.iter().any(|o| o.secure) {
         // Sealed before the request exists, so that a runner that claims a
@@ -315,6 +316,24 @@ pub(super) async fn run_job(
             group: rec.job.group,
         },
     }))
+}
+
+/// The values of a run request: its `options` and its `argString` together.
+fn given_options(req: RunRequest) -> ApiResult<BTreeMap<String, String>> {
+    let mut given = req.options;
+    let Some(arg_string) = req.arg_string else {
+        return Ok(given);
+    };
+    let pairs = outpost_schemas::job::arg_string::parse(&arg_string)
+        .map_err(|e| ApiError::invalid(format!("argString: {e}")))?;
+    for (name, value) in pairs {
+        if given.insert(name.clone(), value).is_some() {
+            return Err(ApiError::invalid(format!(
+                "option `{name}` is given twice (in `options` and `argString`, or twice in `argString`)"
+            )));
+        }
+    }
+    Ok(given)
 }
 
 /// Applies defaults and checks the given values against the job's options.

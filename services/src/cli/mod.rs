@@ -182,7 +182,10 @@ impl Client {
         self.json(
             self.http
                 .post(self.url(&format!("/job/{id}/run")))
-                .json(&RunRequest { options }),
+                .json(&RunRequest {
+                    options,
+                    arg_string: None,
+                }),
         )
         .await
     }

@@ -73,6 +73,11 @@ pub struct RunRequest {
     /// Option values by name; defaults fill the rest.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Option values as Rundeck's option string, `-name value -other 'two
+    /// words'`, as `rd` and pyrundeck send them. An option may be given here
+    /// or in `options`, not in both.
+    #[serde(rename = "argString", default, skip_serializing_if = "Option::is_none")]
+    pub arg_string: Option<String>,
 }
 
 /// The answer to a run: the execution exists from now on.
