@@ -24,6 +24,15 @@ pub use records::*;
 pub use runners::*;
 pub use tokens::*;
 
+/// The word an enum is on the wire (`healthy`, `node-first`, `TAGS`), for
+/// text that shows or writes it.
+pub fn wire_word<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
 /// Every Outpost route is under this prefix.
 pub const API_PREFIX: &str = "/api/v1";
 

@@ -15,6 +15,7 @@ use roxmltree::{Document, Node};
 use serde_json::{Map, Value};
 
 use super::{tidy_message, JobFileError};
+use crate::contract::wire_word as word;
 
 pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobFileError> {
     let doc = Document::parse(text).map_err(|e| JobFileError {
@@ -603,14 +604,6 @@ fn write_command(w: &mut Writer, c: &Command) {
         w.leaf("scriptinterpreter", i);
     }
     w.close("command");
-}
-
-/// A model enum's wire word (`INFO`, `node-first`, `TAGS`).
-fn word<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(Value::String(s)) => s,
-        _ => String::new(),
-    }
 }
 
 #[derive(Default)]

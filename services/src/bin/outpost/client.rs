@@ -8,7 +8,7 @@ use outpost_bus as bus;
 use outpost_schemas::state::ExecutionStatus;
 use outpost_services::cli::{self, Client};
 use outpost_services::contract::{
-    CredentialState, Draining, NodeSource, PingReply, Revocation, Rotation,
+    wire_word as word, CredentialState, Draining, NodeSource, PingReply, Revocation, Rotation,
 };
 use outpost_services::formats::Format;
 use uuid::Uuid;
@@ -421,14 +421,6 @@ async fn follow_exit(client: &Client, id: Uuid, out: &mut std::io::Stdout) -> an
     } else {
         1
     })
-}
-
-/// A contract enum's wire word (`healthy`, `created`, …).
-fn word<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => "?".into(),
-    }
 }
 
 /// Writes the bundle of an enrol/rotate reply, mode 0600, atomically (a
