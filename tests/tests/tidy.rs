@@ -182,10 +182,6 @@ const LONG_FILES: &[(&str, &str)] = &[
         "one mechanism with its unit tests at the end",
     ),
     (
-        "schemas/src/job.rs",
-        "the whole job model in one place, as the wire contract",
-    ),
-    (
         "tests/src/lib.rs",
         "the test harness: servers, the stack, helpers",
     ),

@@ -175,8 +175,8 @@ pub fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub(crate) enum Values {
-    List(Vec<super::ScalarString>),
-    One(super::ScalarString),
+    List(Vec<ScalarString>),
+    One(ScalarString),
 }
 
 impl Values {
@@ -254,3 +254,25 @@ mod tests {
         assert_eq!(v.into_list(","), ["1", "two"]);
     }
 }
+
+/// YAML writes `value: 3` as a number; Rundeck treats every option as text.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum ScalarString {
+    S(String),
+    I(i64),
+    F(f64),
+    B(bool),
+}
+
+impl From<ScalarString> for String {
+    fn from(s: ScalarString) -> String {
+        match s {
+            ScalarString::S(s) => s,
+            ScalarString::I(i) => i.to_string(),
+            ScalarString::F(f) => f.to_string(),
+            ScalarString::B(b) => b.to_string(),
+        }
+    }
+}
+
