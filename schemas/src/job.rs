@@ -15,12 +15,14 @@ use uuid::Uuid;
 
 pub mod arg_string;
 mod compat;
+mod jobref;
 mod nodes;
 mod option;
 mod step;
 mod target;
 
 pub use compat::{flag, Flag, NotYet, NOT_SUPPORTED_YET};
+pub use jobref::*;
 pub use nodes::*;
 pub use option::*;
 pub use step::*;
@@ -215,6 +217,18 @@ impl TryFrom<RawJob> for Job {
             }
         }
         if raw.nodefilters.is_some() {
+            if let Some(i) = raw.sequence.commands.iter().position(|c| c.jobref.is_some()) {
+                return Err(format!(
+                    "job `{name}`: step {}: {NOT_SUPPORTED_YET}: a jobref step in a job with nodefilters (the job's node steps run as one unit on one runner; see ARCHITECTURE.md, \"Job references\")",
+                    i + 1
+                ));
+            }
+            if let Some(i) = raw.sequence.commands.iter().position(|c| c.errorhandler.is_some()) {
+                return Err(format!(
+                    "job `{name}`: step {}: {NOT_SUPPORTED_YET}: an errorhandler in a job with nodefilters",
+                    i + 1
+                ));
+            }
             if let Some(i) = raw
                 .sequence
                 .commands

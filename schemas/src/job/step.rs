@@ -41,6 +41,12 @@ struct RawSequence {
 impl TryFrom<RawSequence> for Sequence {
     type Error = String;
     fn try_from(raw: RawSequence) -> Result<Self, String> {
+        if let Some(i) = raw.commands.iter().position(|c| c.keepgoing_on_success) {
+            return Err(format!(
+                "step {}: `keepgoingOnSuccess` belongs in the step's errorhandler",
+                i + 1
+            ));
+        }
         Ok(Sequence {
             keepgoing: raw.keepgoing,
             strategy: raw.strategy,
@@ -88,6 +94,20 @@ pub struct Command {
     /// Per-step runner selection, an Outpost extension over Rundeck.
     #[serde(rename = "runnerSelector", skip_serializing_if = "Option::is_none")]
     pub runner_selector: Option<RunnerSelector>,
+    /// Runs another job as a child execution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobref: Option<JobRef>,
+    /// Runs when this step fails; its result decides the step's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errorhandler: Option<Box<Command>>,
+    /// On an error handler: when it succeeds, the workflow goes on even
+    /// without `keepgoing`.
+    #[serde(
+        rename = "keepgoingOnSuccess",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub keepgoing_on_success: bool,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -124,19 +144,20 @@ struct RawCommand {
     _auto_secure_input: NotYet,
     #[serde(rename = "passSecureInput", default)]
     _pass_secure_input: NotYet,
+    #[serde(default)]
+    jobref: Option<JobRef>,
+    #[serde(default)]
+    errorhandler: Option<Box<Command>>,
+    #[serde(rename = "keepgoingOnSuccess", default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    keepgoing_on_success: bool,
     // Documented by Rundeck, not built yet: refused unless empty.
-    #[serde(rename = "jobref", default)]
-    _jobref: NotYet,
     #[serde(rename = "scriptfile", default)]
     _scriptfile: NotYet,
     #[serde(rename = "scripturl", default)]
     _scripturl: NotYet,
     #[serde(rename = "fileExtension", default)]
     _file_extension: NotYet,
-    #[serde(rename = "errorhandler", default)]
-    _errorhandler: NotYet,
-    #[serde(rename = "keepgoingOnSuccess", default)]
-    _keepgoing_on_success: NotYet,
     #[serde(rename = "plugins", default)]
     _plugins: NotYet,
     #[serde(rename = "conditionGroups", default)]
@@ -167,9 +188,9 @@ impl RawCommand {
             }
             return Ok(self);
         };
-        if self.exec.is_some() || self.script.is_some() {
+        if self.exec.is_some() || self.script.is_some() || self.jobref.is_some() {
             return Err(format!(
-                "a step has both `type: {step_type}` and `exec` or `script`; use one"
+                "a step has both `type: {step_type}` and `exec`, `script` or `jobref`; use one"
             ));
         }
         if !matches!(step_type.as_str(), "exec-command" | "script-inline") {
@@ -215,17 +236,42 @@ impl TryFrom<RawCommand> for Command {
     type Error = String;
     fn try_from(raw: RawCommand) -> Result<Self, String> {
         let raw = raw.builtin()?;
-        match (&raw.exec, &raw.script) {
-            (Some(_), Some(_)) => return Err("a step has both `exec` and `script`; use one".into()),
-            (None, None) => return Err("a step needs `exec` or `script`".into()),
-            (Some(e), None) if e.trim().is_empty() => return Err("`exec` is empty".into()),
-            (Some(_), None) if raw.args.is_some() => {
+        match (&raw.exec, &raw.script, &raw.jobref) {
+            (Some(_), Some(_), _) => {
+                return Err("a step has both `exec` and `script`; use one".into())
+            }
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err("a step has both `jobref` and `exec` or `script`; use one".into())
+            }
+            (None, None, None) => return Err("a step needs `exec`, `script` or `jobref`".into()),
+            (Some(e), None, _) if e.trim().is_empty() => return Err("`exec` is empty".into()),
+            (Some(_), None, _) if raw.args.is_some() => {
                 return Err("`args` goes with `script`, not `exec`".into())
             }
-            (Some(_), None) if raw.script_interpreter.is_some() => {
+            (Some(_), None, _) if raw.script_interpreter.is_some() => {
                 return Err("`scriptInterpreter` goes with `script`, not `exec`".into())
             }
+            (None, None, Some(_)) if raw.args.is_some() || raw.script_interpreter.is_some() => {
+                return Err(
+                    "a jobref step takes its arguments in `jobref.args`, not in the step's `args`"
+                        .into(),
+                )
+            }
+            (None, None, Some(_)) if raw.runner_selector.is_some() => {
+                return Err("a jobref step runs where the referenced job's own runnerSelector says; remove the step's runnerSelector".into())
+            }
             _ => {}
+        }
+        if let Some(handler) = &raw.errorhandler {
+            if handler.errorhandler.is_some() {
+                return Err("an errorhandler has its own `errorhandler`; handlers do not nest".into());
+            }
+            if handler.jobref.is_some() {
+                return Err(format!("{NOT_SUPPORTED_YET}: an errorhandler that is a jobref (handlers are `exec` or `script` steps so far)"));
+            }
+            if handler.runner_selector.is_some() {
+                return Err("an errorhandler runs where its step runs; remove its runnerSelector".into());
+            }
         }
         Ok(Command {
             exec: raw.exec,
@@ -234,6 +280,9 @@ impl TryFrom<RawCommand> for Command {
             script_interpreter: raw.script_interpreter,
             description: raw.description,
             runner_selector: raw.runner_selector,
+            jobref: raw.jobref,
+            errorhandler: raw.errorhandler,
+            keepgoing_on_success: raw.keepgoing_on_success,
         })
     }
 }
@@ -241,9 +290,22 @@ impl TryFrom<RawCommand> for Command {
 impl Command {
     /// Every text in which `${option.X}` may appear.
     pub fn texts(&self) -> impl Iterator<Item = &str> {
-        [&self.exec, &self.script, &self.args]
+        let own = [&self.exec, &self.script, &self.args]
             .into_iter()
-            .filter_map(|t| t.as_deref())
+            .filter_map(|t| t.as_deref());
+        let jobref = self.jobref.iter().flat_map(|r| {
+            [
+                r.args.as_deref(),
+                r.nodefilters.as_ref().map(|n| n.filter.as_str()),
+            ]
+            .into_iter()
+            .flatten()
+        });
+        let handler: Box<dyn Iterator<Item = &str>> = match &self.errorhandler {
+            Some(h) => Box::new(h.texts()),
+            None => Box::new(std::iter::empty()),
+        };
+        own.chain(jobref).chain(handler)
     }
 
     /// A one-line label for listings.
@@ -251,9 +313,10 @@ impl Command {
         if let Some(d) = &self.description {
             return d.clone();
         }
-        match (&self.exec, &self.script) {
-            (Some(e), _) => e.clone(),
-            (_, Some(s)) => format!("script: {}", s.lines().next().unwrap_or("")),
+        match (&self.exec, &self.script, &self.jobref) {
+            (Some(e), _, _) => e.clone(),
+            (_, Some(s), _) => format!("script: {}", s.lines().next().unwrap_or("")),
+            (_, _, Some(r)) => format!("job: {}", r.label()),
             _ => String::new(),
         }
     }

@@ -196,10 +196,118 @@ case!(
     "- name: n\n  retry: '3'\n  sequence:\n    commands:\n    - exec: ls\n"
 );
 
+// Job references and error handlers, as Rundeck's YAML codec writes them:
+// flags as text, `args` as one option string, a handler under its step.
 case!(
-    yaml_jobref_not_supported_yet,
+    yaml_jobref_and_errorhandler,
     Yaml,
-    "- name: n\n  sequence:\n    commands:\n    - jobref:\n        name: child\n        group: ops\n"
+    r#"- name: parent
+  options:
+  - name: env
+    value: qa
+  sequence:
+    keepgoing: false
+    commands:
+    - jobref:
+        group: ops/web
+        name: deploy
+        args: -env ${option.env} -msg "two words"
+        importOptions: 'true'
+        failOnDisable: true
+        ignoreNotifications: false
+        nodeStep: 'false'
+        useName: 'true'
+        uuid: 0190f1c2-58a4-7cc2-9d1e-2a3b4c5d6e7f
+        nodefilters:
+          filter: 'tags: web'
+          dispatch:
+            threadcount: '2'
+            keepgoing: 'true'
+            rankOrder: descending
+      description: deploy it
+      errorhandler:
+        exec: echo deploy failed
+        keepgoingOnSuccess: true
+    - exec: ./check.sh
+      errorhandler:
+        script: |-
+          echo cleaning up
+          exit 0
+        args: -v
+    - jobref:
+        uuid: 0190f1c2-58a4-7cc2-9d1e-000000000001
+"#
+);
+
+// The same in XML: <arg line>, <dispatch> beside <nodefilters>, and the
+// handler's keepgoingOnSuccess as an attribute.
+case!(
+    xml_jobref_and_errorhandler,
+    Xml,
+    r#"<joblist>
+  <job>
+    <description></description>
+    <name>parent</name>
+    <sequence keepgoing='false' strategy='node-first'>
+      <command>
+        <errorhandler keepgoingOnSuccess='true'>
+          <exec>echo deploy failed</exec>
+        </errorhandler>
+        <jobref group='ops/web' name='deploy' nodeStep='false'>
+          <arg line='-env prod' />
+          <dispatch>
+            <keepgoing>true</keepgoing>
+            <threadcount>2</threadcount>
+          </dispatch>
+          <importOptions>true</importOptions>
+          <nodefilters>
+            <filter>tags: web</filter>
+          </nodefilters>
+          <useName>true</useName>
+          <uuid>0190f1c2-58a4-7cc2-9d1e-2a3b4c5d6e7f</uuid>
+        </jobref>
+      </command>
+      <command>
+        <errorhandler>
+          <script><![CDATA[echo cleaning
+exit 0]]></script>
+          <scriptargs>-v</scriptargs>
+        </errorhandler>
+        <exec>./check.sh</exec>
+      </command>
+    </sequence>
+  </job>
+</joblist>"#
+);
+
+case!(
+    xml_jobref_unknown_key_names_its_element,
+    Xml,
+    "<joblist>\n  <job>\n    <description/>\n    <name>p</name>\n    <sequence>\n      <command>\n        <jobref name='c'>\n          <nodeFilter>x</nodeFilter>\n        </jobref>\n      </command>\n    </sequence>\n  </job>\n</joblist>"
+);
+
+case!(
+    yaml_jobref_node_step_not_supported_yet,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - jobref:\n        name: child\n        nodeStep: true\n"
+);
+
+case!(
+    yaml_jobref_without_a_job,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - jobref:\n        group: ops\n"
+);
+
+case!(
+    yaml_nested_errorhandler_is_refused,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - exec: a\n      errorhandler:\n        exec: b\n        errorhandler:\n          exec: c\n"
+);
+
+case!(
+    yaml_keepgoing_on_success_outside_a_handler,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - exec: a\n      keepgoingOnSuccess: true\n"
 );
 
 case!(

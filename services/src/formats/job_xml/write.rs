@@ -1,0 +1,310 @@
+//! The XML writer: jobs as Rundeck's XML codec writes them.
+
+use outpost_schemas::job::{Command, Job, JobOption, JobRef, NodeDispatch, RunnerSelector};
+
+use crate::contract::wire_word as word;
+
+/// Writes jobs as Rundeck's XML codec does: elements and attributes in
+/// name order, attributes in single quotes, multi-line text as CDATA.
+pub fn to_xml(jobs: &[Job]) -> String {
+    let mut w = Writer::default();
+    w.open("joblist", &[]);
+    for job in jobs {
+        write_job(&mut w, job);
+    }
+    w.close("joblist");
+    w.out
+}
+
+fn write_job(w: &mut Writer, job: &Job) {
+    w.open("job", &[]);
+    if !job.options.is_empty() {
+        w.open("context", &[]);
+        w.open("options", &[("preserveOrder", "true".into())]);
+        for o in &job.options {
+            write_option(w, o);
+        }
+        w.close("options");
+        w.close("context");
+    }
+    w.leaf("description", &job.description);
+    if let Some(n) = &job.nodefilters {
+        write_dispatch(w, &n.dispatch);
+    }
+    w.leaf("executionEnabled", &job.execution_enabled.to_string());
+    if let Some(g) = &job.group {
+        w.leaf("group", g);
+    }
+    if let Some(u) = job.uuid {
+        w.leaf("id", &u.to_string());
+    }
+    w.leaf("loglevel", &word(&job.loglevel));
+    w.leaf("name", &job.name);
+    if let Some(n) = &job.nodefilters {
+        w.open("nodefilters", &[]);
+        w.leaf("filter", &n.filter);
+        w.close("nodefilters");
+    }
+    if let Some(r) = &job.runner_selector {
+        write_selector(w, r);
+    }
+    w.open(
+        "sequence",
+        &[
+            ("keepgoing", job.sequence.keepgoing.to_string()),
+            ("strategy", word(&job.sequence.strategy)),
+        ],
+    );
+    for c in &job.sequence.commands {
+        write_command(w, c);
+    }
+    w.close("sequence");
+    if let Some(u) = job.uuid {
+        w.leaf("uuid", &u.to_string());
+    }
+    w.close("job");
+}
+
+fn write_option(w: &mut Writer, o: &JobOption) {
+    let mut attrs: Vec<(&str, String)> = Vec::new();
+    if o.enforced {
+        attrs.push(("enforcedvalues", "true".into()));
+    }
+    attrs.push(("name", o.name.clone()));
+    if o.required {
+        attrs.push(("required", "true".into()));
+    }
+    if o.secure {
+        attrs.push(("secure", "true".into()));
+    }
+    if let Some(v) = &o.value {
+        attrs.push(("value", v.clone()));
+    }
+    if !o.values.is_empty() {
+        // A delimiter that no value contains, so the list splits back whole.
+        let delimiter = [",", "|", ";", "~", "^"]
+            .into_iter()
+            .find(|d| !o.values.iter().any(|v| v.contains(d)))
+            .unwrap_or(",");
+        attrs.push(("values", o.values.join(delimiter)));
+        attrs.push(("valuesListDelimiter", delimiter.into()));
+    }
+    let has_children = o.description.is_some() || o.label.is_some();
+    if !has_children {
+        w.empty("option", &attrs);
+        return;
+    }
+    w.open("option", &attrs);
+    if let Some(d) = &o.description {
+        w.leaf("description", d);
+    }
+    if let Some(l) = &o.label {
+        w.leaf("label", l);
+    }
+    w.close("option");
+}
+
+fn write_dispatch(w: &mut Writer, d: &NodeDispatch) {
+    w.open("dispatch", &[]);
+    w.leaf("excludePrecedence", &d.exclude_precedence.to_string());
+    w.leaf("keepgoing", &d.keepgoing.to_string());
+    if let Some(a) = &d.rank_attribute {
+        w.leaf("rankAttribute", a);
+    }
+    w.leaf("rankOrder", &word(&d.rank_order));
+    w.leaf(
+        "successOnEmptyNodeFilter",
+        &d.success_on_empty_node_filter.to_string(),
+    );
+    w.leaf("threadcount", &d.threadcount.to_string());
+    w.close("dispatch");
+}
+
+fn write_selector(w: &mut Writer, r: &RunnerSelector) {
+    w.open("runnerSelector", &[]);
+    w.leaf("filter", &r.filter);
+    w.leaf("runnerFilterMode", &word(&r.mode));
+    w.leaf("runnerFilterType", &word(&r.filter_type));
+    w.close("runnerSelector");
+}
+
+fn write_command(w: &mut Writer, c: &Command) {
+    w.open("command", &[]);
+    write_step(w, c);
+    w.close("command");
+}
+
+/// A step's elements, in name order: shared by a command and its handler.
+fn write_step(w: &mut Writer, c: &Command) {
+    if let Some(d) = &c.description {
+        w.leaf("description", d);
+    }
+    if let Some(h) = &c.errorhandler {
+        let attrs = if h.keepgoing_on_success {
+            vec![("keepgoingOnSuccess", "true".to_string())]
+        } else {
+            vec![]
+        };
+        w.open("errorhandler", &attrs);
+        write_step(w, h);
+        w.close("errorhandler");
+    }
+    if let Some(e) = &c.exec {
+        w.leaf("exec", e);
+    }
+    if let Some(r) = &c.jobref {
+        write_jobref(w, r);
+    }
+    if let Some(r) = &c.runner_selector {
+        write_selector(w, r);
+    }
+    if let Some(s) = &c.script {
+        w.cdata("script", s);
+    }
+    if let Some(a) = &c.args {
+        w.leaf("scriptargs", a);
+    }
+    if let Some(i) = &c.script_interpreter {
+        w.leaf("scriptinterpreter", i);
+    }
+}
+
+fn write_jobref(w: &mut Writer, r: &JobRef) {
+    let mut attrs: Vec<(&str, String)> = Vec::new();
+    if let Some(g) = &r.group {
+        attrs.push(("group", g.clone()));
+    }
+    if let Some(n) = &r.name {
+        attrs.push(("name", n.clone()));
+    }
+    w.open("jobref", &attrs);
+    if let Some(a) = &r.args {
+        w.empty("arg", &[("line", a.clone())]);
+    }
+    if let Some(d) = r.nodefilters.as_ref().and_then(|n| n.dispatch.as_ref()) {
+        w.open("dispatch", &[]);
+        if let Some(k) = d.keepgoing {
+            w.leaf("keepgoing", &k.to_string());
+        }
+        if let Some(a) = &d.rank_attribute {
+            w.leaf("rankAttribute", a);
+        }
+        if let Some(o) = &d.rank_order {
+            w.leaf("rankOrder", &word(o));
+        }
+        if let Some(t) = d.threadcount {
+            w.leaf("threadcount", &t.to_string());
+        }
+        w.close("dispatch");
+    }
+    for (key, on) in [
+        ("failOnDisable", r.fail_on_disable),
+        ("ignoreNotifications", r.ignore_notifications),
+        ("importOptions", r.import_options),
+    ] {
+        if on {
+            w.leaf(key, "true");
+        }
+    }
+    if let Some(n) = &r.nodefilters {
+        w.open("nodefilters", &[]);
+        w.leaf("filter", &n.filter);
+        w.close("nodefilters");
+    }
+    if let Some(p) = &r.project {
+        w.leaf("project", p);
+    }
+    if r.use_name {
+        w.leaf("useName", "true");
+    }
+    if let Some(u) = r.uuid {
+        w.leaf("uuid", &u.to_string());
+    }
+    w.close("jobref");
+}
+
+#[derive(Default)]
+struct Writer {
+    out: String,
+    depth: usize,
+}
+
+impl Writer {
+    fn indent(&mut self) {
+        for _ in 0..self.depth {
+            self.out.push_str("  ");
+        }
+    }
+
+    fn start_tag(&mut self, name: &str, attrs: &[(&str, String)]) {
+        self.indent();
+        self.out.push('<');
+        self.out.push_str(name);
+        for (k, v) in attrs {
+            self.out.push(' ');
+            self.out.push_str(k);
+            self.out.push_str("='");
+            self.out.push_str(&escape(v, true));
+            self.out.push('\'');
+        }
+    }
+
+    fn open(&mut self, name: &str, attrs: &[(&str, String)]) {
+        self.start_tag(name, attrs);
+        self.out.push_str(">\n");
+        self.depth += 1;
+    }
+
+    fn empty(&mut self, name: &str, attrs: &[(&str, String)]) {
+        self.start_tag(name, attrs);
+        self.out.push_str(" />\n");
+    }
+
+    fn close(&mut self, name: &str) {
+        self.depth -= 1;
+        self.indent();
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push_str(">\n");
+    }
+
+    /// Text, as CDATA when it spans lines.
+    fn leaf(&mut self, name: &str, text: &str) {
+        if text.contains('\n') {
+            return self.cdata(name, text);
+        }
+        self.start_tag(name, &[]);
+        self.out.push('>');
+        self.out.push_str(&escape(text, false));
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push_str(">\n");
+    }
+
+    fn cdata(&mut self, name: &str, text: &str) {
+        self.start_tag(name, &[]);
+        self.out.push_str("><![CDATA[");
+        self.out.push_str(&text.replace("]]>", "]]]]><![CDATA[>"));
+        self.out.push_str("]]></");
+        self.out.push_str(name);
+        self.out.push_str(">\n");
+    }
+}
+
+fn escape(s: &str, attribute: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' if attribute => out.push_str("&apos;"),
+            // A parser turns raw white space in an attribute into spaces.
+            '\n' if attribute => out.push_str("&#10;"),
+            '\r' if attribute => out.push_str("&#13;"),
+            '\t' if attribute => out.push_str("&#9;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
