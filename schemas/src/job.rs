@@ -217,13 +217,23 @@ impl TryFrom<RawJob> for Job {
             }
         }
         if raw.nodefilters.is_some() {
-            if let Some(i) = raw.sequence.commands.iter().position(|c| c.jobref.is_some()) {
+            if let Some(i) = raw
+                .sequence
+                .commands
+                .iter()
+                .position(|c| c.jobref.is_some())
+            {
                 return Err(format!(
                     "job `{name}`: step {}: {NOT_SUPPORTED_YET}: a jobref step in a job with nodefilters (the job's node steps run as one unit on one runner; see ARCHITECTURE.md, \"Job references\")",
                     i + 1
                 ));
             }
-            if let Some(i) = raw.sequence.commands.iter().position(|c| c.errorhandler.is_some()) {
+            if let Some(i) = raw
+                .sequence
+                .commands
+                .iter()
+                .position(|c| c.errorhandler.is_some())
+            {
                 return Err(format!(
                     "job `{name}`: step {}: {NOT_SUPPORTED_YET}: an errorhandler in a job with nodefilters",
                     i + 1
@@ -265,6 +275,14 @@ impl Job {
         }
     }
 
+    /// The job references of its steps.
+    pub fn references(&self) -> impl Iterator<Item = &JobRef> {
+        self.sequence
+            .commands
+            .iter()
+            .filter_map(|c| c.jobref.as_ref())
+    }
+
     /// Where step `index` (0-based) runs: its own selector, else the job's.
     pub fn step_target(&self, index: usize) -> Target {
         self.sequence.commands[index]
@@ -295,7 +313,6 @@ pub enum LogLevel {
     Warn,
     Error,
 }
-
 
 /// Replaces `${key}` for every known key; unknown references stay as they are.
 pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {

@@ -59,8 +59,27 @@ pub struct ExecutionRequested {
     /// Option values after defaults were applied; secure options are not
     /// here (their values are sealed in `OUTPOST_SECRETS`).
     pub options: BTreeMap<String, String>,
-    /// Who asked: the API token's name.
+    /// Who asked: the API token's name (for a child, its parent's).
     pub requested_by: String,
+    /// Set when a job reference step of another execution started this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentExecution>,
+}
+
+/// The execution, and the step of it, that runs a job as a child.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ParentExecution {
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    /// The jobs from the root execution down to the parent, to refuse a
+    /// reference cycle and bound the depth.
+    pub chain: Vec<JobLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobLink {
+    pub job_id: Uuid,
+    pub job_name: String,
 }
 
 /// A unit of work on a dispatch subject (and, for the record, on the event
@@ -87,6 +106,40 @@ pub struct StepDispatched {
     /// nodes. `step` and `command` are then its first step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_run: Option<NodeRunDispatch>,
+    /// Run when `command` fails, with `${result.*}` describing the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errorhandler: Option<StepCommand>,
+    /// The step's own work already failed elsewhere (a job reference's
+    /// child execution): `command` is its error handler, to run with this
+    /// failure as `${result.*}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovering: Option<StepFailure>,
+}
+
+/// What `${result.*}` tells an error handler, in Rundeck's names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StepFailure {
+    /// `result.reason`: `NonZeroResultCode`, `JobFailed`, `NotFound`, …
+    pub reason: String,
+    /// `result.message`.
+    pub message: String,
+    /// `result.resultCode`: the exit code, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_code: Option<i32>,
+}
+
+impl StepFailure {
+    /// The `result.*` values for substitution and the environment.
+    pub fn vars(&self) -> BTreeMap<String, String> {
+        let mut vars = BTreeMap::from([
+            ("result.reason".to_string(), self.reason.clone()),
+            ("result.message".to_string(), self.message.clone()),
+        ]);
+        if let Some(code) = self.result_code {
+            vars.insert("result.resultCode".into(), code.to_string());
+        }
+        vars
+    }
 }
 
 /// Node steps × nodes, as one unit of work for one runner.
@@ -265,6 +318,64 @@ pub struct StepFinished {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub log_chunks: u64,
+    /// The step's error handler ran (its own work failed): how it ended.
+    /// `outcome` and `reason` above stay those of the step's own work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<HandlerOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HandlerOutcome {
+    pub outcome: StepOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// How a step whose own work failed ends once its error handler ran, as
+/// Rundeck decides it: recovered (a success) when the handler succeeded
+/// and the workflow may go on (`keepgoing`, or the handler's
+/// `keepgoingOnSuccess`); failed otherwise.
+pub fn handled_outcome(
+    handler: &HandlerOutcome,
+    keepgoing: bool,
+    keepgoing_on_success: bool,
+) -> StepOutcome {
+    match handler.outcome {
+        StepOutcome::Succeeded if keepgoing || keepgoing_on_success => StepOutcome::Succeeded,
+        StepOutcome::Aborted => StepOutcome::Aborted,
+        _ => StepOutcome::Failed,
+    }
+}
+
+/// A job reference step started its child execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobRefStarted {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    pub child_execution_id: Uuid,
+    pub job_id: Uuid,
+    pub job_name: String,
+}
+
+/// A job reference step's own work ended: its child execution finished,
+/// or no child could start (`child_execution_id` absent: the job was not
+/// found, is disabled, or its options were refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobRefFinished {
+    #[serde(flatten)]
+    pub header: Header,
+    pub execution_id: Uuid,
+    pub step: StepNo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_execution_id: Option<Uuid>,
+    pub outcome: StepOutcome,
+    /// Rundeck's `result.reason` and message, when it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<StepFailure>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -407,6 +518,8 @@ pub enum Event {
     AbortRequested(AbortRequested),
     NodeStepStarted(NodeStepStarted),
     NodeStepFinished(NodeStepFinished),
+    JobRefStarted(JobRefStarted),
+    JobRefFinished(JobRefFinished),
 }
 
 impl Event {
@@ -423,6 +536,8 @@ impl Event {
             Event::AbortRequested(e) => e.execution_id,
             Event::NodeStepStarted(e) => e.execution_id,
             Event::NodeStepFinished(e) => e.execution_id,
+            Event::JobRefStarted(e) => e.execution_id,
+            Event::JobRefFinished(e) => e.execution_id,
         }
     }
 
@@ -439,6 +554,8 @@ impl Event {
             Event::AbortRequested(e) => &e.header,
             Event::NodeStepStarted(e) => &e.header,
             Event::NodeStepFinished(e) => &e.header,
+            Event::JobRefStarted(e) => &e.header,
+            Event::JobRefFinished(e) => &e.header,
         }
     }
 
@@ -456,6 +573,8 @@ impl Event {
             Event::AbortRequested(_) => "abort_requested",
             Event::NodeStepStarted(_) => "node_step_started",
             Event::NodeStepFinished(_) => "node_step_finished",
+            Event::JobRefStarted(_) => "jobref_started",
+            Event::JobRefFinished(_) => "jobref_finished",
         }
     }
 
@@ -484,6 +603,8 @@ impl Event {
             // A claim is created once, so it is granted once.
             Event::StepGranted(e) => format!("{}.{}.granted", e.execution_id, e.step),
             Event::ExecutionFinished(e) => format!("{}.finished", e.execution_id),
+            Event::JobRefStarted(e) => format!("{}.{}.jobref-started", e.execution_id, e.step),
+            Event::JobRefFinished(e) => format!("{}.{}.jobref-finished", e.execution_id, e.step),
             other => other.header().message_id.to_string(),
         }
     }

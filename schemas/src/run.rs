@@ -9,14 +9,28 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::job::{LogLevel, NodeDispatch, Strategy, Target};
+use crate::job::{JobRef, LogLevel, NodeDispatch, Strategy, Target};
 use crate::node::Node;
-use crate::{ExecutionOutcome, StepCommand, StepNo};
+use crate::{ExecutionOutcome, ParentExecution, StepCommand, StepFailure, StepNo};
 
+/// One workflow step as planned: work for a runner (`command`), or a job
+/// reference the orchestrator runs as a child execution (`jobref`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedStep {
     pub target: Target,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<StepCommand>,
+    /// With `args` and the node filter substituted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobref: Option<JobRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errorhandler: Option<PlannedHandler>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedHandler {
     pub command: StepCommand,
+    pub keepgoing_on_success: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +61,22 @@ pub struct Run {
     /// For a job with `nodefilters`: the whole workflow is one dispatch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_run: Option<NodeRunPlan>,
+    /// The plain option values, which a job reference with `importOptions`
+    /// passes on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub requested_by: String,
+    /// Set when a job reference step of another execution runs this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentExecution>,
+    /// The child execution each job reference step started.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub children: BTreeMap<StepNo, Uuid>,
+    /// The current step is a job reference whose child failed: its error
+    /// handler is dispatched, with this failure as `${result.*}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovering: Option<StepFailure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -84,6 +84,24 @@ pub struct StepState {
     /// Per node, for node steps.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, NodeStepState>,
+    /// A job reference step: the child execution it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_execution_id: Option<Uuid>,
+    /// The step has an error handler: whether and how it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errorhandler: Option<HandlerState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HandlerState {
+    pub keepgoing_on_success: bool,
+    /// Absent until it ran (it runs only when the step's own work failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StepStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -137,4 +155,9 @@ pub struct ExecutionState {
     pub failed_nodes: Vec<String>,
     /// Time of the latest event folded in (the maximum, so order does not matter).
     pub last_event_at: DateTime<Utc>,
+    /// Set when a job reference step of another execution started this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_execution_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_step: Option<StepNo>,
 }

@@ -129,10 +129,15 @@ pub fn events_of(execution_id: Uuid) -> String {
 
 /// Event kinds that drive the orchestrator.
 pub fn orchestrator_filters() -> Vec<String> {
-    ["execution_requested", "step_finished", "abort_requested"]
-        .iter()
-        .map(|k| format!("outpost.ev.{k}.>"))
-        .collect()
+    [
+        "execution_requested",
+        "step_finished",
+        "abort_requested",
+        "jobref_finished",
+    ]
+    .iter()
+    .map(|k| format!("outpost.ev.{k}.>"))
+    .collect()
 }
 
 pub fn log(execution_id: Uuid, step: u32, runner_id: &str) -> String {

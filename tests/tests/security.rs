@@ -182,6 +182,7 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
             exit_code: Some(0),
             reason: None,
             log_chunks: 0,
+            handler: None,
         })
     };
     let as_b = subjects::event("step_finished", first, "rb");

@@ -176,6 +176,7 @@ pub(super) async fn run_nodes(
             exit_code: None,
             reason,
             log_chunks,
+            handler: None,
         }),
     )
     .await

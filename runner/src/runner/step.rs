@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use outpost_schemas::{
-    subjects, Event, Header, LogEntry, LogStream, StepClaimed, StepDispatched, StepFinished,
-    StepOutcome, StepStarted,
+    subjects, Event, HandlerOutcome, Header, LogEntry, LogStream, StepClaimed, StepCommand,
+    StepDispatched, StepFailure, StepFinished, StepOutcome, StepStarted,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -251,6 +251,9 @@ pub(super) async fn run_claimed(
                         .insert(outpost_schemas::job::option_env_name(name), value.clone());
                 }
                 d.command = d.command.substituted(&vars);
+                if let Some(h) = d.errorhandler.as_mut() {
+                    *h = h.substituted(&vars);
+                }
                 if let Some(nr) = d.node_run.as_mut() {
                     for s in &mut nr.steps {
                         s.command = s.command.substituted(&vars);
@@ -271,6 +274,7 @@ pub(super) async fn run_claimed(
                         exit_code: None,
                         reason: Some(format!("cannot fetch secure option values: {why}")),
                         log_chunks: 0,
+                        handler: None,
                     }),
                 )
                 .await;
@@ -309,69 +313,73 @@ pub(super) async fn run_claimed(
     let mut env: BTreeMap<String, String> = d.env.clone();
     env.insert("OUTPOST_EXECUTION_ID".into(), execution_id.to_string());
     env.insert("OUTPOST_STEP".into(), step.to_string());
-    let script_name = format!("{}-{step}.script", execution_id.simple());
-    let (outcome, exit_code, why) = match executor::spawn(
-        &d.command,
-        &env,
-        &shared.opts.work_dir,
-        &script_name,
-        tx.clone(),
-        &secrets,
-    ) {
-        Err(err) => {
-            system_line(&tx, format!("could not start the step: {err}")).await;
-            (StepOutcome::Failed, None, Some(err.to_string()))
-        }
-        Ok(proc) => {
-            let started = report(
-                &shared.outbox,
-                &lane,
-                &Event::StepStarted(StepStarted {
-                    header: Header::now(),
-                    execution_id,
-                    step,
-                    runner_id: runner_id.clone(),
-                    pid: Some(proc.pid()),
-                }),
-            )
-            .await;
-            if let Err(err) = started {
-                // Work that cannot be reported must not go on: kill it all,
-                // and its output with it. The output tasks go first: the
-                // readers may be blocked handing lines to them.
-                forward.abort();
-                pump.abort();
-                cancel.cancel();
-                proc.wait(cancel).await;
-                return Err(err);
-            }
-            started_gate.take().map(|g| g.send(()));
-            tracing::debug!(execution_id = %execution_id, step, runner_id, "step started");
-            match proc.wait(cancel).await {
-                Exit::Code(0) => (StepOutcome::Succeeded, Some(0), None),
-                Exit::Code(c) => {
-                    system_line(&tx, format!("exit code {c}")).await;
-                    (StepOutcome::Failed, Some(c), Some(format!("exit code {c}")))
-                }
-                Exit::Signal(s) => {
-                    system_line(&tx, format!("killed by signal {s}")).await;
-                    (
-                        StepOutcome::Failed,
-                        None,
-                        Some(format!("killed by signal {s}")),
-                    )
-                }
-                Exit::Killed => match *reason.lock().unwrap() {
-                    Some(CancelReason::ShutdownDeadline) => (
-                        StepOutcome::Failed,
-                        None,
-                        Some("runner shutdown deadline passed; step killed".into()),
-                    ),
-                    _ => (StepOutcome::Aborted, None, Some("aborted".into())),
-                },
-            }
+    let aborts = [forward.abort_handle(), pump.abort_handle()];
+    let mut run = Process {
+        shared,
+        lane: &lane,
+        d,
+        tx: &tx,
+        secrets: &secrets,
+        cancel: &cancel,
+        reason: &reason,
+        aborts: &aborts,
+        started_gate: &mut started_gate,
+    };
+    // A dispatch that recovers a failure from elsewhere (a job reference's
+    // child) runs only the handler.
+    let (own, failure) = match &d.recovering {
+        Some(failure) => (
+            (
+                StepOutcome::Failed,
+                failure.result_code,
+                Some(failure.message.clone()),
+            ),
+            Some(failure.clone()),
+        ),
+        None => {
+            let own = run.process(&d.command, &env, "script").await?;
+            let failure = (own.0 == StepOutcome::Failed && own.2.is_some()).then(|| StepFailure {
+                reason: "NonZeroResultCode".into(),
+                message: own.2.clone().unwrap_or_default(),
+                result_code: own.1,
+            });
+            (own, failure)
         }
     };
+    let handler_command = match &d.recovering {
+        Some(_) => Some(&d.command),
+        None => d.errorhandler.as_ref(),
+    };
+    let handler = match (handler_command, failure) {
+        (Some(command), Some(failure)) if !cancel.is_cancelled() => {
+            system_line(
+                &tx,
+                format!(
+                    "step failed ({}); running its error handler",
+                    failure.message
+                ),
+            )
+            .await;
+            let vars = failure.vars();
+            let mut env = env.clone();
+            for (k, v) in &vars {
+                env.insert(
+                    format!("RD_{}", k.replace('.', "_").to_uppercase()),
+                    v.clone(),
+                );
+            }
+            let (outcome, exit_code, reason) = run
+                .process(&command.substituted(&vars), &env, "handler.script")
+                .await?;
+            Some(HandlerOutcome {
+                outcome,
+                exit_code,
+                reason,
+            })
+        }
+        _ => None,
+    };
+    let (outcome, exit_code, why) = own;
     drop(tx);
     drop(started_gate);
     let _ = forward.await;
@@ -388,9 +396,104 @@ pub(super) async fn run_claimed(
             exit_code,
             reason: why,
             log_chunks,
+            handler,
         }),
     )
     .await
+}
+
+/// What one process of a step needs: the step's lane, output and abort.
+struct Process<'a> {
+    shared: &'a Shared,
+    lane: &'a str,
+    d: &'a StepDispatched,
+    tx: &'a mpsc::Sender<LogEntry>,
+    secrets: &'a crate::mask::Secrets,
+    cancel: &'a CancellationToken,
+    reason: &'a Arc<Mutex<Option<CancelReason>>>,
+    /// The output tasks, stopped first when the step cannot be reported.
+    aborts: &'a [tokio::task::AbortHandle],
+    /// Open once the step's started event is out: the first process
+    /// reports it, a handler after it does not again.
+    started_gate: &'a mut Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Process<'_> {
+    /// Runs `command` to its end: the outcome, exit code and why.
+    async fn process(
+        &mut self,
+        command: &StepCommand,
+        env: &BTreeMap<String, String>,
+        suffix: &str,
+    ) -> Result<(StepOutcome, Option<i32>, Option<String>), RunnerError> {
+        let (execution_id, step) = (self.d.execution_id, self.d.step);
+        let runner_id = &self.shared.opts.runner_id;
+        let script_name = format!("{}-{step}.{suffix}", execution_id.simple());
+        let proc = match executor::spawn(
+            command,
+            env,
+            &self.shared.opts.work_dir,
+            &script_name,
+            self.tx.clone(),
+            self.secrets,
+        ) {
+            Err(err) => {
+                system_line(self.tx, format!("could not start the step: {err}")).await;
+                return Ok((StepOutcome::Failed, None, Some(err.to_string())));
+            }
+            Ok(proc) => proc,
+        };
+        if let Some(gate) = self.started_gate.take() {
+            let started = report(
+                &self.shared.outbox,
+                self.lane,
+                &Event::StepStarted(StepStarted {
+                    header: Header::now(),
+                    execution_id,
+                    step,
+                    runner_id: runner_id.clone(),
+                    pid: Some(proc.pid()),
+                }),
+            )
+            .await;
+            if let Err(err) = started {
+                // Work that cannot be reported must not go on: kill it all,
+                // and its output with it. The output tasks go first: the
+                // readers may be blocked handing lines to them.
+                for a in self.aborts {
+                    a.abort();
+                }
+                self.cancel.cancel();
+                proc.wait(self.cancel.clone()).await;
+                return Err(err);
+            }
+            let _ = gate.send(());
+            tracing::debug!(execution_id = %execution_id, step, runner_id, "step started");
+        }
+        Ok(match proc.wait(self.cancel.clone()).await {
+            Exit::Code(0) => (StepOutcome::Succeeded, Some(0), None),
+            Exit::Code(c) => {
+                system_line(self.tx, format!("exit code {c}")).await;
+                (StepOutcome::Failed, Some(c), Some(format!("exit code {c}")))
+            }
+            Exit::Signal(s) => {
+                system_line(self.tx, format!("killed by signal {s}")).await;
+                (
+                    StepOutcome::Failed,
+                    None,
+                    Some(format!("killed by signal {s}")),
+                )
+            }
+            Exit::Killed => match *self.reason.lock().unwrap() {
+                Some(CancelReason::ShutdownDeadline) => (
+                    StepOutcome::Failed,
+                    None,
+                    Some("runner shutdown deadline passed; step killed".into()),
+                ),
+                _ => (StepOutcome::Aborted, None, Some("aborted".into())),
+            },
+        })
+    }
 }
 
 /// Asks for the step's secure option values, sealed to a one-use key.

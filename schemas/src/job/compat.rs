@@ -275,4 +275,3 @@ impl From<ScalarString> for String {
         }
     }
 }
-

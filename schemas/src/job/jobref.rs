@@ -254,9 +254,7 @@ fn optional_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>,
 /// Names the cycle a new set of jobs would make, if any. `edges` maps each
 /// job (by id, with its label) to the jobs its steps reference; references
 /// that resolve to nothing are no edge (Rundeck resolves them at run time).
-pub fn find_cycle(
-    edges: &BTreeMap<Uuid, (String, Vec<Uuid>)>,
-) -> Option<Vec<String>> {
+pub fn find_cycle(edges: &BTreeMap<Uuid, (String, Vec<Uuid>)>) -> Option<Vec<String>> {
     fn visit(
         at: Uuid,
         edges: &BTreeMap<Uuid, (String, Vec<Uuid>)>,

@@ -1,5 +1,7 @@
 //! Job options: Rundeck's `options` list entries.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -138,5 +140,55 @@ impl TryFrom<RawJobOption> for JobOption {
             enforced: raw.enforced,
             secure: raw.secure,
         })
+    }
+}
+
+/// Option values: the plain ones and, apart, the secure ones.
+pub type OptionValues = (BTreeMap<String, String>, BTreeMap<String, String>);
+
+impl Job {
+    /// Applies defaults and checks the given values against the job's
+    /// options; the error names the option and the rule.
+    pub fn resolve_options(
+        &self,
+        mut given: BTreeMap<String, String>,
+    ) -> Result<OptionValues, String> {
+        if let Some(unknown) = given
+            .keys()
+            .find(|k| !self.options.iter().any(|o| &&o.name == k))
+        {
+            return Err(format!(
+                "job `{}` has no option `{unknown}`",
+                self.full_name()
+            ));
+        }
+        let mut out = BTreeMap::new();
+        let mut secure = BTreeMap::new();
+        for opt in &self.options {
+            let value = given.remove(&opt.name).or_else(|| opt.value.clone());
+            match value {
+                None if opt.required => {
+                    return Err(format!(
+                        "option `{}` is required and has no default",
+                        opt.name
+                    ))
+                }
+                None => {}
+                Some(v) => {
+                    if opt.enforced && !opt.values.contains(&v) {
+                        return Err(format!(
+                            "option `{}` must be one of {:?}, not `{v}`",
+                            opt.name, opt.values
+                        ));
+                    }
+                    if opt.secure {
+                        secure.insert(opt.name.clone(), v);
+                    } else {
+                        out.insert(opt.name.clone(), v);
+                    }
+                }
+            }
+        }
+        Ok((out, secure))
     }
 }

@@ -264,13 +264,17 @@ impl TryFrom<RawCommand> for Command {
         }
         if let Some(handler) = &raw.errorhandler {
             if handler.errorhandler.is_some() {
-                return Err("an errorhandler has its own `errorhandler`; handlers do not nest".into());
+                return Err(
+                    "an errorhandler has its own `errorhandler`; handlers do not nest".into(),
+                );
             }
             if handler.jobref.is_some() {
                 return Err(format!("{NOT_SUPPORTED_YET}: an errorhandler that is a jobref (handlers are `exec` or `script` steps so far)"));
             }
             if handler.runner_selector.is_some() {
-                return Err("an errorhandler runs where its step runs; remove its runnerSelector".into());
+                return Err(
+                    "an errorhandler runs where its step runs; remove its runnerSelector".into(),
+                );
             }
         }
         Ok(Command {

@@ -302,6 +302,7 @@ pub(super) async fn run_job(
         job: rec.job.clone(),
         options,
         requested_by: who.name.clone(),
+        parent: None,
     });
     bus::publish_event(&s.js, &event).await?;
     tracing::info!(execution_id = %execution_id, job = %rec.job.full_name(), "run accepted");
@@ -341,44 +342,7 @@ fn given_options(req: RunRequest) -> ApiResult<BTreeMap<String, String>> {
 #[allow(clippy::type_complexity)]
 pub(super) fn resolve_options(
     rec: &JobRecord,
-    mut given: BTreeMap<String, String>,
+    given: BTreeMap<String, String>,
 ) -> ApiResult<(BTreeMap<String, String>, BTreeMap<String, String>)> {
-    let job = &rec.job;
-    if let Some(unknown) = given
-        .keys()
-        .find(|k| !job.options.iter().any(|o| &&o.name == k))
-    {
-        return Err(ApiError::invalid(format!(
-            "job `{}` has no option `{unknown}`",
-            job.full_name()
-        )));
-    }
-    let mut out = BTreeMap::new();
-    let mut secure = BTreeMap::new();
-    for opt in &job.options {
-        let value = given.remove(&opt.name).or_else(|| opt.value.clone());
-        match value {
-            None if opt.required => {
-                return Err(ApiError::invalid(format!(
-                    "option `{}` is required and has no default",
-                    opt.name
-                )))
-            }
-            None => {}
-            Some(v) => {
-                if opt.enforced && !opt.values.contains(&v) {
-                    return Err(ApiError::invalid(format!(
-                        "option `{}` must be one of {:?}, not `{v}`",
-                        opt.name, opt.values
-                    )));
-                }
-                if opt.secure {
-                    secure.insert(opt.name.clone(), v);
-                } else {
-                    out.insert(opt.name.clone(), v);
-                }
-            }
-        }
-    }
-    Ok((out, secure))
+    rec.job.resolve_options(given).map_err(ApiError::invalid)
 }

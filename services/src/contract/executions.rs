@@ -51,6 +51,12 @@ pub struct Execution {
     pub failed_nodes: Vec<String>,
     /// Time of the latest event folded in.
     pub last_event_at: DateTime<Utc>,
+    /// The execution whose job reference step started this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_execution_id: Option<Uuid>,
+    /// That step, in the parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_step: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -83,6 +89,35 @@ pub struct Step {
     /// Per node, for node steps.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, NodeStep>,
+    /// A job reference step: the child execution it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_execution_id: Option<Uuid>,
+    /// The step has an error handler: whether and how it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errorhandler: Option<ErrorHandler>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorHandler {
+    pub keepgoing_on_success: bool,
+    /// Absent until it ran (it runs only when the step's own work failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StepStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<outpost_schemas::state::HandlerState> for ErrorHandler {
+    fn from(h: outpost_schemas::state::HandlerState) -> Self {
+        ErrorHandler {
+            keepgoing_on_success: h.keepgoing_on_success,
+            status: h.status,
+            exit_code: h.exit_code,
+            reason: h.reason,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -120,6 +155,8 @@ impl From<ExecutionState> for Execution {
             successful_nodes: s.successful_nodes,
             failed_nodes: s.failed_nodes,
             last_event_at: s.last_event_at,
+            parent_execution_id: s.parent_execution_id,
+            parent_step: s.parent_step,
         }
     }
 }
@@ -145,6 +182,8 @@ impl From<StepState> for Step {
                 .into_iter()
                 .map(|(n, st)| (n, NodeStep::from(st)))
                 .collect(),
+            child_execution_id: s.child_execution_id,
+            errorhandler: s.errorhandler.map(ErrorHandler::from),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! decides which runner may report on a step.
 
 mod consume;
+mod jobref;
 pub mod orchestrator;
 pub mod plan;
 pub mod projection;

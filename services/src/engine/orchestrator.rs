@@ -15,6 +15,7 @@ use outpost_schemas::{subjects, Event, Header, StepWaiting};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::engine::jobref;
 use crate::engine::plan::{self, Run, RunPlan};
 use crate::engine::Handled;
 use crate::fleet::health;
@@ -156,6 +157,19 @@ async fn on_event(ctx: &Ctx, event: &Event, redelivered: bool) -> Result<Outcome
                 effects(ctx, &run).await?;
             }
         }
+        Event::JobRefFinished(f) => {
+            let Some((run, changed)) =
+                update(&ctx.runs, &key, |run| run.on_jobref_finished(f)).await?
+            else {
+                return Ok(Outcome::Done);
+            };
+            let caused_current = run.finished.is_some()
+                || run.current == f.step + 1
+                || (run.current == f.step && run.recovering.is_some());
+            if changed || (redelivered && caused_current) {
+                effects(ctx, &run).await?;
+            }
+        }
         Event::AbortRequested(_) => return abort(ctx, &key, event, redelivered).await,
         _ => {}
     }
@@ -179,9 +193,26 @@ async fn abort(
             }
             return Ok(Outcome::Done);
         }
+        let current = run.current;
+        if run.current_step().jobref.is_some() && run.recovering.is_none() {
+            // A job reference ends with its child: abort the child, and the
+            // step (and this run) end when it reports.
+            let Some((updated, _)) = update(&ctx.runs, key, |r| r.on_abort(false)).await? else {
+                return Ok(Outcome::Done);
+            };
+            if updated.current != current || updated.finished.is_some() {
+                run = updated;
+                continue;
+            }
+            match updated.children.get(&current) {
+                Some(child) => abort_child(ctx, &updated, *child, event).await?,
+                // Not started yet: starting it sees the abort.
+                None => effects(ctx, &updated).await?,
+            }
+            return Ok(Outcome::Done);
+        }
         // Whoever creates the claim runs the step: if we win, no runner ever
         // will, and the run ends now.
-        let current = run.current;
         let claim = subjects::claim_key(run.execution_id, current);
         let (unclaimed, holder) = match ctx.claims.raw().create(&claim, ABORTED_CLAIM.into()).await
         {
@@ -310,15 +341,26 @@ async fn resolve_nodes(ctx: &Ctx, run: &mut Run) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Makes the world match the run: its end published, or its current step
-/// dispatched. Idempotent through dedup ids.
+/// Makes the world match the run: its end published (and reported to its
+/// parent), its current job reference's child started, or its current
+/// step dispatched. Idempotent through dedup ids.
 async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
     if let Some(fin) = run.finished_event() {
         tracing::info!(execution_id = %run.execution_id, outcome = ?fin.outcome, "execution finished");
+        let to_parent = run
+            .parent
+            .as_ref()
+            .map(|p| jobref::child_finished(run, p, &fin));
         let event = Event::ExecutionFinished(fin);
         let id = format!("{}.{}", event.dedup_id(), run.nonce.simple());
         bus::publish_event_as(&ctx.js, &event, subjects::CONTROL_PLANE_SOURCE, &id).await?;
+        if let Some(finished) = to_parent {
+            publish_control(ctx, &Event::JobRefFinished(finished)).await?;
+        }
         return Ok(());
+    }
+    if run.current_step().jobref.is_some() && run.recovering.is_none() {
+        return start_child(ctx, run).await;
     }
     let dispatch = run.dispatch();
     if let Target::Tags(set) = &dispatch.target {
@@ -382,4 +424,122 @@ async fn update(
         })
     })
     .await
+}
+
+/// Publishes a control-plane event under its logical dedup id, so that a
+/// repeat after a crash is stored once.
+async fn publish_control(ctx: &Ctx, event: &Event) -> Result<(), ServiceError> {
+    bus::publish_event_as(
+        &ctx.js,
+        event,
+        subjects::CONTROL_PLANE_SOURCE,
+        &event.dedup_id(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Starts the child execution of the run's current job reference step, or
+/// ends the step at once when no child can start.
+async fn start_child(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
+    let step = run.current;
+    let jr = run
+        .current_step()
+        .jobref
+        .clone()
+        .expect("a job reference step");
+    let found = match jr.by_name() {
+        true => {
+            let project = jr.project.clone().unwrap_or_else(|| run.project.clone());
+            let full = match &jr.group {
+                Some(g) => format!("{g}/{}", jr.name.as_deref().unwrap_or_default()),
+                None => jr.name.clone().unwrap_or_default(),
+            };
+            ctx.store.job_by_name(&project, &full).await
+        }
+        false => ctx.store.job(jr.uuid.expect("by uuid")).await,
+    }
+    .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    let mut request = match jobref::child_request(run, &jr, found.as_ref()) {
+        Ok(request) => request,
+        Err(finished) => {
+            tracing::info!(execution_id = %run.execution_id, step, reason = ?finished.failure, "job reference ends without a child");
+            return publish_control(ctx, &Event::JobRefFinished(finished)).await;
+        }
+    };
+    // The child's id is the first one recorded: a redelivery starts the
+    // same child, not a second one.
+    let key = subjects::execution_key(run.execution_id);
+    let proposed = request.execution_id;
+    let Some((updated, _)) = update(&ctx.runs, &key, |r| {
+        if r.finished.is_some()
+            || r.current != step
+            || r.children.contains_key(&step)
+            || r.abort_requested
+        {
+            return false;
+        }
+        r.children.insert(step, proposed);
+        true
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    if updated.finished.is_some() || updated.current != step {
+        return Ok(());
+    }
+    let Some(child) = updated.children.get(&step).copied() else {
+        // Aborted before its child started: the step ends here.
+        return publish_control(ctx, &Event::JobRefFinished(jobref::aborted_unstarted(run))).await;
+    };
+    request.execution_id = child;
+    let started = Event::JobRefStarted(outpost_schemas::JobRefStarted {
+        header: Header::now(),
+        execution_id: run.execution_id,
+        step,
+        child_execution_id: child,
+        job_id: request.job_id,
+        job_name: request.job.full_name(),
+    });
+    let event = Event::ExecutionRequested(request);
+    bus::publish_event_as(
+        &ctx.js,
+        &event,
+        subjects::CONTROL_PLANE_SOURCE,
+        &format!("{child}.requested"),
+    )
+    .await?;
+    publish_control(ctx, &started).await?;
+    tracing::info!(execution_id = %run.execution_id, step, child_execution_id = %child, "job reference started its child");
+    if updated.abort_requested {
+        abort_child(ctx, &updated, child, &started).await?;
+    }
+    Ok(())
+}
+
+async fn abort_child(
+    ctx: &Ctx,
+    parent: &Run,
+    child: Uuid,
+    cause: &Event,
+) -> Result<(), ServiceError> {
+    let requested_by = match cause {
+        Event::AbortRequested(a) => a.requested_by.clone(),
+        _ => parent.requested_by.clone(),
+    };
+    let abort = Event::AbortRequested(outpost_schemas::AbortRequested {
+        header: Header::now(),
+        execution_id: child,
+        requested_by,
+    });
+    bus::publish_event_as(
+        &ctx.js,
+        &abort,
+        subjects::CONTROL_PLANE_SOURCE,
+        &format!("{child}.abort.{}", parent.execution_id.simple()),
+    )
+    .await?;
+    tracing::info!(execution_id = %parent.execution_id, child_execution_id = %child, "abort passed on to the child");
+    Ok(())
 }

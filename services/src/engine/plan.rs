@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use outpost_schemas::job::{option_env_name, Target};
+use outpost_schemas::job::{option_env_name, Command, Target};
 use outpost_schemas::node::Node;
-pub use outpost_schemas::run::{Finish, NodeRunPlan, PlannedStep, Run};
+pub use outpost_schemas::run::{Finish, NodeRunPlan, PlannedHandler, PlannedStep, Run};
 use outpost_schemas::{
-    ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header, StepCommand, StepDispatched,
-    StepFinished, StepNo, StepOutcome,
+    handled_outcome, ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header,
+    JobRefFinished, StepCommand, StepDispatched, StepFinished, StepNo, StepOutcome,
 };
 use uuid::Uuid;
 
@@ -53,22 +53,23 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         .commands
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            let command = match (&c.exec, &c.script) {
-                (Some(e), _) => StepCommand::Exec {
-                    command: substitute(e, &vars),
-                },
-                (None, Some(s)) => StepCommand::Script {
-                    script: substitute(s, &vars),
-                    args: c.args.as_ref().map(|a| substitute(a, &vars)),
-                    interpreter: c.script_interpreter.clone(),
-                },
-                (None, None) => unreachable!("job validation requires exec or script"),
-            };
-            PlannedStep {
-                target: job.step_target(i),
-                command,
-            }
+        .map(|(i, c)| PlannedStep {
+            target: job.step_target(i),
+            command: runner_command(c, &vars),
+            jobref: c.jobref.as_ref().map(|r| {
+                let mut r = r.clone();
+                r.args = r.args.map(|a| substitute(&a, &vars));
+                if let Some(nf) = r.nodefilters.as_mut() {
+                    nf.filter = substitute(&nf.filter, &vars);
+                }
+                r
+            }),
+            errorhandler: c.errorhandler.as_ref().and_then(|h| {
+                Some(PlannedHandler {
+                    command: runner_command(h, &vars)?,
+                    keepgoing_on_success: h.keepgoing_on_success,
+                })
+            }),
         })
         .collect();
     let node_run = job.nodefilters.as_ref().map(|nf| NodeRunPlan {
@@ -78,8 +79,14 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         step_keepgoing: job.sequence.keepgoing,
         nodes: Vec::new(),
     });
+    let options = req.options.clone();
     Run {
         node_run,
+        options,
+        requested_by: req.requested_by.clone(),
+        parent: req.parent.clone(),
+        children: BTreeMap::new(),
+        recovering: None,
         nonce: Uuid::nil(),
         execution_id: req.execution_id,
         project: req.project.clone(),
@@ -99,12 +106,30 @@ pub fn plan(req: &ExecutionRequested) -> Run {
 
 pub use outpost_schemas::job::substitute;
 
+/// The work a runner does for an `exec` or `script` step; none for a job
+/// reference.
+fn runner_command(c: &Command, vars: &BTreeMap<String, String>) -> Option<StepCommand> {
+    match (&c.exec, &c.script) {
+        (Some(e), _) => Some(StepCommand::Exec {
+            command: substitute(e, vars),
+        }),
+        (None, Some(s)) => Some(StepCommand::Script {
+            script: substitute(s, vars),
+            args: c.args.as_ref().map(|a| substitute(a, vars)),
+            interpreter: c.script_interpreter.clone(),
+        }),
+        (None, None) => None,
+    }
+}
+
 /// The run's transitions, pure: what to dispatch, and what a finished step,
 /// an abort or a node list does to the run.
 pub trait RunPlan {
     fn dispatch(&self) -> StepDispatched;
     fn finished_event(&self) -> Option<ExecutionFinished>;
     fn on_step_finished(&mut self, f: &StepFinished) -> bool;
+    fn on_jobref_finished(&mut self, f: &JobRefFinished) -> bool;
+    fn current_step(&self) -> &PlannedStep;
     fn set_nodes(&mut self, nodes: Vec<Node>);
     fn refuse(&mut self, reason: String);
     fn route_all(&mut self, target: Target);
@@ -114,7 +139,24 @@ pub trait RunPlan {
 impl RunPlan for Run {
     /// The dispatch message for the current step.
     fn dispatch(&self) -> StepDispatched {
-        let step = &self.steps[(self.current - 1) as usize];
+        let step = self.current_step();
+        // A job reference step is dispatched to a runner only to run its
+        // error handler, once its child failed.
+        let (command, errorhandler) = match (&self.recovering, &step.command) {
+            (Some(_), _) => (
+                step.errorhandler
+                    .as_ref()
+                    .expect("recovering only with a handler")
+                    .command
+                    .clone(),
+                None,
+            ),
+            (None, Some(c)) => (
+                c.clone(),
+                step.errorhandler.as_ref().map(|h| h.command.clone()),
+            ),
+            (None, None) => unreachable!("a job reference step starts a child, not a dispatch"),
+        };
         let node_run = self
             .node_run
             .as_ref()
@@ -126,7 +168,7 @@ impl RunPlan for Run {
                     .enumerate()
                     .map(|(i, s)| outpost_schemas::NodeStepCommand {
                         step: i as StepNo + 1,
-                        command: s.command.clone(),
+                        command: s.command.clone().expect("node jobs hold no job reference"),
                     })
                     .collect(),
                 strategy: nr.strategy,
@@ -142,11 +184,13 @@ impl RunPlan for Run {
             job_id: self.job_id,
             job_name: self.job_name.clone(),
             target: step.target.clone(),
-            command: step.command.clone(),
+            command,
             env: self.env.clone(),
             secure_options: self.secure_options.clone(),
             loglevel: self.loglevel,
             node_run,
+            errorhandler,
+            recovering: self.recovering.clone(),
         }
     }
 
@@ -188,19 +232,31 @@ impl RunPlan for Run {
             return true;
         }
         let last = self.steps.len() as StepNo;
-        match f.outcome {
+        let outcome = match (&f.handler, f.outcome) {
+            (Some(h), StepOutcome::Failed) => {
+                let kgos = self
+                    .current_step()
+                    .errorhandler
+                    .as_ref()
+                    .is_some_and(|h| h.keepgoing_on_success);
+                handled_outcome(h, self.keepgoing, kgos)
+            }
+            (_, own) => own,
+        };
+        match outcome {
             StepOutcome::Succeeded => {}
             StepOutcome::Failed => self.failed.push(f.step),
             StepOutcome::Aborted => {}
         }
+        self.recovering = None;
         let stop = |outcome, reason: Option<String>| Finish {
             outcome,
             skipped: remaining_after(self, f.step),
             reason,
         };
-        if f.outcome == StepOutcome::Aborted || self.abort_requested {
+        if outcome == StepOutcome::Aborted || self.abort_requested {
             self.finished = Some(stop(ExecutionOutcome::Aborted, Some("aborted".into())));
-        } else if f.outcome == StepOutcome::Failed && !self.keepgoing {
+        } else if outcome == StepOutcome::Failed && !self.keepgoing {
             self.finished = Some(stop(
                 ExecutionOutcome::Failed,
                 Some(format!("step {} failed and keepgoing is false", f.step)),
@@ -220,6 +276,50 @@ impl RunPlan for Run {
             self.current += 1;
         }
         true
+    }
+
+    /// Applies the end of a job reference step's child. A failure with an
+    /// error handler dispatches the handler (the step goes on); anything
+    /// else ends the step as the child ended.
+    fn on_jobref_finished(&mut self, f: &JobRefFinished) -> bool {
+        if self.finished.is_some()
+            || f.step != self.current
+            || self.recovering.is_some()
+            || self.current_step().jobref.is_none()
+        {
+            return false;
+        }
+        if f.outcome == StepOutcome::Failed
+            && !self.abort_requested
+            && self.current_step().errorhandler.is_some()
+        {
+            self.recovering =
+                Some(
+                    f.failure
+                        .clone()
+                        .unwrap_or_else(|| outpost_schemas::StepFailure {
+                            reason: "JobFailed".into(),
+                            message: "the referenced job failed".into(),
+                            result_code: None,
+                        }),
+                );
+            return true;
+        }
+        self.on_step_finished(&StepFinished {
+            header: f.header.clone(),
+            execution_id: f.execution_id,
+            step: f.step,
+            runner_id: outpost_schemas::subjects::CONTROL_PLANE_SOURCE.into(),
+            outcome: f.outcome,
+            exit_code: None,
+            reason: f.failure.as_ref().map(|x| x.message.clone()),
+            log_chunks: 0,
+            handler: None,
+        })
+    }
+
+    fn current_step(&self) -> &PlannedStep {
+        &self.steps[(self.current - 1) as usize]
     }
 
     /// Settles the node set: ranked nodes to run on, or the end of the run

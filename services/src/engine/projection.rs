@@ -6,9 +6,9 @@
 //! leaves the state as it was.
 
 use outpost_schemas::state::{
-    ExecutionState, ExecutionStatus, NodeStepState, StepState, StepStatus,
+    ExecutionState, ExecutionStatus, HandlerState, NodeStepState, StepState, StepStatus,
 };
-use outpost_schemas::{Event, ExecutionOutcome, StepOutcome};
+use outpost_schemas::{handled_outcome, Event, ExecutionOutcome, StepOutcome};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Folded {
@@ -58,6 +58,13 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                     reason: None,
                     log_chunks: 0,
                     nodes: Default::default(),
+                    child_execution_id: None,
+                    errorhandler: c.errorhandler.as_ref().map(|h| HandlerState {
+                        keepgoing_on_success: h.keepgoing_on_success,
+                        status: None,
+                        exit_code: None,
+                        reason: None,
+                    }),
                 })
                 .collect(),
             node_dispatch: r.job.nodefilters.is_some(),
@@ -65,6 +72,8 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
             successful_nodes: Vec::new(),
             failed_nodes: Vec::new(),
             last_event_at: r.header.time,
+            parent_execution_id: r.parent.as_ref().map(|p| p.execution_id),
+            parent_step: r.parent.as_ref().map(|p| p.step),
         },
         (None, _) => return Folded::NeedsRequest,
         (Some(s), _) => s.clone(),
@@ -185,21 +194,71 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
         // statuses come from their node results instead.
         Event::StepFinished(_) if next.node_dispatch => {}
         Event::StepFinished(f) => {
+            let keepgoing = next.keepgoing;
             if let Some(st) = step_mut(&mut next, f.step) {
-                let status = match f.outcome {
-                    StepOutcome::Succeeded => StepStatus::Succeeded,
-                    StepOutcome::Failed => StepStatus::Failed,
-                    StepOutcome::Aborted => StepStatus::Aborted,
-                };
+                let mut outcome = f.outcome;
+                let mut reason = f.reason.clone();
+                if let (Some(h), Some(state)) = (&f.handler, st.errorhandler.as_mut()) {
+                    if !st.status.is_terminal() {
+                        state.status = Some(status_of(h.outcome));
+                        state.exit_code = h.exit_code;
+                        state.reason = h.reason.clone();
+                    }
+                    if f.outcome == StepOutcome::Failed {
+                        outcome = handled_outcome(h, keepgoing, state.keepgoing_on_success);
+                        let own = f.reason.as_deref().unwrap_or("failed");
+                        reason = Some(match (outcome, h.outcome) {
+                            (StepOutcome::Succeeded, _) => {
+                                format!("{own}; recovered by its error handler")
+                            }
+                            (_, StepOutcome::Succeeded) => format!(
+                                "{own}; its error handler succeeded, but neither keepgoing nor keepgoingOnSuccess lets the workflow go on"
+                            ),
+                            _ => format!(
+                                "{own}; its error handler failed too ({})",
+                                h.reason.as_deref().unwrap_or("failed")
+                            ),
+                        });
+                    }
+                }
                 // The first finished event wins; a later one (a lost runner's
                 // late report) changes nothing.
                 if !st.status.is_terminal() {
-                    st.status = status;
+                    st.status = status_of(outcome);
                     st.exit_code = f.exit_code;
-                    st.reason = f.reason.clone();
+                    st.reason = reason;
                     st.log_chunks = f.log_chunks;
                     st.finished_at = Some(time);
-                    st.runner_id.get_or_insert_with(|| f.runner_id.clone());
+                    if f.runner_id != outpost_schemas::subjects::CONTROL_PLANE_SOURCE {
+                        st.runner_id.get_or_insert_with(|| f.runner_id.clone());
+                    }
+                }
+            }
+        }
+        Event::JobRefStarted(e) => {
+            if let Some(st) = step_mut(&mut next, e.step) {
+                advance(st, StepStatus::Running);
+                earliest(&mut st.started_at, time);
+                st.child_execution_id = Some(e.child_execution_id);
+            }
+        }
+        Event::JobRefFinished(e) => {
+            if let Some(st) = step_mut(&mut next, e.step) {
+                if e.child_execution_id.is_some() {
+                    st.child_execution_id = e.child_execution_id;
+                }
+                let message = e.failure.as_ref().map(|f| f.message.clone());
+                let handled = e.outcome == StepOutcome::Failed && st.errorhandler.is_some();
+                if handled {
+                    // Its handler runs next, as a dispatch of this step,
+                    // and that decides the step.
+                    if !st.status.is_terminal() {
+                        st.reason = message.map(|m| format!("{m}; running its error handler"));
+                    }
+                } else if !st.status.is_terminal() {
+                    st.status = status_of(e.outcome);
+                    st.reason = message;
+                    st.finished_at = Some(time);
                 }
             }
         }
@@ -341,3 +400,11 @@ fn advance_exec(state: &mut ExecutionState, to: ExecutionStatus) {
 
 #[cfg(test)]
 mod tests;
+
+fn status_of(outcome: StepOutcome) -> StepStatus {
+    match outcome {
+        StepOutcome::Succeeded => StepStatus::Succeeded,
+        StepOutcome::Failed => StepStatus::Failed,
+        StepOutcome::Aborted => StepStatus::Aborted,
+    }
+}

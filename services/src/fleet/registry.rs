@@ -448,6 +448,7 @@ impl Registry {
             exit_code: None,
             reason: Some(reason.into()),
             log_chunks: 0,
+            handler: None,
         });
         let id = format!("{}.{step}.lost.{}", execution_id.simple(), nonce.simple());
         bus::publish_event_as(

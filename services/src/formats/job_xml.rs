@@ -462,7 +462,10 @@ impl Reader<'_, '_> {
             }
         }
         if let Some(dispatch) = map.remove("dispatch") {
-            self.moved(&format!("{path}.dispatch"), &format!("{path}.nodefilters.dispatch"));
+            self.moved(
+                &format!("{path}.dispatch"),
+                &format!("{path}.nodefilters.dispatch"),
+            );
             match map.get_mut("nodefilters") {
                 Some(Value::Object(nf)) => {
                     nf.insert("dispatch".into(), dispatch);
@@ -489,7 +492,8 @@ impl Reader<'_, '_> {
             .collect();
         for k in keys {
             let place = self.places.remove(&k).expect("listed");
-            self.places.insert(format!("{to}{}", &k[from.len()..]), place);
+            self.places
+                .insert(format!("{to}{}", &k[from.len()..]), place);
         }
     }
 

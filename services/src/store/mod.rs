@@ -251,7 +251,20 @@ impl Store {
                     "job `{full}` already exists in project `{project}` (dupeOption=create)"
                 )));
             }
+            let mut job = job;
+            if !(existing.is_some() && dupe == DupeOption::Skip) {
+                job.uuid = Some(
+                    existing
+                        .as_ref()
+                        .map(|r| r.id)
+                        .or(job.uuid)
+                        .unwrap_or_else(Uuid::now_v7),
+                );
+            }
             plan.push((job, existing));
+        }
+        if plan.iter().any(|(j, _)| j.references().next().is_some()) {
+            self.refuse_cycles(project, &plan, dupe).await?;
         }
         let mut out = Vec::with_capacity(plan.len());
         let now = Utc::now();
@@ -270,7 +283,7 @@ impl Store {
                 }
                 Some(rec) => (rec.id, rec.created_at, ImportAction::Updated),
                 None => (
-                    job.uuid.unwrap_or_else(Uuid::now_v7),
+                    job.uuid.expect("assigned when planned"),
                     now,
                     ImportAction::Created,
                 ),
@@ -312,6 +325,60 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Refuses an import whose references, with the project's other jobs,
+    /// would make a cycle. References to jobs that do not exist yet are no
+    /// edge: Rundeck accepts them and resolves them at run time, which
+    /// checks the chain again.
+    async fn refuse_cycles(
+        &self,
+        project: &str,
+        plan: &[(Job, Option<JobRecord>)],
+        dupe: DupeOption,
+    ) -> Result<(), StoreError> {
+        let mut jobs: std::collections::BTreeMap<Uuid, Job> = self
+            .jobs(project)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.job))
+            .collect();
+        for (job, existing) in plan {
+            if existing.is_some() && dupe == DupeOption::Skip {
+                continue;
+            }
+            jobs.insert(job.uuid.expect("assigned above"), job.clone());
+        }
+        let by_name: std::collections::BTreeMap<String, Uuid> =
+            jobs.iter().map(|(id, j)| (j.full_name(), *id)).collect();
+        let edges = jobs
+            .iter()
+            .map(|(id, j)| {
+                let targets = j
+                    .references()
+                    .filter(|r| r.project.as_deref().is_none_or(|p| p == project))
+                    .filter_map(|r| match (r.by_name(), r.uuid) {
+                        (false, Some(u)) => jobs.contains_key(&u).then_some(u),
+                        _ => {
+                            let name = r.name.as_deref().unwrap_or_default();
+                            let full = match &r.group {
+                                Some(g) => format!("{g}/{name}"),
+                                None => name.to_string(),
+                            };
+                            by_name.get(&full).copied()
+                        }
+                    })
+                    .collect();
+                (*id, (j.full_name(), targets))
+            })
+            .collect();
+        match outpost_schemas::job::find_cycle(&edges) {
+            Some(cycle) => Err(StoreError::Invalid(format!(
+                "job references would make a cycle: {}",
+                cycle.join(" → ")
+            ))),
+            None => Ok(()),
+        }
     }
 
     async fn create_index(

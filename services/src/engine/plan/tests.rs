@@ -25,6 +25,7 @@ fn request(yaml: &str, options: &[(&str, &str)]) -> ExecutionRequested {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         requested_by: "alice".into(),
+        parent: None,
     }
 }
 
@@ -76,6 +77,7 @@ fn finished(step: u32, outcome: StepOutcome) -> StepFinished {
         exit_code: None,
         reason: None,
         log_chunks: 0,
+        handler: None,
     }
 }
 

@@ -44,6 +44,7 @@ fn request() -> Event {
         job,
         options: [("version".to_string(), "2.0".to_string())].into(),
         requested_by: "alice".into(),
+        parent: None,
     })
 }
 
@@ -92,6 +93,7 @@ fn finished(sec: u32, step: u32, runner: &str, code: i32) -> Event {
         exit_code: Some(code),
         reason: (code != 0).then(|| format!("exit code {code}")),
         log_chunks: 2,
+        handler: None,
     })
 }
 
@@ -237,6 +239,7 @@ fn node_job_events() -> Vec<Event> {
         job,
         options: Default::default(),
         requested_by: "alice".into(),
+        parent: None,
     });
     let node = |name: &str| outpost_schemas::node::Node {
         nodename: name.into(),
@@ -281,6 +284,8 @@ fn node_job_events() -> Vec<Event> {
             node_keepgoing: false,
             step_keepgoing: false,
         }),
+        errorhandler: None,
+        recovering: None,
     });
     let nf = |sec: u32, step: u32, n: &str, outcome: Option<StepOutcome>| {
         Event::NodeStepFinished(NodeStepFinished {
@@ -310,6 +315,7 @@ fn node_job_events() -> Vec<Event> {
             exit_code: None,
             reason: Some("failed on b".into()),
             log_chunks: 3,
+            handler: None,
         }),
     ]
 }

@@ -136,6 +136,14 @@ impl Registry {
         if run.finished.is_some() || run.current != req.step {
             return Ok(ClaimReply::Stale);
         }
+        if step.command.is_none() && run.recovering.is_none() {
+            return Ok(ClaimReply::Refused {
+                reason: format!(
+                    "step {} of execution {} is a job reference, which the control plane runs",
+                    req.step, req.execution_id
+                ),
+            });
+        }
         let allowed = match &step.target {
             Target::Local => Ok(runner == subjects::LOCAL_RUNNER_ID),
             Target::Tags(set) if runner == subjects::LOCAL_RUNNER_ID => Ok(set.is_empty()),
