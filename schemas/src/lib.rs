@@ -45,6 +45,8 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("node_report", schema_for!(messages::NodeReport)),
         ("audit_event", schema_for!(messages::AuditEvent)),
         ("node_step_started", schema_for!(messages::NodeStepStarted)),
+        ("jobref_started", schema_for!(messages::JobRefStarted)),
+        ("jobref_finished", schema_for!(messages::JobRefFinished)),
         (
             "node_step_finished",
             schema_for!(messages::NodeStepFinished),

@@ -102,6 +102,21 @@ async fn one_workflow_spans_two_runners_through_job_references_and_recovers_with
     let handler = exec.steps[2].errorhandler.as_ref().expect("a handler");
     assert_eq!(handler.status, Some(StepStatus::Succeeded));
 
+    // The CLI shows the links both ways.
+    let (code, shown, err) = stack.cli(&["exec", "show", &id.to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        shown.contains(&format!("child execution {}", east.id)),
+        "{shown}"
+    );
+    assert!(shown.contains("error handler succeeded"), "{shown}");
+    let (code, shown, err) = stack.cli(&["exec", "show", &west.id.to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        shown.contains(&format!("parent:  {id} (step 3)")),
+        "{shown}"
+    );
+
     let logs = stack.log_texts(id).await;
     for line in [
         "between",

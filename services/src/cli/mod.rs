@@ -405,6 +405,12 @@ pub fn describe(state: &Execution) -> String {
         state.project,
         status_word(state.status),
     );
+    if let (Some(parent), Some(step)) = (state.parent_execution_id, state.parent_step) {
+        s.push_str(&format!(
+            "  parent:  {parent} (step {step})
+"
+        ));
+    }
     for st in &state.steps {
         s.push_str(&format!(
             "  step {:>2}  {:<10} {:<14} exit={:<4} {}{}\n",
@@ -420,6 +426,19 @@ pub fn describe(state: &Execution) -> String {
                 .map(|r| format!("  ({r})"))
                 .unwrap_or_default(),
         ));
+        if let Some(child) = st.child_execution_id {
+            s.push_str(&format!(
+                "           child execution {child}
+"
+            ));
+        }
+        if let Some(status) = st.errorhandler.as_ref().and_then(|h| h.status) {
+            s.push_str(&format!(
+                "           error handler {}
+",
+                format!("{status:?}").to_lowercase()
+            ));
+        }
     }
     s
 }

@@ -25,19 +25,21 @@ pub fn child_request(
     run: &Run,
     jr: &JobRef,
     found: Option<&JobRecord>,
-) -> Result<ExecutionRequested, JobRefFinished> {
+) -> Result<ExecutionRequested, Box<JobRefFinished>> {
     let step = run.current;
-    let fail = |reason: &str, message: String| JobRefFinished {
-        header: Header::now(),
-        execution_id: run.execution_id,
-        step,
-        child_execution_id: None,
-        outcome: StepOutcome::Failed,
-        failure: Some(StepFailure {
-            reason: reason.into(),
-            message,
-            result_code: None,
-        }),
+    let fail = |reason: &str, message: String| {
+        Box::new(JobRefFinished {
+            header: Header::now(),
+            execution_id: run.execution_id,
+            step,
+            child_execution_id: None,
+            outcome: StepOutcome::Failed,
+            failure: Some(StepFailure {
+                reason: reason.into(),
+                message,
+                result_code: None,
+            }),
+        })
     };
     let project = jr.project.clone().unwrap_or_else(|| run.project.clone());
     let Some(rec) = found else {
@@ -89,7 +91,7 @@ pub fn child_request(
         }
         // Rundeck: without failOnDisable the step succeeds and the child
         // does not run.
-        return Err(JobRefFinished {
+        return Err(Box::new(JobRefFinished {
             outcome: StepOutcome::Succeeded,
             failure: Some(StepFailure {
                 reason: "ExecutionsDisabled".into(),
@@ -98,8 +100,8 @@ pub fn child_request(
                 ),
                 result_code: None,
             }),
-            ..fail("", String::new())
-        });
+            ..*fail("", String::new())
+        }));
     }
     if rec.job.options.iter().any(|o| o.secure) {
         return Err(fail(

@@ -464,7 +464,7 @@ async fn start_child(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
         Ok(request) => request,
         Err(finished) => {
             tracing::info!(execution_id = %run.execution_id, step, reason = ?finished.failure, "job reference ends without a child");
-            return publish_control(ctx, &Event::JobRefFinished(finished)).await;
+            return publish_control(ctx, &Event::JobRefFinished(*finished)).await;
         }
     };
     // The child's id is the first one recorded: a redelivery starts the

@@ -158,3 +158,93 @@ fn abort_before_claim_ends_the_run_and_after_claim_waits_for_the_runner() {
         (ExecutionOutcome::Aborted, vec![1, 2, 3])
     );
 }
+
+/// Rundeck's rule (`BaseWorkflowExecutor`): a failed step whose handler
+/// succeeds is recovered when the workflow may go on; otherwise it fails.
+#[test]
+fn an_error_handler_recovers_a_step_as_rundeck_decides() {
+    use StepOutcome::*;
+    // keepgoing, handler, keepgoingOnSuccess → the step, the run.
+    let table = [
+        (true, Succeeded, false, Succeeded, "running step 2"),
+        (true, Failed, true, Failed, "running step 2"),
+        (false, Succeeded, true, Succeeded, "running step 2"),
+        (false, Succeeded, false, Failed, "Failed"),
+        (false, Failed, true, Failed, "Failed"),
+    ];
+    for (keepgoing, handler, kgos, step, then) in table {
+        let yaml = format!(
+            "- name: h\n  sequence:\n    keepgoing: {keepgoing}\n    commands:\n    - exec: 'false'\n      errorhandler:\n        exec: echo handled\n        keepgoingOnSuccess: {kgos}\n    - exec: echo next\n"
+        );
+        let mut run = plan(&request(&yaml, &[]));
+        let h = run.steps[0].errorhandler.as_ref().expect("planned");
+        assert_eq!(h.keepgoing_on_success, kgos);
+        let mut f = finished(1, Failed);
+        f.handler = Some(HandlerOutcome {
+            outcome: handler,
+            exit_code: None,
+            reason: None,
+        });
+        assert!(run.on_step_finished(&f));
+        let now = match &run.finished {
+            Some(fin) => format!("{:?}", fin.outcome),
+            None => format!("running step {}", run.current),
+        };
+        assert_eq!(
+            (
+                handled_outcome(f.handler.as_ref().unwrap(), keepgoing, kgos),
+                now.as_str()
+            ),
+            (step, then),
+            "keepgoing {keepgoing}, handler {handler:?}, keepgoingOnSuccess {kgos}"
+        );
+        assert_eq!(run.failed.contains(&1), step == Failed);
+    }
+}
+
+/// A job reference step: the child's failure dispatches the handler on
+/// the same step; the handler's report then decides it.
+#[test]
+fn a_failed_child_runs_the_references_handler_before_the_step_ends() {
+    let yaml = "- name: p\n  sequence:\n    commands:\n    - jobref: {name: c}\n      errorhandler:\n        exec: echo ${result.reason}\n        keepgoingOnSuccess: true\n    - exec: echo next\n";
+    let mut run = plan(&request(yaml, &[]));
+    let failed = JobRefFinished {
+        header: Header::now(),
+        execution_id: run.execution_id,
+        step: 1,
+        child_execution_id: Some(Uuid::from_u128(9)),
+        outcome: StepOutcome::Failed,
+        failure: Some(StepFailure {
+            reason: "JobFailed".into(),
+            message: "Job [c] failed".into(),
+            result_code: None,
+        }),
+    };
+    assert!(run.on_jobref_finished(&failed));
+    assert!(!run.on_jobref_finished(&failed), "a repeat changes nothing");
+    let d = run.dispatch();
+    assert_eq!(d.step, 1);
+    assert_eq!(
+        d.recovering.as_ref().map(|r| r.reason.as_str()),
+        Some("JobFailed")
+    );
+    assert!(
+        matches!(&d.command, StepCommand::Exec { command } if command == "echo ${result.reason}")
+    );
+    let mut f = finished(1, StepOutcome::Failed);
+    f.handler = Some(HandlerOutcome {
+        outcome: StepOutcome::Succeeded,
+        exit_code: Some(0),
+        reason: None,
+    });
+    assert!(run.on_step_finished(&f));
+    assert_eq!(
+        (
+            run.current,
+            run.finished.is_none(),
+            run.recovering.is_none()
+        ),
+        (2, true, true)
+    );
+    assert!(run.failed.is_empty());
+}
