@@ -226,3 +226,26 @@ async fn a_reference_cycle_is_refused_at_import_naming_it_and_nothing_is_stored(
     let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(names, ["a"], "the refused file stored nothing");
 }
+
+/// The README's example of a workflow over two runners is a job file that
+/// imports as it stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_job_reference_example_imports() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme
+        .find("  ```yaml\n  - name: deploy-app")
+        .expect("the README shows the example");
+    let block = &readme[start + "  ```yaml\n".len()..];
+    let block = &block[..block.find("  ```").expect("the example's block ends")];
+    let yaml: String = block
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect();
+    let stack = Stack::start().await;
+    let (status, body) = stack.import(&yaml).await;
+    assert_eq!(status, 200, "{body}\n{yaml}");
+    let imported: outpost_services::contract::ImportResult = serde_json::from_value(body).unwrap();
+    let names: Vec<&str> = imported.succeeded.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["deploy-app", "migrate-db", "release"]);
+}
