@@ -217,25 +217,14 @@ impl TryFrom<RawJob> for Job {
             }
         }
         if raw.nodefilters.is_some() {
-            if let Some(i) = raw
-                .sequence
-                .commands
-                .iter()
-                .position(|c| c.jobref.is_some())
-            {
+            for (i, c) in raw.sequence.commands.iter().enumerate() {
+                let what = match (&c.jobref, &c.errorhandler) {
+                    (Some(_), _) => "a jobref step",
+                    (None, Some(_)) => "an errorhandler",
+                    (None, None) => continue,
+                };
                 return Err(format!(
-                    "job `{name}`: step {}: {NOT_SUPPORTED_YET}: a jobref step in a job with nodefilters (the job's node steps run as one unit on one runner; see ARCHITECTURE.md, \"Job references\")",
-                    i + 1
-                ));
-            }
-            if let Some(i) = raw
-                .sequence
-                .commands
-                .iter()
-                .position(|c| c.errorhandler.is_some())
-            {
-                return Err(format!(
-                    "job `{name}`: step {}: {NOT_SUPPORTED_YET}: an errorhandler in a job with nodefilters",
+                    "job `{name}`: step {}: {NOT_SUPPORTED_YET}: {what} in a job with nodefilters (a node job's workflow runs as one unit on one runner; see ARCHITECTURE.md, \"Job references and error handlers\")",
                     i + 1
                 ));
             }

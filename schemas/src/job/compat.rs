@@ -275,3 +275,8 @@ impl From<ScalarString> for String {
         }
     }
 }
+
+/// For `skip_serializing_if`: a flag Rundeck leaves out when off.
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}

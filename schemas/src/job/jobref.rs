@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::compat::{flag, Flag, NotYet, ScalarString};
+use super::compat::{flag, is_false, Flag, NotYet, ScalarString};
 use super::*;
 
 /// How deep references may nest: a job that references a job that
@@ -51,10 +51,6 @@ pub struct JobRef {
     /// Runs the child on these nodes instead of its own filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodefilters: Option<JobRefNodeFilters>,
-}
-
-pub(crate) fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -140,14 +136,21 @@ impl TryFrom<RawJobRef> for JobRef {
 }
 
 impl JobRef {
+    /// `group/name` (or `name`), when the reference names its job; a
+    /// by-name lookup always has one.
+    pub fn full_name(&self) -> Option<String> {
+        let name = self.name.as_deref()?;
+        Some(match &self.group {
+            Some(g) => format!("{g}/{name}"),
+            None => name.to_string(),
+        })
+    }
+
     /// `group/name` when named, else the uuid: how errors name the job.
     pub fn label(&self) -> String {
-        match (&self.name, &self.group, self.uuid) {
-            (Some(n), Some(g), _) => format!("{g}/{n}"),
-            (Some(n), None, _) => n.clone(),
-            (None, _, Some(u)) => u.to_string(),
-            (None, _, None) => String::new(),
-        }
+        self.full_name()
+            .or_else(|| self.uuid.map(|u| u.to_string()))
+            .unwrap_or_default()
     }
 
     /// Looks the reference up by uuid unless `useName` (or no uuid) says

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::compat::{flag, Flag, NotYet, ScalarString, NOT_SUPPORTED_YET};
+use super::compat::{flag, is_false, Flag, NotYet, ScalarString, NOT_SUPPORTED_YET};
 use super::*;
 
 /// `sequence:` — the workflow.

@@ -451,10 +451,7 @@ async fn start_child(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
     let found = match jr.by_name() {
         true => {
             let project = jr.project.clone().unwrap_or_else(|| run.project.clone());
-            let full = match &jr.group {
-                Some(g) => format!("{g}/{}", jr.name.as_deref().unwrap_or_default()),
-                None => jr.name.clone().unwrap_or_default(),
-            };
+            let full = jr.full_name().expect("a by-name reference has a name");
             ctx.store.job_by_name(&project, &full).await
         }
         false => ctx.store.job(jr.uuid.expect("by uuid")).await,

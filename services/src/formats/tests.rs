@@ -293,6 +293,12 @@ case!(
 );
 
 case!(
+    yaml_jobref_in_a_node_job_not_supported_yet,
+    Yaml,
+    "- name: n\n  nodefilters:\n    filter: 'tags: web'\n  sequence:\n    commands:\n    - exec: a\n    - jobref: {name: child}\n"
+);
+
+case!(
     yaml_jobref_without_a_job,
     Yaml,
     "- name: n\n  sequence:\n    commands:\n    - jobref:\n        group: ops\n"

@@ -359,14 +359,7 @@ impl Store {
                     .filter(|r| r.project.as_deref().is_none_or(|p| p == project))
                     .filter_map(|r| match (r.by_name(), r.uuid) {
                         (false, Some(u)) => jobs.contains_key(&u).then_some(u),
-                        _ => {
-                            let name = r.name.as_deref().unwrap_or_default();
-                            let full = match &r.group {
-                                Some(g) => format!("{g}/{name}"),
-                                None => name.to_string(),
-                            };
-                            by_name.get(&full).copied()
-                        }
+                        _ => by_name.get(&r.full_name()?).copied(),
                     })
                     .collect();
                 (*id, (j.full_name(), targets))
