@@ -21,6 +21,7 @@ mod option;
 mod step;
 mod target;
 
+use compat::is_false;
 pub use compat::{flag, Flag, NotYet, NOT_SUPPORTED_YET};
 pub use jobref::*;
 pub use nodes::*;
@@ -61,6 +62,95 @@ pub struct Job {
     /// Node dispatch: the job's steps run on the nodes the filter selects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodefilters: Option<NodeFilters>,
+    /// Rundeck's `multipleExecutions`: off (and absent, as in Rundeck) allows
+    /// one running execution at a time; see [`Job::running_limit`].
+    #[serde(
+        rename = "multipleExecutions",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub multiple_executions: bool,
+    /// With `multipleExecutions`, how many may run at once; none is no
+    /// limit. Written as text, as Rundeck writes it.
+    #[serde(
+        rename = "maxMultipleExecutions",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "max_text"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub max_multiple_executions: Option<u32>,
+}
+
+/// `maxMultipleExecutions` as Rundeck stores it: a string holding a whole
+/// number (its YAML may also hold a plain number). The checks run inside
+/// the visitor, so that the parser puts the value's line on an error.
+mod max_text {
+    use serde::{de, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_str(&n.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        d.deserialize_any(Limit)
+    }
+
+    struct Limit;
+
+    impl<'de> de::Visitor<'de> for Limit {
+        type Value = Option<u32>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            match u32::try_from(n) {
+                // Rundeck: 0 is no limit.
+                Ok(0) => Ok(None),
+                Ok(n) => Ok(Some(n)),
+                Err(_) => Err(E::custom(format!("maxMultipleExecutions {n} is too large"))),
+            }
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            match u64::try_from(n) {
+                Ok(n) => self.visit_u64(n),
+                Err(_) => Err(E::custom(format!(
+                    "maxMultipleExecutions {n} is negative; use 0 (or leave it out) for no limit"
+                ))),
+            }
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            let text = s.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            match text.parse::<i64>() {
+                Ok(n) => self.visit_i64(n),
+                Err(_) => Err(E::custom(format!(
+                    "maxMultipleExecutions `{text}` is not a whole number"
+                ))),
+            }
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -107,10 +197,12 @@ struct RawJob {
     _node_filter_editable: Option<Flag>,
     #[serde(rename = "project", default)]
     _project: Option<String>,
-    /// Outpost runs a job's executions side by side, as Rundeck does with
-    /// `multipleExecutions: true`; `false` (a limit of one) is not built.
-    #[serde(rename = "multipleExecutions", default)]
-    multiple_executions: Option<Flag>,
+    #[serde(rename = "multipleExecutions", default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    multiple_executions: bool,
+    #[serde(rename = "maxMultipleExecutions", default, with = "max_text")]
+    #[schemars(with = "Option<String>")]
+    max_multiple_executions: Option<u32>,
     #[serde(default)]
     nodefilters: Option<NodeFilters>,
     #[serde(rename = "nodesSelectedByDefault", default)]
@@ -138,8 +230,6 @@ struct RawJob {
     _loglimit_action: NotYet,
     #[serde(rename = "loglimitStatus", default)]
     _loglimit_status: NotYet,
-    #[serde(rename = "maxMultipleExecutions", default)]
-    _max_multiple_executions: NotYet,
     #[serde(rename = "orchestrator", default)]
     _orchestrator: NotYet,
     #[serde(rename = "plugins", default)]
@@ -172,11 +262,6 @@ impl TryFrom<RawJob> for Job {
         let name = raw.name.trim().to_string();
         if name.is_empty() {
             return Err("job `name` is empty".into());
-        }
-        if raw.multiple_executions == Some(Flag(false)) {
-            return Err(format!(
-                "job `{name}`: {NOT_SUPPORTED_YET}: multipleExecutions: false (a limit of one execution at a time); Outpost runs a job's executions side by side, as with `multipleExecutions: true`"
-            ));
         }
         if name.contains('/') {
             return Err(format!(
@@ -251,6 +336,8 @@ impl TryFrom<RawJob> for Job {
             runner_selector: raw.runner_selector,
             execution_enabled: raw.execution_enabled,
             nodefilters: raw.nodefilters,
+            multiple_executions: raw.multiple_executions,
+            max_multiple_executions: raw.max_multiple_executions,
         })
     }
 }
@@ -261,6 +348,18 @@ impl Job {
         match &self.group {
             Some(g) => format!("{g}/{}", self.name),
             None => self.name.clone(),
+        }
+    }
+
+    /// How many of its executions may run at once, as Rundeck decides it
+    /// (`multipleExecutions ? maxMultipleExecutions : 1`); none is no
+    /// limit. Only runs asked for directly count: a job reference's child
+    /// is not held to it, as in Rundeck.
+    pub fn running_limit(&self) -> Option<u32> {
+        if self.multiple_executions {
+            self.max_multiple_executions
+        } else {
+            Some(1)
         }
     }
 

@@ -66,6 +66,7 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("kv_job", schema_for!(records::JobRecord)),
         ("kv_project", schema_for!(records::ProjectRecord)),
         ("kv_project_nodes", schema_for!(records::ProjectNodes)),
+        ("kv_running", schema_for!(records::RunningRecord)),
         ("kv_runner", schema_for!(records::RunnerRecord)),
         ("kv_token", schema_for!(records::TokenRecord)),
     ]

@@ -1,5 +1,6 @@
 //! The control plane's KV records: what `OUTPOST_JOBS`, `OUTPOST_PROJECTS`,
-//! `OUTPOST_NODES`, `OUTPOST_RUNNERS` and `OUTPOST_TOKENS` hold. They are
+//! `OUTPOST_NODES`, `OUTPOST_RUNNING`, `OUTPOST_RUNNERS` and
+//! `OUTPOST_TOKENS` hold. They are
 //! NATS payloads like any message, so replicas of different versions, and
 //! backup or migration tools, read them by these definitions.
 
@@ -21,6 +22,19 @@ pub struct JobRecord {
     pub job: Job,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// `OUTPOST_RUNNING` `job.<uuid>`: the job's executions admitted and not
+/// yet seen finished, which its `multipleExecutions` limit counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunningRecord {
+    pub executions: Vec<AdmittedRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AdmittedRun {
+    pub execution_id: Uuid,
+    pub admitted_at: DateTime<Utc>,
 }
 
 /// `OUTPOST_PROJECTS` `<name>`.

@@ -56,6 +56,8 @@ pub const EXECUTIONS_BUCKET: &str = "OUTPOST_EXECUTIONS";
 /// Each project's executions: keys `<project>.<exec>`, empty values.
 pub const EXECUTION_INDEX_BUCKET: &str = "OUTPOST_EXECUTION_INDEX";
 pub const RUNS_BUCKET: &str = "OUTPOST_RUNS";
+/// Each job's running executions, for `multipleExecutions` limits.
+pub const RUNNING_BUCKET: &str = "OUTPOST_RUNNING";
 pub const TAGSETS_BUCKET: &str = "OUTPOST_TAGSETS";
 pub const PROJECTS_BUCKET: &str = "OUTPOST_PROJECTS";
 pub const CLAIMS_BUCKET: &str = "OUTPOST_CLAIMS";

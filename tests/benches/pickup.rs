@@ -24,13 +24,13 @@ async fn main() {
     let _runner = start_runner(&stack.nats, "bench", &["bench"]);
     let job = stack
         .load(
-            "- name: pickup\n  runnerSelector: {filter: bench}\n  sequence:\n    commands:\n    - exec: 'true'\n",
+            "- name: pickup\n  multipleExecutions: true\n  runnerSelector: {filter: bench}\n  sequence:\n    commands:\n    - exec: 'true'\n",
             "pickup",
         )
         .await;
     let local_job = stack
         .load(
-            "- name: local\n  sequence:\n    commands:\n    - exec: 'true'\n",
+            "- name: local\n  multipleExecutions: true\n  sequence:\n    commands:\n    - exec: 'true'\n",
             "local",
         )
         .await;

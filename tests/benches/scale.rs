@@ -375,7 +375,7 @@ fn default_heartbeat(nats: &NatsServer) -> Duration {
 
 fn job_yaml(name: &str, tag: &str, exec: &str) -> String {
     format!(
-        "- name: {name}\n  runnerSelector: {{filter: {tag}}}\n  sequence:\n    commands:\n    - exec: {exec}\n"
+        "- name: {name}\n  multipleExecutions: true\n  runnerSelector: {{filter: {tag}}}\n  sequence:\n    commands:\n    - exec: {exec}\n"
     )
 }
 

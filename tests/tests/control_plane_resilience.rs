@@ -75,7 +75,7 @@ async fn two_replicas_of_every_service_process_each_thing_once() {
     let _second = Services::start(&stack.nats, ServiceRoles::ALL).await;
     let job = stack
         .load(
-            "- name: three\n  sequence:\n    commands:\n    - exec: echo a\n    - exec: echo b\n    - exec: echo c\n",
+            "- name: three\n  multipleExecutions: true\n  sequence:\n    commands:\n    - exec: echo a\n    - exec: echo b\n    - exec: echo c\n",
             "three",
         )
         .await;
@@ -112,11 +112,13 @@ async fn a_projection_rebuilt_from_the_event_stream_equals_the_live_one() {
     let stack = Stack::start().await;
     let yaml = r#"
 - name: ok
+  multipleExecutions: true
   sequence:
     commands:
     - exec: echo fine
     - exec: echo also fine
 - name: bad
+  multipleExecutions: true
   sequence:
     keepgoing: true
     commands:

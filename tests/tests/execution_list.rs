@@ -31,7 +31,7 @@ async fn executions_are_listed_per_project_newest_first_from_the_index() {
     assert_eq!(status, 201, "{body}");
     let job = stack
         .load(
-            "- name: mine\n  sequence:\n    commands:\n    - exec: 'true'\n",
+            "- name: mine\n  multipleExecutions: true\n  sequence:\n    commands:\n    - exec: 'true'\n",
             "mine",
         )
         .await;

@@ -162,11 +162,13 @@ async fn runners_with_different_tags_receive_only_their_own_steps() {
     let _b = start_runner(&stack.nats, "runner-b", &["windows", "us"]);
     let yaml = r#"
 - name: on-a
+  multipleExecutions: true
   runnerSelector: {filter: "eu, linux", runnerFilterMode: TAGS, runnerFilterType: TAG_FILTER_AND}
   sequence:
     commands:
     - exec: echo a
 - name: on-b
+  multipleExecutions: true
   runnerSelector: {filter: windows}
   sequence:
     commands:
@@ -444,7 +446,7 @@ async fn an_abort_sent_right_after_the_run_always_ends_it_aborted() {
     let stack = Stack::start().await;
     let job = stack
         .load(
-            "- name: long\n  sequence:\n    commands:\n    - exec: sleep 1000\n    - exec: echo never\n",
+            "- name: long\n  multipleExecutions: true\n  sequence:\n    commands:\n    - exec: sleep 1000\n    - exec: echo never\n",
             "long",
         )
         .await;

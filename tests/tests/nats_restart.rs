@@ -21,7 +21,7 @@ async fn every_execution_completes_exactly_once_across_a_nats_kill_and_restart()
     let job = stack
         .load(
             &format!(
-                "- name: twice\n  sequence:\n    commands:\n    - exec: sleep 0.05; echo ${{job.execid}} 1 >> {c}\n      runnerSelector:\n        filter: w\n    - exec: echo ${{job.execid}} 2 >> {c}\n",
+                "- name: twice\n  multipleExecutions: true\n  sequence:\n    commands:\n    - exec: sleep 0.05; echo ${{job.execid}} 1 >> {c}\n      runnerSelector:\n        filter: w\n    - exec: echo ${{job.execid}} 2 >> {c}\n",
                 c = counter.display()
             ),
             "twice",

@@ -27,7 +27,7 @@ async fn drain_lets_the_running_step_finish_takes_no_new_one_and_stops() {
     let job = stack
         .load(
             &format!(
-                "- name: held\n  runnerSelector:\n    filter: edge\n  sequence:\n    commands:\n    - exec: while [ ! -e {} ]; do sleep 0.05; done; echo finished\n",
+                "- name: held\n  multipleExecutions: true\n  runnerSelector:\n    filter: edge\n  sequence:\n    commands:\n    - exec: while [ ! -e {} ]; do sleep 0.05; done; echo finished\n",
                 gate.display()
             ),
             "held",

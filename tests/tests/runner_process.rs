@@ -45,7 +45,7 @@ async fn sigterm_lets_the_running_step_finish_and_takes_no_new_one() {
 
     let job = stack
         .load(
-            "- name: slow\n  runnerSelector: {filter: edge}\n  sequence:\n    commands:\n    - exec: echo begin; sleep 1; echo end\n",
+            "- name: slow\n  multipleExecutions: true\n  runnerSelector: {filter: edge}\n  sequence:\n    commands:\n    - exec: echo begin; sleep 1; echo end\n",
             "slow",
         )
         .await;

@@ -36,7 +36,7 @@ async fn killing_one_replica_leaves_its_queue_to_the_other_and_no_step_runs_twic
     let job = stack
         .load(
             &format!(
-                "- name: tick\n  runnerSelector:\n    filter: pair\n  sequence:\n    commands:\n    - exec: echo ${{job.execid}} $PPID >> {}; sleep 0.3\n",
+                "- name: tick\n  multipleExecutions: true\n  runnerSelector:\n    filter: pair\n  sequence:\n    commands:\n    - exec: echo ${{job.execid}} $PPID >> {}; sleep 0.3\n",
                 counter.display()
             ),
             "tick",

@@ -97,7 +97,7 @@ async fn audit_events(stack: &Stack) -> Vec<Value> {
 
 fn held_job(name: &str, tag: &str, gate: &Path) -> String {
     format!(
-        "- name: {name}\n  runnerSelector:\n    filter: {tag}\n  sequence:\n    commands:\n    - exec: while [ ! -e {g} ]; do sleep 0.05; done; echo done\n",
+        "- name: {name}\n  multipleExecutions: true\n  runnerSelector:\n    filter: {tag}\n  sequence:\n    commands:\n    - exec: while [ ! -e {g} ]; do sleep 0.05; done; echo done\n",
         g = gate.display()
     )
 }
@@ -233,19 +233,10 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
 
     // Read each KV bucket.
     let mut kv_asks = Vec::new();
-    for bucket in [
-        subjects::JOBS_BUCKET,
-        subjects::EXECUTIONS_BUCKET,
-        subjects::EXECUTION_INDEX_BUCKET,
-        subjects::RUNS_BUCKET,
-        subjects::TAGSETS_BUCKET,
-        subjects::PROJECTS_BUCKET,
-        subjects::CLAIMS_BUCKET,
-        subjects::NODES_BUCKET,
-        subjects::RUNNERS_BUCKET,
-        subjects::TOKENS_BUCKET,
-        subjects::SECRETS_BUCKET,
-    ] {
+    for bucket in outpost_services::store::topology::bucket_configs()
+        .into_iter()
+        .map(|c| c.bucket)
+    {
         for api in ["STREAM.INFO", "DIRECT.GET"] {
             kv_asks.push(format!("$JS.hub.API.{api}.KV_{bucket}"));
         }
@@ -533,7 +524,7 @@ async fn rotating_credentials_under_load_loses_no_step() {
     let job = stack
         .load(
             &format!(
-                "- name: tick\n  runnerSelector:\n    filter: rot\n  sequence:\n    commands:\n    - exec: sleep 0.1; echo ${{job.execid}} >> {}\n",
+                "- name: tick\n  multipleExecutions: true\n  runnerSelector:\n    filter: rot\n  sequence:\n    commands:\n    - exec: sleep 0.1; echo ${{job.execid}} >> {}\n",
                 counter.display()
             ),
             "tick",
@@ -637,7 +628,7 @@ async fn the_api_answers_401_and_403_by_role() {
     let stack = Stack::start().await;
     let job = stack
         .load(
-            "- name: j\n  sequence:\n    commands:\n    - exec: 'true'\n",
+            "- name: j\n  multipleExecutions: true\n  sequence:\n    commands:\n    - exec: 'true'\n",
             "j",
         )
         .await;

@@ -16,6 +16,7 @@ use crate::contract::{
 };
 use crate::formats::{self, Format};
 use crate::security::auth::Principal;
+use crate::store::running::Admission;
 use crate::store::JobRecord;
 
 use super::error::{registry_error, ApiError, ApiResult};
@@ -264,7 +265,7 @@ pub(super) async fn delete_job(
 #[utoipa::path(post, path = "/api/v1/job/{id}/run", tag = "jobs",
     params(("id" = Uuid, Path)),
     request_body(content = Option<RunRequest>, content_type = "application/json"),
-    responses((status = 200, body = RunAccepted), (status = 409, description = "The job has `executionEnabled: false`", body = crate::contract::ErrorBody)))]
+    responses((status = 200, body = RunAccepted), (status = 409, description = "The job has `executionEnabled: false`, or already runs as many executions as `multipleExecutions` allows", body = crate::contract::ErrorBody)))]
 pub(super) async fn run_job(
     State(s): State<AppState>,
     axum::Extension(who): axum::Extension<Principal>,
@@ -284,13 +285,60 @@ pub(super) async fn run_job(
     let given = given_options(req)?;
     let (options, secure) = resolve_options(&rec, given)?;
     let execution_id = Uuid::now_v7();
+    let admission = s
+        .store
+        .admit(rec.id, rec.job.running_limit(), execution_id)
+        .await?;
+    if let Admission::Full { running } = admission {
+        tracing::info!(job = %rec.job.full_name(), running = running.len(), "run refused: limit of running executions");
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "api.error.execution.conflict",
+            // Rundeck's words, which its users' scripts may match.
+            format!(
+                "Execution had a conflict: Job \"{}\" {{{{Job {}}}}}: Limit of running executions has been reached.",
+                rec.job.name, rec.id
+            ),
+        ));
+    }
+    if let Err(err) = request_run(&s, &rec, &who, execution_id, options, &secure).await {
+        // Admitted but never requested: the slot is given back now rather
+        // than when the admission ages out.
+        if let Err(e) = s.store.release(rec.id, execution_id).await {
+            tracing::warn!(execution_id = %execution_id, error = %e, "could not give back a running slot");
+        }
+        return Err(err);
+    }
+    tracing::info!(execution_id = %execution_id, job = %rec.job.full_name(), "run accepted");
+    Ok(Json(RunAccepted {
+        id: execution_id,
+        href: format!("{API_PREFIX}/execution/{execution_id}"),
+        status: outpost_schemas::state::ExecutionStatus::Queued,
+        project: rec.project,
+        job: JobRef {
+            id: rec.id,
+            name: rec.job.name,
+            group: rec.job.group,
+        },
+    }))
+}
+
+/// Seals the run's secure values and publishes its request.
+async fn request_run(
+    s: &AppState,
+    rec: &JobRecord,
+    who: &Principal,
+    execution_id: Uuid,
+    options: BTreeMap<String, String>,
+    secure: &BTreeMap<String, String>,
+) -> ApiResult<()> {
     if rec.job.options.iter().any(|o| o.secure) {
         // Sealed before the request exists, so that a runner that claims a
         // step always finds them; stored even when no secure value was
         // given (an optional one left empty), since every step of the job
         // asks.
         s.registry
-            .store_secrets(execution_id, &secure)
+            .store_secrets(execution_id, secure)
             .await
             .map_err(registry_error)?;
     }
@@ -305,18 +353,7 @@ pub(super) async fn run_job(
         parent: None,
     });
     bus::publish_event(&s.js, &event).await?;
-    tracing::info!(execution_id = %execution_id, job = %rec.job.full_name(), "run accepted");
-    Ok(Json(RunAccepted {
-        id: execution_id,
-        href: format!("{API_PREFIX}/execution/{execution_id}"),
-        status: outpost_schemas::state::ExecutionStatus::Queued,
-        project: rec.project,
-        job: JobRef {
-            id: rec.id,
-            name: rec.job.name,
-            group: rec.job.group,
-        },
-    }))
+    Ok(())
 }
 
 /// The values of a run request: its `options` and its `argString` together.

@@ -341,11 +341,47 @@ case!(
     "- name: n\n  executionEnabled: 'no'\n  sequence:\n    keepgoing: 'true'\n    commands:\n    - exec: ls\n"
 );
 
+// Rundeck writes the limit as text; 0 is no limit.
 case!(
-    yaml_multiple_executions_false_not_supported_yet,
+    yaml_multiple_executions_with_a_limit,
     Yaml,
-    "- name: n\n  multipleExecutions: false\n  sequence:\n    commands:\n    - exec: ls\n"
+    "- name: n\n  multipleExecutions: true\n  maxMultipleExecutions: '3'\n  sequence:\n    commands:\n    - exec: ls\n"
 );
+
+case!(
+    xml_multiple_executions_with_a_limit,
+    Xml,
+    "<joblist>\n  <job>\n    <maxMultipleExecutions>2</maxMultipleExecutions>\n    <multipleExecutions>true</multipleExecutions>\n    <name>n</name>\n    <sequence><command><exec>ls</exec></command></sequence>\n  </job>\n</joblist>\n"
+);
+
+case!(
+    yaml_max_multiple_executions_zero_is_no_limit,
+    Yaml,
+    "- name: n\n  multipleExecutions: 'true'\n  maxMultipleExecutions: 0\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+case!(
+    yaml_max_multiple_executions_not_a_number,
+    Yaml,
+    "- name: n\n  multipleExecutions: true\n  maxMultipleExecutions: lots\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+#[test]
+fn a_jobs_running_limit_is_rundecks() {
+    let limit = |yaml: &str| {
+        let text = format!("- name: n\n{yaml}  sequence:\n    commands:\n    - exec: ls\n");
+        parse_jobs(&text, Format::Yaml).unwrap()[0].running_limit()
+    };
+    assert_eq!(limit(""), Some(1), "absent is one at a time, as in Rundeck");
+    assert_eq!(limit("  multipleExecutions: false\n"), Some(1));
+    assert_eq!(limit("  multipleExecutions: true\n"), None);
+    assert_eq!(
+        limit("  multipleExecutions: true\n  maxMultipleExecutions: '4'\n"),
+        Some(4)
+    );
+    // Rundeck reads the limit only when multiple executions are on.
+    assert_eq!(limit("  maxMultipleExecutions: '4'\n"), Some(1));
+}
 
 #[test]
 fn formats_are_told_apart() {

@@ -6,6 +6,7 @@
 
 pub mod bucket;
 pub mod execution_index;
+pub mod running;
 pub mod topology;
 pub mod watched;
 
@@ -91,6 +92,7 @@ pub struct Store {
     jobs: Bucket,
     projects: Bucket,
     executions: Bucket,
+    running: Bucket,
 }
 
 fn job_key(id: Uuid) -> String {
@@ -109,6 +111,7 @@ impl Store {
             jobs: Bucket::open(js, subjects::JOBS_BUCKET).await?,
             projects: Bucket::open(js, subjects::PROJECTS_BUCKET).await?,
             executions: Bucket::open(js, subjects::EXECUTIONS_BUCKET).await?,
+            running: Bucket::open(js, subjects::RUNNING_BUCKET).await?,
         })
     }
 

@@ -164,6 +164,12 @@ pub fn bucket_configs() -> Vec<kv::Config> {
             90 * DAY,
         ),
         bucket(
+            s::RUNNING_BUCKET,
+            "Each job's running executions, for multipleExecutions limits",
+            1,
+            90 * DAY,
+        ),
+        bucket(
             s::TAGSETS_BUCKET,
             "Registered dispatch tag sets",
             1,

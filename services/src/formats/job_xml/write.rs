@@ -39,6 +39,12 @@ fn write_job(w: &mut Writer, job: &Job) {
         w.leaf("id", &u.to_string());
     }
     w.leaf("loglevel", &word(&job.loglevel));
+    if let Some(max) = job.max_multiple_executions {
+        w.leaf("maxMultipleExecutions", &max.to_string());
+    }
+    if job.multiple_executions {
+        w.leaf("multipleExecutions", "true");
+    }
     w.leaf("name", &job.name);
     if let Some(n) = &job.nodefilters {
         w.open("nodefilters", &[]);
