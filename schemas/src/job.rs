@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 pub mod arg_string;
 mod compat;
+mod duration;
 mod jobref;
 mod nodes;
 mod option;
@@ -23,6 +24,7 @@ mod target;
 
 use compat::is_false;
 pub use compat::{flag, Flag, NotYet, NOT_SUPPORTED_YET};
+pub use duration::parse_timeout;
 pub use jobref::*;
 pub use nodes::*;
 pub use option::*;
@@ -80,6 +82,65 @@ pub struct Job {
     )]
     #[schemars(with = "Option<String>")]
     pub max_multiple_executions: Option<u32>,
+    /// Rundeck's `timeout`: `120` (seconds), `6h 30m`, or text with
+    /// `${option.x}`, read for each run; see [`Job::timeout_for`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "timeout_text::deserialize"
+    )]
+    pub timeout: Option<String>,
+}
+
+/// `timeout` as text, checked inside the visitor (so that an error carries
+/// the value's line) unless it refers to options, which each run supplies.
+mod timeout_text {
+    use serde::{de, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(Timeout)
+    }
+
+    struct Timeout;
+
+    impl<'de> de::Visitor<'de> for Timeout {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a timeout such as `120` or `6h 30m`")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            self.visit_str(&n.to_string())
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            self.visit_str(&n.to_string())
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            let text = s.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            if !text.contains("${") {
+                super::parse_timeout(text).map_err(E::custom)?;
+            }
+            Ok(Some(text.to_string()))
+        }
+    }
 }
 
 /// `maxMultipleExecutions` as Rundeck stores it: a string holding a whole
@@ -203,6 +264,9 @@ struct RawJob {
     #[serde(rename = "maxMultipleExecutions", default, with = "max_text")]
     #[schemars(with = "Option<String>")]
     max_multiple_executions: Option<u32>,
+    #[serde(default, deserialize_with = "timeout_text::deserialize")]
+    #[schemars(with = "Option<String>")]
+    timeout: Option<String>,
     #[serde(default)]
     nodefilters: Option<NodeFilters>,
     #[serde(rename = "nodesSelectedByDefault", default)]
@@ -222,8 +286,6 @@ struct RawJob {
     _retry: NotYet,
     #[serde(rename = "retryDelay", default)]
     _retry_delay: NotYet,
-    #[serde(rename = "timeout", default)]
-    _timeout: NotYet,
     #[serde(rename = "loglimit", default)]
     _loglimit: NotYet,
     #[serde(rename = "loglimitAction", default)]
@@ -301,6 +363,13 @@ impl TryFrom<RawJob> for Job {
                 }
             }
         }
+        if let Some(t) = &raw.timeout {
+            if let Some(reference) = option_references(t).find(|r| !defined.contains(r)) {
+                return Err(format!(
+                    "job `{name}`: timeout `{t}` uses ${{option.{reference}}}, but the job defines no option `{reference}`"
+                ));
+            }
+        }
         if raw.nodefilters.is_some() {
             for (i, c) in raw.sequence.commands.iter().enumerate() {
                 let what = match (&c.jobref, &c.errorhandler) {
@@ -338,6 +407,7 @@ impl TryFrom<RawJob> for Job {
             nodefilters: raw.nodefilters,
             multiple_executions: raw.multiple_executions,
             max_multiple_executions: raw.max_multiple_executions,
+            timeout: raw.timeout,
         })
     }
 }
@@ -360,6 +430,32 @@ impl Job {
             self.max_multiple_executions
         } else {
             Some(1)
+        }
+    }
+
+    /// How long a run with these option values may take, with the text it
+    /// was read from; none is no limit. `${option.x}` takes the run's
+    /// value, and one the run does not give is blank, as in Rundeck.
+    pub fn timeout_for(
+        &self,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Option<(String, std::time::Duration)>, String> {
+        let Some(text) = &self.timeout else {
+            return Ok(None);
+        };
+        let vars: BTreeMap<String, String> = option_references(text)
+            .map(|name| {
+                let value = options.get(name).cloned().unwrap_or_default();
+                (format!("option.{name}"), value)
+            })
+            .collect();
+        let expanded = substitute(text, &vars);
+        match parse_timeout(&expanded) {
+            Ok(d) => Ok(d.map(|d| (expanded.trim().to_string(), d))),
+            Err(e) if expanded == *text => Err(e),
+            Err(e) => Err(format!(
+                "timeout `{text}` is `{expanded}` for this run: {e}"
+            )),
         }
     }
 

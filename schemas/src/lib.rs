@@ -67,6 +67,7 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("kv_project", schema_for!(records::ProjectRecord)),
         ("kv_project_nodes", schema_for!(records::ProjectNodes)),
         ("kv_running", schema_for!(records::RunningRecord)),
+        ("kv_deadline", schema_for!(records::DeadlineRecord)),
         ("kv_runner", schema_for!(records::RunnerRecord)),
         ("kv_token", schema_for!(records::TokenRecord)),
     ]

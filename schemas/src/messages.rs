@@ -384,6 +384,8 @@ pub enum ExecutionOutcome {
     Succeeded,
     Failed,
     Aborted,
+    /// Stopped by the job's `timeout` (Rundeck's `timedout`).
+    TimedOut,
 }
 
 /// The orchestrator decided the execution is over.
@@ -409,6 +411,19 @@ pub struct AbortRequested {
     pub header: Header,
     pub execution_id: Uuid,
     pub requested_by: String,
+    #[serde(default)]
+    pub cause: AbortCause,
+}
+
+/// Why an execution is stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AbortCause {
+    /// Someone asked (the API, or a parent's abort).
+    #[default]
+    Requested,
+    /// The job's `timeout` passed; the execution ends `timedout`.
+    Timeout,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -1,6 +1,6 @@
 //! The control plane's KV records: what `OUTPOST_JOBS`, `OUTPOST_PROJECTS`,
-//! `OUTPOST_NODES`, `OUTPOST_RUNNING`, `OUTPOST_RUNNERS` and
-//! `OUTPOST_TOKENS` hold. They are
+//! `OUTPOST_NODES`, `OUTPOST_RUNNING`, `OUTPOST_DEADLINES`,
+//! `OUTPOST_RUNNERS` and `OUTPOST_TOKENS` hold. They are
 //! NATS payloads like any message, so replicas of different versions, and
 //! backup or migration tools, read them by these definitions.
 
@@ -35,6 +35,19 @@ pub struct RunningRecord {
 pub struct AdmittedRun {
     pub execution_id: Uuid,
     pub admitted_at: DateTime<Utc>,
+}
+
+/// `OUTPOST_DEADLINES` `<exec>`: when a running execution's `timeout`
+/// passes. The orchestrator writes it when it plans the run and deletes it
+/// when the run ends; every orchestrator replica watches the bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeadlineRecord {
+    pub execution_id: Uuid,
+    pub deadline: DateTime<Utc>,
+    /// The timeout as the run read it (`6h 30m`), for the reason shown.
+    pub timeout: String,
+    /// The run's nonce, which salts the timeout's dedup id.
+    pub nonce: Uuid,
 }
 
 /// `OUTPOST_PROJECTS` `<name>`.

@@ -56,6 +56,12 @@ pub struct Run {
     pub current: StepNo,
     pub failed: Vec<StepNo>,
     pub abort_requested: bool,
+    /// The abort came from the job's `timeout`: the run ends `timedout`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+    /// When the job's `timeout` (as this run read it) passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Deadline>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<Finish>,
     /// For a job with `nodefilters`: the whole workflow is one dispatch.
@@ -77,6 +83,13 @@ pub struct Run {
     /// handler is dispatched, with this failure as `${result.*}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovering: Option<StepFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deadline {
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The timeout's text, options substituted (`6h 30m`).
+    pub timeout: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

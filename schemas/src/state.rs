@@ -22,11 +22,16 @@ pub enum ExecutionStatus {
     Succeeded,
     Failed,
     Aborted,
+    /// Stopped by the job's `timeout`, as Rundeck's `timedout`.
+    TimedOut,
 }
 
 impl ExecutionStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Aborted)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Aborted | Self::TimedOut
+        )
     }
 }
 

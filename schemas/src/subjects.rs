@@ -58,6 +58,8 @@ pub const EXECUTION_INDEX_BUCKET: &str = "OUTPOST_EXECUTION_INDEX";
 pub const RUNS_BUCKET: &str = "OUTPOST_RUNS";
 /// Each job's running executions, for `multipleExecutions` limits.
 pub const RUNNING_BUCKET: &str = "OUTPOST_RUNNING";
+/// Running executions' timeout deadlines, which the orchestrator watches.
+pub const DEADLINES_BUCKET: &str = "OUTPOST_DEADLINES";
 pub const TAGSETS_BUCKET: &str = "OUTPOST_TAGSETS";
 pub const PROJECTS_BUCKET: &str = "OUTPOST_PROJECTS";
 pub const CLAIMS_BUCKET: &str = "OUTPOST_CLAIMS";

@@ -138,6 +138,10 @@ impl ControlPlane {
             let o = Orchestrator::new(client.clone(), js.clone());
             let s = shutdown.clone();
             tasks.spawn(async move { ("orchestrator", o.run(s).await.map_err(|e| e.to_string())) });
+            // Timeouts are the orchestrator's: every replica watches them.
+            let d = crate::engine::deadline::Deadlines::new(js.clone());
+            let s = shutdown.clone();
+            tasks.spawn(async move { ("deadlines", d.run(s).await.map_err(|e| e.to_string())) });
         }
         if opts.roles.projector {
             let p = Projector::new(js.clone());

@@ -848,6 +848,19 @@ pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// As [`wait_for`], for a condition that must itself wait (a NATS read).
+pub async fn wait_for_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A port free right now, for a program that cannot be told to pick its
 /// own (sshd, `outpost up`'s NATS ports): another process may take it in
 /// between, which the caller must survive or retry.

@@ -441,6 +441,71 @@ async fn abort_kills_a_running_step_and_cancels_a_waiting_one() {
     assert_eq!(claims, 0, "the aborted step was never claimed");
 }
 
+/// Rundeck's `timeout`, read for each run from an option: the step in
+/// flight is killed, the rest never run, and the run ends `timedout`. A
+/// value that is no timeout is the caller's error, not a failed run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_from_an_option_stops_the_run_and_a_bad_one_is_refused() {
+    let stack = Stack::start().await;
+    let job = stack
+        .load(
+            "- name: bounded\n  multipleExecutions: true\n  timeout: '${option.limit}'\n  options:\n  - name: limit\n    value: 1s\n  sequence:\n    commands:\n    - exec: echo started; exec sleep 1000\n    - exec: echo never\n",
+            "bounded",
+        )
+        .await;
+    let (status, body) = stack.try_run(job, &[("limit", "soon")]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("timeout `${option.limit}` is `soon` for this run"),
+        "{body}"
+    );
+
+    let id = stack.run_job(job, &[]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::TimedOut, "{st:#?}");
+    assert_eq!(
+        [st.steps[0].status, st.steps[1].status],
+        [StepStatus::Aborted, StepStatus::Aborted],
+        "{st:#?}"
+    );
+    assert_eq!(stack.log_texts(id).await, ["started"]);
+    let shown = stack.execution(id).await;
+    assert_eq!(
+        serde_json::to_value(shown.status).unwrap(),
+        "timedout",
+        "Rundeck's word"
+    );
+
+    // A run that ends in time leaves no deadline behind to time it out.
+    let quick = stack
+        .load(
+            "- name: quick\n  timeout: 1h\n  sequence:\n    commands:\n    - exec: 'true'\n",
+            "quick",
+        )
+        .await;
+    let id = stack.run_job(quick, &[]).await;
+    assert_eq!(
+        stack.wait_terminal(id).await.status,
+        ExecutionStatus::Succeeded
+    );
+    let deadlines = stack
+        .js
+        .get_key_value(outpost_schemas::subjects::DEADLINES_BUCKET)
+        .await
+        .unwrap();
+    wait_for_async("the deadline forgotten", || async {
+        deadlines
+            .get(outpost_schemas::subjects::execution_key(id))
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_sent_right_after_the_run_always_ends_it_aborted() {
     let stack = Stack::start().await;

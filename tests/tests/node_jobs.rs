@@ -3,6 +3,7 @@
 //! sshd) with keys from its own key store, and state tracks every node step.
 
 use outpost_schemas::state::{ExecutionStatus, StepStatus};
+use outpost_schemas::Event;
 use outpost_tests::sshd::{keygen, Sshd};
 use outpost_tests::*;
 
@@ -171,9 +172,15 @@ async fn a_node_job_runs_on_the_selected_nodes_through_their_runner() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aborting_an_ssh_node_step_leaves_nothing_running_on_the_node() {
-    let stack = Stack::start().await;
+/// One SSH node, `box`, on a real sshd of this machine, served by runner
+/// `edge`, which has reported it.
+struct SshBox {
+    _dir: tempfile::TempDir,
+    _sshd: Sshd,
+    _edge: RunnerGuard,
+}
+
+async fn ssh_box(stack: &Stack) -> SshBox {
     let dir = tempfile::tempdir().unwrap();
     let key_store = dir.path().join("keys");
     std::fs::create_dir_all(&key_store).unwrap();
@@ -203,7 +210,29 @@ async fn aborting_an_ssh_node_step_leaves_nothing_running_on_the_node() {
             edge.exit_reason().await
         );
     }
+    SshBox {
+        _dir: dir,
+        _sshd: sshd,
+        _edge: edge,
+    }
+}
 
+/// Waits until the node (this machine) runs `cmdline`.
+async fn started_on_the_node(cmdline: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !process_running(cmdline) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`{cmdline}` never started on the node"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborting_an_ssh_node_step_leaves_nothing_running_on_the_node() {
+    let stack = Stack::start().await;
+    let _box = ssh_box(&stack).await;
     // A duration unique to this test, to find exactly its process.
     let marker = format!("1000.{}", std::process::id());
     let job = stack
@@ -218,14 +247,7 @@ async fn aborting_an_ssh_node_step_leaves_nothing_running_on_the_node() {
             s.steps[0].nodes.get("box").map(|n| n.status) == Some(StepStatus::Running)
         })
         .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !process_running(&format!("sleep {marker}")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sleep never started on the node"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    started_on_the_node(&format!("sleep {marker}")).await;
     let asked = std::time::Instant::now();
     stack.abort(id).await;
     let st = stack.wait_terminal(id).await;
@@ -239,6 +261,45 @@ async fn aborting_an_ssh_node_step_leaves_nothing_running_on_the_node() {
     assert!(
         !process_running(&format!("sleep {marker}")),
         "the remote sleep survived the abort"
+    );
+}
+
+/// Rundeck's job `timeout` stops a node step where it runs: the process on
+/// the node is killed, and the execution ends `timedout`, not `aborted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_kills_the_ssh_nodes_process_and_ends_timedout() {
+    let stack = Stack::start().await;
+    let _box = ssh_box(&stack).await;
+    let marker = format!("1001.{}", std::process::id());
+    let job = stack
+        .load(
+            &format!("- name: slow\n  timeout: 2s\n  nodefilters:\n    filter: box\n  sequence:\n    commands:\n    - exec: sleep {marker}\n    - exec: echo never\n"),
+            "slow",
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let id = stack.run_job(job, &[]).await;
+    started_on_the_node(&format!("sleep {marker}")).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::TimedOut, "{st:#?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "stopped before its timeout"
+    );
+    assert_eq!(
+        st.steps[0].nodes.get("box").map(|n| n.status),
+        Some(StepStatus::Aborted),
+        "{st:#?}"
+    );
+    assert!(
+        !process_running(&format!("sleep {marker}")),
+        "the remote sleep survived the timeout"
+    );
+    let events = stack.events(id).await;
+    assert!(
+        events.iter().any(|e| matches!(e, Event::AbortRequested(a)
+            if a.cause == outpost_schemas::AbortCause::Timeout && a.requested_by == "timeout")),
+        "the stop is recorded as a timeout: {events:#?}"
     );
 }
 

@@ -380,6 +380,7 @@ pub(super) async fn abort_execution(
             header: Header::now(),
             execution_id: id,
             requested_by: who.name.clone(),
+            cause: outpost_schemas::AbortCause::Requested,
         }),
     )
     .await?;

@@ -284,6 +284,9 @@ pub(super) async fn run_job(
     }
     let given = given_options(req)?;
     let (options, secure) = resolve_options(&rec, given)?;
+    // Read now, so that a timeout option that is no timeout is the caller's
+    // 400 rather than a failed execution.
+    rec.job.timeout_for(&options).map_err(ApiError::invalid)?;
     let execution_id = Uuid::now_v7();
     let admission = s
         .store

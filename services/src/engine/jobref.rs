@@ -193,6 +193,18 @@ pub fn child_finished(
                 result_code: None,
             }),
         ),
+        // Rundeck fails the step when the child's own timeout stops it.
+        ExecutionOutcome::TimedOut => (
+            StepOutcome::Failed,
+            Some(StepFailure {
+                reason: "JobFailed".into(),
+                message: match &fin.reason {
+                    Some(r) => format!("Job [{label}] {r}"),
+                    None => format!("Job [{label}] timed out"),
+                },
+                result_code: None,
+            }),
+        ),
         ExecutionOutcome::Aborted => (
             StepOutcome::Aborted,
             Some(StepFailure {

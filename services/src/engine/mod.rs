@@ -3,6 +3,7 @@
 //! decides which runner may report on a step.
 
 mod consume;
+pub mod deadline;
 mod jobref;
 pub mod orchestrator;
 pub mod plan;

@@ -11,13 +11,14 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use outpost_bus as bus;
 use outpost_schemas::job::{TagSet, Target};
+use outpost_schemas::records::DeadlineRecord;
 use outpost_schemas::{subjects, Event, Header, StepWaiting};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::engine::jobref;
 use crate::engine::plan::{self, Run, RunPlan};
 use crate::engine::Handled;
+use crate::engine::{deadline, jobref};
 use crate::fleet::health;
 use crate::store::bucket::{Bucket, Cas};
 use crate::store::topology;
@@ -40,6 +41,7 @@ struct Ctx {
     runs: Bucket,
     claims: Bucket,
     tagsets: Bucket,
+    deadlines: Bucket,
     store: crate::store::Store,
     provenance: crate::engine::provenance::ProvenanceCheck,
     /// Which runners are live, for "who could take this step?".
@@ -56,6 +58,7 @@ impl Orchestrator {
             runs: Bucket::open(&self.js, subjects::RUNS_BUCKET).await?,
             claims: Bucket::open(&self.js, subjects::CLAIMS_BUCKET).await?,
             tagsets: Bucket::open(&self.js, subjects::TAGSETS_BUCKET).await?,
+            deadlines: Bucket::open(&self.js, subjects::DEADLINES_BUCKET).await?,
             store: crate::store::Store::open(&self.js).await?,
             provenance: crate::engine::provenance::ProvenanceCheck::new(self.js.clone()).await?,
             live: crate::fleet::live::LiveHeartbeats::start(self.js.clone(), shutdown.clone()),
@@ -139,6 +142,18 @@ async fn on_event(ctx: &Ctx, event: &Event, redelivered: bool) -> Result<Outcome
                 }
                 Err(e) => return Err(ServiceError::Nats(e.to_string())),
             };
+            if let (Some(d), None) = (&run.deadline, &run.finished) {
+                deadline::record(
+                    &ctx.deadlines,
+                    &DeadlineRecord {
+                        execution_id: run.execution_id,
+                        deadline: d.at,
+                        timeout: d.timeout.clone(),
+                        nonce: run.nonce,
+                    },
+                )
+                .await?;
+            }
             // Still on its first step: (re)dispatching it is what this event
             // is for, and its dedup id makes a repeat harmless.
             if run.current == 1 || run.finished.is_some() {
@@ -186,6 +201,10 @@ async fn abort(
         // The request is not planned yet (both were in one batch).
         return Ok(Outcome::NotYet);
     };
+    let cause = match event {
+        Event::AbortRequested(a) => a.cause,
+        _ => outpost_schemas::AbortCause::Requested,
+    };
     loop {
         if run.finished.is_some() {
             if redelivered || run.abort_requested {
@@ -197,7 +216,8 @@ async fn abort(
         if run.current_step().jobref.is_some() && run.recovering.is_none() {
             // A job reference ends with its child: abort the child, and the
             // step (and this run) end when it reports.
-            let Some((updated, _)) = update(&ctx.runs, key, |r| r.on_abort(false)).await? else {
+            let Some((updated, _)) = update(&ctx.runs, key, |r| r.on_abort(false, cause)).await?
+            else {
                 return Ok(Outcome::Done);
             };
             if updated.current != current || updated.finished.is_some() {
@@ -232,7 +252,7 @@ async fn abort(
             Err(e) => return Err(ServiceError::Nats(e.to_string())),
         };
         let Some((updated, _)) = update(&ctx.runs, key, |r| {
-            r.on_abort(unclaimed && r.current == current)
+            r.on_abort(unclaimed && r.current == current, cause)
         })
         .await?
         else {
@@ -354,6 +374,9 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
         let event = Event::ExecutionFinished(fin);
         let id = format!("{}.{}", event.dedup_id(), run.nonce.simple());
         bus::publish_event_as(&ctx.js, &event, subjects::CONTROL_PLANE_SOURCE, &id).await?;
+        if run.deadline.is_some() {
+            deadline::forget(&ctx.deadlines, run.execution_id).await?;
+        }
         if let Some(finished) = to_parent {
             publish_control(ctx, &Event::JobRefFinished(finished)).await?;
         }
@@ -529,6 +552,9 @@ async fn abort_child(
         header: Header::now(),
         execution_id: child,
         requested_by,
+        // The child itself did not time out: it is stopped, and its
+        // parent's step with it.
+        cause: outpost_schemas::AbortCause::Requested,
     });
     bus::publish_event_as(
         &ctx.js,

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use outpost_schemas::job::{option_env_name, Command, Target};
 use outpost_schemas::node::Node;
-pub use outpost_schemas::run::{Finish, NodeRunPlan, PlannedHandler, PlannedStep, Run};
+pub use outpost_schemas::run::{Deadline, Finish, NodeRunPlan, PlannedHandler, PlannedStep, Run};
 use outpost_schemas::{
-    handled_outcome, ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header,
+    handled_outcome, AbortCause, ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header,
     JobRefFinished, StepCommand, StepDispatched, StepFinished, StepNo, StepOutcome,
 };
 use uuid::Uuid;
@@ -80,7 +80,18 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         nodes: Vec::new(),
     });
     let options = req.options.clone();
-    Run {
+    // The API checked the values; a child's come from its parent's step.
+    let (deadline, refused) = match job.timeout_for(&req.options) {
+        Ok(t) => (
+            t.and_then(|(timeout, d)| {
+                let at = req.header.time + chrono::Duration::from_std(d).ok()?;
+                Some(Deadline { at, timeout })
+            }),
+            None,
+        ),
+        Err(e) => (None, Some(e)),
+    };
+    let mut run = Run {
         node_run,
         options,
         requested_by: req.requested_by.clone(),
@@ -100,8 +111,14 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         current: 1,
         failed: Vec::new(),
         abort_requested: false,
+        timed_out: false,
+        deadline,
         finished: None,
+    };
+    if let Some(reason) = refused {
+        run.refuse(reason);
     }
+    run
 }
 
 pub use outpost_schemas::job::substitute;
@@ -133,7 +150,31 @@ pub trait RunPlan {
     fn set_nodes(&mut self, nodes: Vec<Node>);
     fn refuse(&mut self, reason: String);
     fn route_all(&mut self, target: Target);
-    fn on_abort(&mut self, current_unclaimed: bool) -> bool;
+    fn on_abort(&mut self, current_unclaimed: bool, cause: AbortCause) -> bool;
+}
+
+/// How a stopped run ends: `timedout` when its timeout stopped it.
+trait Stopped {
+    fn stopped_outcome(&self) -> ExecutionOutcome;
+    fn timeout_reason(&self) -> Option<String>;
+}
+
+impl Stopped for Run {
+    fn stopped_outcome(&self) -> ExecutionOutcome {
+        if self.timed_out {
+            ExecutionOutcome::TimedOut
+        } else {
+            ExecutionOutcome::Aborted
+        }
+    }
+
+    fn timeout_reason(&self) -> Option<String> {
+        let timeout = self.deadline.as_ref().map(|d| d.timeout.as_str());
+        Some(format!(
+            "timed out: the job's timeout of {} passed",
+            timeout.unwrap_or("?")
+        ))
+    }
 }
 
 impl RunPlan for Run {
@@ -222,12 +263,17 @@ impl RunPlan for Run {
                     self.failed.push(f.step);
                     (ExecutionOutcome::Failed, vec![])
                 }
-                _ => (ExecutionOutcome::Aborted, vec![]),
+                _ => (self.stopped_outcome(), vec![]),
+            };
+            let reason = if self.timed_out {
+                self.timeout_reason()
+            } else {
+                f.reason.clone()
             };
             self.finished = Some(Finish {
                 outcome,
                 skipped,
-                reason: f.reason.clone(),
+                reason,
             });
             return true;
         }
@@ -255,7 +301,12 @@ impl RunPlan for Run {
             reason,
         };
         if outcome == StepOutcome::Aborted || self.abort_requested {
-            self.finished = Some(stop(ExecutionOutcome::Aborted, Some("aborted".into())));
+            let reason = if self.timed_out {
+                self.timeout_reason()
+            } else {
+                Some("aborted".into())
+            };
+            self.finished = Some(stop(self.stopped_outcome(), reason));
         } else if outcome == StepOutcome::Failed && !self.keepgoing {
             self.finished = Some(stop(
                 ExecutionOutcome::Failed,
@@ -369,16 +420,25 @@ impl RunPlan for Run {
     /// Records an abort. When `current_unclaimed` the step in flight never
     /// started (and now never will), so the run ends here; otherwise it ends
     /// when the runner reports the killed step.
-    fn on_abort(&mut self, current_unclaimed: bool) -> bool {
+    fn on_abort(&mut self, current_unclaimed: bool, cause: AbortCause) -> bool {
         if self.finished.is_some() || (self.abort_requested && !current_unclaimed) {
             return false;
         }
+        // The first cause decides: a timeout after an abort changes nothing.
+        if !self.abort_requested {
+            self.timed_out = cause == AbortCause::Timeout;
+        }
         self.abort_requested = true;
         if current_unclaimed {
+            let reason = if self.timed_out {
+                self.timeout_reason()
+            } else {
+                Some("aborted before the step was claimed".into())
+            };
             self.finished = Some(Finish {
-                outcome: ExecutionOutcome::Aborted,
+                outcome: self.stopped_outcome(),
                 skipped: (self.current..=self.steps.len() as StepNo).collect(),
-                reason: Some("aborted before the step was claimed".into()),
+                reason,
             });
         }
         true

@@ -267,6 +267,7 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                 ExecutionOutcome::Succeeded => ExecutionStatus::Succeeded,
                 ExecutionOutcome::Failed => ExecutionStatus::Failed,
                 ExecutionOutcome::Aborted => ExecutionStatus::Aborted,
+                ExecutionOutcome::TimedOut => ExecutionStatus::TimedOut,
             };
             if !next.status.is_terminal() {
                 next.status = status;
@@ -275,7 +276,10 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
             for n in &f.skipped_steps {
                 if let Some(st) = step_mut(&mut next, *n) {
                     if !st.status.is_terminal() {
-                        st.status = if f.outcome == ExecutionOutcome::Aborted {
+                        st.status = if matches!(
+                            f.outcome,
+                            ExecutionOutcome::Aborted | ExecutionOutcome::TimedOut
+                        ) {
                             StepStatus::Aborted
                         } else {
                             StepStatus::Skipped

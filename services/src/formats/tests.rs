@@ -366,6 +366,31 @@ case!(
     "- name: n\n  multipleExecutions: true\n  maxMultipleExecutions: lots\n  sequence:\n    commands:\n    - exec: ls\n"
 );
 
+case!(
+    yaml_timeout_as_rundeck_writes_it,
+    Yaml,
+    "- name: n\n  timeout: 6h 30m\n  sequence:\n    commands:\n    - exec: ls\n- name: m\n  timeout: 120\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+case!(
+    xml_timeout_from_an_option,
+    Xml,
+    "<joblist>\n  <job>\n    <context><options><option name='limit' value='1h'/></options></context>\n    <name>n</name>\n    <sequence><command><exec>ls</exec></command></sequence>\n    <timeout>${option.limit}</timeout>\n  </job>\n</joblist>\n"
+);
+
+// Rundeck would read `1.5h` as 5 hours; Outpost refuses it, with its line.
+case!(
+    yaml_timeout_half_read_by_rundeck_is_refused,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - exec: ls\n  timeout: 1.5h\n"
+);
+
+case!(
+    yaml_timeout_naming_an_undefined_option,
+    Yaml,
+    "- name: n\n  timeout: ${option.nope}\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
 #[test]
 fn a_jobs_running_limit_is_rundecks() {
     let limit = |yaml: &str| {

@@ -170,6 +170,12 @@ pub fn bucket_configs() -> Vec<kv::Config> {
             90 * DAY,
         ),
         bucket(
+            s::DEADLINES_BUCKET,
+            "Running executions' timeout deadlines",
+            1,
+            90 * DAY,
+        ),
+        bucket(
             s::TAGSETS_BUCKET,
             "Registered dispatch tag sets",
             1,

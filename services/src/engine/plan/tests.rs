@@ -122,6 +122,53 @@ fn transitions() {
 }
 
 #[test]
+fn a_timeout_is_read_per_run_and_ends_the_run_timedout() {
+    let yaml = "- name: t\n  timeout: '${option.t}'\n  options:\n  - name: t\n  sequence:\n    commands:\n    - exec: a\n    - exec: b\n";
+    let req = request(yaml, &[("t", "1m 30s")]);
+    let mut run = plan(&req);
+    let deadline = run.deadline.clone().expect("a deadline");
+    assert_eq!(deadline.timeout, "1m 30s");
+    assert_eq!(deadline.at - req.header.time, chrono::Duration::seconds(90));
+
+    assert!(run.on_abort(false, AbortCause::Timeout));
+    assert!(run.on_step_finished(&finished(1, StepOutcome::Aborted)));
+    let f = run.finished.clone().unwrap();
+    assert_eq!(
+        (f.outcome, f.skipped, f.reason.as_deref()),
+        (
+            ExecutionOutcome::TimedOut,
+            vec![2],
+            Some("timed out: the job's timeout of 1m 30s passed")
+        )
+    );
+
+    // No value: blank, so no timeout, as in Rundeck.
+    assert_eq!(plan(&request(yaml, &[])).deadline, None);
+    // A value that is no timeout: the run is refused, saying why.
+    let refused = plan(&request(yaml, &[("t", "soon")])).finished.unwrap();
+    assert_eq!(refused.outcome, ExecutionOutcome::Failed);
+    assert!(refused
+        .reason
+        .unwrap()
+        .starts_with("timeout `${option.t}` is `soon` for this run"),);
+}
+
+#[test]
+fn the_first_cause_of_a_stop_decides_how_the_run_ends() {
+    let yaml = "- name: t\n  timeout: 5s\n  sequence:\n    commands:\n    - exec: a\n";
+    let mut run = plan(&request(yaml, &[]));
+    assert!(run.on_abort(false, AbortCause::Requested));
+    assert!(!run.on_abort(false, AbortCause::Timeout));
+    assert!(run.on_step_finished(&finished(1, StepOutcome::Aborted)));
+    assert_eq!(run.finished.unwrap().outcome, ExecutionOutcome::Aborted);
+
+    // Timed out before any runner claimed the step: it ends at once.
+    let mut run = plan(&request(yaml, &[]));
+    assert!(run.on_abort(true, AbortCause::Timeout));
+    assert_eq!(run.finished.unwrap().outcome, ExecutionOutcome::TimedOut);
+}
+
+#[test]
 fn a_stale_or_duplicate_finish_changes_nothing() {
     let mut run = plan(&request(&THREE.replace("KG", "false"), &[]));
     assert!(run.on_step_finished(&finished(1, StepOutcome::Succeeded)));
@@ -140,9 +187,12 @@ fn a_stale_or_duplicate_finish_changes_nothing() {
 #[test]
 fn abort_before_claim_ends_the_run_and_after_claim_waits_for_the_runner() {
     let mut run = plan(&request(&THREE.replace("KG", "false"), &[]));
-    assert!(run.on_abort(false));
+    assert!(run.on_abort(false, AbortCause::Requested));
     assert!(run.finished.is_none(), "waits for the runner's report");
-    assert!(!run.on_abort(false), "a second abort changes nothing");
+    assert!(
+        !run.on_abort(false, AbortCause::Requested),
+        "a second abort changes nothing"
+    );
     assert!(run.on_step_finished(&finished(1, StepOutcome::Aborted)));
     let f = run.finished.clone().unwrap();
     assert_eq!(
@@ -151,7 +201,7 @@ fn abort_before_claim_ends_the_run_and_after_claim_waits_for_the_runner() {
     );
 
     let mut run = plan(&request(&THREE.replace("KG", "false"), &[]));
-    assert!(run.on_abort(true));
+    assert!(run.on_abort(true, AbortCause::Requested));
     let f = run.finished.clone().unwrap();
     assert_eq!(
         (f.outcome, f.skipped),

@@ -176,6 +176,7 @@ fn waiting_then_abandoned_by_an_abort() {
             header: header(5),
             execution_id: exec_id(),
             requested_by: "bob".into(),
+            cause: AbortCause::Requested,
         }),
         exec_finished(6, ExecutionOutcome::Aborted, vec![], vec![2, 3]),
     ];

@@ -65,6 +65,9 @@ fn write_job(w: &mut Writer, job: &Job) {
         write_command(w, c);
     }
     w.close("sequence");
+    if let Some(t) = &job.timeout {
+        w.leaf("timeout", t);
+    }
     if let Some(u) = job.uuid {
         w.leaf("uuid", &u.to_string());
     }
