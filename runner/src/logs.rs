@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use outpost_schemas::{subjects, Header, LogChunk, LogEntry, StepNo};
+use outpost_schemas::job::{LimitAction, LogLimit, LogUsage, Verdict};
+use outpost_schemas::{subjects, Header, LogChunk, LogEntry, LogStream, StepNo};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use uuid::Uuid;
 
@@ -112,4 +113,139 @@ pub async fn pump(
         last = Some(outbox.push(&lane, subject, msg_id, payload).await?);
     }
     Ok(seqs)
+}
+
+/// The job's log limit, applied to a step's output before it reaches the
+/// pump: lines past the limit never leave the runner.
+pub struct Limiter {
+    limit: LogLimit,
+    used: LogUsage,
+}
+
+/// What becomes of one output entry.
+#[derive(Debug, PartialEq)]
+pub enum Admit {
+    Forward(LogEntry),
+    /// The entry passed the limit: forward the limit's message in its place;
+    /// with `halt`, stop the step.
+    Exceeded {
+        message: LogEntry,
+        halt: bool,
+    },
+    Drop,
+}
+
+impl Limiter {
+    /// None when the job has no limit.
+    pub fn new(limit: Option<LogLimit>, used: Option<LogUsage>) -> Option<Self> {
+        Some(Limiter {
+            limit: limit?,
+            used: used.unwrap_or_default(),
+        })
+    }
+
+    /// Counts the step's own output (stdout and stderr). The runner's own
+    /// lines (`exit code 2`) are not the step's output and pass, but not
+    /// once a halting limit has stopped the step.
+    pub fn admit(&mut self, e: LogEntry) -> Admit {
+        if e.stream == LogStream::System {
+            let halted = self.used.exceeded && self.limit.action == LimitAction::Halt;
+            return if halted {
+                Admit::Drop
+            } else {
+                Admit::Forward(e)
+            };
+        }
+        let node = e.node.clone().unwrap_or_default();
+        match self.used.count(&self.limit, &node, e.log.len() as u64) {
+            Verdict::Keep => Admit::Forward(e),
+            Verdict::Drop => Admit::Drop,
+            Verdict::Exceeded => Admit::Exceeded {
+                message: LogEntry {
+                    time: chrono::Utc::now(),
+                    stream: LogStream::System,
+                    level: "ERROR".into(),
+                    log: self.limit.exceeded_message(),
+                    node: e.node,
+                },
+                halt: self.limit.action == LimitAction::Halt,
+            },
+        }
+    }
+
+    pub fn used(&self) -> &LogUsage {
+        &self.used
+    }
+
+    pub fn limit(&self) -> &LogLimit {
+        &self.limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_schemas::job::{HaltStatus, LogMeasure};
+
+    fn line(stream: LogStream, text: &str) -> LogEntry {
+        LogEntry {
+            time: chrono::Utc::now(),
+            stream,
+            level: "NORMAL".into(),
+            log: text.into(),
+            node: None,
+        }
+    }
+
+    #[test]
+    fn a_limit_carries_across_steps_and_truncation_keeps_the_runners_own_lines() {
+        let limit = LogLimit {
+            measure: LogMeasure::Lines,
+            max: 3,
+            action: LimitAction::Truncate,
+            status: HaltStatus::Failed,
+        };
+        // Two lines were written by an earlier step, on another runner.
+        let earlier = LogUsage {
+            lines: 2,
+            ..Default::default()
+        };
+        let mut l = Limiter::new(Some(limit), Some(earlier)).unwrap();
+        assert!(matches!(
+            l.admit(line(LogStream::Stdout, "a")),
+            Admit::Forward(_)
+        ));
+        let Admit::Exceeded { message, halt } = l.admit(line(LogStream::Stderr, "b")) else {
+            panic!("the fourth line passes the limit");
+        };
+        assert!(!halt);
+        assert_eq!(
+            message.log,
+            "Log output limit exceeded: Maximum Line count: 3, action: truncate"
+        );
+        assert_eq!(l.admit(line(LogStream::Stdout, "c")), Admit::Drop);
+        assert!(matches!(
+            l.admit(line(LogStream::System, "exit code 1")),
+            Admit::Forward(_)
+        ));
+        assert!(l.used().exceeded);
+
+        let mut halting = Limiter::new(
+            Some(LogLimit {
+                action: LimitAction::Halt,
+                max: 0,
+                ..limit
+            }),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            halting.admit(line(LogStream::Stdout, "x")),
+            Admit::Exceeded { halt: true, .. }
+        ));
+        assert_eq!(
+            halting.admit(line(LogStream::System, "killed")),
+            Admit::Drop
+        );
+    }
 }

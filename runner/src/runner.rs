@@ -120,6 +120,8 @@ pub enum RunnerError {
 enum CancelReason {
     Abort,
     ShutdownDeadline,
+    /// The job's log limit passed, with `loglimitAction: halt`.
+    LogLimit,
 }
 
 /// A step this replica holds, from its claim until its finished event is

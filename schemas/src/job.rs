@@ -17,6 +17,7 @@ pub mod arg_string;
 mod compat;
 mod duration;
 mod jobref;
+mod loglimit;
 mod nodes;
 mod option;
 mod step;
@@ -26,6 +27,7 @@ use compat::is_false;
 pub use compat::{flag, Flag, NotYet, NOT_SUPPORTED_YET};
 pub use duration::parse_timeout;
 pub use jobref::*;
+pub use loglimit::*;
 pub use nodes::*;
 pub use option::*;
 pub use step::*;
@@ -87,60 +89,53 @@ pub struct Job {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "timeout_text::deserialize"
+        deserialize_with = "timeout_text"
     )]
     pub timeout: Option<String>,
+    /// Rundeck's `loglimit` text (`1000`, `1000/node`, `100MB`); see
+    /// [`Job::log_limit`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "loglimit_text"
+    )]
+    pub loglimit: Option<String>,
+    #[serde(
+        rename = "loglimitAction",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub loglimit_action: Option<LimitAction>,
+    #[serde(
+        rename = "loglimitStatus",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "halt_status"
+    )]
+    pub loglimit_status: Option<HaltStatus>,
 }
 
-/// `timeout` as text, checked inside the visitor (so that an error carries
-/// the value's line) unless it refers to options, which each run supplies.
-mod timeout_text {
-    use serde::{de, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        d.deserialize_any(Timeout)
-    }
-
-    struct Timeout;
-
-    impl<'de> de::Visitor<'de> for Timeout {
-        type Value = Option<String>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a timeout such as `120` or `6h 30m`")
+/// `timeout`, checked at import unless it refers to options, which each
+/// run supplies.
+fn timeout_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    compat::checked_text(d, |t| {
+        if t.contains("${") {
+            Ok(())
+        } else {
+            parse_timeout(t).map(drop)
         }
+    })
+}
 
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+fn loglimit_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    compat::checked_text(d, |t| parse_log_limit(t).map(drop))
+}
 
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
-
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
-            self.visit_str(&n.to_string())
-        }
-
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
-            self.visit_str(&n.to_string())
-        }
-
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-            let text = s.trim();
-            if text.is_empty() {
-                return Ok(None);
-            }
-            if !text.contains("${") {
-                super::parse_timeout(text).map_err(E::custom)?;
-            }
-            Ok(Some(text.to_string()))
-        }
-    }
+fn halt_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HaltStatus>, D::Error> {
+    let Some(text) = compat::checked_text(d, |t| parse_halt_status(t).map(drop))? else {
+        return Ok(None);
+    };
+    Ok(parse_halt_status(&text).ok())
 }
 
 /// `maxMultipleExecutions` as Rundeck stores it: a string holding a whole
@@ -264,9 +259,17 @@ struct RawJob {
     #[serde(rename = "maxMultipleExecutions", default, with = "max_text")]
     #[schemars(with = "Option<String>")]
     max_multiple_executions: Option<u32>,
-    #[serde(default, deserialize_with = "timeout_text::deserialize")]
+    #[serde(default, deserialize_with = "timeout_text")]
     #[schemars(with = "Option<String>")]
     timeout: Option<String>,
+    #[serde(default, deserialize_with = "loglimit_text")]
+    #[schemars(with = "Option<String>")]
+    loglimit: Option<String>,
+    #[serde(rename = "loglimitAction", default)]
+    loglimit_action: Option<LimitAction>,
+    #[serde(rename = "loglimitStatus", default, deserialize_with = "halt_status")]
+    #[schemars(with = "Option<HaltStatus>")]
+    loglimit_status: Option<HaltStatus>,
     #[serde(default)]
     nodefilters: Option<NodeFilters>,
     #[serde(rename = "nodesSelectedByDefault", default)]
@@ -286,12 +289,6 @@ struct RawJob {
     _retry: NotYet,
     #[serde(rename = "retryDelay", default)]
     _retry_delay: NotYet,
-    #[serde(rename = "loglimit", default)]
-    _loglimit: NotYet,
-    #[serde(rename = "loglimitAction", default)]
-    _loglimit_action: NotYet,
-    #[serde(rename = "loglimitStatus", default)]
-    _loglimit_status: NotYet,
     #[serde(rename = "orchestrator", default)]
     _orchestrator: NotYet,
     #[serde(rename = "plugins", default)]
@@ -408,6 +405,9 @@ impl TryFrom<RawJob> for Job {
             multiple_executions: raw.multiple_executions,
             max_multiple_executions: raw.max_multiple_executions,
             timeout: raw.timeout,
+            loglimit: raw.loglimit,
+            loglimit_action: raw.loglimit_action,
+            loglimit_status: raw.loglimit_status,
         })
     }
 }
@@ -457,6 +457,17 @@ impl Job {
                 "timeout `{text}` is `{expanded}` for this run: {e}"
             )),
         }
+    }
+
+    /// The log limit its runners apply; none without `loglimit`.
+    pub fn log_limit(&self) -> Option<LogLimit> {
+        let (measure, max) = parse_log_limit(self.loglimit.as_deref()?).ok()?;
+        Some(LogLimit {
+            measure,
+            max,
+            action: self.loglimit_action.unwrap_or_default(),
+            status: self.loglimit_status.unwrap_or_default(),
+        })
     }
 
     /// The job references of its steps.

@@ -114,6 +114,13 @@ pub struct StepDispatched {
     /// failure as `${result.*}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovering: Option<StepFailure>,
+    /// The job's log limit, which the runner applies to the output it reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loglimit: Option<crate::job::LogLimit>,
+    /// The output the execution's earlier steps wrote, which counts
+    /// toward `loglimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_used: Option<crate::job::LogUsage>,
 }
 
 /// What `${result.*}` tells an error handler, in Rundeck's names.
@@ -322,6 +329,15 @@ pub struct StepFinished {
     /// `outcome` and `reason` above stay those of the step's own work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handler: Option<HandlerOutcome>,
+    /// With a log limit: the execution's output so far, this step's
+    /// included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_used: Option<crate::job::LogUsage>,
+    /// The step halted the whole execution (its log limit passed, with
+    /// `loglimitAction: halt`): the execution ends with this status,
+    /// whatever `keepgoing` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<crate::job::HaltStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

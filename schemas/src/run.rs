@@ -63,6 +63,11 @@ pub struct Run {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Deadline>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loglimit: Option<crate::job::LogLimit>,
+    /// The output written so far, as the last finished step reported it.
+    #[serde(default, skip_serializing_if = "crate::job::LogUsage::is_empty")]
+    pub log_used: crate::job::LogUsage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<Finish>,
     /// For a job with `nodefilters`: the whole workflow is one dispatch.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -848,6 +848,20 @@ pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Whether a live (non-zombie) process has exactly this command line.
+pub fn process_running(cmdline: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+        let raw = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
+        line.trim() == cmdline && !zombie
+    })
+}
+
 /// As [`wait_for`], for a condition that must itself wait (a NATS read).
 pub async fn wait_for_async<F, Fut>(what: &str, mut cond: F)
 where

@@ -302,17 +302,3 @@ async fn a_timeout_kills_the_ssh_nodes_process_and_ends_timedout() {
         "the stop is recorded as a timeout: {events:#?}"
     );
 }
-
-/// Whether a live (non-zombie) process has exactly this command line.
-fn process_running(cmdline: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
-        let raw = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'));
-        line.trim() == cmdline && !zombie
-    })
-}

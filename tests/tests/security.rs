@@ -183,6 +183,8 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
             reason: None,
             log_chunks: 0,
             handler: None,
+            halted: None,
+            log_used: None,
         })
     };
     let as_b = subjects::event("step_finished", first, "rb");

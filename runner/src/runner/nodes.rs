@@ -3,13 +3,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use outpost_schemas::{Event, Header, StepDispatched, StepFinished, StepOutcome, StepStarted};
+use outpost_schemas::{
+    Event, Header, LogEntry, StepDispatched, StepFinished, StepOutcome, StepStarted,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::Receipt;
 
+use super::step::{halt_for_log_limit, halted_by};
 use super::{report, CancelReason, RunnerError, Shared};
+use crate::logs::Admit;
 
 /// Runs a node job's steps on its nodes, reporting each node step, then one
 /// `StepFinished` for the whole dispatch.
@@ -67,6 +71,31 @@ pub(super) async fn run_nodes(
     };
     let (etx, mut erx) = mpsc::channel::<NodeEvent>(256);
     let (ltx, lrx) = mpsc::channel(1024);
+    // Every node's output passes the job's log limit before the pump.
+    let (raw_tx, mut raw_rx) = mpsc::channel::<(outpost_schemas::StepNo, LogEntry)>(1024);
+    let mut limiter = crate::logs::Limiter::new(d.loglimit, d.log_used.clone());
+    let limit = {
+        let (cancel, reason) = (cancel.clone(), reason.clone());
+        tokio::spawn(async move {
+            while let Some((step, e)) = raw_rx.recv().await {
+                let e = match limiter.as_mut().map(|l| l.admit(e.clone())) {
+                    None => e,
+                    Some(Admit::Forward(e)) => e,
+                    Some(Admit::Drop) => continue,
+                    Some(Admit::Exceeded { message, halt }) => {
+                        if halt {
+                            halt_for_log_limit(&reason, &cancel);
+                        }
+                        message
+                    }
+                };
+                if ltx.send((step, e)).await.is_err() {
+                    break;
+                }
+            }
+            limiter
+        })
+    };
     let pump = tokio::spawn(crate::logs::pump(
         shared.outbox.clone(),
         lane.to_string(),
@@ -112,10 +141,11 @@ pub(super) async fn run_nodes(
         spec,
         shared.node_context(),
         etx.clone(),
-        ltx,
+        raw_tx,
         cancel.clone(),
     )
     .await;
+    let limiter = limit.await.ok().flatten();
     // Pairs that never ran are reported too, so state says so.
     for r in results.iter().filter(|r| r.outcome.is_none()) {
         let _ = etx.send(NodeEvent::Finished(r.clone())).await;
@@ -144,7 +174,18 @@ pub(super) async fn run_nodes(
     // A cancel that came after every node step succeeded changes nothing.
     let cancelled = !all_ok && cancel.is_cancelled();
     let deadline = *reason.lock().unwrap() == Some(CancelReason::ShutdownDeadline);
-    let (outcome, reason) = if cancelled && deadline {
+    let halted = if cancelled {
+        halted_by(&reason, limiter.as_ref())
+    } else {
+        None
+    };
+    let (outcome, reason) = if let (Some(status), Some(l)) = (halted, &limiter) {
+        let outcome = match status {
+            outpost_schemas::job::HaltStatus::Failed => StepOutcome::Failed,
+            outpost_schemas::job::HaltStatus::Aborted => StepOutcome::Aborted,
+        };
+        (outcome, Some(l.limit().exceeded_message()))
+    } else if cancelled && deadline {
         (
             StepOutcome::Failed,
             Some("runner shutdown deadline passed; node steps killed".to_string()),
@@ -177,6 +218,8 @@ pub(super) async fn run_nodes(
             reason,
             log_chunks,
             handler: None,
+            log_used: limiter.map(|l| l.used().clone()),
+            halted,
         }),
     )
     .await

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::bus;
 use crate::executor::{self, Exit};
+use crate::logs::Admit;
 use crate::outbox::Receipt;
 
 use super::nodes::run_nodes;
@@ -275,6 +276,8 @@ pub(super) async fn run_claimed(
                         reason: Some(format!("cannot fetch secure option values: {why}")),
                         log_chunks: 0,
                         handler: None,
+                        halted: None,
+                        log_used: None,
                     }),
                 )
                 .await;
@@ -294,14 +297,30 @@ pub(super) async fn run_claimed(
     // chunk's ack, and pickup latency with it.
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let mut started_gate = Some(started_tx);
-    let forward = tokio::spawn(async move {
-        let _ = started_rx.await;
-        while let Some(e) = rx.recv().await {
-            if ptx.send((step, e)).await.is_err() {
-                break;
+    let mut limiter = crate::logs::Limiter::new(d.loglimit, d.log_used.clone());
+    let forward = {
+        let (cancel, reason) = (cancel.clone(), reason.clone());
+        tokio::spawn(async move {
+            let _ = started_rx.await;
+            while let Some(e) = rx.recv().await {
+                let e = match limiter.as_mut().map(|l| l.admit(e.clone())) {
+                    None => e,
+                    Some(Admit::Forward(e)) => e,
+                    Some(Admit::Drop) => continue,
+                    Some(Admit::Exceeded { message, halt }) => {
+                        if halt {
+                            halt_for_log_limit(&reason, &cancel);
+                        }
+                        message
+                    }
+                };
+                if ptx.send((step, e)).await.is_err() {
+                    break;
+                }
             }
-        }
-    });
+            limiter
+        })
+    };
     let pump = tokio::spawn(crate::logs::pump(
         shared.outbox.clone(),
         lane.clone(),
@@ -382,8 +401,9 @@ pub(super) async fn run_claimed(
     let (outcome, exit_code, why) = own;
     drop(tx);
     drop(started_gate);
-    let _ = forward.await;
+    let limiter = forward.await.ok().flatten();
     let log_chunks = pump.await.expect("log pump does not panic")?.values().sum();
+    let halted = halted_by(&reason, limiter.as_ref());
     report(
         &shared.outbox,
         &lane,
@@ -397,9 +417,27 @@ pub(super) async fn run_claimed(
             reason: why,
             log_chunks,
             handler,
+            log_used: limiter.map(|l| l.used().clone()),
+            halted,
         }),
     )
     .await
+}
+
+/// Stops a step whose output passed a halting log limit. A stop already
+/// under way (an abort) keeps its own reason.
+pub(super) fn halt_for_log_limit(reason: &Mutex<Option<CancelReason>>, cancel: &CancellationToken) {
+    reason.lock().unwrap().get_or_insert(CancelReason::LogLimit);
+    cancel.cancel();
+}
+
+/// The status the execution ends with, when its log limit halted the step.
+pub(super) fn halted_by(
+    reason: &Mutex<Option<CancelReason>>,
+    limiter: Option<&crate::logs::Limiter>,
+) -> Option<outpost_schemas::job::HaltStatus> {
+    let limiter = limiter?;
+    (*reason.lock().unwrap() == Some(CancelReason::LogLimit)).then(|| limiter.limit().status)
 }
 
 /// What one process of a step needs: the step's lane, output and abort.
@@ -490,6 +528,14 @@ impl Process<'_> {
                     None,
                     Some("runner shutdown deadline passed; step killed".into()),
                 ),
+                Some(CancelReason::LogLimit) => {
+                    let limit = self.d.loglimit.expect("halted by a limit it has");
+                    let outcome = match limit.status {
+                        outpost_schemas::job::HaltStatus::Failed => StepOutcome::Failed,
+                        outpost_schemas::job::HaltStatus::Aborted => StepOutcome::Aborted,
+                    };
+                    (outcome, None, Some(limit.exceeded_message()))
+                }
                 _ => (StepOutcome::Aborted, None, Some("aborted".into())),
             },
         })

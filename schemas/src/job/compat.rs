@@ -165,6 +165,56 @@ impl JsonSchema for Flag {
     }
 }
 
+/// Text (or a number, as text) that `check` accepts; empty or null is none.
+/// The check runs inside the visitor, so that the parser puts the value's
+/// line on its error.
+pub(crate) fn checked_text<'de, D, F>(d: D, check: F) -> Result<Option<String>, D::Error>
+where
+    D: Deserializer<'de>,
+    F: Fn(&str) -> Result<(), String>,
+{
+    struct Checked<F>(F);
+
+    impl<'de, F: Fn(&str) -> Result<(), String>> de::Visitor<'de> for Checked<F> {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("text")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            self.visit_str(&n.to_string())
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            self.visit_str(&n.to_string())
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            let text = s.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            (self.0)(text).map_err(E::custom)?;
+            Ok(Some(text.to_string()))
+        }
+    }
+
+    d.deserialize_any(Checked(check))
+}
+
 /// For `#[serde(deserialize_with = "flag")]` on a `bool`.
 pub fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Flag::deserialize(d).map(|f| f.0)

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use outpost_schemas::job::{option_env_name, Command, Target};
+use outpost_schemas::job::{option_env_name, Command, HaltStatus, Target};
 use outpost_schemas::node::Node;
 pub use outpost_schemas::run::{Deadline, Finish, NodeRunPlan, PlannedHandler, PlannedStep, Run};
 use outpost_schemas::{
@@ -113,6 +113,8 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         abort_requested: false,
         timed_out: false,
         deadline,
+        loglimit: job.log_limit(),
+        log_used: Default::default(),
         finished: None,
     };
     if let Some(reason) = refused {
@@ -232,6 +234,8 @@ impl RunPlan for Run {
             node_run,
             errorhandler,
             recovering: self.recovering.clone(),
+            loglimit: self.loglimit,
+            log_used: self.loglimit.map(|_| self.log_used.clone()),
         }
     }
 
@@ -252,6 +256,35 @@ impl RunPlan for Run {
     fn on_step_finished(&mut self, f: &StepFinished) -> bool {
         if self.finished.is_some() || f.step != self.current {
             return false;
+        }
+        if let Some(used) = &f.log_used {
+            self.log_used = used.clone();
+        }
+        if let Some(status) = f.halted {
+            // Halted by its log limit: the run stops here, as Rundeck's
+            // halt stops the workflow, keepgoing or not.
+            if f.outcome != StepOutcome::Succeeded {
+                self.failed.push(f.step);
+            }
+            let outcome = if self.abort_requested {
+                self.stopped_outcome()
+            } else {
+                match status {
+                    HaltStatus::Failed => ExecutionOutcome::Failed,
+                    HaltStatus::Aborted => ExecutionOutcome::Aborted,
+                }
+            };
+            self.recovering = None;
+            self.finished = Some(Finish {
+                outcome,
+                skipped: if self.node_run.is_some() {
+                    Vec::new()
+                } else {
+                    remaining_after(self, f.step)
+                },
+                reason: f.reason.clone(),
+            });
+            return true;
         }
         if self.node_run.is_some() {
             // One dispatch ran every step on every node: this is the end.
@@ -366,6 +399,8 @@ impl RunPlan for Run {
             reason: f.failure.as_ref().map(|x| x.message.clone()),
             log_chunks: 0,
             handler: None,
+            halted: None,
+            log_used: None,
         })
     }
 

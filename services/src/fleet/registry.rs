@@ -449,6 +449,8 @@ impl Registry {
             reason: Some(reason.into()),
             log_chunks: 0,
             handler: None,
+            halted: None,
+            log_used: None,
         });
         let id = format!("{}.{step}.lost.{}", execution_id.simple(), nonce.simple());
         bus::publish_event_as(

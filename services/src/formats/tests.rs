@@ -391,6 +391,30 @@ case!(
     "- name: n\n  timeout: ${option.nope}\n  sequence:\n    commands:\n    - exec: ls\n"
 );
 
+case!(
+    yaml_log_limit_as_rundeck_writes_it,
+    Yaml,
+    "- name: n\n  loglimit: 100MB\n  loglimitAction: truncate\n  loglimitStatus: aborted\n  sequence:\n    commands:\n    - exec: ls\n- name: m\n  loglimit: 500/node\n  loglimitAction: null\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+case!(
+    yaml_log_limit_custom_status_not_supported_yet,
+    Yaml,
+    "- name: n\n  loglimit: '1000'\n  loglimitStatus: tolerable\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+case!(
+    yaml_log_limit_unreadable,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - exec: ls\n  loglimit: 10 lines\n"
+);
+
+case!(
+    yaml_log_limit_action_unknown,
+    Yaml,
+    "- name: n\n  loglimit: '10'\n  loglimitAction: stop\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
 #[test]
 fn a_jobs_running_limit_is_rundecks() {
     let limit = |yaml: &str| {

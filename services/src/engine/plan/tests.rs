@@ -78,6 +78,8 @@ fn finished(step: u32, outcome: StepOutcome) -> StepFinished {
         reason: None,
         log_chunks: 0,
         handler: None,
+        halted: None,
+        log_used: None,
     }
 }
 

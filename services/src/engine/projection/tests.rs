@@ -94,6 +94,8 @@ fn finished(sec: u32, step: u32, runner: &str, code: i32) -> Event {
         reason: (code != 0).then(|| format!("exit code {code}")),
         log_chunks: 2,
         handler: None,
+        halted: None,
+        log_used: None,
     })
 }
 
@@ -287,6 +289,8 @@ fn node_job_events() -> Vec<Event> {
         }),
         errorhandler: None,
         recovering: None,
+        log_used: None,
+        loglimit: None,
     });
     let nf = |sec: u32, step: u32, n: &str, outcome: Option<StepOutcome>| {
         Event::NodeStepFinished(NodeStepFinished {
@@ -317,6 +321,8 @@ fn node_job_events() -> Vec<Event> {
             reason: Some("failed on b".into()),
             log_chunks: 3,
             handler: None,
+            halted: None,
+            log_used: None,
         }),
     ]
 }

@@ -39,6 +39,19 @@ fn write_job(w: &mut Writer, job: &Job) {
         w.leaf("id", &u.to_string());
     }
     w.leaf("loglevel", &word(&job.loglevel));
+    if job.loglimit.is_some() || job.loglimit_action.is_some() || job.loglimit_status.is_some() {
+        let mut attrs: Vec<(&str, String)> = Vec::new();
+        if let Some(l) = &job.loglimit {
+            attrs.push(("limit", l.clone()));
+        }
+        if let Some(a) = &job.loglimit_action {
+            attrs.push(("limitAction", word(a)));
+        }
+        if let Some(st) = &job.loglimit_status {
+            attrs.push(("status", word(st)));
+        }
+        w.empty("logging", &attrs);
+    }
     if let Some(max) = job.max_multiple_executions {
         w.leaf("maxMultipleExecutions", &max.to_string());
     }
