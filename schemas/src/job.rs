@@ -20,6 +20,7 @@ mod jobref;
 mod loglimit;
 mod nodes;
 mod option;
+mod retry;
 mod step;
 mod target;
 
@@ -30,6 +31,7 @@ pub use jobref::*;
 pub use loglimit::*;
 pub use nodes::*;
 pub use option::*;
+pub use retry::{JobRetry, RetryPolicy};
 pub use step::*;
 pub use target::*;
 
@@ -113,6 +115,10 @@ pub struct Job {
         deserialize_with = "halt_status"
     )]
     pub loglimit_status: Option<HaltStatus>,
+    /// Rundeck's `retry`; see [`Job::retry_for`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub retry: Option<JobRetry>,
 }
 
 /// `timeout`, checked at import unless it refers to options, which each
@@ -125,6 +131,10 @@ fn timeout_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>
             parse_timeout(t).map(drop)
         }
     })
+}
+
+fn retry_delay<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    compat::checked_text(d, retry::check_delay)
 }
 
 fn loglimit_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -285,10 +295,13 @@ struct RawJob {
     _notification: NotYet,
     #[serde(rename = "notifyAvgDurationThreshold", default)]
     _notify_avg_duration_threshold: NotYet,
-    #[serde(rename = "retry", default)]
-    _retry: NotYet,
-    #[serde(rename = "retryDelay", default)]
-    _retry_delay: NotYet,
+    #[serde(default, deserialize_with = "retry::deserialize")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    retry: Option<JobRetry>,
+    /// Older exports' delay beside a plain `retry` count.
+    #[serde(rename = "retryDelay", default, deserialize_with = "retry_delay")]
+    #[schemars(with = "Option<String>")]
+    retry_delay: Option<String>,
     #[serde(rename = "orchestrator", default)]
     _orchestrator: NotYet,
     #[serde(rename = "plugins", default)]
@@ -367,6 +380,32 @@ impl TryFrom<RawJob> for Job {
                 ));
             }
         }
+        let mut retry = raw.retry;
+        match (&mut retry, raw.retry_delay) {
+            (Some(r), Some(d)) => match &r.delay {
+                Some(own) if *own != d => {
+                    return Err(format!(
+                        "job `{name}`: retry has delay `{own}` and retryDelay `{d}`; give one"
+                    ))
+                }
+                _ => r.delay = Some(d),
+            },
+            (None, Some(d)) => {
+                return Err(format!(
+                    "job `{name}`: retryDelay `{d}` without retry; give both as `retry: {{retry: N, delay: {d}}}`"
+                ))
+            }
+            _ => {}
+        }
+        if let Some(r) = &retry {
+            for text in std::iter::once(&r.retry).chain(&r.delay) {
+                if let Some(reference) = option_references(text).find(|o| !defined.contains(o)) {
+                    return Err(format!(
+                        "job `{name}`: retry `{text}` uses ${{option.{reference}}}, but the job defines no option `{reference}`"
+                    ));
+                }
+            }
+        }
         if raw.nodefilters.is_some() {
             for (i, c) in raw.sequence.commands.iter().enumerate() {
                 let what = match (&c.jobref, &c.errorhandler) {
@@ -408,6 +447,7 @@ impl TryFrom<RawJob> for Job {
             loglimit: raw.loglimit,
             loglimit_action: raw.loglimit_action,
             loglimit_status: raw.loglimit_status,
+            retry,
         })
     }
 }
@@ -456,6 +496,18 @@ impl Job {
             Err(e) => Err(format!(
                 "timeout `{text}` is `{expanded}` for this run: {e}"
             )),
+        }
+    }
+
+    /// How a failed run with these option values is retried; none when it
+    /// is not.
+    pub fn retry_for(
+        &self,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Option<RetryPolicy>, String> {
+        match &self.retry {
+            None => Ok(None),
+            Some(r) => r.policy(options).map(|p| (p.max > 0).then_some(p)),
         }
     }
 

@@ -64,6 +64,24 @@ pub struct ExecutionRequested {
     /// Set when a job reference step of another execution started this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentExecution>,
+    /// Set when this execution retries a failed one (the job's `retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryAttempt>,
+}
+
+/// Which attempt of a retried execution this is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RetryAttempt {
+    /// 1 for the first retry (Rundeck's `job.retryAttempt`).
+    pub attempt: u32,
+    /// The attempt that failed and is retried by this one.
+    pub previous_execution_id: Uuid,
+    /// The first attempt.
+    pub original_execution_id: Uuid,
+    /// Not started before this: the failure's time plus the job's retry
+    /// delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The execution, and the step of it, that runs a job as a child.
@@ -418,6 +436,10 @@ pub struct ExecutionFinished {
     /// Why, when it did not succeed in the ordinary way (`aborted by …`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The execution that retries this one (the job's `retry`); this one
+    /// then shows Rundeck's `failed-with-retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_execution_id: Option<Uuid>,
 }
 
 /// Someone asked to stop an execution.

@@ -64,6 +64,10 @@ pub struct Run {
     pub deadline: Option<Deadline>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loglimit: Option<crate::job::LogLimit>,
+    /// The job's retry policy as this run read it, and where this run is in
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RunRetry>,
     /// The output written so far, as the last finished step reported it.
     #[serde(default, skip_serializing_if = "crate::job::LogUsage::is_empty")]
     pub log_used: crate::job::LogUsage,
@@ -88,6 +92,32 @@ pub struct Run {
     /// handler is dispatched, with this failure as `${result.*}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovering: Option<StepFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRetry {
+    /// How many retries the job allows.
+    pub max: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_secs: Option<u64>,
+    /// This run's place: none for the first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<crate::RetryAttempt>,
+    /// The execution that retries this one, chosen (with compare-and-set)
+    /// before this one's end is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Uuid>,
+    /// Why a retry the policy allows is not made (the job was deleted, or
+    /// its executions disabled, as Rundeck declines it then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declined: Option<String>,
+}
+
+impl RunRetry {
+    /// 0 for the first attempt.
+    pub fn attempt(&self) -> u32 {
+        self.of.as_ref().map_or(0, |r| r.attempt)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

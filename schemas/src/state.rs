@@ -24,13 +24,16 @@ pub enum ExecutionStatus {
     Aborted,
     /// Stopped by the job's `timeout`, as Rundeck's `timedout`.
     TimedOut,
+    /// Failed (or timed out), and retried by another execution.
+    #[serde(rename = "failed-with-retry")]
+    FailedWithRetry,
 }
 
 impl ExecutionStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Self::Succeeded | Self::Failed | Self::Aborted | Self::TimedOut
+            Self::Succeeded | Self::Failed | Self::Aborted | Self::TimedOut | Self::FailedWithRetry
         )
     }
 }
@@ -165,4 +168,10 @@ pub struct ExecutionState {
     pub parent_execution_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_step: Option<StepNo>,
+    /// This execution retries a failed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::messages::RetryAttempt>,
+    /// The execution that retries this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_execution_id: Option<Uuid>,
 }

@@ -24,6 +24,7 @@ const JOBS: &str = r#"
     - exec: echo west is failing; exit 3
 - name: parent
   group: ref
+  retry: '1'
   options:
   - {name: env, value: qa}
   sequence:
@@ -42,7 +43,7 @@ const JOBS: &str = r#"
       errorhandler:
         exec: 'echo "west recovered after ${result.reason} - ${result.message}"' 
         keepgoingOnSuccess: true
-    - exec: echo done
+    - exec: echo done; test ${job.retryAttempt} -ge 1
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,9 +52,22 @@ async fn one_workflow_spans_two_runners_through_job_references_and_recovers_with
     let _east = start_runner(&stack.nats, "east-1", &["east"]);
     let _west = start_runner(&stack.nats, "west-1", &["west"]);
     let parent = stack.load(JOBS, "parent").await;
-    let id = stack.run_job(parent, &[("env", "prod")]).await;
+    // The first attempt fails at its last step, and the parent's retry
+    // runs the whole workflow again, children and all.
+    let first = stack.run_job(parent, &[("env", "prod")]).await;
+    let failed = stack.wait_terminal(first).await;
+    assert_eq!(
+        failed.status,
+        ExecutionStatus::FailedWithRetry,
+        "{failed:#?}"
+    );
+    let id = failed.retry_execution_id.expect("retried");
     let done = stack.wait_terminal(id).await;
     assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:#?}");
+    assert_eq!(
+        done.retry.as_ref().map(|r| r.previous_execution_id),
+        Some(first)
+    );
 
     let exec = stack.execution(id).await;
     let statuses: Vec<StepStatus> = exec.steps.iter().map(|s| s.status).collect();

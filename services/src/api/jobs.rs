@@ -287,6 +287,7 @@ pub(super) async fn run_job(
     // Read now, so that a timeout option that is no timeout is the caller's
     // 400 rather than a failed execution.
     rec.job.timeout_for(&options).map_err(ApiError::invalid)?;
+    rec.job.retry_for(&options).map_err(ApiError::invalid)?;
     let execution_id = Uuid::now_v7();
     let admission = s
         .store
@@ -354,6 +355,7 @@ async fn request_run(
         options,
         requested_by: who.name.clone(),
         parent: None,
+        retry: None,
     });
     bus::publish_event(&s.js, &event).await?;
     Ok(())

@@ -411,6 +411,17 @@ pub fn describe(state: &Execution) -> String {
 "
         ));
     }
+    if let Some(r) = &state.retry {
+        s.push_str(&format!(
+            "  retry:   attempt {}, retrying {} (the first: {})\n",
+            r.attempt + 1,
+            r.previous_execution_id,
+            r.original_execution_id
+        ));
+    }
+    if let Some(next) = state.retry_execution_id {
+        s.push_str(&format!("  retried: by {next}\n"));
+    }
     for st in &state.steps {
         s.push_str(&format!(
             "  step {:>2}  {:<10} {:<14} exit={:<4} {}{}\n",

@@ -57,6 +57,14 @@ pub struct Execution {
     /// That step, in the parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_step: Option<u32>,
+    /// This execution retries a failed one (the job's `retry`): which
+    /// attempt, and of which executions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<outpost_schemas::RetryAttempt>,
+    /// The execution that retries this one (its status is then
+    /// `failed-with-retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_execution_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -157,6 +165,8 @@ impl From<ExecutionState> for Execution {
             last_event_at: s.last_event_at,
             parent_execution_id: s.parent_execution_id,
             parent_step: s.parent_step,
+            retry: s.retry.clone(),
+            retry_execution_id: s.retry_execution_id,
         }
     }
 }

@@ -170,6 +170,7 @@ pub fn child_request(
             step,
             chain,
         }),
+        retry: None,
     })
 }
 

@@ -42,6 +42,7 @@ struct Ctx {
     claims: Bucket,
     tagsets: Bucket,
     deadlines: Bucket,
+    secrets: Bucket,
     store: crate::store::Store,
     provenance: crate::engine::provenance::ProvenanceCheck,
     /// Which runners are live, for "who could take this step?".
@@ -59,6 +60,7 @@ impl Orchestrator {
             claims: Bucket::open(&self.js, subjects::CLAIMS_BUCKET).await?,
             tagsets: Bucket::open(&self.js, subjects::TAGSETS_BUCKET).await?,
             deadlines: Bucket::open(&self.js, subjects::DEADLINES_BUCKET).await?,
+            secrets: Bucket::open(&self.js, subjects::SECRETS_BUCKET).await?,
             store: crate::store::Store::open(&self.js).await?,
             provenance: crate::engine::provenance::ProvenanceCheck::new(self.js.clone()).await?,
             live: crate::fleet::live::LiveHeartbeats::start(self.js.clone(), shutdown.clone()),
@@ -93,6 +95,8 @@ enum Outcome {
     Done,
     /// The event depends on one not handled yet; retry it shortly.
     NotYet,
+    /// Not due yet (a retry's delay): hand it back until then.
+    Later(Duration),
 }
 
 async fn handle(ctx: &Ctx, msg: jetstream::Message) {
@@ -110,6 +114,7 @@ async fn handle(ctx: &Ctx, msg: jetstream::Message) {
                     "{} for an execution that was never planned",
                     event.kind()
                 )),
+                Outcome::Later(wait) => Handled::NotYet(wait),
             })
         },
     )
@@ -153,6 +158,15 @@ async fn on_event(ctx: &Ctx, event: &Event, redelivered: bool) -> Result<Outcome
                     },
                 )
                 .await?;
+            }
+            // A retry waits out its delay: the run is stored (and can be
+            // aborted meanwhile); its request comes back when it is due.
+            let not_before = req.retry.as_ref().and_then(|r| r.not_before);
+            if let (Some(nb), None) = (not_before, &run.finished) {
+                if let Ok(wait) = (nb - chrono::Utc::now()).to_std() {
+                    tracing::debug!(execution_id = %req.execution_id, ?wait, "retry waits for its delay");
+                    return Ok(Outcome::Later(wait));
+                }
             }
             // Still on its first step: (re)dispatching it is what this event
             // is for, and its dedup id makes a repeat harmless.
@@ -365,6 +379,43 @@ async fn resolve_nodes(ctx: &Ctx, run: &mut Run) -> Result<(), ServiceError> {
 /// parent), its current job reference's child started, or its current
 /// step dispatched. Idempotent through dedup ids.
 async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
+    let chosen;
+    let run = if run.wants_retry() && run.retry.as_ref().is_some_and(|r| r.next.is_none()) {
+        // The retry's id is chosen once, before the end is published, so
+        // that the end can name it and a repeat cannot start a second one.
+        let next = Uuid::now_v7();
+        let declined = match ctx.store.job(run.job_id).await.map_err(store_err)? {
+            None => Some("the job was deleted".to_string()),
+            Some(rec) if !rec.job.execution_enabled => {
+                Some("the job has executionEnabled: false".to_string())
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = &declined {
+            tracing::info!(execution_id = %run.execution_id, reason = %why, "not retrying");
+        }
+        let key = subjects::execution_key(run.execution_id);
+        let updated = update(&ctx.runs, &key, |r| match r.retry.as_mut() {
+            Some(retry) if retry.next.is_none() && retry.declined.is_none() => {
+                match &declined {
+                    Some(why) => retry.declined = Some(why.clone()),
+                    None => retry.next = Some(next),
+                }
+                true
+            }
+            _ => false,
+        })
+        .await?;
+        match updated {
+            Some((r, _)) => {
+                chosen = r;
+                &chosen
+            }
+            None => run,
+        }
+    } else {
+        run
+    };
     if let Some(fin) = run.finished_event() {
         tracing::info!(execution_id = %run.execution_id, outcome = ?fin.outcome, "execution finished");
         let to_parent = run
@@ -376,6 +427,9 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
         bus::publish_event_as(&ctx.js, &event, subjects::CONTROL_PLANE_SOURCE, &id).await?;
         if run.deadline.is_some() {
             deadline::forget(&ctx.deadlines, run.execution_id).await?;
+        }
+        if let Some(next) = run.retry.as_ref().and_then(|r| r.next) {
+            request_retry(ctx, run, next).await?;
         }
         if let Some(finished) = to_parent {
             publish_control(ctx, &Event::JobRefFinished(finished)).await?;
@@ -447,6 +501,73 @@ async fn update(
         })
     })
     .await
+}
+
+/// Requests the execution that retries `run`: the job as it is now, the
+/// same option values (the secure ones too), after the job's retry delay.
+async fn request_retry(ctx: &Ctx, run: &Run, next: Uuid) -> Result<(), ServiceError> {
+    let Some(rec) = ctx.store.job(run.job_id).await.map_err(store_err)? else {
+        // Deleted between choosing the retry and requesting it.
+        tracing::warn!(execution_id = %run.execution_id, retry_execution_id = %next, "the job was deleted; the chosen retry is not requested");
+        return Ok(());
+    };
+    let retry = run.retry.as_ref().expect("a retried run has a policy");
+    let not_before = retry
+        .delay_secs
+        .filter(|s| *s > 0)
+        .map(|s| chrono::Utc::now() + chrono::Duration::seconds(s as i64));
+    let attempt = outpost_schemas::RetryAttempt {
+        attempt: retry.attempt() + 1,
+        previous_execution_id: run.execution_id,
+        original_execution_id: retry
+            .of
+            .as_ref()
+            .map_or(run.execution_id, |o| o.original_execution_id),
+        not_before,
+    };
+    if let Some(sealed) = ctx
+        .secrets
+        .get_bytes(&subjects::execution_key(run.execution_id))
+        .await?
+    {
+        ctx.secrets
+            .raw()
+            .put(subjects::execution_key(next), sealed)
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    }
+    // Counted with the job's running executions, so that a run asked for
+    // meanwhile sees it; a retry itself is not refused, as its attempt
+    // holds the place the failed one leaves.
+    ctx.store
+        .admit(run.job_id, None, next)
+        .await
+        .map_err(store_err)?;
+    let event = Event::ExecutionRequested(outpost_schemas::ExecutionRequested {
+        header: Header::now(),
+        execution_id: next,
+        project: run.project.clone(),
+        job_id: run.job_id,
+        job: rec.job,
+        options: run.options.clone(),
+        requested_by: run.requested_by.clone(),
+        parent: None,
+        retry: Some(attempt),
+    });
+    let id = format!("{}.retry.{}", run.execution_id.simple(), run.nonce.simple());
+    let duplicate =
+        bus::publish_event_as(&ctx.js, &event, subjects::CONTROL_PLANE_SOURCE, &id).await?;
+    if !duplicate {
+        tracing::info!(execution_id = %run.execution_id, retry_execution_id = %next, attempt = retry.attempt() + 1, "execution failed; retrying it");
+    }
+    Ok(())
+}
+
+fn store_err(e: crate::store::StoreError) -> ServiceError {
+    match e {
+        crate::store::StoreError::Service(e) => e,
+        other => ServiceError::Invalid(other.to_string()),
+    }
 }
 
 /// Publishes a control-plane event under its logical dedup id, so that a

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use outpost_schemas::job::{option_env_name, Command, HaltStatus, Target};
 use outpost_schemas::node::Node;
-pub use outpost_schemas::run::{Deadline, Finish, NodeRunPlan, PlannedHandler, PlannedStep, Run};
+pub use outpost_schemas::run::{
+    Deadline, Finish, NodeRunPlan, PlannedHandler, PlannedStep, Run, RunRetry,
+};
 use outpost_schemas::{
     handled_outcome, AbortCause, ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header,
     JobRefFinished, StepCommand, StepDispatched, StepFinished, StepNo, StepOutcome,
@@ -43,6 +45,24 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         ("project", req.project.clone()),
         ("username", req.requested_by.clone()),
         ("loglevel", format!("{:?}", job.loglevel).to_uppercase()),
+        // Rundeck's retry context: "0" and "false" on a first attempt.
+        (
+            "retryAttempt",
+            req.retry.as_ref().map_or(0, |r| r.attempt).to_string(),
+        ),
+        ("wasRetry", req.retry.is_some().to_string()),
+        (
+            "retryInitialExecId",
+            req.retry
+                .as_ref()
+                .map_or("0".into(), |r| r.original_execution_id.to_string()),
+        ),
+        (
+            "retryPrevExecId",
+            req.retry
+                .as_ref()
+                .map_or("0".into(), |r| r.previous_execution_id.to_string()),
+        ),
     ];
     for (k, v) in job_vars {
         env.insert(format!("RD_JOB_{}", k.to_uppercase()), v.clone());
@@ -81,15 +101,41 @@ pub fn plan(req: &ExecutionRequested) -> Run {
     });
     let options = req.options.clone();
     // The API checked the values; a child's come from its parent's step.
-    let (deadline, refused) = match job.timeout_for(&req.options) {
-        Ok(t) => (
-            t.and_then(|(timeout, d)| {
-                let at = req.header.time + chrono::Duration::from_std(d).ok()?;
-                Some(Deadline { at, timeout })
+    // A delayed retry's time counts from when it may start.
+    let starts = req
+        .retry
+        .as_ref()
+        .and_then(|r| r.not_before)
+        .map_or(req.header.time, |nb| nb.max(req.header.time));
+    let mut refused = None;
+    let deadline = match job.timeout_for(&req.options) {
+        Ok(t) => t.and_then(|(timeout, d)| {
+            let at = starts + chrono::Duration::from_std(d).ok()?;
+            Some(Deadline { at, timeout })
+        }),
+        Err(e) => {
+            refused = Some(e);
+            None
+        }
+    };
+    // Retry is for executions run directly, as in Rundeck: a job
+    // reference's child is not retried.
+    let retry = match job.retry_for(&req.options) {
+        _ if req.parent.is_some() => None,
+        Ok(policy) => match (policy, &req.retry) {
+            (None, None) => None,
+            (policy, of) => Some(RunRetry {
+                max: policy.map_or(0, |p| p.max),
+                delay_secs: policy.and_then(|p| p.delay).map(|d| d.as_secs()),
+                of: of.clone(),
+                next: None,
+                declined: None,
             }),
-            None,
-        ),
-        Err(e) => (None, Some(e)),
+        },
+        Err(e) => {
+            refused.get_or_insert(e);
+            None
+        }
     };
     let mut run = Run {
         node_run,
@@ -115,6 +161,7 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         deadline,
         loglimit: job.log_limit(),
         log_used: Default::default(),
+        retry,
         finished: None,
     };
     if let Some(reason) = refused {
@@ -153,6 +200,7 @@ pub trait RunPlan {
     fn refuse(&mut self, reason: String);
     fn route_all(&mut self, target: Target);
     fn on_abort(&mut self, current_unclaimed: bool, cause: AbortCause) -> bool;
+    fn wants_retry(&self) -> bool;
 }
 
 /// How a stopped run ends: `timedout` when its timeout stopped it.
@@ -248,6 +296,7 @@ impl RunPlan for Run {
             failed_steps: self.failed.clone(),
             skipped_steps: f.skipped.clone(),
             reason: f.reason.clone(),
+            retry_execution_id: self.retry.as_ref().and_then(|r| r.next),
         })
     }
 
@@ -455,6 +504,20 @@ impl RunPlan for Run {
     /// Records an abort. When `current_unclaimed` the step in flight never
     /// started (and now never will), so the run ends here; otherwise it ends
     /// when the runner reports the killed step.
+    /// Whether the run, now over, is retried, as Rundeck decides it: it did
+    /// not succeed, nobody aborted it (a timeout or a log limit's halt is
+    /// retried), and it has attempts left.
+    fn wants_retry(&self) -> bool {
+        let (Some(f), Some(r)) = (&self.finished, &self.retry) else {
+            return false;
+        };
+        let aborted_by_someone = self.abort_requested && !self.timed_out;
+        f.outcome != ExecutionOutcome::Succeeded
+            && !aborted_by_someone
+            && r.attempt() < r.max
+            && r.declined.is_none()
+    }
+
     fn on_abort(&mut self, current_unclaimed: bool, cause: AbortCause) -> bool {
         if self.finished.is_some() || (self.abort_requested && !current_unclaimed) {
             return false;

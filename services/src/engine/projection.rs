@@ -74,6 +74,8 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
             last_event_at: r.header.time,
             parent_execution_id: r.parent.as_ref().map(|p| p.execution_id),
             parent_step: r.parent.as_ref().map(|p| p.step),
+            retry: r.retry.clone(),
+            retry_execution_id: None,
         },
         (None, _) => return Folded::NeedsRequest,
         (Some(s), _) => s.clone(),
@@ -269,6 +271,15 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                 ExecutionOutcome::Aborted => ExecutionStatus::Aborted,
                 ExecutionOutcome::TimedOut => ExecutionStatus::TimedOut,
             };
+            // Rundeck shows a retried attempt as `failed-with-retry`, even
+            // when it timed out.
+            let status = match f.retry_execution_id {
+                Some(_) if status != ExecutionStatus::Succeeded => ExecutionStatus::FailedWithRetry,
+                _ => status,
+            };
+            if next.retry_execution_id.is_none() {
+                next.retry_execution_id = f.retry_execution_id;
+            }
             if !next.status.is_terminal() {
                 next.status = status;
                 next.finished_at = Some(time);

@@ -190,12 +190,6 @@ case!(
 
 case!(json_not_a_list, Json, "{\"name\": \"n\"}");
 
-case!(
-    yaml_retry_not_supported_yet,
-    Yaml,
-    "- name: n\n  retry: '3'\n  sequence:\n    commands:\n    - exec: ls\n"
-);
-
 // Job references and error handlers, as Rundeck's YAML codec writes them:
 // flags as text, `args` as one option string, a handler under its step.
 case!(
@@ -413,6 +407,31 @@ case!(
     yaml_log_limit_action_unknown,
     Yaml,
     "- name: n\n  loglimit: '10'\n  loglimitAction: stop\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+// Both of Rundeck's forms, and the older top-level `retryDelay`.
+case!(
+    yaml_retry_as_rundeck_writes_it,
+    Yaml,
+    "- name: n\n  retry: '3'\n  sequence:\n    commands:\n    - exec: ls\n- name: m\n  options:\n  - name: tries\n  retry:\n    retry: ${option.tries}\n    delay: 1h1m1s\n  sequence:\n    commands:\n    - exec: ls\n- name: o\n  retry: 2\n  retryDelay: 30s\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+case!(
+    xml_retry_with_a_delay,
+    Xml,
+    "<joblist>\n  <job>\n    <name>n</name>\n    <retry delay='10s'>2</retry>\n    <sequence><command><exec>ls</exec></command></sequence>\n  </job>\n</joblist>\n"
+);
+
+case!(
+    yaml_retry_not_a_number,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - exec: ls\n  retry: often\n"
+);
+
+case!(
+    yaml_retry_unknown_key,
+    Yaml,
+    "- name: n\n  retry: {retry: 2, wait: 1s}\n  sequence:\n    commands:\n    - exec: ls\n"
 );
 
 #[test]

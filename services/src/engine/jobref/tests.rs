@@ -41,6 +41,7 @@ fn parent_run(yaml: &str, options: &[(&str, &str)], chain: &[(u128, &str)]) -> R
                 })
                 .collect(),
         }),
+        retry: None,
     };
     plan(&req)
 }
@@ -252,6 +253,7 @@ fn a_childs_end_becomes_its_parents_step_result() {
             failed_steps: vec![],
             skipped_steps: vec![],
             reason: reason.map(Into::into),
+            retry_execution_id: None,
         };
         let f = child_finished(&child, &parent, &fin);
         writeln!(

@@ -26,6 +26,7 @@ fn request(yaml: &str, options: &[(&str, &str)]) -> ExecutionRequested {
             .collect(),
         requested_by: "alice".into(),
         parent: None,
+        retry: None,
     }
 }
 
@@ -153,6 +154,85 @@ fn a_timeout_is_read_per_run_and_ends_the_run_timedout() {
         .reason
         .unwrap()
         .starts_with("timeout `${option.t}` is `soon` for this run"),);
+}
+
+/// Rundeck's rule: retried unless it succeeded or someone aborted it; a
+/// timeout and a log limit's halt are retried.
+#[test]
+fn a_failed_run_is_retried_as_rundeck_decides() {
+    let yaml = "- name: r\n  retry: '1'\n  timeout: 5s\n  sequence:\n    keepgoing: true\n    commands:\n    - exec: a\n";
+    let ended = |change: &dyn Fn(&mut Run)| {
+        let mut run = plan(&request(yaml, &[]));
+        change(&mut run);
+        assert!(run.finished.is_some());
+        run.wants_retry()
+    };
+    let mut table = Vec::new();
+    table.push((
+        "succeeded",
+        ended(&|r| {
+            r.on_step_finished(&finished(1, StepOutcome::Succeeded));
+        }),
+    ));
+    table.push((
+        "failed",
+        ended(&|r| {
+            r.on_step_finished(&finished(1, StepOutcome::Failed));
+        }),
+    ));
+    table.push((
+        "aborted",
+        ended(&|r| {
+            r.on_abort(true, AbortCause::Requested);
+        }),
+    ));
+    table.push((
+        "timed out",
+        ended(&|r| {
+            r.on_abort(true, AbortCause::Timeout);
+        }),
+    ));
+    table.push((
+        "halted by its log limit, status aborted",
+        ended(&|r| {
+            let mut f = finished(1, StepOutcome::Aborted);
+            f.halted = Some(outpost_schemas::job::HaltStatus::Aborted);
+            r.on_step_finished(&f);
+        }),
+    ));
+    table.push((
+        "failed, last attempt",
+        ended(&|r| {
+            r.retry.as_mut().unwrap().of = Some(RetryAttempt {
+                attempt: 1,
+                previous_execution_id: Uuid::from_u128(1),
+                original_execution_id: Uuid::from_u128(1),
+                not_before: None,
+            });
+            r.on_step_finished(&finished(1, StepOutcome::Failed));
+        }),
+    ));
+    let rendered: Vec<String> = table
+        .iter()
+        .map(|(what, retried)| {
+            format!(
+                "{what}: {}",
+                if *retried { "retried" } else { "not retried" }
+            )
+        })
+        .collect();
+    insta::assert_snapshot!(rendered.join("\n"));
+
+    // A child of a job reference is not retried, as in Rundeck.
+    let mut req = request(yaml, &[]);
+    req.parent = Some(ParentExecution {
+        execution_id: Uuid::from_u128(9),
+        step: 1,
+        chain: vec![],
+    });
+    let mut child = plan(&req);
+    child.on_step_finished(&finished(1, StepOutcome::Failed));
+    assert!(!child.wants_retry());
 }
 
 #[test]

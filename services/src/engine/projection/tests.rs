@@ -45,6 +45,7 @@ fn request() -> Event {
         options: [("version".to_string(), "2.0".to_string())].into(),
         requested_by: "alice".into(),
         parent: None,
+        retry: None,
     })
 }
 
@@ -121,6 +122,7 @@ fn exec_finished(
         failed_steps: failed,
         skipped_steps: skipped,
         reason: None,
+        retry_execution_id: None,
     })
 }
 
@@ -243,6 +245,7 @@ fn node_job_events() -> Vec<Event> {
         options: Default::default(),
         requested_by: "alice".into(),
         parent: None,
+        retry: None,
     });
     let node = |name: &str| outpost_schemas::node::Node {
         nodename: name.into(),

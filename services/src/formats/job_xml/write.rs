@@ -64,6 +64,10 @@ fn write_job(w: &mut Writer, job: &Job) {
         w.leaf("filter", &n.filter);
         w.close("nodefilters");
     }
+    if let Some(r) = &job.retry {
+        let attrs: Vec<(&str, String)> = r.delay.iter().map(|d| ("delay", d.clone())).collect();
+        w.start_tag_text("retry", &attrs, &r.retry);
+    }
     if let Some(r) = &job.runner_selector {
         write_selector(w, r);
     }
@@ -285,6 +289,16 @@ impl Writer {
     fn close(&mut self, name: &str) {
         self.depth -= 1;
         self.indent();
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push_str(">\n");
+    }
+
+    /// One line of text, with attributes.
+    fn start_tag_text(&mut self, name: &str, attrs: &[(&str, String)], text: &str) {
+        self.start_tag(name, attrs);
+        self.out.push('>');
+        self.out.push_str(&escape(text, false));
         self.out.push_str("</");
         self.out.push_str(name);
         self.out.push_str(">\n");
