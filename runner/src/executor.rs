@@ -90,22 +90,29 @@ pub fn spawn(
             script,
             args,
             interpreter,
+            interpreter_args_quoted,
+            file_extension,
+            ..
         } => {
-            let path = work_dir.join(script_name);
+            let name = match file_extension.as_deref().map(|e| e.trim_start_matches('.')) {
+                Some(ext) if !ext.is_empty() => format!("{script_name}.{ext}"),
+                _ => script_name.to_string(),
+            };
+            let path = work_dir.join(name);
             write_script(&path, script).map_err(|source| ExecError::Script {
                 path: path.clone(),
                 source,
             })?;
-            let quoted = shell_quote(&path.to_string_lossy());
-            let runner = match interpreter {
-                Some(i) => format!("{i} {quoted}"),
-                None if script.starts_with("#!") => quoted,
-                None => format!("/bin/sh {quoted}"),
-            };
-            let line = match args {
-                Some(a) if !a.trim().is_empty() => format!("{runner} {a}"),
-                _ => runner,
-            };
+            let file = path.to_string_lossy();
+            let args = args.as_deref().filter(|a| !a.trim().is_empty());
+            let line = script_line(
+                interpreter.as_deref(),
+                *interpreter_args_quoted,
+                script.starts_with("#!"),
+                &shell_quote(&file),
+                &file,
+                args,
+            );
             (line, Some(path))
         }
     };
@@ -241,6 +248,37 @@ fn write_script(path: &Path, body: &str) -> std::io::Result<()> {
 }
 
 /// Single-quotes `s` for `/bin/sh`.
+/// The shell line that runs a script file, as Rundeck builds it: the
+/// interpreter, then the file and its args, or with `interpreterArgsQuoted`
+/// the file and its args as one quoted argument (`bash -c 'file args'`).
+/// `quoted_file` is the file as the shell should see it; `file` its plain
+/// text, for the quoted form.
+pub fn script_line(
+    interpreter: Option<&str>,
+    args_quoted: bool,
+    has_shebang: bool,
+    quoted_file: &str,
+    file: &str,
+    args: Option<&str>,
+) -> String {
+    let with_args = |head: String| match args {
+        Some(a) => format!("{head} {a}"),
+        None => head,
+    };
+    match interpreter {
+        Some(i) if args_quoted => {
+            let inner = match args {
+                Some(a) => format!("{file} {a}"),
+                None => file.to_string(),
+            };
+            format!("{i} {}", shell_quote(&inner))
+        }
+        Some(i) => with_args(format!("{i} {quoted_file}")),
+        None if has_shebang => with_args(quoted_file.to_string()),
+        None => with_args(format!("/bin/sh {quoted_file}")),
+    }
+}
+
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -360,6 +398,10 @@ mod tests {
             script: "#!/bin/sh\necho \"$2-$1\"\n".into(),
             args: Some("a 'b c'".into()),
             interpreter: None,
+            source: None,
+            interpreter_args_quoted: false,
+            file_extension: None,
+            expand_tokens: false,
         };
         let step = spawn(
             &cmd,
@@ -374,6 +416,50 @@ mod tests {
         assert_eq!(step.wait(CancellationToken::new()).await, Exit::Code(0));
         assert_eq!(rx.recv().await.unwrap().log, "b c-a");
         assert!(!dir.path().join("s.sh").exists());
+    }
+
+    /// Rundeck's `interpreterArgsQuoted` and `fileExtension`: `sh -c` gets
+    /// the file and its args as one argument, and the file its extension.
+    #[tokio::test]
+    async fn a_quoted_interpreter_gets_file_and_args_as_one_argument() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let cmd = StepCommand::Script {
+            script: "#!/bin/sh\necho \"${0##*.} $2-$1\"\n".into(),
+            args: Some("a 'b c'".into()),
+            interpreter: Some("sh -c".into()),
+            source: None,
+            interpreter_args_quoted: true,
+            file_extension: Some(".ps1".into()),
+            expand_tokens: false,
+        };
+        let step = spawn(
+            &cmd,
+            &BTreeMap::new(),
+            dir.path(),
+            "s",
+            tx,
+            &Secrets::default(),
+        )
+        .unwrap();
+        assert!(dir.path().join("s.ps1").exists());
+        assert_eq!(step.wait(CancellationToken::new()).await, Exit::Code(0));
+        assert_eq!(rx.recv().await.unwrap().log, "ps1 b c-a");
+    }
+
+    #[test]
+    fn script_lines_are_built_as_rundeck_builds_them() {
+        let line = |i, q, shebang, args| script_line(i, q, shebang, "'/t/s'", "/t/s", args);
+        assert_eq!(line(None, false, false, None), "/bin/sh '/t/s'");
+        assert_eq!(line(None, false, true, Some("x")), "'/t/s' x");
+        assert_eq!(
+            line(Some("python3"), false, false, Some("-v")),
+            "python3 '/t/s' -v"
+        );
+        assert_eq!(
+            line(Some("sudo -u app bash -c"), true, false, Some("it's")),
+            "sudo -u app bash -c '/t/s it'\\''s'"
+        );
     }
 
     #[tokio::test]

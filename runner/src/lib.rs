@@ -12,6 +12,7 @@ pub mod mask;
 pub mod node_run;
 pub mod outbox;
 mod runner;
+pub mod script;
 pub mod ssh;
 
 pub use runner::{Runner, RunnerError, RunnerOptions, DEFAULT_CAPACITY};

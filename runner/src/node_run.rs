@@ -41,6 +41,9 @@ pub struct NodeRunSpec {
     pub node_keepgoing: bool,
     pub step_keepgoing: bool,
     pub env: BTreeMap<String, String>,
+    /// The context scripts' `@key@` tokens are replaced with (plain and
+    /// secure options, the job), each node's added.
+    pub vars: BTreeMap<String, String>,
     /// Secure option values, masked in the output.
     pub secrets: crate::mask::Secrets,
 }
@@ -298,8 +301,13 @@ async fn run_on(
     lines: &mpsc::Sender<LogEntry>,
 ) -> Result<Exit, String> {
     let mut env = sh.spec.env.clone();
-    env.insert("RD_NODE_NAME".into(), node.nodename.clone());
-    env.insert("RD_NODE_HOSTNAME".into(), node.hostname.clone());
+    // The node's data, as Rundeck gives it: `${node.x}` in commands and
+    // args, `@node.x@` in scripts, `RD_NODE_X` in the environment.
+    let (node_vars, node_env) = crate::script::node_context(node);
+    env.extend(node_env);
+    let mut tokens = sh.spec.vars.clone();
+    tokens.extend(node_vars.clone());
+    let cmd = &crate::script::with_tokens(&cmd.substituted(&node_vars), &tokens);
     if node.executor() == "local" {
         // Unique per pair: executions and nodes run side by side here.
         let name = format!(
@@ -342,17 +350,39 @@ async fn run_on(
             script,
             args,
             interpreter,
+            interpreter_args_quoted,
+            file_extension,
+            ..
         } => {
             // Copy the script, run it with its args, remove it, keep its status.
-            let runner = match interpreter {
-                Some(i) => format!("{i} \"$f\""),
-                None if script.starts_with("#!") => "\"$f\"".to_string(),
-                None => "/bin/sh \"$f\"".to_string(),
+            let args = args.as_deref().filter(|a| !a.trim().is_empty());
+            let runner = match (interpreter, interpreter_args_quoted) {
+                // One argument, `"$f"` expanded by the remote shell and the
+                // args kept as they are: `bash -c "$f"' a b'`.
+                (Some(i), true) => format!(
+                    "{i} \"$f\"{}",
+                    args.map(|a| shell_quote(&format!(" {a}")))
+                        .unwrap_or_default()
+                ),
+                _ => executor::script_line(
+                    interpreter.as_deref(),
+                    false,
+                    script.starts_with("#!"),
+                    "\"$f\"",
+                    "$f",
+                    args,
+                ),
             };
-            let args = args.as_deref().unwrap_or("");
+            let make = match file_extension.as_deref().map(|e| e.trim_start_matches('.')) {
+                Some(ext) if !ext.is_empty() => format!(
+                    "t=$(mktemp) && f=\"$t\".{} && mv \"$t\" \"$f\"",
+                    shell_quote(ext)
+                ),
+                _ => "f=$(mktemp)".to_string(),
+            };
             (
                 format!(
-                    "{exports}f=$(mktemp) && trap 'rm -f \"$f\"' EXIT && trap 'exit 143' TERM && cat > \"$f\" && chmod 700 \"$f\" || exit 127; {runner} {args}"
+                    "{exports}{make} && trap 'rm -f \"$f\"' EXIT && trap 'exit 143' TERM && cat > \"$f\" && chmod 700 \"$f\" || exit 127; {runner}"
                 ),
                 Some(bytes::Bytes::from(script.clone())),
             )

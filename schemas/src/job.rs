@@ -583,6 +583,38 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// Replaces `@key@` tokens in a script body, as Rundeck's
+/// `ReplaceTokenReader` does: a token runs from `@` to the next `@` with no
+/// white space between; a known key becomes its value and an unknown one
+/// nothing; `@@` is one `@`; text with white space before the closing `@`
+/// is left as it is (so `mail me@example.com today` survives).
+pub fn replace_tokens(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let end = after.find(|c: char| c == '@' || c.is_whitespace());
+        match end {
+            Some(e) if after[e..].starts_with('@') => {
+                let key = &after[..e];
+                if !key.is_empty() {
+                    out.push_str(vars.get(key).map(String::as_str).unwrap_or(""));
+                } else {
+                    out.push('@');
+                }
+                rest = &after[e + 1..];
+            }
+            _ => {
+                out.push('@');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The environment variable of an option, as Rundeck names it:
 /// `RD_OPTION_` and the name in upper case, other characters as `_`.
 pub fn option_env_name(name: &str) -> String {
@@ -597,4 +629,28 @@ pub fn option_env_name(name: &str) -> String {
         })
         .collect();
     format!("RD_OPTION_{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_tokens_are_replaced_as_rundeck_replaces_them() {
+        let vars: BTreeMap<String, String> = [("option.env", "prod"), ("node.name", "web1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (text, want) in [
+            ("deploy @option.env@ on @node.name@", "deploy prod on web1"),
+            ("missing: [@option.nope@]", "missing: []"),
+            ("no dot: [@foo@]", "no dot: []"),
+            ("mail me@example.com today", "mail me@example.com today"),
+            ("a@@b", "a@b"),
+            ("trailing @", "trailing @"),
+            ("@option.env@@option.env@", "prodprod"),
+        ] {
+            assert_eq!(replace_tokens(text, &vars), want, "{text}");
+        }
+    }
 }

@@ -139,6 +139,10 @@ pub struct StepDispatched {
     /// toward `loglimit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_used: Option<crate::job::LogUsage>,
+    /// The plain context (`option.x`, `job.x`): the runner replaces script
+    /// `@key@` tokens with it, and, with each node's, `${node.x}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// What `${result.*}` tells an error handler, in Rundeck's names.
@@ -224,12 +228,37 @@ pub enum StepCommand {
     Exec { command: String },
     /// A script body written to a temp file and run with its args.
     Script {
+        /// The body; empty when `source` names where the runner reads it.
         script: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         args: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         interpreter: Option<String>,
+        /// A file on the runner or a URL it fetches, instead of `script`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<ScriptSource>,
+        /// The script's path and args go to the interpreter as one quoted
+        /// argument.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        interpreter_args_quoted: bool,
+        /// The temp file's extension (`ps1`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_extension: Option<String>,
+        /// Replace `@key@` tokens in a `source` script too (an inline one
+        /// always has them replaced).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        expand_tokens: bool,
     },
+}
+
+/// Where a script step's body comes from when it is not inline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum ScriptSource {
+    /// A path on the runner (Rundeck's `scriptfile`).
+    File { path: String },
+    /// An http(s) URL the runner fetches (Rundeck's `scripturl`).
+    Url { url: String },
 }
 
 /// The orchestrator found no live runner for a dispatched step. The step stays
@@ -674,10 +703,25 @@ impl StepCommand {
                 script,
                 args,
                 interpreter,
+                source,
+                interpreter_args_quoted,
+                file_extension,
+                expand_tokens,
             } => StepCommand::Script {
                 script: crate::job::substitute(script, vars),
                 args: args.as_ref().map(|a| crate::job::substitute(a, vars)),
                 interpreter: interpreter.clone(),
+                source: source.as_ref().map(|s| match s {
+                    ScriptSource::File { path } => ScriptSource::File {
+                        path: crate::job::substitute(path, vars),
+                    },
+                    ScriptSource::Url { url } => ScriptSource::Url {
+                        url: crate::job::substitute(url, vars),
+                    },
+                }),
+                interpreter_args_quoted: *interpreter_args_quoted,
+                file_extension: file_extension.clone(),
+                expand_tokens: *expand_tokens,
             },
         }
     }

@@ -41,6 +41,33 @@ impl Node {
         }
     }
 
+    /// The node's data as a step sees it, by Rundeck's context names
+    /// (`name`, `hostname`, `username`, `tags`, `os-family`, …, and each
+    /// custom attribute): `${node.KEY}`, `@node.KEY@` and `RD_NODE_*`.
+    pub fn context(&self) -> BTreeMap<String, String> {
+        let mut ctx: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in &self.attributes {
+            let key = match k.as_str() {
+                "osFamily" => "os-family",
+                "osName" => "os-name",
+                "osArch" => "os-arch",
+                "osVersion" => "os-version",
+                other => other,
+            };
+            ctx.insert(key.to_string(), v.clone());
+        }
+        ctx.insert("name".into(), self.nodename.clone());
+        ctx.insert("hostname".into(), self.hostname.clone());
+        if let Some(u) = &self.username {
+            ctx.insert("username".into(), u.clone());
+        }
+        ctx.insert(
+            "tags".into(),
+            self.tags.iter().cloned().collect::<Vec<_>>().join(","),
+        );
+        ctx
+    }
+
     /// `node-executor`, defaulting to SSH (`local` runs on the runner's host).
     pub fn executor(&self) -> &str {
         self.attributes

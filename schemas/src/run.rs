@@ -48,6 +48,10 @@ pub struct Run {
     pub keepgoing: bool,
     pub loglevel: LogLevel,
     pub env: BTreeMap<String, String>,
+    /// The plain context (`option.x`, `job.x`) the runner replaces script
+    /// tokens and node references with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
     /// Options whose values only the claiming runner receives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secure_options: Vec<String>,

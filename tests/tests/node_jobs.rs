@@ -302,3 +302,44 @@ async fn a_timeout_kills_the_ssh_nodes_process_and_ends_timedout() {
         "the stop is recorded as a timeout: {events:#?}"
     );
 }
+
+/// A node step sees its node as Rundeck gives it: `${node.x}` in commands,
+/// `@node.x@` in scripts and `RD_NODE_*`, over SSH, with the script's file
+/// extension and a quoted interpreter on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_steps_see_their_node_in_commands_scripts_and_the_environment() {
+    let stack = Stack::start().await;
+    let _box = ssh_box(&stack).await;
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let job = stack
+        .load(
+            r#"
+- name: context
+  nodefilters:
+    filter: box
+  sequence:
+    commands:
+    - exec: echo "exec ${node.name} $RD_NODE_NAME $RD_NODE_USERNAME"
+    - script: echo "script @node.name@ @node.username@ $1 ${0##*.}"
+      args: x
+      fileExtension: sh
+    - script: echo "$1|$2"
+      args: a b
+      scriptInterpreter: sh -c
+      interpreterArgsQuoted: true
+"#,
+            "context",
+        )
+        .await;
+    let id = stack.run_job(job, &[]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
+    assert_eq!(
+        stack.log_texts(id).await,
+        [
+            format!("exec box box {user}"),
+            format!("script box {user} x sh"),
+            "a|b".to_string(),
+        ]
+    );
+}

@@ -80,6 +80,10 @@ async fn several_nodes_run_exec_and_script_steps_and_an_unreachable_one_fails_al
                     script: "#!/bin/sh\necho \"script $1 at $0\"\n".into(),
                     args: Some("arg1".into()),
                     interpreter: None,
+                    source: None,
+                    expand_tokens: false,
+                    file_extension: None,
+                    interpreter_args_quoted: false,
                 },
             ),
         ],
@@ -88,6 +92,7 @@ async fn several_nodes_run_exec_and_script_steps_and_an_unreachable_one_fails_al
         node_keepgoing: true,
         step_keepgoing: false,
         env: BTreeMap::new(),
+        vars: Default::default(),
     };
     let (results, lines) = go(spec, ctx).await;
     let table: Vec<(u32, &str, Option<StepOutcome>)> = results
@@ -170,6 +175,7 @@ async fn threadcount_bounds_concurrent_ssh_nodes() {
             node_keepgoing: false,
             step_keepgoing: false,
             env: BTreeMap::new(),
+            vars: Default::default(),
         };
         // Count how many pairs are between Started and Finished at once.
         let (etx, mut erx) = mpsc::channel(64);

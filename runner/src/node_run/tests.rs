@@ -75,6 +75,7 @@ fn spec(nodes: &[&str], steps: Vec<StepCommand>, strategy: Strategy) -> NodeRunS
         node_keepgoing: false,
         step_keepgoing: false,
         env: BTreeMap::new(),
+        vars: Default::default(),
     }
 }
 

@@ -15,6 +15,13 @@ use super::step::{halt_for_log_limit, halted_by};
 use super::{report, CancelReason, RunnerError, Shared};
 use crate::logs::Admit;
 
+/// What the claim resolved for the steps: the secure values to mask, and
+/// the context scripts' tokens are replaced with.
+pub(super) struct Values {
+    pub secrets: crate::mask::Secrets,
+    pub tokens: std::collections::BTreeMap<String, String>,
+}
+
 /// Runs a node job's steps on its nodes, reporting each node step, then one
 /// `StepFinished` for the whole dispatch.
 pub(super) async fn run_nodes(
@@ -24,8 +31,9 @@ pub(super) async fn run_nodes(
     nr: &outpost_schemas::NodeRunDispatch,
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<CancelReason>>>,
-    secrets: crate::mask::Secrets,
+    values: Values,
 ) -> Result<Receipt, RunnerError> {
+    let Values { secrets, tokens } = values;
     use crate::node_run::{self, NodeEvent, NodeRunSpec};
     let runner_id = shared.opts.runner_id.clone();
     let execution_id = d.execution_id;
@@ -67,6 +75,7 @@ pub(super) async fn run_nodes(
         node_keepgoing: nr.node_keepgoing,
         step_keepgoing: nr.step_keepgoing,
         env: d.env.clone(),
+        vars: tokens,
         secrets,
     };
     let (etx, mut erx) = mpsc::channel::<NodeEvent>(256);

@@ -233,6 +233,8 @@ pub(super) async fn run_claimed(
     // masked in everything the step prints.
     let mut d = std::borrow::Cow::Borrowed(d);
     let mut secrets = crate::mask::Secrets::default();
+    // Script tokens see the plain context and, here only, the secure values.
+    let mut tokens = d.vars.clone();
     if !d.secure_options.is_empty() {
         match fetch_secrets(shared, &d).await {
             Ok(mut values) => {
@@ -246,6 +248,7 @@ pub(super) async fn run_claimed(
                     .iter()
                     .map(|(k, v)| (format!("option.{k}"), v.clone()))
                     .collect();
+                tokens.extend(vars.clone());
                 let d = d.to_mut();
                 for (name, value) in &values {
                     d.env
@@ -263,31 +266,35 @@ pub(super) async fn run_claimed(
             }
             Err(why) => {
                 tracing::error!(execution_id = %execution_id, step, runner_id, reason = %why, "cannot fetch secure option values");
-                return report(
-                    &shared.outbox,
+                return fail_unstarted(
+                    shared,
                     &lane,
-                    &Event::StepFinished(StepFinished {
-                        header: Header::now(),
-                        execution_id,
-                        step,
-                        runner_id,
-                        outcome: StepOutcome::Failed,
-                        exit_code: None,
-                        reason: Some(format!("cannot fetch secure option values: {why}")),
-                        log_chunks: 0,
-                        handler: None,
-                        halted: None,
-                        log_used: None,
-                    }),
+                    &d,
+                    format!("cannot fetch secure option values: {why}"),
                 )
                 .await;
             }
         }
     }
+    // Script bodies the step names by path or URL are read now, once for
+    // every node of a node job; tokens are replaced per node there.
+    match load_scripts(&d).await {
+        Ok(Some(loaded)) => d = std::borrow::Cow::Owned(loaded),
+        Ok(None) => {}
+        Err(why) => {
+            tracing::warn!(execution_id = %execution_id, step, runner_id, reason = %why, "cannot load the step's script");
+            return fail_unstarted(shared, &lane, &d, why).await;
+        }
+    }
+    if d.node_run.is_none() {
+        let command = crate::script::with_tokens(&d.command, &tokens);
+        d.to_mut().command = command;
+    }
     let d = d.as_ref();
 
     if let Some(nr) = &d.node_run {
-        return run_nodes(shared, &lane, d, nr, cancel, reason, secrets).await;
+        let values = super::nodes::Values { secrets, tokens };
+        return run_nodes(shared, &lane, d, nr, cancel, reason, values).await;
     }
 
     let (tx, mut rx) = mpsc::channel::<LogEntry>(1024);
@@ -387,9 +394,19 @@ pub(super) async fn run_claimed(
                     v.clone(),
                 );
             }
-            let (outcome, exit_code, reason) = run
-                .process(&command.substituted(&vars), &env, "handler.script")
-                .await?;
+            let (outcome, exit_code, reason) = match crate::script::load(command).await {
+                Ok(loaded) => {
+                    let mut handler_tokens = tokens.clone();
+                    handler_tokens.extend(vars.clone());
+                    let command =
+                        crate::script::with_tokens(&loaded.substituted(&vars), &handler_tokens);
+                    run.process(&command, &env, "handler.script").await?
+                }
+                Err(why) => {
+                    system_line(&tx, format!("could not start the error handler: {why}")).await;
+                    (StepOutcome::Failed, None, Some(why))
+                }
+            };
             Some(HandlerOutcome {
                 outcome,
                 exit_code,
@@ -419,6 +436,66 @@ pub(super) async fn run_claimed(
             handler,
             log_used: limiter.map(|l| l.used().clone()),
             halted,
+        }),
+    )
+    .await
+}
+
+/// Reads the bodies of the scripts a dispatch names by path or URL; none
+/// when it names none.
+async fn load_scripts(d: &StepDispatched) -> Result<Option<StepDispatched>, String> {
+    let names_one = |c: &StepCommand| {
+        matches!(
+            c,
+            StepCommand::Script {
+                source: Some(_),
+                ..
+            }
+        )
+    };
+    let node_step_names_one = d
+        .node_run
+        .as_ref()
+        .is_some_and(|nr| nr.steps.iter().any(|s| names_one(&s.command)));
+    if !names_one(&d.command) && !node_step_names_one {
+        return Ok(None);
+    }
+    let mut loaded = d.clone();
+    if d.node_run.is_none() {
+        loaded.command = crate::script::load(&d.command).await?;
+    }
+    if let Some(nr) = loaded.node_run.as_mut() {
+        for s in &mut nr.steps {
+            s.command = crate::script::load(&s.command)
+                .await
+                .map_err(|e| format!("step {}: {e}", s.step))?;
+        }
+    }
+    Ok(Some(loaded))
+}
+
+/// Ends a step that could not start, with why.
+async fn fail_unstarted(
+    shared: &Shared,
+    lane: &str,
+    d: &StepDispatched,
+    why: String,
+) -> Result<Receipt, RunnerError> {
+    report(
+        &shared.outbox,
+        lane,
+        &Event::StepFinished(StepFinished {
+            header: Header::now(),
+            execution_id: d.execution_id,
+            step: d.step,
+            runner_id: shared.opts.runner_id.clone(),
+            outcome: StepOutcome::Failed,
+            exit_code: None,
+            reason: Some(why),
+            log_chunks: 0,
+            handler: None,
+            log_used: None,
+            halted: None,
         }),
     )
     .await

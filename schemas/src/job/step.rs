@@ -86,9 +86,34 @@ pub struct Command {
     pub script: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args: Option<String>,
+    /// A script on the runner, read when the step runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scriptfile: Option<String>,
+    /// A script the runner fetches (HTTP or HTTPS) when the step runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scripturl: Option<String>,
     /// e.g. `bash -e` or `python3`; the script file's path is appended.
     #[serde(rename = "scriptInterpreter", skip_serializing_if = "Option::is_none")]
     pub script_interpreter: Option<String>,
+    /// Pass the script's path and args to the interpreter as one quoted
+    /// argument (`sudo -u app bash -c 'script args'`).
+    #[serde(
+        rename = "interpreterArgsQuoted",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub interpreter_args_quoted: bool,
+    /// The script file's extension on the host that runs it (`ps1`).
+    #[serde(rename = "fileExtension", skip_serializing_if = "Option::is_none")]
+    pub file_extension: Option<String>,
+    /// Replace `@option.x@` tokens in a `scriptfile` or `scripturl` script
+    /// too (an inline script always has them replaced).
+    #[serde(
+        rename = "expandTokenInScriptFile",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub expand_token_in_script_file: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Per-step runner selection, an Outpost extension over Rundeck.
@@ -119,8 +144,20 @@ struct RawCommand {
     script: Option<String>,
     #[serde(default)]
     args: Option<String>,
+    #[serde(default)]
+    scriptfile: Option<String>,
+    #[serde(default)]
+    scripturl: Option<String>,
     #[serde(rename = "scriptInterpreter", default)]
     script_interpreter: Option<String>,
+    #[serde(rename = "interpreterArgsQuoted", default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    interpreter_args_quoted: bool,
+    #[serde(rename = "fileExtension", default)]
+    file_extension: Option<String>,
+    #[serde(rename = "expandTokenInScriptFile", default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    expand_token_in_script_file: bool,
     #[serde(default)]
     description: Option<String>,
     #[serde(rename = "runnerSelector", default)]
@@ -134,12 +171,8 @@ struct RawCommand {
     _node_step: Option<Flag>,
     #[serde(default)]
     configuration: Option<BTreeMap<String, ScalarString>>,
-    // Defaults Rundeck writes for every script step: accepted when they ask
-    // for nothing.
-    #[serde(rename = "interpreterArgsQuoted", default)]
-    _interpreter_args_quoted: NotYet,
-    #[serde(rename = "expandTokenInScriptFile", default)]
-    _expand_token_in_script_file: NotYet,
+    // Defaults Rundeck writes for every step: accepted when they ask for
+    // nothing.
     #[serde(rename = "autoSecureInput", default)]
     _auto_secure_input: NotYet,
     #[serde(rename = "passSecureInput", default)]
@@ -152,12 +185,6 @@ struct RawCommand {
     #[schemars(with = "Flag")]
     keepgoing_on_success: bool,
     // Documented by Rundeck, not built yet: refused unless empty.
-    #[serde(rename = "scriptfile", default)]
-    _scriptfile: NotYet,
-    #[serde(rename = "scripturl", default)]
-    _scripturl: NotYet,
-    #[serde(rename = "fileExtension", default)]
-    _file_extension: NotYet,
     #[serde(rename = "plugins", default)]
     _plugins: NotYet,
     #[serde(rename = "conditionGroups", default)]
@@ -177,6 +204,17 @@ const BUILTIN_STEP_KEYS: &[(&str, &str)] = &[
     ("fileExtension", "fileExtension"),
     ("expandTokenInScriptFile", "expandTokenInScriptFile"),
 ];
+
+/// A flag inside a plugin step's configuration (all text there).
+fn flag_text(key: &str, value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" => Ok(true),
+        "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!(
+            "configuration.{key}: `{value}` is not a flag: use true or false"
+        )),
+    }
+}
 
 impl RawCommand {
     /// A built-in plugin step (`type: exec-command`, `script-inline`) read
@@ -212,6 +250,15 @@ impl RawCommand {
                 "script" => &mut self.script,
                 "args" => &mut self.args,
                 "scriptInterpreter" => &mut self.script_interpreter,
+                "fileExtension" => &mut self.file_extension,
+                "interpreterArgsQuoted" => {
+                    self.interpreter_args_quoted = flag_text(&key, &value)?;
+                    continue;
+                }
+                "expandTokenInScriptFile" => {
+                    self.expand_token_in_script_file = flag_text(&key, &value)?;
+                    continue;
+                }
                 other => {
                     return Err(format!(
                         "{NOT_SUPPORTED_YET}: configuration.{key} (the step's `{other}`)"
@@ -236,6 +283,63 @@ impl TryFrom<RawCommand> for Command {
     type Error = String;
     fn try_from(raw: RawCommand) -> Result<Self, String> {
         let raw = raw.builtin()?;
+        let sources = [
+            raw.exec.is_some(),
+            raw.script.is_some(),
+            raw.scriptfile.is_some(),
+            raw.scripturl.is_some(),
+            raw.jobref.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err(
+                "a step has more than one of `exec`, `script`, `scriptfile`, `scripturl` and `jobref`; use one"
+                    .into(),
+            );
+        }
+        let script_kind =
+            raw.script.is_some() || raw.scriptfile.is_some() || raw.scripturl.is_some();
+        if !script_kind
+            && (raw.interpreter_args_quoted
+                || raw.file_extension.is_some()
+                || raw.expand_token_in_script_file)
+        {
+            return Err("`interpreterArgsQuoted`, `fileExtension` and `expandTokenInScriptFile` go with a script step".into());
+        }
+        if let Some(path) = &raw.scriptfile {
+            if path.trim().is_empty() {
+                return Err("`scriptfile` is empty".into());
+            }
+        }
+        if let Some(url) = &raw.scripturl {
+            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            if !matches!(scheme.as_deref(), Some("http" | "https")) {
+                return Err(format!(
+                    "`scripturl` `{url}` is not an http:// or https:// URL"
+                ));
+            }
+        }
+        if script_kind && raw.script_interpreter.is_none() && raw.interpreter_args_quoted {
+            return Err("`interpreterArgsQuoted` needs a `scriptInterpreter`".into());
+        }
+        if raw.scriptfile.is_some() || raw.scripturl.is_some() {
+            return Command {
+                exec: None,
+                script: None,
+                args: raw.args,
+                scriptfile: raw.scriptfile,
+                scripturl: raw.scripturl,
+                script_interpreter: raw.script_interpreter,
+                interpreter_args_quoted: raw.interpreter_args_quoted,
+                file_extension: raw.file_extension,
+                expand_token_in_script_file: raw.expand_token_in_script_file,
+                description: raw.description,
+                runner_selector: raw.runner_selector,
+                jobref: None,
+                errorhandler: raw.errorhandler,
+                keepgoing_on_success: raw.keepgoing_on_success,
+            }
+            .checked_handler();
+        }
         match (&raw.exec, &raw.script, &raw.jobref) {
             (Some(_), Some(_), _) => {
                 return Err("a step has both `exec` and `script`; use one".into())
@@ -243,7 +347,11 @@ impl TryFrom<RawCommand> for Command {
             (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
                 return Err("a step has both `jobref` and `exec` or `script`; use one".into())
             }
-            (None, None, None) => return Err("a step needs `exec`, `script` or `jobref`".into()),
+            (None, None, None) => {
+                return Err(
+                    "a step needs `exec`, `script`, `scriptfile`, `scripturl` or `jobref`".into(),
+                )
+            }
             (Some(e), None, _) if e.trim().is_empty() => return Err("`exec` is empty".into()),
             (Some(_), None, _) if raw.args.is_some() => {
                 return Err("`args` goes with `script`, not `exec`".into())
@@ -262,7 +370,30 @@ impl TryFrom<RawCommand> for Command {
             }
             _ => {}
         }
-        if let Some(handler) = &raw.errorhandler {
+        Command {
+            exec: raw.exec,
+            script: raw.script,
+            args: raw.args,
+            scriptfile: None,
+            scripturl: None,
+            script_interpreter: raw.script_interpreter,
+            interpreter_args_quoted: raw.interpreter_args_quoted,
+            file_extension: raw.file_extension,
+            expand_token_in_script_file: raw.expand_token_in_script_file,
+            description: raw.description,
+            runner_selector: raw.runner_selector,
+            jobref: raw.jobref,
+            errorhandler: raw.errorhandler,
+            keepgoing_on_success: raw.keepgoing_on_success,
+        }
+        .checked_handler()
+    }
+}
+
+impl Command {
+    /// Checks the step's error handler, which holds to its own rules.
+    fn checked_handler(self) -> Result<Self, String> {
+        if let Some(handler) = &self.errorhandler {
             if handler.errorhandler.is_some() {
                 return Err(
                     "an errorhandler has its own `errorhandler`; handlers do not nest".into(),
@@ -277,26 +408,20 @@ impl TryFrom<RawCommand> for Command {
                 );
             }
         }
-        Ok(Command {
-            exec: raw.exec,
-            script: raw.script,
-            args: raw.args,
-            script_interpreter: raw.script_interpreter,
-            description: raw.description,
-            runner_selector: raw.runner_selector,
-            jobref: raw.jobref,
-            errorhandler: raw.errorhandler,
-            keepgoing_on_success: raw.keepgoing_on_success,
-        })
+        Ok(self)
     }
-}
 
-impl Command {
     /// Every text in which `${option.X}` may appear.
     pub fn texts(&self) -> impl Iterator<Item = &str> {
-        let own = [&self.exec, &self.script, &self.args]
-            .into_iter()
-            .filter_map(|t| t.as_deref());
+        let own = [
+            &self.exec,
+            &self.script,
+            &self.args,
+            &self.scriptfile,
+            &self.scripturl,
+        ]
+        .into_iter()
+        .filter_map(|t| t.as_deref());
         let jobref = self.jobref.iter().flat_map(|r| {
             [
                 r.args.as_deref(),
@@ -320,6 +445,12 @@ impl Command {
         match (&self.exec, &self.script, &self.jobref) {
             (Some(e), _, _) => e.clone(),
             (_, Some(s), _) => format!("script: {}", s.lines().next().unwrap_or("")),
+            (None, None, None) if self.scriptfile.is_some() => {
+                format!("script file: {}", self.scriptfile.as_deref().unwrap_or(""))
+            }
+            (None, None, None) if self.scripturl.is_some() => {
+                format!("script url: {}", self.scripturl.as_deref().unwrap_or(""))
+            }
             (_, _, Some(r)) => format!("job: {}", r.label()),
             _ => String::new(),
         }

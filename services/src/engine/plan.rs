@@ -14,7 +14,7 @@ pub use outpost_schemas::run::{
 };
 use outpost_schemas::{
     handled_outcome, AbortCause, ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header,
-    JobRefFinished, StepCommand, StepDispatched, StepFinished, StepNo, StepOutcome,
+    JobRefFinished, ScriptSource, StepCommand, StepDispatched, StepFinished, StepNo, StepOutcome,
 };
 use uuid::Uuid;
 
@@ -100,6 +100,7 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         nodes: Vec::new(),
     });
     let options = req.options.clone();
+    let context = vars.clone();
     // The API checked the values; a child's come from its parent's step.
     // A delayed retry's time counts from when it may start.
     let starts = req
@@ -162,6 +163,7 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         loglimit: job.log_limit(),
         log_used: Default::default(),
         retry,
+        vars: context,
         finished: None,
     };
     if let Some(reason) = refused {
@@ -172,20 +174,40 @@ pub fn plan(req: &ExecutionRequested) -> Run {
 
 pub use outpost_schemas::job::substitute;
 
-/// The work a runner does for an `exec` or `script` step; none for a job
-/// reference.
+/// The work a runner does for an `exec` or script step; none for a job
+/// reference. A script's `@key@` tokens are the runner's to replace: only
+/// it knows the secure values and the node.
 fn runner_command(c: &Command, vars: &BTreeMap<String, String>) -> Option<StepCommand> {
-    match (&c.exec, &c.script) {
-        (Some(e), _) => Some(StepCommand::Exec {
+    if let Some(e) = &c.exec {
+        return Some(StepCommand::Exec {
             command: substitute(e, vars),
-        }),
-        (None, Some(s)) => Some(StepCommand::Script {
-            script: substitute(s, vars),
-            args: c.args.as_ref().map(|a| substitute(a, vars)),
-            interpreter: c.script_interpreter.clone(),
-        }),
-        (None, None) => None,
+        });
     }
+    let (script, source) = match (&c.script, &c.scriptfile, &c.scripturl) {
+        (Some(s), _, _) => (substitute(s, vars), None),
+        (None, Some(path), _) => (
+            String::new(),
+            Some(ScriptSource::File {
+                path: substitute(path, vars),
+            }),
+        ),
+        (None, None, Some(url)) => (
+            String::new(),
+            Some(ScriptSource::Url {
+                url: substitute(url, vars),
+            }),
+        ),
+        (None, None, None) => return None,
+    };
+    Some(StepCommand::Script {
+        script,
+        args: c.args.as_ref().map(|a| substitute(a, vars)),
+        interpreter: c.script_interpreter.as_ref().map(|i| substitute(i, vars)),
+        source,
+        interpreter_args_quoted: c.interpreter_args_quoted,
+        file_extension: c.file_extension.clone(),
+        expand_tokens: c.expand_token_in_script_file,
+    })
 }
 
 /// The run's transitions, pure: what to dispatch, and what a finished step,
@@ -284,6 +306,7 @@ impl RunPlan for Run {
             recovering: self.recovering.clone(),
             loglimit: self.loglimit,
             log_used: self.loglimit.map(|_| self.log_used.clone()),
+            vars: self.vars.clone(),
         }
     }
 

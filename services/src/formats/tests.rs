@@ -434,6 +434,32 @@ case!(
     "- name: n\n  retry: {retry: 2, wait: 1s}\n  sequence:\n    commands:\n    - exec: ls\n"
 );
 
+// Script steps from a file on the runner and from a URL, with Rundeck's
+// interpreter and file keys.
+case!(
+    yaml_script_file_and_url_steps,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - scriptfile: /opt/scripts/deploy.sh\n      args: -v\n      scriptInterpreter: sudo -u app bash -c\n      interpreterArgsQuoted: true\n      expandTokenInScriptFile: true\n    - scripturl: https://scripts.example.com/check.ps1\n      fileExtension: ps1\n      scriptInterpreter: pwsh -File\n"
+);
+
+case!(
+    xml_script_file_and_url_steps,
+    Xml,
+    "<joblist>\n  <job>\n    <name>n</name>\n    <sequence>\n      <command>\n        <scriptargs>-v</scriptargs>\n        <scriptfile>/opt/scripts/deploy.sh</scriptfile>\n        <scriptinterpreter argsquoted='true'>bash -c</scriptinterpreter>\n      </command>\n      <command>\n        <fileExtension>py</fileExtension>\n        <scripturl>http://scripts.example.com/a.py</scripturl>\n      </command>\n    </sequence>\n  </job>\n</joblist>\n"
+);
+
+case!(
+    yaml_scripturl_not_http,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - scripturl: ftp://example.com/a.sh\n"
+);
+
+case!(
+    yaml_two_script_sources,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - script: echo hi\n      scriptfile: /a.sh\n"
+);
+
 #[test]
 fn a_jobs_running_limit_is_rundecks() {
     let limit = |yaml: &str| {

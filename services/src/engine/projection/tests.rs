@@ -294,6 +294,7 @@ fn node_job_events() -> Vec<Event> {
         recovering: None,
         log_used: None,
         loglimit: None,
+        vars: Default::default(),
     });
     let nf = |sec: u32, step: u32, n: &str, outcome: Option<StepOutcome>| {
         Event::NodeStepFinished(NodeStepFinished {

@@ -178,6 +178,12 @@ fn write_step(w: &mut Writer, c: &Command) {
     if let Some(e) = &c.exec {
         w.leaf("exec", e);
     }
+    if c.expand_token_in_script_file {
+        w.leaf("expandTokenInScriptFile", "true");
+    }
+    if let Some(x) = &c.file_extension {
+        w.leaf("fileExtension", x);
+    }
     if let Some(r) = &c.jobref {
         write_jobref(w, r);
     }
@@ -190,8 +196,19 @@ fn write_step(w: &mut Writer, c: &Command) {
     if let Some(a) = &c.args {
         w.leaf("scriptargs", a);
     }
+    if let Some(f) = &c.scriptfile {
+        w.leaf("scriptfile", f);
+    }
     if let Some(i) = &c.script_interpreter {
-        w.leaf("scriptinterpreter", i);
+        let attrs = if c.interpreter_args_quoted {
+            vec![("argsquoted", "true".to_string())]
+        } else {
+            vec![]
+        };
+        w.start_tag_text("scriptinterpreter", &attrs, i);
+    }
+    if let Some(u) = &c.scripturl {
+        w.leaf("scripturl", u);
     }
 }
 
