@@ -19,8 +19,10 @@ mod duration;
 mod jobref;
 mod loglimit;
 mod nodes;
+mod notification;
 mod option;
 mod retry;
+mod schedule;
 mod step;
 mod target;
 
@@ -30,8 +32,10 @@ pub use duration::parse_timeout;
 pub use jobref::*;
 pub use loglimit::*;
 pub use nodes::*;
+pub use notification::{Notifications, Notify, TRIGGERS};
 pub use option::*;
 pub use retry::{JobRetry, RetryPolicy};
+pub use schedule::Schedule;
 pub use step::*;
 pub use target::*;
 
@@ -119,6 +123,35 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<serde_json::Value>")]
     pub retry: Option<JobRetry>,
+    /// Stored and exported; it fires once the scheduler exists (see
+    /// [`Job::inactive`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub schedule: Option<Schedule>,
+    #[serde(
+        rename = "scheduleEnabled",
+        default = "yes",
+        skip_serializing_if = "is_true"
+    )]
+    pub schedule_enabled: bool,
+    /// The schedule's time zone (`Europe/Paris`).
+    #[serde(rename = "timeZone", default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Stored and exported; sent once notifications exist (see
+    /// [`Job::inactive`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub notification: Option<Notifications>,
+    #[serde(
+        rename = "notifyAvgDurationThreshold",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub notify_avg_duration_threshold: Option<String>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// `timeout`, checked at import unless it refers to options, which each
@@ -135,6 +168,42 @@ fn timeout_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>
 
 fn retry_delay<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     compat::checked_text(d, retry::check_delay)
+}
+
+fn time_zone<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    compat::checked_text(d, |t| {
+        if t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+-:".contains(c))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "timeZone `{t}` is not a time zone name (`Europe/Paris`, `UTC`)"
+            ))
+        }
+    })
+}
+
+/// Rundeck's average-duration threshold: `+30`, `20%`, `30s`, `5m`, or an
+/// option reference.
+fn threshold<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    compat::checked_text(d, |t| {
+        if t.contains("${") {
+            return Ok(());
+        }
+        let body = t.trim_start_matches('+');
+        let ok = match body.strip_suffix('%') {
+            Some(n) => n.parse::<u32>().is_ok(),
+            None => parse_timeout(body).is_ok(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "notifyAvgDurationThreshold `{t}`: use a percentage (`20%`), a time to add (`+30`, `+5m`) or a time (`30s`)"
+            ))
+        }
+    })
 }
 
 fn loglimit_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -257,8 +326,9 @@ struct RawJob {
     // project the import's own project overrides, as in Rundeck).
     #[serde(rename = "defaultTab", default)]
     _default_tab: Option<String>,
-    #[serde(rename = "scheduleEnabled", default)]
-    _schedule_enabled: Option<Flag>,
+    #[serde(rename = "scheduleEnabled", default = "yes", deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    schedule_enabled: bool,
     #[serde(rename = "nodeFilterEditable", default)]
     _node_filter_editable: Option<Flag>,
     #[serde(rename = "project", default)]
@@ -285,16 +355,24 @@ struct RawJob {
     #[serde(rename = "nodesSelectedByDefault", default)]
     _nodes_selected_by_default: Option<Flag>,
     // Documented by Rundeck, not built yet: refused unless empty.
-    #[serde(rename = "schedule", default)]
-    _schedule: NotYet,
+    #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
+    schedule: Option<Schedule>,
     #[serde(rename = "schedules", default)]
     _schedules: NotYet,
-    #[serde(rename = "timeZone", default)]
-    _time_zone: NotYet,
-    #[serde(rename = "notification", default)]
-    _notification: NotYet,
-    #[serde(rename = "notifyAvgDurationThreshold", default)]
-    _notify_avg_duration_threshold: NotYet,
+    #[serde(rename = "timeZone", default, deserialize_with = "time_zone")]
+    #[schemars(with = "Option<String>")]
+    time_zone: Option<String>,
+    #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
+    notification: Option<Notifications>,
+    #[serde(
+        rename = "notifyAvgDurationThreshold",
+        default,
+        deserialize_with = "threshold"
+    )]
+    #[schemars(with = "Option<String>")]
+    notify_avg_duration_threshold: Option<String>,
     #[serde(default, deserialize_with = "retry::deserialize")]
     #[schemars(with = "Option<serde_json::Value>")]
     retry: Option<JobRetry>,
@@ -380,6 +458,16 @@ impl TryFrom<RawJob> for Job {
                 ));
             }
         }
+        if raw.notify_avg_duration_threshold.is_some()
+            && raw
+                .notification
+                .as_ref()
+                .is_none_or(Notifications::is_empty)
+        {
+            return Err(format!(
+                "job `{name}`: notifyAvgDurationThreshold without a notification; it has nothing to send"
+            ));
+        }
         let mut retry = raw.retry;
         match (&mut retry, raw.retry_delay) {
             (Some(r), Some(d)) => match &r.delay {
@@ -448,6 +536,11 @@ impl TryFrom<RawJob> for Job {
             loglimit_action: raw.loglimit_action,
             loglimit_status: raw.loglimit_status,
             retry,
+            schedule: raw.schedule,
+            schedule_enabled: raw.schedule_enabled,
+            time_zone: raw.time_zone,
+            notification: raw.notification.filter(|n| !n.is_empty()),
+            notify_avg_duration_threshold: raw.notify_avg_duration_threshold,
         })
     }
 }
@@ -509,6 +602,25 @@ impl Job {
             None => Ok(None),
             Some(r) => r.policy(options).map(|p| (p.max > 0).then_some(p)),
         }
+    }
+
+    /// What the job asks for that is stored but has no effect yet, each with
+    /// why: the import warns of it, and the API shows the job `active:
+    /// false`.
+    pub fn inactive(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.schedule.is_some() {
+            why.push(
+                "schedule stored, not active yet: Outpost's scheduler is not built, so the job runs only when asked".to_string(),
+            );
+        }
+        if self.notification.is_some() {
+            why.push(
+                "notification stored, not active yet: Outpost sends no notifications so far"
+                    .to_string(),
+            );
+        }
+        why
     }
 
     /// The log limit its runners apply; none without `loglimit`.

@@ -304,3 +304,93 @@ async fn a_broken_xml_file_names_its_line_and_element_and_stores_nothing() {
     let jobs: Vec<contract::JobSummary> = get(&stack, "/project/default/jobs").await;
     assert!(jobs.is_empty(), "{jobs:?}");
 }
+
+/// A Rundeck export with a schedule and notifications imports unchanged;
+/// nothing is silent about their having no effect yet: the import warns,
+/// the API shows the job inactive with why, and the CLI says so. They
+/// export back as Rundeck writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_and_notifications_are_stored_and_shown_inactive_with_a_warning() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nightly.yaml");
+    std::fs::write(
+        &file,
+        r#"- name: nightly
+  group: ops
+  scheduleEnabled: true
+  schedule:
+    month: '*'
+    time: {hour: '02', minute: '30', seconds: '0'}
+    weekday: {day: '*'}
+    year: '*'
+  timeZone: Europe/Paris
+  notification:
+    onfailure:
+      email: {recipients: 'ops@x.com', subject: FAILED}
+      urls: https://hooks.example/rd
+      format: json
+      httpMethod: post
+  notifyAvgDurationThreshold: '+30'
+  sequence:
+    commands:
+    - exec: echo nightly
+"#,
+    )
+    .unwrap();
+    let (code, out, err) = stack.cli(&["job", "load", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("ops/nightly"), "{out}");
+    assert!(
+        err.contains("warning: ops/nightly: schedule stored, not active yet"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: ops/nightly: notification stored, not active yet"),
+        "{err}"
+    );
+
+    let (status, body) = stack.import(&std::fs::read_to_string(&file).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let imported: contract::ImportResult = serde_json::from_value(body).unwrap();
+    assert_eq!(imported.succeeded[0].warnings.len(), 2, "{imported:?}");
+    let id = imported.succeeded[0].id;
+
+    let detail: contract::JobDetail = get(&stack, &format!("/job/{id}")).await;
+    assert!(!detail.active);
+    assert_eq!(detail.inactive.len(), 2);
+    let listed: Vec<contract::JobSummary> = get(&stack, "/project/default/jobs").await;
+    assert!(listed.iter().any(|j| j.id == id && !j.active));
+    let schedule = detail.job.schedule.as_ref().expect("stored");
+    assert_eq!(schedule.crontab(), "0 30 02 ? * * *");
+    assert_eq!(detail.job.time_zone.as_deref(), Some("Europe/Paris"));
+
+    // Exported in each format and read back, the job is the same.
+    for format in ["yaml", "xml", "json"] {
+        let text = stack
+            .http
+            .get(stack.url(&format!("/job/{id}?format={format}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let again = outpost_services::formats::parse_jobs(
+            &text,
+            outpost_services::formats::Format::from_name(format).unwrap(),
+        )
+        .unwrap_or_else(|e| panic!("{format}: {e}\n{text}"));
+        assert_eq!(again[0], detail.job, "{format}:\n{text}");
+    }
+
+    // A job without either is active.
+    let plain = stack
+        .load(
+            "- name: plain\n  sequence:\n    commands:\n    - exec: 'true'\n",
+            "plain",
+        )
+        .await;
+    let detail: contract::JobDetail = get(&stack, &format!("/job/{plain}")).await;
+    assert!(detail.active && detail.inactive.is_empty());
+}

@@ -23,6 +23,11 @@ pub struct JobSummary {
     pub description: String,
     /// The job's own path (`/api/v1/job/{id}`).
     pub href: String,
+    /// False when the job asks for something stored but not in effect yet
+    /// (a schedule, notifications); `inactive` says what.
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inactive: Vec<String>,
 }
 
 /// A stored job and its definition (`GET /job/{id}`).
@@ -34,6 +39,11 @@ pub struct JobDetail {
     pub job: Job,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// False when the job asks for something stored but not in effect yet
+    /// (a schedule, notifications); `inactive` says what.
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inactive: Vec<String>,
 }
 
 /// A job file in Rundeck's job JSON (`job-json-v44`): the definitions alone.
@@ -55,6 +65,10 @@ pub struct ImportedJob {
     pub group: Option<String>,
     pub project: String,
     pub action: ImportAction,
+    /// What the stored job asks for that has no effect yet: `schedule
+    /// stored, not active yet: …`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl ImportedJob {
@@ -108,6 +122,7 @@ impl From<crate::store::Imported> for ImportedJob {
             group: i.group,
             project: i.project,
             action: i.action,
+            warnings: i.warnings,
         }
     }
 }
@@ -121,18 +136,23 @@ impl From<&crate::store::JobRecord> for JobSummary {
             project: r.project.clone(),
             description: r.job.description.clone(),
             href: format!("{}/job/{}", super::API_PREFIX, r.id),
+            active: r.job.inactive().is_empty(),
+            inactive: r.job.inactive(),
         }
     }
 }
 
 impl From<crate::store::JobRecord> for JobDetail {
     fn from(r: crate::store::JobRecord) -> Self {
+        let inactive = r.job.inactive();
         JobDetail {
             id: r.id,
             project: r.project,
             job: r.job,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            active: inactive.is_empty(),
+            inactive,
         }
     }
 }

@@ -76,6 +76,103 @@ pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobFileError> {
     })
 }
 
+/// `<schedule>` as Rundeck's XML codec reshapes it into the YAML form:
+/// `<month month day>` is `month` and `dayofmonth.day`, `<year year>` is
+/// `year`; `crontab` and `<time>`, `<weekday>` pass through.
+fn schedule_from_xml(v: Value) -> Value {
+    let Value::Object(mut m) = v else {
+        return v;
+    };
+    if let Some(Value::Object(month)) = m.remove("month") {
+        if let Some(day) = month.get("day").filter(|d| d.as_str() != Some("")) {
+            m.insert("dayofmonth".into(), serde_json::json!({ "day": day }));
+        }
+        if let Some(mo) = month.get("month") {
+            m.insert("month".into(), mo.clone());
+        }
+    }
+    if let Some(Value::Object(year)) = m.remove("year") {
+        if let Some(y) = year.get("year") {
+            m.insert("year".into(), y.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+fn as_list(v: Option<Value>) -> Vec<Value> {
+    match v {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(one) => vec![one],
+    }
+}
+
+/// `<notification>` as Rundeck's XML codec reshapes it into the YAML
+/// form: per trigger, one entry per `<email>` and per `<webhook>` (with a
+/// sibling `<format>` and `<httpMethod>`, the older form, folded in), and
+/// one entry holding every `<plugin>`, its `<configuration><entry key
+/// value>` as a map. Anything else is left for the model to name.
+fn notification_from_xml(v: Value) -> Value {
+    let Value::Object(triggers) = v else {
+        return v;
+    };
+    let mut out = Map::new();
+    for (trigger, body) in triggers {
+        let Value::Object(mut kids) = body else {
+            out.insert(trigger, body);
+            continue;
+        };
+        let mut entries: Vec<Value> = Vec::new();
+        for e in as_list(kids.remove("email")) {
+            entries.push(serde_json::json!({ "email": e }));
+        }
+        let format = kids.remove("format");
+        let method = kids.remove("httpMethod");
+        for w in as_list(kids.remove("webhook")) {
+            let mut hook = match w {
+                Value::Object(m) => m,
+                other => {
+                    let mut m = Map::new();
+                    m.insert("urls".into(), other);
+                    m
+                }
+            };
+            for (key, value) in [("format", &format), ("httpMethod", &method)] {
+                if let Some(v) = value {
+                    hook.entry(key).or_insert_with(|| v.clone());
+                }
+            }
+            entries.push(Value::Object(hook));
+        }
+        let plugins: Vec<Value> = as_list(kids.remove("plugin"))
+            .into_iter()
+            .map(|p| {
+                let Value::Object(mut p) = p else {
+                    return p;
+                };
+                if let Some(Value::Object(mut config)) = p.remove("configuration") {
+                    let mut flat = Map::new();
+                    for e in as_list(config.remove("entry")) {
+                        if let (Some(k), Some(v)) = (e.get("key"), e.get("value")) {
+                            flat.insert(k.as_str().unwrap_or_default().to_string(), v.clone());
+                        }
+                    }
+                    p.insert("configuration".into(), Value::Object(flat));
+                }
+                Value::Object(p)
+            })
+            .collect();
+        if !plugins.is_empty() {
+            entries.push(serde_json::json!({ "plugin": plugins }));
+        }
+        if !kids.is_empty() {
+            entries.push(Value::Object(kids));
+        }
+        out.insert(trigger, Value::Array(entries));
+    }
+    Value::Object(out)
+}
+
 /// Where a key of the map was read.
 struct Place {
     /// Byte offset in the text.
@@ -265,6 +362,14 @@ impl Reader<'_, '_> {
                         self.note_attribute(&format!("{path}.{key}"), &attr, &el);
                         put(&mut map, key, Value::String(attr.value().to_string()));
                     }
+                }
+                "schedule" => {
+                    let value = self.generic(kid, &p, &el);
+                    put(&mut map, "schedule", schedule_from_xml(value));
+                }
+                "notification" => {
+                    let value = self.generic(kid, &p, &el);
+                    put(&mut map, "notification", notification_from_xml(value));
                 }
                 "retry" => {
                     self.note(&p, kid, &el);

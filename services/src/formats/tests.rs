@@ -123,7 +123,57 @@ case!(
 case!(
     xml_not_supported_yet_names_the_key,
     Xml,
-    "<joblist>\n  <job>\n    <description/>\n    <name>n</name>\n    <schedule crontab='0 0 12 * * ?'/>\n    <sequence><command><exec>ls</exec></command></sequence>\n  </job>\n</joblist>\n"
+    "<joblist>\n  <job>\n    <description/>\n    <name>n</name>\n    <orchestrator><type>rankTiered</type></orchestrator>\n    <sequence><command><exec>ls</exec></command></sequence>\n  </job>\n</joblist>\n"
+);
+
+// Rundeck reads a crontab and writes the structured form back.
+case!(
+    xml_schedule_crontab_is_exported_structured,
+    Xml,
+    "<joblist>\n  <job>\n    <description/>\n    <name>n</name>\n    <schedule crontab='0 0 12 * * ?'/>\n    <sequence><command><exec>ls</exec></command></sequence>\n    <timeZone>Europe/Paris</timeZone>\n  </job>\n</joblist>\n"
+);
+
+case!(
+    xml_schedule_and_notification_as_rundeck_exports_them,
+    Xml,
+    r#"<joblist>
+  <job>
+    <name>nightly</name>
+    <notification>
+      <onfailure>
+        <email recipients='ops@x.com' subject='FAILED'/>
+        <format>json</format>
+        <httpMethod>post</httpMethod>
+        <webhook urls='https://hooks.example/rd'/>
+      </onfailure>
+      <onsuccess>
+        <plugin type='slack'><configuration><entry key='channel' value='#ops'/></configuration></plugin>
+      </onsuccess>
+    </notification>
+    <notifyAvgDurationThreshold>+30</notifyAvgDurationThreshold>
+    <schedule>
+      <month month='*'/>
+      <time hour='02' minute='30' seconds='0'/>
+      <weekday day='MON-FRI'/>
+      <year year='*'/>
+    </schedule>
+    <scheduleEnabled>false</scheduleEnabled>
+    <sequence><command><exec>ls</exec></command></sequence>
+  </job>
+</joblist>
+"#
+);
+
+case!(
+    yaml_schedule_and_notification_as_rundeck_exports_them,
+    Yaml,
+    "- name: nightly\n  schedule:\n    month: '*'\n    time: {hour: '02', minute: '30', seconds: '0'}\n    dayofmonth: {day: '1'}\n    year: '*'\n  timeZone: America/New_York\n  notification:\n    onsuccess:\n    - email: {recipients: a@x.com}\n    - email: {recipients: b@x.com, attachLog: true}\n    onstart:\n      urls: http://h/start\n  notifyAvgDurationThreshold: 20%\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+case!(
+    yaml_notification_bare_recipients_is_refused,
+    Yaml,
+    "- name: n\n  notification:\n    onfailure:\n      recipients: ops@x.com\n  sequence:\n    commands:\n    - exec: ls\n"
 );
 
 case!(

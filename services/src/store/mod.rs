@@ -52,6 +52,8 @@ pub struct Imported {
     pub group: Option<String>,
     pub project: String,
     pub action: ImportAction,
+    /// What the stored job asks for that has no effect yet.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +283,7 @@ impl Store {
                         group: rec.job.group.clone(),
                         project: project.into(),
                         action: ImportAction::Skipped,
+                        warnings: Vec::new(),
                     });
                     continue;
                 }
@@ -321,6 +324,7 @@ impl Store {
                 .map_err(nats)?;
             out.push(Imported {
                 id,
+                warnings: rec.job.inactive(),
                 name: rec.job.name,
                 group: rec.job.group,
                 project: project.into(),

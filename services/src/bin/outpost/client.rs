@@ -46,6 +46,9 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             for j in &result.succeeded {
                 println!("{:<8} {}  {}", word(&j.action), j.id, j.full_name());
+                for w in &j.warnings {
+                    eprintln!("warning: {}: {w}", j.full_name());
+                }
             }
         }
         Command::Job(JobCmd::List) => {

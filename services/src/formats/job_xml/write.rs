@@ -1,6 +1,8 @@
 //! The XML writer: jobs as Rundeck's XML codec writes them.
 
-use outpost_schemas::job::{Command, Job, JobOption, JobRef, NodeDispatch, RunnerSelector};
+use outpost_schemas::job::{
+    Command, Job, JobOption, JobRef, NodeDispatch, Notifications, Notify, RunnerSelector, Schedule,
+};
 
 use crate::contract::wire_word as word;
 
@@ -59,6 +61,12 @@ fn write_job(w: &mut Writer, job: &Job) {
         w.leaf("multipleExecutions", "true");
     }
     w.leaf("name", &job.name);
+    if let Some(n) = &job.notification {
+        write_notification(w, n);
+    }
+    if let Some(t) = &job.notify_avg_duration_threshold {
+        w.leaf("notifyAvgDurationThreshold", t);
+    }
     if let Some(n) = &job.nodefilters {
         w.open("nodefilters", &[]);
         w.leaf("filter", &n.filter);
@@ -71,6 +79,12 @@ fn write_job(w: &mut Writer, job: &Job) {
     if let Some(r) = &job.runner_selector {
         write_selector(w, r);
     }
+    if let Some(sc) = &job.schedule {
+        write_schedule(w, sc);
+    }
+    if !job.schedule_enabled {
+        w.leaf("scheduleEnabled", "false");
+    }
     w.open(
         "sequence",
         &[
@@ -82,6 +96,9 @@ fn write_job(w: &mut Writer, job: &Job) {
         write_command(w, c);
     }
     w.close("sequence");
+    if let Some(t) = &job.time_zone {
+        w.leaf("timeZone", t);
+    }
     if let Some(t) = &job.timeout {
         w.leaf("timeout", t);
     }
@@ -89,6 +106,106 @@ fn write_job(w: &mut Writer, job: &Job) {
         w.leaf("uuid", &u.to_string());
     }
     w.close("job");
+}
+
+/// As Rundeck's XML codec writes it: `<month month [day]>`, `<time>`,
+/// `<weekday>` unless a day of the month is set, `<year>`.
+fn write_schedule(w: &mut Writer, s: &Schedule) {
+    w.open("schedule", &[]);
+    let mut month = vec![("month", s.month.clone())];
+    if s.day_of_month != "?" {
+        month.insert(0, ("day", s.day_of_month.clone()));
+    }
+    w.empty("month", &month);
+    w.empty(
+        "time",
+        &[
+            ("hour", s.hour.clone()),
+            ("minute", s.minute.clone()),
+            ("seconds", s.seconds.clone()),
+        ],
+    );
+    if s.day_of_month == "?" {
+        w.empty("weekday", &[("day", s.day_of_week.clone())]);
+    }
+    w.empty("year", &[("year", s.year.clone())]);
+    w.close("schedule");
+}
+
+/// Triggers in name order, each with its `<email>`, `<plugin>` and
+/// `<webhook>` elements (the attribute form, which Rundeck reads too).
+fn write_notification(w: &mut Writer, n: &Notifications) {
+    w.open("notification", &[]);
+    for (trigger, list) in &n.triggers {
+        w.open(trigger, &[]);
+        let (emails, hooks, plugins) = Notifications::by_kind(list);
+        for e in emails {
+            if let Notify::Email {
+                recipients,
+                subject,
+                attach_log,
+                attach_log_in_file,
+                attach_log_inline,
+            } = e
+            {
+                let mut attrs: Vec<(&str, String)> = Vec::new();
+                if *attach_log {
+                    attrs.push(("attachLog", "true".into()));
+                    attrs.push(("attachLogInFile", attach_log_in_file.to_string()));
+                    attrs.push(("attachLogInline", attach_log_inline.to_string()));
+                }
+                attrs.push(("recipients", recipients.clone()));
+                if let Some(s) = subject {
+                    attrs.push(("subject", s.clone()));
+                }
+                w.empty("email", &attrs);
+            }
+        }
+        let mut plugins: Vec<&Notify> = plugins;
+        plugins.sort_by_key(|p| match p {
+            Notify::Plugin { plugin_type, .. } => plugin_type.clone(),
+            _ => String::new(),
+        });
+        for p in plugins {
+            if let Notify::Plugin {
+                plugin_type,
+                configuration,
+            } = p
+            {
+                if configuration.is_empty() {
+                    w.empty("plugin", &[("type", plugin_type.clone())]);
+                    continue;
+                }
+                w.open("plugin", &[("type", plugin_type.clone())]);
+                w.open("configuration", &[]);
+                for (k, v) in configuration {
+                    w.empty("entry", &[("key", k.clone()), ("value", v.clone())]);
+                }
+                w.close("configuration");
+                w.close("plugin");
+            }
+        }
+        for h in hooks {
+            if let Notify::Webhook {
+                urls,
+                format,
+                http_method,
+            } = h
+            {
+                let mut attrs: Vec<(&str, String)> = Vec::new();
+                if let Some(f) = format {
+                    attrs.push(("format", f.clone()));
+                }
+                if let Some(m) = http_method {
+                    attrs.push(("httpMethod", m.clone()));
+                }
+                attrs.push(("urls", urls.clone()));
+                w.empty("webhook", &attrs);
+            }
+        }
+        w.close(trigger);
+    }
+    w.close("notification");
 }
 
 fn write_option(w: &mut Writer, o: &JobOption) {
