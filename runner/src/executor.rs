@@ -74,7 +74,9 @@ pub fn spawn(
         // With secure values substituted in, the command goes through a
         // private file rather than `sh -c` arguments, which every local
         // user can read in /proc.
-        StepCommand::Exec { command } if !secrets.is_empty() => {
+        StepCommand::Exec { command } | StepCommand::LocalExec { command }
+            if !secrets.is_empty() =>
+        {
             let path = work_dir.join(script_name);
             write_script(&path, command).map_err(|source| ExecError::Script {
                 path: path.clone(),
@@ -85,7 +87,9 @@ pub fn spawn(
                 Some(path),
             )
         }
-        StepCommand::Exec { command } => (command.clone(), None),
+        StepCommand::Exec { command } | StepCommand::LocalExec { command } => {
+            (command.clone(), None)
+        }
         StepCommand::Script {
             script,
             args,

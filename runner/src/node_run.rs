@@ -308,7 +308,8 @@ async fn run_on(
     let mut tokens = sh.spec.vars.clone();
     tokens.extend(node_vars.clone());
     let cmd = &crate::script::with_tokens(&cmd.substituted(&node_vars), &tokens);
-    if node.executor() == "local" {
+    // `localexec` runs here on the runner, with the node's context.
+    if node.executor() == "local" || matches!(cmd, StepCommand::LocalExec { .. }) {
         // Unique per pair: executions and nodes run side by side here.
         let name = format!(
             "{}-{step}-{}.script",
@@ -346,6 +347,7 @@ async fn run_on(
         .collect();
     let (remote, stdin) = match cmd {
         StepCommand::Exec { command } => (format!("{exports}{command}"), None),
+        StepCommand::LocalExec { .. } => unreachable!("run on the runner above"),
         StepCommand::Script {
             script,
             args,

@@ -21,6 +21,7 @@ mod loglimit;
 mod nodes;
 mod notification;
 mod option;
+mod plugin;
 mod retry;
 mod schedule;
 mod step;
@@ -34,6 +35,7 @@ pub use loglimit::*;
 pub use nodes::*;
 pub use notification::{Notifications, Notify, TRIGGERS};
 pub use option::*;
+pub use plugin::{known_types, FlowControl, PluginStep, Support, STEP_TYPES};
 pub use retry::{JobRetry, RetryPolicy};
 pub use schedule::Schedule;
 pub use step::*;
@@ -497,6 +499,7 @@ impl TryFrom<RawJob> for Job {
         if raw.nodefilters.is_some() {
             for (i, c) in raw.sequence.commands.iter().enumerate() {
                 let what = match (&c.jobref, &c.errorhandler) {
+                    _ if c.node_step == Some(false) => "a workflow plugin step",
                     (Some(_), _) => "a jobref step",
                     (None, Some(_)) => "an errorhandler",
                     (None, None) => continue,

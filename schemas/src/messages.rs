@@ -226,6 +226,10 @@ pub struct NodeStepFinished {
 pub enum StepCommand {
     /// A command line, run by `sh -c`.
     Exec { command: String },
+    /// Rundeck's `localexec`: a command line run by `sh -c` on the runner
+    /// itself, also for a node step (with the node's context), never on
+    /// the node.
+    LocalExec { command: String },
     /// A script body written to a temp file and run with its args.
     Script {
         /// The body; empty when `source` names where the runner reads it.
@@ -697,6 +701,9 @@ impl StepCommand {
     pub fn substituted(&self, vars: &BTreeMap<String, String>) -> StepCommand {
         match self {
             StepCommand::Exec { command } => StepCommand::Exec {
+                command: crate::job::substitute(command, vars),
+            },
+            StepCommand::LocalExec { command } => StepCommand::LocalExec {
                 command: crate::job::substitute(command, vars),
             },
             StepCommand::Script {

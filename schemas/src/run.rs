@@ -25,6 +25,19 @@ pub struct PlannedStep {
     pub jobref: Option<JobRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errorhandler: Option<PlannedHandler>,
+    /// A step the orchestrator itself carries out (`flow-control`,
+    /// `export-var`): no runner is involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ControlStep {
+    /// Go on, or end the run: succeeded or failed.
+    FlowControl { halt: Option<bool> },
+    /// Set `${group.name}` for the later steps.
+    ExportVar { key: String, value: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +65,9 @@ pub struct Run {
     /// tokens and node references with.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// What `export-var` steps set (`export.name`), for the later steps.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exports: BTreeMap<String, String>,
     /// Options whose values only the claiming runner receives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secure_options: Vec<String>,

@@ -327,6 +327,9 @@ async fn node_steps_see_their_node_in_commands_scripts_and_the_environment() {
       args: a b
       scriptInterpreter: sh -c
       interpreterArgsQuoted: true
+    - type: localexec
+      nodeStep: true
+      configuration: {command: 'echo "local ${node.name} $RD_NODE_NAME ssh=${SSH_CONNECTION:-none}"'}
 "#,
             "context",
         )
@@ -340,6 +343,9 @@ async fn node_steps_see_their_node_in_commands_scripts_and_the_environment() {
             format!("exec box box {user}"),
             format!("script box {user} x sh"),
             "a|b".to_string(),
+            // `localexec` ran on the runner, not over SSH, with the node's
+            // context.
+            "local box box ssh=none".to_string(),
         ]
     );
 }

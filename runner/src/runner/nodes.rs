@@ -189,11 +189,7 @@ pub(super) async fn run_nodes(
         None
     };
     let (outcome, reason) = if let (Some(status), Some(l)) = (halted, &limiter) {
-        let outcome = match status {
-            outpost_schemas::job::HaltStatus::Failed => StepOutcome::Failed,
-            outpost_schemas::job::HaltStatus::Aborted => StepOutcome::Aborted,
-        };
-        (outcome, Some(l.limit().exceeded_message()))
+        (status.step_outcome(), Some(l.limit().exceeded_message()))
     } else if cancelled && deadline {
         (
             StepOutcome::Failed,

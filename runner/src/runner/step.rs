@@ -607,11 +607,11 @@ impl Process<'_> {
                 ),
                 Some(CancelReason::LogLimit) => {
                     let limit = self.d.loglimit.expect("halted by a limit it has");
-                    let outcome = match limit.status {
-                        outpost_schemas::job::HaltStatus::Failed => StepOutcome::Failed,
-                        outpost_schemas::job::HaltStatus::Aborted => StepOutcome::Aborted,
-                    };
-                    (outcome, None, Some(limit.exceeded_message()))
+                    (
+                        limit.status.step_outcome(),
+                        None,
+                        Some(limit.exceeded_message()),
+                    )
                 }
                 _ => (StepOutcome::Aborted, None, Some("aborted".into())),
             },

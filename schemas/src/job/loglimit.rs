@@ -38,6 +38,27 @@ pub enum HaltStatus {
     #[default]
     Failed,
     Aborted,
+    Succeeded,
+}
+
+impl HaltStatus {
+    /// How the halted step itself ends.
+    pub fn step_outcome(self) -> crate::StepOutcome {
+        match self {
+            HaltStatus::Failed => crate::StepOutcome::Failed,
+            HaltStatus::Aborted => crate::StepOutcome::Aborted,
+            HaltStatus::Succeeded => crate::StepOutcome::Succeeded,
+        }
+    }
+
+    /// How the execution it halts ends.
+    pub fn execution_outcome(self) -> crate::ExecutionOutcome {
+        match self {
+            HaltStatus::Failed => crate::ExecutionOutcome::Failed,
+            HaltStatus::Aborted => crate::ExecutionOutcome::Aborted,
+            HaltStatus::Succeeded => crate::ExecutionOutcome::Succeeded,
+        }
+    }
 }
 
 /// A job's log limit as the runner applies it.
@@ -173,8 +194,9 @@ pub fn parse_halt_status(text: &str) -> Result<HaltStatus, String> {
     match text.trim() {
         "" | "failed" => Ok(HaltStatus::Failed),
         "aborted" => Ok(HaltStatus::Aborted),
+        "succeeded" => Ok(HaltStatus::Succeeded),
         other => Err(format!(
-            "{}: loglimitStatus `{other}` (a custom status; `failed` and `aborted` are built)",
+            "{}: loglimitStatus `{other}` (a custom status; `failed`, `aborted` and `succeeded` are built)",
             super::NOT_SUPPORTED_YET
         )),
     }

@@ -119,6 +119,14 @@ pub struct Command {
     /// Per-step runner selection, an Outpost extension over Rundeck.
     #[serde(rename = "runnerSelector", skip_serializing_if = "Option::is_none")]
     pub runner_selector: Option<RunnerSelector>,
+    /// A plugin step's type (one that runs: see [`PluginStep`]); its
+    /// configuration is checked at import and read by [`Command::plugin`].
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub step_type: Option<String>,
+    #[serde(rename = "nodeStep", skip_serializing_if = "Option::is_none")]
+    pub node_step: Option<bool>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configuration: BTreeMap<String, String>,
     /// Runs another job as a child execution.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobref: Option<JobRef>,
@@ -168,7 +176,7 @@ struct RawCommand {
     #[serde(rename = "type", default)]
     step_type: Option<String>,
     #[serde(rename = "nodeStep", default)]
-    _node_step: Option<Flag>,
+    node_step: Option<Flag>,
     #[serde(default)]
     configuration: Option<BTreeMap<String, ScalarString>>,
     // Defaults Rundeck writes for every step: accepted when they ask for
@@ -232,9 +240,9 @@ impl RawCommand {
             ));
         }
         if !matches!(step_type.as_str(), "exec-command" | "script-inline") {
-            return Err(format!(
-                "{NOT_SUPPORTED_YET}: plugin step type `{step_type}` (so far Outpost runs `exec` and `script` steps, also written as the built-in types `exec-command` and `script-inline`)"
-            ));
+            // A plugin step proper: checked in `try_from`.
+            self.step_type = Some(step_type);
+            return Ok(self);
         }
         for (key, value) in self.configuration.take().unwrap_or_default() {
             let value = String::from(value);
@@ -283,6 +291,9 @@ impl TryFrom<RawCommand> for Command {
     type Error = String;
     fn try_from(raw: RawCommand) -> Result<Self, String> {
         let raw = raw.builtin()?;
+        if raw.step_type.is_some() {
+            return Command::plugin_step(raw);
+        }
         let sources = [
             raw.exec.is_some(),
             raw.script.is_some(),
@@ -334,6 +345,9 @@ impl TryFrom<RawCommand> for Command {
                 expand_token_in_script_file: raw.expand_token_in_script_file,
                 description: raw.description,
                 runner_selector: raw.runner_selector,
+                step_type: None,
+                node_step: None,
+                configuration: BTreeMap::new(),
                 jobref: None,
                 errorhandler: raw.errorhandler,
                 keepgoing_on_success: raw.keepgoing_on_success,
@@ -349,7 +363,7 @@ impl TryFrom<RawCommand> for Command {
             }
             (None, None, None) => {
                 return Err(
-                    "a step needs `exec`, `script`, `scriptfile`, `scripturl` or `jobref`".into(),
+                    "a step needs `exec`, `script`, `scriptfile`, `scripturl`, `jobref` or a plugin `type`".into(),
                 )
             }
             (Some(e), None, _) if e.trim().is_empty() => return Err("`exec` is empty".into()),
@@ -382,6 +396,9 @@ impl TryFrom<RawCommand> for Command {
             expand_token_in_script_file: raw.expand_token_in_script_file,
             description: raw.description,
             runner_selector: raw.runner_selector,
+            step_type: None,
+            node_step: None,
+            configuration: BTreeMap::new(),
             jobref: raw.jobref,
             errorhandler: raw.errorhandler,
             keepgoing_on_success: raw.keepgoing_on_success,
@@ -391,6 +408,78 @@ impl TryFrom<RawCommand> for Command {
 }
 
 impl Command {
+    /// A plugin step: its type known and running, its configuration read,
+    /// `nodeStep` as its type has it.
+    fn plugin_step(raw: RawCommand) -> Result<Command, String> {
+        let step_type = raw.step_type.expect("a plugin step");
+        if raw.exec.is_some()
+            || raw.script.is_some()
+            || raw.scriptfile.is_some()
+            || raw.scripturl.is_some()
+            || raw.jobref.is_some()
+            || raw.args.is_some()
+            || raw.script_interpreter.is_some()
+        {
+            return Err(format!(
+                "a `{step_type}` plugin step takes its settings in `configuration`, not in `exec`, `script`, `args` or `jobref`"
+            ));
+        }
+        let configuration: BTreeMap<String, String> = raw
+            .configuration
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from(v)))
+            .collect();
+        let plugin = PluginStep::read(&step_type, &configuration)?;
+        let node_step = plugin.is_node_step();
+        if let Some(Flag(given)) = raw.node_step {
+            if given != node_step {
+                return Err(format!(
+                    "`{step_type}` is a {} step; its nodeStep is {node_step}",
+                    if node_step { "node" } else { "workflow" }
+                ));
+            }
+        }
+        if !node_step {
+            if raw.runner_selector.is_some() {
+                return Err(format!(
+                    "`{step_type}` runs in the control plane, on no runner; remove its runnerSelector"
+                ));
+            }
+            if raw.errorhandler.is_some() {
+                return Err(format!(
+                    "{NOT_SUPPORTED_YET}: an errorhandler on a `{step_type}` step"
+                ));
+            }
+        }
+        Command {
+            exec: None,
+            script: None,
+            args: None,
+            scriptfile: None,
+            scripturl: None,
+            script_interpreter: None,
+            interpreter_args_quoted: false,
+            file_extension: None,
+            expand_token_in_script_file: false,
+            description: raw.description,
+            runner_selector: raw.runner_selector,
+            step_type: Some(step_type),
+            node_step: Some(node_step),
+            configuration,
+            jobref: None,
+            errorhandler: raw.errorhandler,
+            keepgoing_on_success: raw.keepgoing_on_success,
+        }
+        .checked_handler()
+    }
+
+    /// The plugin step this is, read from its (checked) configuration.
+    pub fn plugin(&self) -> Option<PluginStep> {
+        let t = self.step_type.as_deref()?;
+        PluginStep::read(t, &self.configuration).ok()
+    }
+
     /// Checks the step's error handler, which holds to its own rules.
     fn checked_handler(self) -> Result<Self, String> {
         if let Some(handler) = &self.errorhandler {
@@ -421,7 +510,8 @@ impl Command {
             &self.scripturl,
         ]
         .into_iter()
-        .filter_map(|t| t.as_deref());
+        .filter_map(|t| t.as_deref())
+        .chain(self.configuration.values().map(String::as_str));
         let jobref = self.jobref.iter().flat_map(|r| {
             [
                 r.args.as_deref(),
@@ -445,6 +535,13 @@ impl Command {
         match (&self.exec, &self.script, &self.jobref) {
             (Some(e), _, _) => e.clone(),
             (_, Some(s), _) => format!("script: {}", s.lines().next().unwrap_or("")),
+            (None, None, None) if self.step_type.is_some() => {
+                let t = self.step_type.as_deref().unwrap_or_default();
+                match self.configuration.get("command") {
+                    Some(c) => format!("{t}: {c}"),
+                    None => t.to_string(),
+                }
+            }
             (None, None, None) if self.scriptfile.is_some() => {
                 format!("script file: {}", self.scriptfile.as_deref().unwrap_or(""))
             }

@@ -436,6 +436,9 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
         }
         return Ok(());
     }
+    if run.current_step().control.is_some() {
+        return control_step(ctx, run).await;
+    }
     if run.current_step().jobref.is_some() && run.recovering.is_none() {
         return start_child(ctx, run).await;
     }
@@ -501,6 +504,37 @@ async fn update(
         })
     })
     .await
+}
+
+/// Carries out a step that needs no runner (`flow-control`, `export-var`):
+/// records what it sets, then publishes its end, which moves the run on as
+/// any step's end does.
+async fn control_step(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
+    let key = subjects::execution_key(run.execution_id);
+    if let Some(plan::ControlStep::ExportVar { key: name, value }) = &run.current_step().control {
+        let value = plan::substitute(value, &run.exports);
+        let step = run.current;
+        update(&ctx.runs, &key, |r| {
+            r.current == step && r.on_export(name, &value)
+        })
+        .await?;
+        tracing::debug!(execution_id = %run.execution_id, step, variable = %name, "variable exported");
+    }
+    let finished = run.control_finished().expect("a control step");
+    let id = format!(
+        "{}.{}.control.{}",
+        run.execution_id.simple(),
+        run.current,
+        run.nonce.simple()
+    );
+    bus::publish_event_as(
+        &ctx.js,
+        &Event::StepFinished(finished),
+        subjects::CONTROL_PLANE_SOURCE,
+        &id,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Requests the execution that retries `run`: the job as it is now, the

@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use outpost_schemas::job::{option_env_name, Command, HaltStatus, Target};
+use outpost_schemas::job::{option_env_name, Command, FlowControl, PluginStep, Target};
 use outpost_schemas::node::Node;
 pub use outpost_schemas::run::{
-    Deadline, Finish, NodeRunPlan, PlannedHandler, PlannedStep, Run, RunRetry,
+    ControlStep, Deadline, Finish, NodeRunPlan, PlannedHandler, PlannedStep, Run, RunRetry,
 };
 use outpost_schemas::{
     handled_outcome, AbortCause, ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header,
@@ -76,6 +76,7 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         .map(|(i, c)| PlannedStep {
             target: job.step_target(i),
             command: runner_command(c, &vars),
+            control: control_step(c, &vars),
             jobref: c.jobref.as_ref().map(|r| {
                 let mut r = r.clone();
                 r.args = r.args.map(|a| substitute(&a, &vars));
@@ -164,6 +165,7 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         log_used: Default::default(),
         retry,
         vars: context,
+        exports: BTreeMap::new(),
         finished: None,
     };
     if let Some(reason) = refused {
@@ -178,6 +180,15 @@ pub use outpost_schemas::job::substitute;
 /// reference. A script's `@key@` tokens are the runner's to replace: only
 /// it knows the secure values and the node.
 fn runner_command(c: &Command, vars: &BTreeMap<String, String>) -> Option<StepCommand> {
+    match c.plugin() {
+        Some(PluginStep::LocalExec { command }) => {
+            return Some(StepCommand::LocalExec {
+                command: substitute(&command, vars),
+            })
+        }
+        Some(_) => return None,
+        None => {}
+    }
     if let Some(e) = &c.exec {
         return Some(StepCommand::Exec {
             command: substitute(e, vars),
@@ -210,6 +221,25 @@ fn runner_command(c: &Command, vars: &BTreeMap<String, String>) -> Option<StepCo
     })
 }
 
+/// The step the orchestrator carries out itself, if this is one.
+fn control_step(c: &Command, vars: &BTreeMap<String, String>) -> Option<ControlStep> {
+    match c.plugin()? {
+        PluginStep::FlowControl(FlowControl::Continue) => {
+            Some(ControlStep::FlowControl { halt: None })
+        }
+        PluginStep::FlowControl(FlowControl::Halt { succeeded }) => {
+            Some(ControlStep::FlowControl {
+                halt: Some(succeeded),
+            })
+        }
+        PluginStep::ExportVar { group, name, value } => Some(ControlStep::ExportVar {
+            key: format!("{group}.{name}"),
+            value: substitute(&value, vars),
+        }),
+        PluginStep::LocalExec { .. } => None,
+    }
+}
+
 /// The run's transitions, pure: what to dispatch, and what a finished step,
 /// an abort or a node list does to the run.
 pub trait RunPlan {
@@ -223,6 +253,8 @@ pub trait RunPlan {
     fn route_all(&mut self, target: Target);
     fn on_abort(&mut self, current_unclaimed: bool, cause: AbortCause) -> bool;
     fn wants_retry(&self) -> bool;
+    fn control_finished(&self) -> Option<StepFinished>;
+    fn on_export(&mut self, key: &str, value: &str) -> bool;
 }
 
 /// How a stopped run ends: `timedout` when its timeout stopped it.
@@ -289,6 +321,14 @@ impl RunPlan for Run {
                 node_keepgoing: nr.dispatch.keepgoing,
                 step_keepgoing: nr.step_keepgoing,
             });
+        // What earlier `export-var` steps set, in this step's command.
+        let command = if self.exports.is_empty() {
+            command
+        } else {
+            command.substituted(&self.exports)
+        };
+        let mut vars = self.vars.clone();
+        vars.extend(self.exports.clone());
         StepDispatched {
             header: Header::now(),
             execution_id: self.execution_id,
@@ -306,7 +346,7 @@ impl RunPlan for Run {
             recovering: self.recovering.clone(),
             loglimit: self.loglimit,
             log_used: self.loglimit.map(|_| self.log_used.clone()),
-            vars: self.vars.clone(),
+            vars,
         }
     }
 
@@ -341,10 +381,7 @@ impl RunPlan for Run {
             let outcome = if self.abort_requested {
                 self.stopped_outcome()
             } else {
-                match status {
-                    HaltStatus::Failed => ExecutionOutcome::Failed,
-                    HaltStatus::Aborted => ExecutionOutcome::Aborted,
-                }
+                status.execution_outcome()
             };
             self.recovering = None;
             self.finished = Some(Finish {
@@ -539,6 +576,49 @@ impl RunPlan for Run {
             && !aborted_by_someone
             && r.attempt() < r.max
             && r.declined.is_none()
+    }
+
+    /// How the current step ends when the orchestrator carries it out
+    /// (`flow-control`, `export-var`); none for a runner's step.
+    fn control_finished(&self) -> Option<StepFinished> {
+        let control = self.current_step().control.as_ref()?;
+        let (outcome, reason, halted) = match control {
+            ControlStep::FlowControl { halt: None } | ControlStep::ExportVar { .. } => {
+                (StepOutcome::Succeeded, None, None)
+            }
+            ControlStep::FlowControl { halt: Some(true) } => (
+                StepOutcome::Succeeded,
+                Some("flow control: halt, succeeded".to_string()),
+                Some(outpost_schemas::job::HaltStatus::Succeeded),
+            ),
+            ControlStep::FlowControl { halt: Some(false) } => (
+                StepOutcome::Failed,
+                Some("flow control: halt, failed".to_string()),
+                Some(outpost_schemas::job::HaltStatus::Failed),
+            ),
+        };
+        Some(StepFinished {
+            header: Header::now(),
+            execution_id: self.execution_id,
+            step: self.current,
+            runner_id: outpost_schemas::subjects::CONTROL_PLANE_SOURCE.into(),
+            outcome,
+            exit_code: None,
+            reason,
+            log_chunks: 0,
+            handler: None,
+            log_used: None,
+            halted,
+        })
+    }
+
+    /// Records a variable an `export-var` step set.
+    fn on_export(&mut self, key: &str, value: &str) -> bool {
+        if self.exports.get(key).map(String::as_str) == Some(value) {
+            return false;
+        }
+        self.exports.insert(key.to_string(), value.to_string());
+        true
     }
 
     fn on_abort(&mut self, current_unclaimed: bool, cause: AbortCause) -> bool {

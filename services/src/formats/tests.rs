@@ -510,6 +510,40 @@ case!(
     "- name: n\n  sequence:\n    commands:\n    - script: echo hi\n      scriptfile: /a.sh\n"
 );
 
+// The plugin steps Rundeck's core ships, as its YAML codec writes them.
+case!(
+    yaml_core_plugin_steps,
+    Yaml,
+    "- name: n\n  options:\n  - {name: env, value: qa}\n  sequence:\n    commands:\n    - type: export-var\n      nodeStep: false\n      configuration: {export: target, group: export, value: 'web-${option.env}'}\n    - type: localexec\n      nodeStep: true\n      configuration: {command: 'echo ${export.target}'}\n    - type: flow-control\n      configuration: {halt: 'true', fail: 'false'}\n"
+);
+
+case!(
+    xml_core_plugin_steps,
+    Xml,
+    "<joblist><job><name>n</name><sequence>\
+     <command><step-plugin type='flow-control'><configuration><entry key='halt' value='true'/><entry key='status' value='succeeded'/></configuration></step-plugin></command>\
+     <command><node-step-plugin type='localexec'><configuration><entry key='command' value='uptime'/></configuration></node-step-plugin></command>\
+     </sequence></job></joblist>"
+);
+
+case!(
+    yaml_unknown_plugin_step_type_lists_the_known,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - type: my-company-step\n      configuration: {a: b}\n"
+);
+
+case!(
+    yaml_integration_plugin_step_not_supported_yet,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - type: com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep\n      nodeStep: false\n      configuration: {ansible-playbook: site.yml}\n"
+);
+
+case!(
+    yaml_workflow_plugin_step_in_a_node_job_not_supported_yet,
+    Yaml,
+    "- name: n\n  nodefilters: {filter: 'tags: web'}\n  sequence:\n    commands:\n    - type: export-var\n      configuration: {export: a, value: b}\n"
+);
+
 #[test]
 fn a_jobs_running_limit_is_rundecks() {
     let limit = |yaml: &str| {

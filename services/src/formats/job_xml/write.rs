@@ -304,6 +304,9 @@ fn write_step(w: &mut Writer, c: &Command) {
     if let Some(r) = &c.jobref {
         write_jobref(w, r);
     }
+    if c.node_step == Some(true) {
+        write_plugin_step(w, "node-step-plugin", c);
+    }
     if let Some(r) = &c.runner_selector {
         write_selector(w, r);
     }
@@ -327,6 +330,26 @@ fn write_step(w: &mut Writer, c: &Command) {
     if let Some(u) = &c.scripturl {
         w.leaf("scripturl", u);
     }
+    if c.step_type.is_some() && c.node_step != Some(true) {
+        write_plugin_step(w, "step-plugin", c);
+    }
+}
+
+/// A plugin step as Rundeck writes it: `<node-step-plugin>` or
+/// `<step-plugin>` with its type, and its configuration as entries.
+fn write_plugin_step(w: &mut Writer, element: &str, c: &Command) {
+    let t = c.step_type.clone().unwrap_or_default();
+    if c.configuration.is_empty() {
+        w.empty(element, &[("type", t)]);
+        return;
+    }
+    w.open(element, &[("type", t)]);
+    w.open("configuration", &[]);
+    for (k, v) in &c.configuration {
+        w.empty("entry", &[("key", k.clone()), ("value", v.clone())]);
+    }
+    w.close("configuration");
+    w.close(element);
 }
 
 fn write_jobref(w: &mut Writer, r: &JobRef) {

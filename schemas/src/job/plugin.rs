@@ -1,0 +1,282 @@
+//! Plugin steps (`type`, `configuration`, `nodeStep`): one registry of the
+//! step types Outpost knows. The ones Rundeck's core ships run here; the
+//! integration plugins (Ansible, Kubernetes, WinRM, HTTP, copy file) are
+//! known and refused as not supported yet; any other type is refused with
+//! the known ones listed.
+
+use std::collections::BTreeMap;
+
+use super::NOT_SUPPORTED_YET;
+
+/// How a known step type stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Read as the `exec` or `script` step it is (Rundeck 5.0's exports).
+    Builtin,
+    /// Runs.
+    Runs,
+    /// Known, and built in a later issue.
+    Later,
+}
+
+/// Every step type Outpost knows, with its configuration keys (for the
+/// ones that run).
+pub const STEP_TYPES: &[(&str, Support, &[&str])] = &[
+    ("exec-command", Support::Builtin, &[]),
+    ("script-inline", Support::Builtin, &[]),
+    ("localexec", Support::Runs, &["command"]),
+    ("flow-control", Support::Runs, &["halt", "fail", "status"]),
+    ("export-var", Support::Runs, &["export", "group", "value"]),
+    // Rundeck's other core steps and the integration plugins.
+    ("script-file-url", Support::Later, &[]),
+    ("copyfile", Support::Later, &[]),
+    ("job-state-conditional", Support::Later, &[]),
+    ("source-refresh-plugin", Support::Later, &[]),
+    ("log-data-step", Support::Later, &[]),
+    ("stub-data-step", Support::Later, &[]),
+    ("stub-node-step", Support::Later, &[]),
+    (
+        "com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep",
+        Support::Later,
+        &[],
+    ),
+    (
+        "com.batix.rundeck.plugins.AnsiblePlaybookInlineWorkflowStep",
+        Support::Later,
+        &[],
+    ),
+    (
+        "com.batix.rundeck.plugins.AnsibleModuleWorkflowStep",
+        Support::Later,
+        &[],
+    ),
+    (
+        "com.batix.rundeck.plugins.AnsiblePlaybookWorflowNodeStep",
+        Support::Later,
+        &[],
+    ),
+    (
+        "com.batix.rundeck.plugins.AnsiblePlaybookInlineWorkflowNodeStep",
+        Support::Later,
+        &[],
+    ),
+    (
+        "com.batix.rundeck.plugins.AnsibleModuleNodeStep",
+        Support::Later,
+        &[],
+    ),
+    (
+        "edu.ohio.ais.rundeck.HttpWorkflowStepPlugin",
+        Support::Later,
+        &[],
+    ),
+    (
+        "edu.ohio.ais.rundeck.HttpWorkflowNodeStepPlugin",
+        Support::Later,
+        &[],
+    ),
+];
+
+/// A plugin step that runs, with its configuration read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginStep {
+    /// Rundeck's `localexec`: a command on the runner itself (Rundeck's
+    /// server), with the node's context when it is a node step.
+    LocalExec { command: String },
+    /// Rundeck's `flow-control`: stop the workflow with a status, or go on.
+    FlowControl(FlowControl),
+    /// Rundeck's `export-var`: sets `${group.name}` for the later steps.
+    ExportVar {
+        group: String,
+        name: String,
+        value: String,
+    },
+}
+
+/// `flow-control`, as Rundeck's `FlowControlWorkflowStep` decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowControl {
+    Continue,
+    /// Halt: the execution ends, succeeded or failed, whatever follows.
+    Halt {
+        succeeded: bool,
+    },
+}
+
+fn flag(config: &BTreeMap<String, String>, key: &str, default: bool) -> Result<bool, String> {
+    match config.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if v.is_empty() => Ok(default),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => Err(format!(
+            "configuration.{key}: `{v}` is not a flag: use true or false"
+        )),
+    }
+}
+
+/// The known types, for an error message.
+pub fn known_types() -> String {
+    STEP_TYPES
+        .iter()
+        .map(|(t, _, _)| format!("`{t}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl PluginStep {
+    /// Reads a plugin step of a type that runs; an unknown type, a type
+    /// not built yet or a bad configuration is an error naming it.
+    pub fn read(step_type: &str, config: &BTreeMap<String, String>) -> Result<PluginStep, String> {
+        let Some((_, support, keys)) = STEP_TYPES.iter().find(|(t, _, _)| *t == step_type) else {
+            return Err(format!(
+                "unknown plugin step type `{step_type}`; the types Outpost knows are {}",
+                known_types()
+            ));
+        };
+        if *support == Support::Later {
+            return Err(format!(
+                "{NOT_SUPPORTED_YET}: plugin step type `{step_type}` (it is known, and comes with the integration plugins)"
+            ));
+        }
+        if let Some(k) = config.keys().find(|k| !keys.contains(&k.as_str())) {
+            return Err(format!(
+                "`{step_type}` has no configuration key `{k}`; its keys are {}",
+                keys.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let get = |k: &str| {
+            config
+                .get(k)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        match step_type {
+            "localexec" => {
+                let command = get("command");
+                if command.is_empty() {
+                    return Err("`localexec` needs configuration.command".into());
+                }
+                Ok(PluginStep::LocalExec { command })
+            }
+            "flow-control" => {
+                let halt = flag(config, "halt", false)?;
+                let fail = flag(config, "fail", true)?;
+                let status = get("status");
+                if !halt {
+                    return Ok(PluginStep::FlowControl(FlowControl::Continue));
+                }
+                let succeeded = match status.as_str() {
+                    "" => !fail,
+                    "succeeded" => true,
+                    "failed" => false,
+                    other => {
+                        return Err(format!(
+                            "{NOT_SUPPORTED_YET}: flow-control status `{other}` (a custom status; `succeeded` and `failed` are built)"
+                        ))
+                    }
+                };
+                Ok(PluginStep::FlowControl(FlowControl::Halt { succeeded }))
+            }
+            "export-var" => {
+                let (group, name, value) = (get("group"), get("export"), get("value"));
+                let group = if group.is_empty() {
+                    "export".to_string()
+                } else {
+                    group
+                };
+                if name.is_empty() {
+                    return Err(
+                        "`export-var` needs configuration.export (the variable's name)".into(),
+                    );
+                }
+                if value.is_empty() {
+                    return Err("`export-var` needs configuration.value".into());
+                }
+                for part in [&group, &name] {
+                    if !part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+                    {
+                        return Err(format!(
+                            "`export-var`: `{part}` may hold only letters, digits, `_` and `-`"
+                        ));
+                    }
+                }
+                Ok(PluginStep::ExportVar { group, name, value })
+            }
+            other => unreachable!("every type that runs is read: {other}"),
+        }
+    }
+
+    /// Whether Rundeck runs it once per node (`nodeStep: true`).
+    pub fn is_node_step(&self) -> bool {
+        matches!(self, PluginStep::LocalExec { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn core_steps_read_as_rundeck_defines_them() {
+        use FlowControl::*;
+        let fc = |pairs: &[(&str, &str)]| PluginStep::read("flow-control", &config(pairs));
+        assert_eq!(fc(&[]).unwrap(), PluginStep::FlowControl(Continue));
+        // `fail` defaults to true: a bare halt fails.
+        assert_eq!(
+            fc(&[("halt", "true")]).unwrap(),
+            PluginStep::FlowControl(Halt { succeeded: false })
+        );
+        assert_eq!(
+            fc(&[("halt", "true"), ("fail", "false")]).unwrap(),
+            PluginStep::FlowControl(Halt { succeeded: true })
+        );
+        assert_eq!(
+            fc(&[("halt", "true"), ("status", "succeeded")]).unwrap(),
+            PluginStep::FlowControl(Halt { succeeded: true })
+        );
+        assert!(fc(&[("halt", "true"), ("status", "unstable")])
+            .unwrap_err()
+            .contains("not supported yet: flow-control status `unstable`"));
+        assert_eq!(
+            PluginStep::read(
+                "export-var",
+                &config(&[("export", "ver"), ("value", "2.1")])
+            )
+            .unwrap(),
+            PluginStep::ExportVar {
+                group: "export".into(),
+                name: "ver".into(),
+                value: "2.1".into()
+            }
+        );
+        assert!(PluginStep::read("localexec", &config(&[]))
+            .unwrap_err()
+            .contains("needs configuration.command"));
+        assert!(PluginStep::read("localexec", &config(&[("cmd", "ls")]))
+            .unwrap_err()
+            .contains("has no configuration key `cmd`; its keys are `command`"));
+        let unknown = PluginStep::read("my-plugin", &config(&[])).unwrap_err();
+        assert!(
+            unknown.starts_with(
+                "unknown plugin step type `my-plugin`; the types Outpost knows are `exec-command`"
+            ),
+            "{unknown}"
+        );
+        assert!(PluginStep::read("copyfile", &config(&[]))
+            .unwrap_err()
+            .starts_with("not supported yet: plugin step type `copyfile`"));
+    }
+}
