@@ -441,6 +441,68 @@ async fn abort_kills_a_running_step_and_cancels_a_waiting_one() {
     assert_eq!(claims, 0, "the aborted step was never claimed");
 }
 
+/// Rundeck's option rules on every run: `regex` (a whole match),
+/// `multivalued` with its `delimiter` (each part checked against `values`),
+/// `multivalueAllSelected`; the error names the option and the rule, and
+/// `argString` carries the values as Rundeck's clients send them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn option_rules_are_checked_on_each_run_as_rundeck_checks_them() {
+    let stack = Stack::start().await;
+    let job = stack
+        .load(
+            r#"
+- name: rules
+  multipleExecutions: true
+  options:
+  - {name: version, required: true, regex: '\d+\.\d+'}
+  - {name: hosts, multivalued: true, delimiter: ',', values: [web1, web2, db1], enforced: true, multivalueAllSelected: true}
+  sequence:
+    commands:
+    - exec: echo "v=${option.version} hosts=${option.hosts} env=$RD_OPTION_HOSTS"
+"#,
+            "rules",
+        )
+        .await;
+    for (given, message) in [
+        (
+            vec![("version", "latest")],
+            "option `version` does not match its regex `\\d+\\.\\d+`: `latest`",
+        ),
+        (
+            vec![("version", "1.2"), ("hosts", "web1,mail")],
+            "option `hosts` must be one of [\"web1\", \"web2\", \"db1\"], not `mail`",
+        ),
+        (vec![], "option `version` is required and has no default"),
+    ] {
+        let (status, body) = stack.try_run(job, &given).await;
+        assert_eq!(status, 400, "{given:?}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(message),
+            "{given:?}: {body}"
+        );
+    }
+    let (status, body) = stack
+        .post_json(
+            &format!("/job/{job}/run"),
+            &serde_json::json!({"argString": "-version 1.2 -hosts \"web1,db1\""}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_str().unwrap().parse().unwrap();
+    stack.wait_terminal(id).await;
+    assert_eq!(
+        stack.log_texts(id).await,
+        ["v=1.2 hosts=web1,db1 env=web1,db1"]
+    );
+    // No hosts given: all of them, as `multivalueAllSelected` says.
+    let id = stack.run_job(job, &[("version", "3.0")]).await;
+    stack.wait_terminal(id).await;
+    assert_eq!(
+        stack.log_texts(id).await,
+        ["v=3.0 hosts=web1,web2,db1 env=web1,web2,db1"]
+    );
+}
+
 /// Rundeck's `timeout`, read for each run from an option: the step in
 /// flight is killed, the rest never run, and the run ends `timedout`. A
 /// value that is no timeout is the caller's error, not a failed run.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::compat::{flag, Flag, NotYet, ScalarString, Values};
+use super::compat::{flag, is_false, Flag, NotYet, ScalarString, Values};
 use super::*;
 
 /// A job option (Rundeck's `options` list entry).
@@ -33,6 +33,37 @@ pub struct JobOption {
     /// `values`.
     #[serde(default)]
     pub secure: bool,
+    /// Every value (each part of a multivalued one) must match it whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// The value is a list joined by `delimiter`; each part is checked.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub multivalued: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
+    /// With `multivalued` and no default: every allowed value is the
+    /// default.
+    #[serde(
+        rename = "multivalueAllSelected",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub multivalue_all_selected: bool,
+    /// UI hints, kept for export: `hidden`, `sortValues`, and the date
+    /// picker's `isDate` and `dateFormat` (a value is not checked against
+    /// the format, as Rundeck's API does not check it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hidden: bool,
+    #[serde(rename = "sortValues", default, skip_serializing_if = "is_false")]
+    pub sort_values: bool,
+    #[serde(rename = "isDate", default, skip_serializing_if = "is_false")]
+    pub is_date: bool,
+    #[serde(
+        rename = "dateFormat",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub date_format: Option<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -62,15 +93,29 @@ struct RawJobOption {
     /// Only matters with `storagePath`, which is not built.
     #[serde(rename = "valueExposed", default)]
     _value_exposed: Option<Flag>,
+    #[serde(default, deserialize_with = "regex_text")]
+    #[schemars(with = "Option<String>")]
+    regex: Option<String>,
+    #[serde(default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    multivalued: bool,
+    #[serde(default)]
+    delimiter: Option<String>,
+    #[serde(rename = "multivalueAllSelected", default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    multivalue_all_selected: bool,
+    #[serde(default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    hidden: bool,
+    #[serde(rename = "sortValues", default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    sort_values: bool,
+    #[serde(rename = "isDate", default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    is_date: bool,
+    #[serde(rename = "dateFormat", default)]
+    date_format: Option<String>,
     // Documented by Rundeck, not built yet: refused unless empty.
-    #[serde(rename = "regex", default)]
-    _regex: NotYet,
-    #[serde(rename = "multivalued", default)]
-    _multivalued: NotYet,
-    #[serde(rename = "delimiter", default)]
-    _delimiter: NotYet,
-    #[serde(rename = "multivalueAllSelected", default)]
-    _multivalue_all_selected: NotYet,
     #[serde(rename = "valuesUrl", default)]
     _values_url: NotYet,
     #[serde(rename = "configRemoteUrl", default)]
@@ -79,14 +124,6 @@ struct RawJobOption {
     _remote_url_authentication_type: NotYet,
     #[serde(rename = "storagePath", default)]
     _storage_path: NotYet,
-    #[serde(rename = "isDate", default)]
-    _is_date: NotYet,
-    #[serde(rename = "dateFormat", default)]
-    _date_format: NotYet,
-    #[serde(rename = "hidden", default)]
-    _hidden: NotYet,
-    #[serde(rename = "sortValues", default)]
-    _sort_values: NotYet,
     #[serde(rename = "sortIndex", default)]
     _sort_index: NotYet,
     #[serde(rename = "type", default)]
@@ -114,6 +151,48 @@ impl TryFrom<RawJobOption> for JobOption {
                 raw.name
             ));
         }
+        let delimiter = raw.delimiter.filter(|d| !d.is_empty());
+        if raw.multivalued && delimiter.is_none() {
+            return Err(format!(
+                "option `{}` is multivalued but has no `delimiter`",
+                raw.name
+            ));
+        }
+        if !raw.multivalued && (delimiter.is_some() || raw.multivalue_all_selected) {
+            return Err(format!(
+                "option `{}`: `delimiter` and `multivalueAllSelected` go with `multivalued: true`",
+                raw.name
+            ));
+        }
+        if raw.secure && raw.multivalued {
+            return Err(format!(
+                "option `{}` cannot be both secure and multivalued",
+                raw.name
+            ));
+        }
+        let opt_check = |v: &str| -> Result<(), String> {
+            let parts: Vec<&str> = match (&delimiter, raw.multivalued) {
+                (Some(d), true) => v.split(d.as_str()).map(str::trim).collect(),
+                _ => vec![v],
+            };
+            for part in parts {
+                if let Some(re) = &raw.regex {
+                    if !full_match(re, part) {
+                        return Err(format!(
+                            "option `{}`: default `{part}` does not match its regex `{re}`",
+                            raw.name
+                        ));
+                    }
+                }
+                if raw.enforced && !values.iter().any(|x| x == part) {
+                    return Err(format!(
+                        "option `{}`: default `{part}` is not one of its `values`",
+                        raw.name
+                    ));
+                }
+            }
+            Ok(())
+        };
         if raw.enforced {
             if values.is_empty() {
                 return Err(format!(
@@ -121,14 +200,9 @@ impl TryFrom<RawJobOption> for JobOption {
                     raw.name
                 ));
             }
-            if let Some(v) = &value {
-                if !values.contains(v) {
-                    return Err(format!(
-                        "option `{}`: default `{v}` is not one of its `values`",
-                        raw.name
-                    ));
-                }
-            }
+        }
+        if let Some(v) = &value {
+            opt_check(v)?;
         }
         Ok(JobOption {
             name: raw.name,
@@ -139,7 +213,65 @@ impl TryFrom<RawJobOption> for JobOption {
             values,
             enforced: raw.enforced,
             secure: raw.secure,
+            regex: raw.regex,
+            multivalued: raw.multivalued,
+            delimiter,
+            multivalue_all_selected: raw.multivalue_all_selected,
+            hidden: raw.hidden,
+            sort_values: raw.sort_values,
+            is_date: raw.is_date,
+            date_format: raw.date_format,
         })
+    }
+}
+
+/// `regex`, checked at import: Rundeck's are Java patterns; the ones this
+/// engine cannot run (look-around, back-references) are refused, naming
+/// why.
+fn regex_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    super::compat::checked_text(d, |t| {
+        regex::Regex::new(&format!("^(?:{t})$"))
+            .map(drop)
+            .map_err(|e| format!("regex `{t}` is not a pattern Outpost can run: {e}"))
+    })
+}
+
+/// Whether `value` matches `re` whole, as Java's `String.matches` does.
+fn full_match(re: &str, value: &str) -> bool {
+    regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(value))
+}
+
+impl JobOption {
+    /// With `multivalueAllSelected` and no default: every allowed value.
+    fn all_selected(&self) -> Option<String> {
+        (self.multivalue_all_selected && !self.values.is_empty())
+            .then(|| self.values.join(self.delimiter.as_deref().unwrap_or(",")))
+    }
+
+    /// Checks a run's value against the option's rules; the error names
+    /// the option and the rule.
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        let parts: Vec<&str> = match (&self.delimiter, self.multivalued) {
+            (Some(d), true) => value.split(d.as_str()).map(str::trim).collect(),
+            _ => vec![value],
+        };
+        for part in parts {
+            if self.enforced && !self.values.iter().any(|v| v == part) {
+                return Err(format!(
+                    "option `{}` must be one of {:?}, not `{part}`",
+                    self.name, self.values
+                ));
+            }
+            if let Some(re) = &self.regex {
+                if !full_match(re, part) {
+                    return Err(format!(
+                        "option `{}` does not match its regex `{re}`: `{part}`",
+                        self.name
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -165,7 +297,10 @@ impl Job {
         let mut out = BTreeMap::new();
         let mut secure = BTreeMap::new();
         for opt in &self.options {
-            let value = given.remove(&opt.name).or_else(|| opt.value.clone());
+            let value = given
+                .remove(&opt.name)
+                .or_else(|| opt.value.clone())
+                .or_else(|| opt.all_selected());
             match value {
                 None if opt.required => {
                     return Err(format!(
@@ -175,12 +310,7 @@ impl Job {
                 }
                 None => {}
                 Some(v) => {
-                    if opt.enforced && !opt.values.contains(&v) {
-                        return Err(format!(
-                            "option `{}` must be one of {:?}, not `{v}`",
-                            opt.name, opt.values
-                        ));
-                    }
+                    opt.check(&v)?;
                     if opt.secure {
                         secure.insert(opt.name.clone(), v);
                     } else {

@@ -68,6 +68,16 @@ pub fn plan(req: &ExecutionRequested) -> Run {
         env.insert(format!("RD_JOB_{}", k.to_uppercase()), v.clone());
         vars.insert(format!("job.{k}"), v);
     }
+    // Rundeck's `${execution.*}` context, beside `${job.execid}`.
+    for (k, v) in [
+        ("id", req.execution_id.to_string()),
+        ("user", req.requested_by.clone()),
+        ("username", req.requested_by.clone()),
+        ("project", req.project.clone()),
+        ("loglevel", format!("{:?}", job.loglevel).to_uppercase()),
+    ] {
+        vars.insert(format!("execution.{k}"), v);
+    }
     let steps = job
         .sequence
         .commands

@@ -366,12 +366,6 @@ case!(
     "- name: n\n  sequence:\n    commands:\n    - type: com.batix.rundeck.plugins.AnsiblePlaybookInlineWorkflowStep\n      nodeStep: false\n      configuration:\n        ansible-playbook-inline: '- hosts: all'\n"
 );
 
-case!(
-    yaml_option_regex_not_supported_yet,
-    Yaml,
-    "- name: n\n  options:\n  - name: v\n    regex: '^[0-9]+$'\n  sequence:\n    commands:\n    - exec: echo ${option.v}\n"
-);
-
 // What Rundeck writes for unset features asks for nothing, and is accepted.
 case!(
     yaml_empty_unbuilt_keys_are_accepted,
@@ -542,6 +536,40 @@ case!(
     yaml_workflow_plugin_step_in_a_node_job_not_supported_yet,
     Yaml,
     "- name: n\n  nodefilters: {filter: 'tags: web'}\n  sequence:\n    commands:\n    - type: export-var\n      configuration: {export: a, value: b}\n"
+);
+
+// Every option attribute Rundeck documents that runs or is kept.
+case!(
+    yaml_option_rules_and_hints,
+    Yaml,
+    "- name: n\n  options:\n  - name: version\n    regex: '\\d+\\.\\d+'\n    value: '2.1'\n  - name: hosts\n    multivalued: true\n    delimiter: ','\n    values: [web1, web2, db1]\n    enforced: true\n    multivalueAllSelected: true\n    sortValues: true\n  - name: when\n    isDate: true\n    dateFormat: YYYY-MM-DD\n    hidden: true\n    value: '2026-01-01'\n  sequence:\n    commands:\n    - exec: echo ${option.version} ${option.hosts} ${option.when}\n"
+);
+
+case!(
+    xml_option_rules_and_hints,
+    Xml,
+    "<joblist><job><context><options preserveOrder='true'>\
+     <option name='version' regex='[0-9]+' value='3'/>\
+     <option delimiter=' ' multivalued='true' name='tags' values='a,b' enforcedvalues='true'/>\
+     </options></context><name>n</name><sequence><command><exec>ls</exec></command></sequence></job></joblist>"
+);
+
+case!(
+    yaml_option_default_breaks_its_regex,
+    Yaml,
+    "- name: n\n  options:\n  - name: version\n    regex: '[0-9]+'\n    value: latest\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+case!(
+    yaml_option_regex_this_engine_cannot_run,
+    Yaml,
+    "- name: n\n  options:\n  - name: v\n    regex: '(?!x).*'\n  sequence:\n    commands:\n    - exec: ls\n"
+);
+
+case!(
+    yaml_option_multivalued_without_delimiter,
+    Yaml,
+    "- name: n\n  options:\n  - name: v\n    multivalued: true\n  sequence:\n    commands:\n    - exec: ls\n"
 );
 
 #[test]

@@ -210,15 +210,24 @@ fn write_notification(w: &mut Writer, n: &Notifications) {
 
 fn write_option(w: &mut Writer, o: &JobOption) {
     let mut attrs: Vec<(&str, String)> = Vec::new();
-    if o.enforced {
-        attrs.push(("enforcedvalues", "true".into()));
-    }
-    attrs.push(("name", o.name.clone()));
-    if o.required {
-        attrs.push(("required", "true".into()));
-    }
-    if o.secure {
-        attrs.push(("secure", "true".into()));
+    let on = |b: bool| b.then(|| "true".to_string());
+    for (name, value) in [
+        ("dateFormat", o.date_format.clone()),
+        ("delimiter", o.delimiter.clone()),
+        ("enforcedvalues", on(o.enforced)),
+        ("hidden", on(o.hidden)),
+        ("isDate", on(o.is_date)),
+        ("multivalueAllSelected", on(o.multivalue_all_selected)),
+        ("multivalued", on(o.multivalued)),
+        ("name", Some(o.name.clone())),
+        ("regex", o.regex.clone()),
+        ("required", on(o.required)),
+        ("secure", on(o.secure)),
+        ("sortValues", on(o.sort_values)),
+    ] {
+        if let Some(v) = value {
+            attrs.push((name, v));
+        }
     }
     if let Some(v) = &o.value {
         attrs.push(("value", v.clone()));
