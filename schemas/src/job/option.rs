@@ -193,13 +193,11 @@ impl TryFrom<RawJobOption> for JobOption {
             }
             Ok(())
         };
-        if raw.enforced {
-            if values.is_empty() {
-                return Err(format!(
-                    "option `{}` is `enforced` but lists no `values`",
-                    raw.name
-                ));
-            }
+        if raw.enforced && values.is_empty() {
+            return Err(format!(
+                "option `{}` is `enforced` but lists no `values`",
+                raw.name
+            ));
         }
         if let Some(v) = &value {
             opt_check(v)?;
