@@ -56,6 +56,20 @@ pub struct ProjectRecord {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// Rundeck's project configuration, key by key (`project.globals.NAME`
+    /// is `${globals.NAME}` in every job of the project).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+impl ProjectRecord {
+    /// Its globals (`project.globals.NAME`), by name.
+    pub fn globals(&self) -> BTreeMap<String, String> {
+        self.config
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("project.globals.")?.to_string(), v.clone())))
+            .collect()
+    }
 }
 
 /// `OUTPOST_NODES` `<project>`: the project's uploaded node source.

@@ -441,6 +441,57 @@ async fn abort_kills_a_running_step_and_cancels_a_waiting_one() {
     assert_eq!(claims, 0, "the aborted step was never claimed");
 }
 
+/// Rundeck's project globals: `project.globals.NAME`, set with the CLI, is
+/// `${globals.NAME}`, `@globals.NAME@` and `RD_GLOBALS_NAME` in every job of
+/// the project, read when a run is planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_globals_set_with_the_cli_reach_the_projects_jobs() {
+    let stack = Stack::start().await;
+    let (code, out, err) = stack.cli(&[
+        "project",
+        "config",
+        "set",
+        "project.globals.region",
+        "eu-west",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "project.globals.region=eu-west");
+    let job = stack
+        .load(
+            "- name: where
+  multipleExecutions: true
+  sequence:
+    commands:
+    - exec: printf '%s|%s\\n' 'exec ${globals.region}' \"$RD_GLOBALS_REGION\"
+    - script: echo \"script @globals.region@\"
+",
+            "where",
+        )
+        .await;
+    let id = stack.run_job(job, &[]).await;
+    stack.wait_terminal(id).await;
+    assert_eq!(
+        stack.log_texts(id).await,
+        ["exec eu-west|eu-west", "script eu-west"]
+    );
+
+    let (code, _, err) = stack.cli(&["project", "config", "set", "bad key", "x"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("config key `bad key`"), "{err}");
+
+    let (code, out, err) = stack.cli(&["project", "config", "unset", "project.globals.region"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "");
+    let id = stack.run_job(job, &[]).await;
+    stack.wait_terminal(id).await;
+    // Gone: the reference stays as written (as Rundeck leaves an unknown
+    // one), the token is blank.
+    assert_eq!(
+        stack.log_texts(id).await,
+        ["exec ${globals.region}|", "script "]
+    );
+}
+
 /// Rundeck's option rules on every run: `regex` (a whole match),
 /// `multivalued` with its `delimiter` (each part checked against `values`),
 /// `multivalueAllSelected`; the error names the option and the rule, and

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -202,6 +202,14 @@ fn router(state: AppState) -> Router {
         .route(
             "/projects",
             get(projects::list_projects).post(projects::create_project),
+        )
+        .route(
+            "/project/{project}/config",
+            get(projects::get_config).put(projects::put_config),
+        )
+        .route(
+            "/project/{project}/config/{key}",
+            put(projects::put_config_key).delete(projects::delete_config_key),
         )
         .route("/project/{project}/jobs", get(jobs::list_jobs))
         .route("/project/{project}/jobs/import", post(jobs::import_jobs))

@@ -4,7 +4,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
-use crate::contract::Project;
+use std::collections::BTreeMap;
+
+use axum::extract::Path;
+
+use crate::contract::{ConfigValue, Project, ProjectConfig};
 use crate::security::auth::Principal;
 
 use super::error::ApiResult;
@@ -33,7 +37,100 @@ pub(super) async fn create_project(
         .create_project(&crate::store::Project {
             name: p.name.clone(),
             description: p.description.clone(),
+            config: Default::default(),
         })
         .await?;
     Ok((StatusCode::CREATED, Json(p)))
+}
+
+/// The project's configuration (Rundeck's keys: `project.globals.NAME` is
+/// `${globals.NAME}` in its jobs).
+#[utoipa::path(get, path = "/api/v1/project/{project}/config", tag = "projects",
+    params(("project" = String, Path)),
+    responses((status = 200, body = ProjectConfig)))]
+pub(super) async fn get_config(
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<ProjectConfig>> {
+    s.store.require_project(&project).await?;
+    let config = s
+        .store
+        .project(&project)
+        .await?
+        .map(|p| p.config)
+        .unwrap_or_default();
+    Ok(Json(ProjectConfig(config)))
+}
+
+/// Replaces the project's configuration.
+#[utoipa::path(put, path = "/api/v1/project/{project}/config", tag = "projects",
+    params(("project" = String, Path)),
+    request_body = ProjectConfig,
+    responses((status = 200, body = ProjectConfig)))]
+pub(super) async fn put_config(
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+    Json(ProjectConfig(config)): Json<ProjectConfig>,
+) -> ApiResult<Json<ProjectConfig>> {
+    check_keys(&config)?;
+    let stored = s
+        .store
+        .update_project_config(&project, |c| *c = config.clone())
+        .await?;
+    Ok(Json(ProjectConfig(stored)))
+}
+
+/// Sets one key of the project's configuration.
+#[utoipa::path(put, path = "/api/v1/project/{project}/config/{key}", tag = "projects",
+    params(("project" = String, Path), ("key" = String, Path)),
+    request_body = ConfigValue,
+    responses((status = 200, body = ProjectConfig)))]
+pub(super) async fn put_config_key(
+    State(s): State<AppState>,
+    Path((project, key)): Path<(String, String)>,
+    Json(v): Json<ConfigValue>,
+) -> ApiResult<Json<ProjectConfig>> {
+    check_keys(&BTreeMap::from([(key.clone(), v.value.clone())]))?;
+    let stored = s
+        .store
+        .update_project_config(&project, |c| {
+            c.insert(key.clone(), v.value.clone());
+        })
+        .await?;
+    Ok(Json(ProjectConfig(stored)))
+}
+
+/// Removes one key of the project's configuration.
+#[utoipa::path(delete, path = "/api/v1/project/{project}/config/{key}", tag = "projects",
+    params(("project" = String, Path), ("key" = String, Path)),
+    responses((status = 200, body = ProjectConfig)))]
+pub(super) async fn delete_config_key(
+    State(s): State<AppState>,
+    Path((project, key)): Path<(String, String)>,
+) -> ApiResult<Json<ProjectConfig>> {
+    let stored = s
+        .store
+        .update_project_config(&project, |c| {
+            c.remove(&key);
+        })
+        .await?;
+    Ok(Json(ProjectConfig(stored)))
+}
+
+/// Keys as Rundeck writes them (`project.globals.region`): dotted words.
+fn check_keys(config: &BTreeMap<String, String>) -> ApiResult<()> {
+    for k in config.keys() {
+        let ok = !k.is_empty()
+            && k.split('.').all(|w| {
+                !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+            });
+        if !ok {
+            return Err(super::error::ApiError::invalid(format!(
+                "config key `{k}`: use dotted words of letters, digits, `_` and `-` (`project.globals.region`)"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -10,10 +10,10 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::contract::{
-    AbortReply, AuditEntry, CreatedToken, DeadLetters, DupeOption, EnrolRequest, EnrolledRunner,
-    Enrolment, ErrorBody, Execution, ExecutionList, ImportResult, JobDetail, JobSummary, Node,
-    NodesLoaded, OutputPage, RunAccepted, RunRequest, RunnerReplica, Token, TokenRequest,
-    API_PREFIX,
+    AbortReply, AuditEntry, ConfigValue, CreatedToken, DeadLetters, DupeOption, EnrolRequest,
+    EnrolledRunner, Enrolment, ErrorBody, Execution, ExecutionList, ImportResult, JobDetail,
+    JobSummary, Node, NodesLoaded, OutputPage, ProjectConfig, RunAccepted, RunRequest,
+    RunnerReplica, Token, TokenRequest, API_PREFIX,
 };
 use crate::formats::Format;
 
@@ -236,6 +236,42 @@ impl Client {
                 .put(self.url(&format!("/project/{project}/resources")))
                 .header("content-type", "application/yaml")
                 .body(yaml),
+        )
+        .await
+    }
+
+    pub async fn project_config(&self, project: &str) -> Result<ProjectConfig, CliError> {
+        self.json(
+            self.http
+                .get(self.url(&format!("/project/{project}/config"))),
+        )
+        .await
+    }
+
+    pub async fn set_project_config(
+        &self,
+        project: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<ProjectConfig, CliError> {
+        self.json(
+            self.http
+                .put(self.url(&format!("/project/{project}/config/{key}")))
+                .json(&ConfigValue {
+                    value: value.to_string(),
+                }),
+        )
+        .await
+    }
+
+    pub async fn unset_project_config(
+        &self,
+        project: &str,
+        key: &str,
+    ) -> Result<ProjectConfig, CliError> {
+        self.json(
+            self.http
+                .delete(self.url(&format!("/project/{project}/config/{key}"))),
         )
         .await
     }

@@ -66,6 +66,19 @@ pub struct Project {
     pub description: String,
 }
 
+/// A project's configuration, key by key (Rundeck's keys:
+/// `project.globals.NAME`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ProjectConfig(pub std::collections::BTreeMap<String, String>);
+
+/// One configuration value (`PUT /project/{p}/config/{key}`), as Rundeck's
+/// API takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigValue {
+    pub value: String,
+}
+
 impl From<crate::store::Project> for Project {
     fn from(p: crate::store::Project) -> Self {
         Project {

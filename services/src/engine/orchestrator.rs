@@ -129,7 +129,14 @@ async fn on_event(ctx: &Ctx, event: &Event, redelivered: bool) -> Result<Outcome
     let key = subjects::execution_key(event.execution_id());
     match event {
         Event::ExecutionRequested(req) => {
-            let mut planned = plan::plan(req);
+            let globals = ctx
+                .store
+                .project(&req.project)
+                .await
+                .map_err(store_err)?
+                .map(|p| p.globals())
+                .unwrap_or_default();
+            let mut planned = plan::plan_with(req, &globals);
             planned.nonce = Uuid::now_v7();
             if planned.node_run.is_some() {
                 resolve_nodes(ctx, &mut planned).await?;

@@ -21,9 +21,22 @@ use uuid::Uuid;
 /// Builds the run: substitutes `${option.*}` and `${job.*}` into every step
 /// and computes the Rundeck-style environment.
 pub fn plan(req: &ExecutionRequested) -> Run {
+    plan_with(req, &BTreeMap::new())
+}
+
+/// As [`plan`], with the project's globals (`${globals.NAME}`,
+/// `RD_GLOBALS_NAME`), as the orchestrator read them when it planned.
+pub fn plan_with(req: &ExecutionRequested, globals: &BTreeMap<String, String>) -> Run {
     let job = &req.job;
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in globals {
+        env.insert(
+            option_env_name(name).replacen("RD_OPTION_", "RD_GLOBALS_", 1),
+            value.clone(),
+        );
+        vars.insert(format!("globals.{name}"), value.clone());
+    }
     for opt in job.options.iter().filter(|o| !o.secure) {
         let value = req.options.get(&opt.name).cloned().unwrap_or_default();
         env.insert(option_env_name(&opt.name), value.clone());

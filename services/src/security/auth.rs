@@ -241,6 +241,10 @@ pub fn policy(method: &str, route: &str) -> Need {
         | (true, "/api/v1/project/{project}/resources") => Project(Viewer, P::Path),
         (false, "/api/v1/project/{project}/jobs/import")
         | (false, "/api/v1/project/{project}/resources") => Project(Admin, P::Path),
+        // Configuration may hold what only a project's admins should read.
+        (_, "/api/v1/project/{project}/config") | (_, "/api/v1/project/{project}/config/{key}") => {
+            Project(Admin, P::Path)
+        }
         (true, "/api/v1/job/{id}") => Project(Viewer, P::Job),
         (false, "/api/v1/job/{id}") => Project(Admin, P::Job),
         (false, "/api/v1/job/{id}/run") => Project(Operator, P::Job),

@@ -11,6 +11,8 @@ pub mod topology;
 pub mod watched;
 
 use async_nats::jetstream::{self, kv};
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use chrono::Utc;
 use futures::StreamExt;
@@ -20,7 +22,7 @@ use outpost_schemas::subjects;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::bucket::Bucket;
+use crate::store::bucket::{Bucket, Cas};
 use crate::ServiceError;
 
 pub use outpost_schemas::records::{JobRecord, ProjectNodes, ProjectRecord as Project};
@@ -140,6 +142,34 @@ impl Store {
             Some(_) => Ok(()),
             None => Err(StoreError::NoProject(name.into())),
         }
+    }
+
+    pub async fn project(&self, name: &str) -> Result<Option<Project>, StoreError> {
+        Ok(self.projects.get(name).await?.map(|(p, _)| p))
+    }
+
+    /// Changes a project's configuration with compare-and-set; returns the
+    /// configuration as stored.
+    pub async fn update_project_config(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut BTreeMap<String, String>),
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        self.projects
+            .modify(name, |p: Option<Project>| {
+                let Some(mut p) = p else {
+                    return Err(StoreError::NoProject(name.into()));
+                };
+                let before = p.config.clone();
+                change(&mut p.config);
+                let config = p.config.clone();
+                Ok(if config == before {
+                    Cas::Keep(config)
+                } else {
+                    Cas::Write(p, config)
+                })
+            })
+            .await
     }
 
     pub async fn create_project(&self, p: &Project) -> Result<(), StoreError> {

@@ -70,6 +70,10 @@ pub(crate) enum Command {
     Runner(RunnerCmd),
     /// List the project's nodes (`--filter` in Rundeck's syntax), or `load` a resources.yaml.
     Nodes(NodesArgs),
+    /// Projects: their configuration (`project.globals.NAME` is
+    /// `${globals.NAME}` in their jobs).
+    #[command(subcommand)]
+    Project(ProjectCmd),
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -81,6 +85,23 @@ pub(crate) enum Command {
     /// The control plane's keys.
     #[command(subcommand)]
     Security(SecurityCmd),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ProjectCmd {
+    /// The project's configuration, `key=value` per line; or change it.
+    Config {
+        #[command(subcommand)]
+        change: Option<ConfigCmd>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCmd {
+    /// Set a key: `outpost project config set project.globals.region eu`.
+    Set { key: String, value: String },
+    /// Remove a key.
+    Unset { key: String },
 }
 
 #[derive(Subcommand)]

@@ -14,7 +14,8 @@ use outpost_services::formats::Format;
 use uuid::Uuid;
 
 use crate::args::{
-    AuditCmd, Command, ExecCmd, JobCmd, NodesArgs, NodesCmd, RunnerCmd, SecurityCmd, TokenCmd,
+    AuditCmd, Command, ConfigCmd, ExecCmd, JobCmd, NodesArgs, NodesCmd, ProjectCmd, RunnerCmd,
+    SecurityCmd, TokenCmd,
 };
 use crate::Ctx;
 
@@ -255,6 +256,20 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
                     r.created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     r.created_by,
                 );
+            }
+        }
+        Command::Project(ProjectCmd::Config { change }) => {
+            let config = match change {
+                None => client.project_config(project).await?,
+                Some(ConfigCmd::Set { key, value }) => {
+                    client.set_project_config(project, &key, &value).await?
+                }
+                Some(ConfigCmd::Unset { key }) => {
+                    client.unset_project_config(project, &key).await?
+                }
+            };
+            for (k, v) in &config.0 {
+                println!("{k}={v}");
             }
         }
         Command::Deadletters => {
