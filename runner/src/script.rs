@@ -120,17 +120,10 @@ pub fn node_context(
     let mut vars = BTreeMap::new();
     let mut env = BTreeMap::new();
     for (k, v) in node.context() {
-        let name: String = k
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        env.insert(format!("RD_NODE_{name}"), v.clone());
+        env.insert(
+            format!("RD_NODE_{}", outpost_schemas::job::env_suffix(&k)),
+            v.clone(),
+        );
         vars.insert(format!("node.{k}"), v);
     }
     (vars, env)

@@ -219,11 +219,10 @@ fn halt_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HaltStat
     Ok(parse_halt_status(&text).ok())
 }
 
-/// `maxMultipleExecutions` as Rundeck stores it: a string holding a whole
-/// number (its YAML may also hold a plain number). The checks run inside
-/// the visitor, so that the parser puts the value's line on an error.
+/// `maxMultipleExecutions` as Rundeck stores it: text holding a whole
+/// number (its YAML may also hold a plain number); 0 is no limit.
 mod max_text {
-    use serde::{de, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
         match v {
@@ -232,61 +231,23 @@ mod max_text {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-        d.deserialize_any(Limit)
+    fn limit(text: &str) -> Result<Option<u32>, String> {
+        match text.parse::<i64>() {
+            Ok(n) if n < 0 => Err(format!(
+                "maxMultipleExecutions {n} is negative; use 0 (or leave it out) for no limit"
+            )),
+            Ok(n) => u32::try_from(n)
+                .map(|n| (n > 0).then_some(n))
+                .map_err(|_| format!("maxMultipleExecutions {n} is too large")),
+            Err(_) => Err(format!(
+                "maxMultipleExecutions `{text}` is not a whole number"
+            )),
+        }
     }
 
-    struct Limit;
-
-    impl<'de> de::Visitor<'de> for Limit {
-        type Value = Option<u32>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a whole number")
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
-
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
-            match u32::try_from(n) {
-                // Rundeck: 0 is no limit.
-                Ok(0) => Ok(None),
-                Ok(n) => Ok(Some(n)),
-                Err(_) => Err(E::custom(format!("maxMultipleExecutions {n} is too large"))),
-            }
-        }
-
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
-            match u64::try_from(n) {
-                Ok(n) => self.visit_u64(n),
-                Err(_) => Err(E::custom(format!(
-                    "maxMultipleExecutions {n} is negative; use 0 (or leave it out) for no limit"
-                ))),
-            }
-        }
-
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-            let text = s.trim();
-            if text.is_empty() {
-                return Ok(None);
-            }
-            match text.parse::<i64>() {
-                Ok(n) => self.visit_i64(n),
-                Err(_) => Err(E::custom(format!(
-                    "maxMultipleExecutions `{text}` is not a whole number"
-                ))),
-            }
-        }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        let text = super::compat::checked_text(d, |t| limit(t).map(drop))?;
+        Ok(text.and_then(|t| limit(&t).ok().flatten()))
     }
 }
 
@@ -733,8 +694,13 @@ pub fn replace_tokens(text: &str, vars: &BTreeMap<String, String>) -> String {
 /// The environment variable of an option, as Rundeck names it:
 /// `RD_OPTION_` and the name in upper case, other characters as `_`.
 pub fn option_env_name(name: &str) -> String {
-    let suffix: String = name
-        .chars()
+    format!("RD_OPTION_{}", env_suffix(name))
+}
+
+/// A context name as Rundeck puts it in an environment variable's name:
+/// upper case, every other character `_` (`os-family` is `OS_FAMILY`).
+pub fn env_suffix(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_uppercase()
@@ -742,8 +708,7 @@ pub fn option_env_name(name: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("RD_OPTION_{suffix}")
+        .collect()
 }
 
 #[cfg(test)]

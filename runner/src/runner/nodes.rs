@@ -11,9 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::outbox::Receipt;
 
-use super::step::{halt_for_log_limit, halted_by};
+use super::step::{halted_by, limited};
 use super::{report, CancelReason, RunnerError, Shared};
-use crate::logs::Admit;
 
 /// What the claim resolved for the steps: the secure values to mask, and
 /// the context scripts' tokens are replaced with.
@@ -87,16 +86,8 @@ pub(super) async fn run_nodes(
         let (cancel, reason) = (cancel.clone(), reason.clone());
         tokio::spawn(async move {
             while let Some((step, e)) = raw_rx.recv().await {
-                let e = match limiter.as_mut().map(|l| l.admit(e.clone())) {
-                    None => e,
-                    Some(Admit::Forward(e)) => e,
-                    Some(Admit::Drop) => continue,
-                    Some(Admit::Exceeded { message, halt }) => {
-                        if halt {
-                            halt_for_log_limit(&reason, &cancel);
-                        }
-                        message
-                    }
+                let Some(e) = limited(&mut limiter, e, &reason, &cancel) else {
+                    continue;
                 };
                 if ltx.send((step, e)).await.is_err() {
                     break;

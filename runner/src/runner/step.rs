@@ -310,16 +310,8 @@ pub(super) async fn run_claimed(
         tokio::spawn(async move {
             let _ = started_rx.await;
             while let Some(e) = rx.recv().await {
-                let e = match limiter.as_mut().map(|l| l.admit(e.clone())) {
-                    None => e,
-                    Some(Admit::Forward(e)) => e,
-                    Some(Admit::Drop) => continue,
-                    Some(Admit::Exceeded { message, halt }) => {
-                        if halt {
-                            halt_for_log_limit(&reason, &cancel);
-                        }
-                        message
-                    }
+                let Some(e) = limited(&mut limiter, e, &reason, &cancel) else {
+                    continue;
                 };
                 if ptx.send((step, e)).await.is_err() {
                     break;
@@ -501,9 +493,32 @@ async fn fail_unstarted(
     .await
 }
 
+/// What to pass on for `e` under the job's log limit (none: it is dropped);
+/// the line that passes a halting limit stops the step.
+pub(super) fn limited(
+    limiter: &mut Option<crate::logs::Limiter>,
+    e: LogEntry,
+    reason: &Mutex<Option<CancelReason>>,
+    cancel: &CancellationToken,
+) -> Option<LogEntry> {
+    let Some(l) = limiter.as_mut() else {
+        return Some(e);
+    };
+    match l.admit(e) {
+        Admit::Forward(e) => Some(e),
+        Admit::Drop => None,
+        Admit::Exceeded { message, halt } => {
+            if halt {
+                halt_for_log_limit(reason, cancel);
+            }
+            Some(message)
+        }
+    }
+}
+
 /// Stops a step whose output passed a halting log limit. A stop already
 /// under way (an abort) keeps its own reason.
-pub(super) fn halt_for_log_limit(reason: &Mutex<Option<CancelReason>>, cancel: &CancellationToken) {
+fn halt_for_log_limit(reason: &Mutex<Option<CancelReason>>, cancel: &CancellationToken) {
     reason.lock().unwrap().get_or_insert(CancelReason::LogLimit);
     cancel.cancel();
 }

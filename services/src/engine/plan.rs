@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use outpost_schemas::job::{option_env_name, Command, FlowControl, PluginStep, Target};
+use outpost_schemas::job::{env_suffix, option_env_name, Command, FlowControl, PluginStep, Target};
 use outpost_schemas::node::Node;
 pub use outpost_schemas::run::{
     ControlStep, Deadline, Finish, NodeRunPlan, PlannedHandler, PlannedStep, Run, RunRetry,
@@ -31,10 +31,7 @@ pub fn plan_with(req: &ExecutionRequested, globals: &BTreeMap<String, String>) -
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in globals {
-        env.insert(
-            option_env_name(name).replacen("RD_OPTION_", "RD_GLOBALS_", 1),
-            value.clone(),
-        );
+        env.insert(format!("RD_GLOBALS_{}", env_suffix(name)), value.clone());
         vars.insert(format!("globals.{name}"), value.clone());
     }
     for opt in job.options.iter().filter(|o| !o.secure) {
