@@ -129,6 +129,7 @@ impl From<crate::store::Imported> for ImportedJob {
 
 impl From<&crate::store::JobRecord> for JobSummary {
     fn from(r: &crate::store::JobRecord) -> Self {
+        let inactive = r.job.inactive();
         JobSummary {
             id: r.id,
             name: r.job.name.clone(),
@@ -136,8 +137,8 @@ impl From<&crate::store::JobRecord> for JobSummary {
             project: r.project.clone(),
             description: r.job.description.clone(),
             href: format!("{}/job/{}", super::API_PREFIX, r.id),
-            active: r.job.inactive().is_empty(),
-            inactive: r.job.inactive(),
+            active: inactive.is_empty(),
+            inactive,
         }
     }
 }
