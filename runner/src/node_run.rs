@@ -46,6 +46,10 @@ pub struct NodeRunSpec {
     pub vars: BTreeMap<String, String>,
     /// Secure option values, masked in the output.
     pub secrets: crate::mask::Secrets,
+    /// Secure options no step sees (Rundeck's Secure Remote
+    /// Authentication), by name: read only for SSH logins
+    /// (`ssh-password-option`, `ssh-key-passphrase-option`).
+    pub auth: BTreeMap<String, String>,
 }
 
 /// What the runner brings: where keys live, how to check hosts.
@@ -335,7 +339,7 @@ async fn run_on(
             .clone()
             .unwrap_or_else(|| sh.ctx.default_user.clone()),
     };
-    let auth = credentials(node, &sh.ctx.key_store)?;
+    let auth = credentials(node, &sh.ctx.key_store, &sh.spec.auth)?;
     // An abort during connect or login must not let the command start.
     let session = tokio::select! {
         s = ssh::connect(&target, &auth, &sh.ctx.ssh) => s.map_err(|e| e.to_string())?.with_secrets(sh.spec.secrets.clone()),
@@ -404,9 +408,27 @@ async fn run_on(
     exit
 }
 
-/// Resolves a node's SSH credentials from the runner's key store.
-fn credentials(node: &Node, key_store: &Path) -> Result<SshAuth, String> {
+/// Resolves a node's SSH credentials from the runner's key store and the
+/// run's authentication options, as Rundeck's SSH executor does: a
+/// storage path wins; else the option the node names
+/// (`ssh-password-option`, default `option.sshPassword`;
+/// `ssh-key-passphrase-option`, default `option.sshKeyPassphrase`).
+fn credentials(
+    node: &Node,
+    key_store: &Path,
+    auth: &BTreeMap<String, String>,
+) -> Result<SshAuth, String> {
     let attr = |k: &str| node.attributes.get(k).map(String::as_str);
+    // `option.NAME`, as Rundeck writes the reference.
+    let option = |k: &str, default: &str| {
+        let reference = attr(k).unwrap_or(default);
+        let name = reference.strip_prefix("option.").unwrap_or(reference);
+        auth.get(name).filter(|v| !v.is_empty()).cloned()
+    };
+    let stored = |path: &str, what: &str| -> Result<String, String> {
+        read_stored(key_store, path)
+            .map_err(|why| format!("cannot read the {what} at storage path `{path}`: {why}"))
+    };
     let want_password = attr("ssh-authentication") == Some("password");
     match (
         want_password,
@@ -414,26 +436,38 @@ fn credentials(node: &Node, key_store: &Path) -> Result<SshAuth, String> {
         attr("ssh-password-storage-path"),
     ) {
         (false, Some(path), _) => {
+            let passphrase = match attr("ssh-key-passphrase-storage-path") {
+                Some(p) => Some(stored(p, "key passphrase")?),
+                None => option("ssh-key-passphrase-option", "option.sshKeyPassphrase"),
+            };
             let file = store_path(key_store, path)?;
-            ssh::load_key(&file)
+            ssh::load_key(&file, passphrase.as_deref())
                 .map(|k| SshAuth::Key(Arc::new(k)))
                 .map_err(|_| format!("cannot load the key at storage path `{path}`"))
         }
-        (_, _, Some(path)) => {
-            let file = store_path(key_store, path)?;
-            let pw = std::fs::read_to_string(&file)
-                .map_err(|_| format!("cannot read the password at storage path `{path}`"))?;
-            Ok(SshAuth::Password(
-                pw.trim_end_matches(['\n', '\r']).to_string(),
-            ))
-        }
-        (true, _, None) => {
-            Err("ssh-authentication is password, but no ssh-password-storage-path is set".into())
-        }
+        (_, _, Some(path)) => Ok(SshAuth::Password(stored(path, "password")?)),
+        (true, _, None) => match option("ssh-password-option", "option.sshPassword") {
+            Some(pw) => Ok(SshAuth::Password(pw)),
+            // Rundeck's words.
+            None => Err("SSH Password was not set: ssh-authentication is password, but neither ssh-password-storage-path nor the option ssh-password-option names (default option.sshPassword) gives one".into()),
+        },
         (false, None, None) => {
             Err("no credentials: set ssh-key-storage-path or ssh-password-storage-path".into())
         }
     }
+}
+
+/// A key's text from the key store (a final newline dropped, as files
+/// written with `echo` end); `path not found` when it is not there, as
+/// Rundeck says.
+pub(crate) fn read_stored(key_store: &Path, path: &str) -> Result<String, String> {
+    let file = store_path(key_store, path)?;
+    std::fs::read_to_string(&file)
+        .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "path not found".to_string(),
+            _ => format!("cannot read it: {e}"),
+        })
 }
 
 /// A storage path below the key store; `..` and absolute paths are refused.

@@ -167,8 +167,8 @@ impl client::Handler for Checker {
 }
 
 /// Loads an OpenSSH private key (ed25519, RSA, ECDSA) without a passphrase.
-pub fn load_key(path: &std::path::Path) -> Result<PrivateKey, String> {
-    russh::keys::load_secret_key(path, None)
+pub fn load_key(path: &std::path::Path, passphrase: Option<&str>) -> Result<PrivateKey, String> {
+    russh::keys::load_secret_key(path, passphrase)
         .map_err(|e| format!("cannot load key {}: {e}", path.display()))
 }
 

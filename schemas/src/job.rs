@@ -273,7 +273,8 @@ struct RawJob {
     description: Option<String>,
     #[serde(default)]
     loglevel: LogLevel,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "option::list_or_map")]
+    #[schemars(with = "Vec<JobOption>")]
     options: Vec<JobOption>,
     sequence: Sequence,
     #[serde(rename = "runnerSelector", default)]
@@ -402,12 +403,25 @@ impl TryFrom<RawJob> for Job {
             }
         }
         let defined: BTreeSet<&str> = raw.options.iter().map(|o| o.name.as_str()).collect();
+        let auth_only: BTreeSet<&str> = raw
+            .options
+            .iter()
+            .filter(|o| o.auth_only())
+            .map(|o| o.name.as_str())
+            .collect();
         for (i, cmd) in raw.sequence.commands.iter().enumerate() {
             for text in cmd.texts() {
                 for reference in option_references(text) {
                     if !defined.contains(reference) {
                         return Err(format!(
                             "job `{name}`: step {} uses ${{option.{reference}}}, but the job defines no option `{reference}`",
+                            i + 1
+                        ));
+                    }
+                    // Rundeck would expand it to nothing, silently.
+                    if auth_only.contains(reference) {
+                        return Err(format!(
+                            "job `{name}`: step {} uses ${{option.{reference}}}, but `{reference}` is a secure option without `valueExposed: true` (Rundeck's Secure Remote Authentication), which only the SSH executor reads; set `valueExposed: true` to give its value to steps",
                             i + 1
                         ));
                     }
@@ -732,5 +746,53 @@ mod tests {
         ] {
             assert_eq!(replace_tokens(text, &vars), want, "{text}");
         }
+    }
+
+    #[test]
+    fn secure_options_keep_rundecks_two_kinds_and_key_store_defaults() {
+        let read = |options: &str| -> Result<Job, String> {
+            let json = format!(
+                r#"{{"name": "j", "options": [{options}], "sequence": {{"commands": [{{"exec": "true"}}]}}}}"#
+            );
+            serde_json::from_str(&json).map_err(|e| e.to_string())
+        };
+        let job = read(r#"{"name": "pw", "secure": true}, {"name": "tok", "secure": true, "valueExposed": "true", "storagePath": "keys/app/tok"}"#).unwrap();
+        assert!(job.options[0].auth_only());
+        assert!(!job.options[1].auth_only());
+        assert_eq!(job.options[1].storage_path.as_deref(), Some("keys/app/tok"));
+        // A key-store default satisfies `required` on the control plane:
+        // the runner reads it, or fails the step.
+        let job = read(
+            r#"{"name": "tok", "secure": true, "required": true, "storagePath": "/keys/app/tok"}"#,
+        )
+        .unwrap();
+        assert!(job.resolve_options(Default::default()).is_ok());
+        for bad in [
+            "keys/",
+            "keys/../etc/shadow",
+            "app/tok",
+            "keys//tok",
+            "keys/a/./b",
+        ] {
+            let err = read(&format!(
+                r#"{{"name": "t", "secure": true, "storagePath": "{bad}"}}"#
+            ))
+            .unwrap_err();
+            assert!(err.contains("must be a path below `keys/`"), "{bad}: {err}");
+        }
+        let err = read(r#"{"name": "t", "storagePath": "keys/a"}"#).unwrap_err();
+        assert!(err.contains("goes with `secure: true`"), "{err}");
+    }
+
+    #[test]
+    fn options_may_be_the_older_map_from_names() {
+        let json = r#"{"name": "j", "options": {"b": {"value": "2"}, "a": {"name": "a", "required": true}}, "sequence": {"commands": [{"exec": "echo ${option.a}"}]}}"#;
+        let job: Job = serde_json::from_str(json).unwrap();
+        let names: Vec<&str> = job.options.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"], "in the file's order");
+        assert_eq!(job.options[0].value.as_deref(), Some("2"));
+        let json = r#"{"name": "j", "options": {"a": {"name": "b"}}, "sequence": {"commands": [{"exec": "true"}]}}"#;
+        let err = serde_json::from_str::<Job>(json).unwrap_err().to_string();
+        assert!(err.contains("says its name is `b`"), "{err}");
     }
 }

@@ -119,6 +119,15 @@ pub struct StepDispatched {
     /// (`outpost.rpc.<runner>.secrets`); they are in no message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secure_options: Vec<String>,
+    /// Secure options no step sees (Rundeck's Secure Remote
+    /// Authentication): fetched with the others, given only to the
+    /// runner's SSH executor (`ssh-password-option`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth_options: Vec<String>,
+    /// Secure options whose default is a key in the claiming runner's key
+    /// store, used when the run gave no value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub option_storage: BTreeMap<String, OptionStorage>,
     pub loglevel: LogLevel,
     /// For a job with `nodefilters`: the whole workflow, to run on these
     /// nodes. `step` and `command` are then its first step.
@@ -143,6 +152,17 @@ pub struct StepDispatched {
     /// `@key@` tokens with it, and, with each node's, `${node.x}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+}
+
+/// Where a secure option's default lives in the runner's key store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OptionStorage {
+    /// `keys/...`, as the job wrote it.
+    pub path: String,
+    /// A required option whose key is missing fails the step before it
+    /// starts; an optional one is empty, with a warning in the log.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// What `${result.*}` tells an error handler, in Rundeck's names.

@@ -71,6 +71,12 @@ pub struct Run {
     /// Options whose values only the claiming runner receives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secure_options: Vec<String>,
+    /// Secure options only the runner's SSH executor reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth_options: Vec<String>,
+    /// Secure options whose default is a key in the runner's key store.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub option_storage: BTreeMap<String, crate::messages::OptionStorage>,
     pub steps: Vec<PlannedStep>,
     /// The step in flight (1-based).
     pub current: StepNo,

@@ -32,6 +32,7 @@ async fn a_failed_execution_is_retried_after_its_delay_with_the_same_options() {
     value: '2'
   - name: pw
     secure: true
+    valueExposed: true
   sequence:
     commands:
     - exec: echo "attempt ${job.retryAttempt} first ${job.retryInitialExecId} previous ${job.retryPrevExecId}"; test "$RD_OPTION_PW" = hunter2 && test ${job.retryAttempt} -ge 2

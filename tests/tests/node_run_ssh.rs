@@ -66,6 +66,7 @@ async fn several_nodes_run_exec_and_script_steps_and_an_unreachable_one_fails_al
     };
     let spec = NodeRunSpec {
         secrets: Default::default(),
+        auth: Default::default(),
         nodes,
         steps: vec![
             (
@@ -163,6 +164,7 @@ async fn threadcount_bounds_concurrent_ssh_nodes() {
         };
         let spec = NodeRunSpec {
             secrets: Default::default(),
+            auth: Default::default(),
             nodes: parse_resources(&yaml).unwrap(),
             steps: vec![(
                 1,

@@ -34,7 +34,7 @@ async fn scripts_inline_from_a_file_and_from_a_url_run_with_their_tokens_and_arg
   runnerSelector: {{filter: edge}}
   options:
   - {{name: env, value: qa}}
-  - {{name: pw, secure: true}}
+  - {{name: pw, secure: true, valueExposed: true}}
   sequence:
     commands:
     - scripturl: http://{addr}/deploy.sh

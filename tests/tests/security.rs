@@ -921,7 +921,7 @@ async fn a_secure_option_reaches_its_step_and_is_found_nowhere_else() {
 
     let job = stack
         .load(
-            "- name: secret\n  runnerSelector:\n    filter: vault\n  options:\n  - name: password\n    secure: true\n    required: true\n  sequence:\n    commands:\n    - exec: echo \"arg=${option.password}\"; echo \"env=$RD_OPTION_PASSWORD\"; test \"${option.password}\" = \"$RD_OPTION_PASSWORD\" && echo same; printf %s \"$RD_OPTION_PASSWORD\" | sha256sum\n    - script: |\n        printf '%s' \"$RD_OPTION_PASSWORD\" | cut -c1-10 | tr -d '\\n'; sleep 0.3; printf '%s\\n' \"$RD_OPTION_PASSWORD\" | cut -c11-\n        head -c 16380 /dev/zero | tr '\\0' x; printf '%s' \"$RD_OPTION_PASSWORD\" | cut -c1-10 | tr -d '\\n'; sleep 0.3; echo \"${option.password}\" | cut -c11-\n",
+            "- name: secret\n  runnerSelector:\n    filter: vault\n  options:\n  - name: password\n    secure: true\n    valueExposed: true\n    required: true\n  sequence:\n    commands:\n    - exec: echo \"arg=${option.password}\"; echo \"env=$RD_OPTION_PASSWORD\"; test \"${option.password}\" = \"$RD_OPTION_PASSWORD\" && echo same; printf %s \"$RD_OPTION_PASSWORD\" | sha256sum\n    - script: |\n        printf '%s' \"$RD_OPTION_PASSWORD\" | cut -c1-10 | tr -d '\\n'; sleep 0.3; printf '%s\\n' \"$RD_OPTION_PASSWORD\" | cut -c11-\n        head -c 16380 /dev/zero | tr '\\0' x; printf '%s' \"$RD_OPTION_PASSWORD\" | cut -c1-10 | tr -d '\\n'; sleep 0.3; echo \"${option.password}\" | cut -c11-\n",
             "secret",
         )
         .await;
@@ -1104,7 +1104,7 @@ async fn an_optional_secure_option_left_empty_runs_with_an_empty_value() {
     let stack = Stack::start_on(NatsServer::start_secure(), ServiceRoles::ALL).await;
     let job = stack
         .load(
-            "- name: maybe\n  options:\n  - name: pw\n    secure: true\n  sequence:\n    commands:\n    - exec: echo \"[${option.pw}][$RD_OPTION_PW]\"\n",
+            "- name: maybe\n  options:\n  - name: pw\n    secure: true\n    valueExposed: true\n  sequence:\n    commands:\n    - exec: echo \"[${option.pw}][$RD_OPTION_PW]\"\n",
             "maybe",
         )
         .await;

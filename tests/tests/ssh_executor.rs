@@ -32,7 +32,7 @@ fn key(path: &std::path::Path) -> SshAuth {
 }
 
 fn russh_key(path: &std::path::Path) -> outpost_runner::ssh::PrivateKey {
-    outpost_runner::ssh::load_key(path).expect("key loads")
+    outpost_runner::ssh::load_key(path, None).expect("key loads")
 }
 
 async fn run(

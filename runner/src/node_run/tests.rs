@@ -64,6 +64,7 @@ async fn go(spec: NodeRunSpec) -> Outcome {
 fn spec(nodes: &[&str], steps: Vec<StepCommand>, strategy: Strategy) -> NodeRunSpec {
     NodeRunSpec {
         secrets: Default::default(),
+        auth: Default::default(),
         nodes: local_nodes(nodes),
         steps: steps
             .into_iter()
@@ -269,4 +270,72 @@ fn storage_paths_stay_inside_the_key_store() {
     );
     assert!(store_path(store, "keys/../../etc/shadow").is_err());
     assert!(store_path(store, "/etc/shadow").is_err());
+}
+
+#[test]
+fn ssh_passwords_come_from_the_store_or_an_authentication_option_as_rundeck_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    std::fs::create_dir_all(store.join("db")).unwrap();
+    std::fs::write(store.join("db/pw"), "from-the-store\n").unwrap();
+    let node = |attrs: &[(&str, &str)]| Node {
+        nodename: "db1".into(),
+        hostname: "127.0.0.1".into(),
+        port: None,
+        username: None,
+        tags: Default::default(),
+        attributes: attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let auth: BTreeMap<String, String> = [
+        (
+            "sshPassword".to_string(),
+            "from-the-default-option".to_string(),
+        ),
+        ("dbpw".to_string(), "from-a-named-option".to_string()),
+    ]
+    .into();
+    let password = |n: &Node, auth: &BTreeMap<String, String>| match credentials(n, store, auth) {
+        Ok(SshAuth::Password(p)) => Ok(p),
+        Ok(other) => Err(format!("{other:?}")),
+        Err(e) => Err(e),
+    };
+    let with_password = [("ssh-authentication", "password")];
+    // Rundeck's default option name.
+    assert_eq!(
+        password(&node(&with_password), &auth).as_deref(),
+        Ok("from-the-default-option")
+    );
+    // The node names its option.
+    assert_eq!(
+        password(
+            &node(&[
+                ("ssh-authentication", "password"),
+                ("ssh-password-option", "option.dbpw")
+            ]),
+            &auth
+        )
+        .as_deref(),
+        Ok("from-a-named-option")
+    );
+    // A storage path wins over the option, as in Rundeck.
+    assert_eq!(
+        password(
+            &node(&[
+                ("ssh-authentication", "password"),
+                ("ssh-password-storage-path", "keys/db/pw")
+            ]),
+            &auth
+        )
+        .as_deref(),
+        Ok("from-the-store")
+    );
+    // Neither: Rundeck's words.
+    let err = password(&node(&with_password), &BTreeMap::new()).unwrap_err();
+    assert!(err.starts_with("SSH Password was not set"), "{err}");
+    // An empty value is no password.
+    let empty = [("sshPassword".to_string(), String::new())].into();
+    assert!(password(&node(&with_password), &empty).is_err());
 }

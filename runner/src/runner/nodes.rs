@@ -19,6 +19,10 @@ use super::{report, CancelReason, RunnerError, Shared};
 pub(super) struct Values {
     pub secrets: crate::mask::Secrets,
     pub tokens: std::collections::BTreeMap<String, String>,
+    /// Authentication options, for SSH logins only.
+    pub auth: std::collections::BTreeMap<String, String>,
+    /// Said in the log before the first node starts.
+    pub warnings: Vec<String>,
 }
 
 /// Runs a node job's steps on its nodes, reporting each node step, then one
@@ -32,7 +36,12 @@ pub(super) async fn run_nodes(
     reason: Arc<Mutex<Option<CancelReason>>>,
     values: Values,
 ) -> Result<Receipt, RunnerError> {
-    let Values { secrets, tokens } = values;
+    let Values {
+        secrets,
+        tokens,
+        auth,
+        warnings,
+    } = values;
     use crate::node_run::{self, NodeEvent, NodeRunSpec};
     let runner_id = shared.opts.runner_id.clone();
     let execution_id = d.execution_id;
@@ -76,11 +85,15 @@ pub(super) async fn run_nodes(
         env: d.env.clone(),
         vars: tokens,
         secrets,
+        auth,
     };
     let (etx, mut erx) = mpsc::channel::<NodeEvent>(256);
     let (ltx, lrx) = mpsc::channel(1024);
     // Every node's output passes the job's log limit before the pump.
     let (raw_tx, mut raw_rx) = mpsc::channel::<(outpost_schemas::StepNo, LogEntry)>(1024);
+    for w in warnings {
+        let _ = raw_tx.send((d.step, super::step::warning_line(w))).await;
+    }
     let mut limiter = crate::logs::Limiter::new(d.loglimit, d.log_used.clone());
     let limit = {
         let (cancel, reason) = (cancel.clone(), reason.clone());

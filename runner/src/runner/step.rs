@@ -235,44 +235,50 @@ pub(super) async fn run_claimed(
     let mut secrets = crate::mask::Secrets::default();
     // Script tokens see the plain context and, here only, the secure values.
     let mut tokens = d.vars.clone();
-    if !d.secure_options.is_empty() {
-        match fetch_secrets(shared, &d).await {
-            Ok(mut values) => {
-                // An optional secure option left empty is empty, as a plain
-                // one is.
-                for name in &d.secure_options {
-                    values.entry(name.clone()).or_default();
-                }
-                secrets = crate::mask::Secrets::new(values.values());
-                let vars: BTreeMap<String, String> = values
-                    .iter()
-                    .map(|(k, v)| (format!("option.{k}"), v.clone()))
-                    .collect();
-                tokens.extend(vars.clone());
-                let d = d.to_mut();
-                for (name, value) in &values {
-                    d.env
-                        .insert(outpost_schemas::job::option_env_name(name), value.clone());
-                }
-                d.command = d.command.substituted(&vars);
-                if let Some(h) = d.errorhandler.as_mut() {
-                    *h = h.substituted(&vars);
-                }
-                if let Some(nr) = d.node_run.as_mut() {
-                    for s in &mut nr.steps {
-                        s.command = s.command.substituted(&vars);
-                    }
-                }
-            }
+    let mut auth = BTreeMap::new();
+    // Said in the step's log once it has one.
+    let mut warnings = Vec::new();
+    if !d.secure_options.is_empty() || !d.auth_options.is_empty() {
+        let fetched = match fetch_secrets(shared, &d).await {
+            Ok(values) => with_stored_defaults(values, &d, &shared.opts.key_store, &mut warnings),
+            Err(why) => Err(format!("cannot fetch secure option values: {why}")),
+        };
+        let mut values = match fetched {
+            Ok(values) => values,
             Err(why) => {
-                tracing::error!(execution_id = %execution_id, step, runner_id, reason = %why, "cannot fetch secure option values");
-                return fail_unstarted(
-                    shared,
-                    &lane,
-                    &d,
-                    format!("cannot fetch secure option values: {why}"),
-                )
-                .await;
+                tracing::error!(execution_id = %execution_id, step, runner_id, reason = %why, "cannot resolve secure option values");
+                return fail_unstarted(shared, &lane, &d, why).await;
+            }
+        };
+        // An optional secure option left empty is empty, as a plain one is.
+        for name in &d.secure_options {
+            values.entry(name.clone()).or_default();
+        }
+        secrets = crate::mask::Secrets::new(values.values());
+        // Authentication options go to the SSH executor and nowhere else.
+        for name in &d.auth_options {
+            if let Some(v) = values.remove(name) {
+                auth.insert(name.clone(), v);
+            }
+        }
+        values.retain(|name, _| d.secure_options.contains(name));
+        let vars: BTreeMap<String, String> = values
+            .iter()
+            .map(|(k, v)| (format!("option.{k}"), v.clone()))
+            .collect();
+        tokens.extend(vars.clone());
+        let d = d.to_mut();
+        for (name, value) in &values {
+            d.env
+                .insert(outpost_schemas::job::option_env_name(name), value.clone());
+        }
+        d.command = d.command.substituted(&vars);
+        if let Some(h) = d.errorhandler.as_mut() {
+            *h = h.substituted(&vars);
+        }
+        if let Some(nr) = d.node_run.as_mut() {
+            for s in &mut nr.steps {
+                s.command = s.command.substituted(&vars);
             }
         }
     }
@@ -293,11 +299,19 @@ pub(super) async fn run_claimed(
     let d = d.as_ref();
 
     if let Some(nr) = &d.node_run {
-        let values = super::nodes::Values { secrets, tokens };
+        let values = super::nodes::Values {
+            secrets,
+            tokens,
+            auth,
+            warnings,
+        };
         return run_nodes(shared, &lane, d, nr, cancel, reason, values).await;
     }
 
     let (tx, mut rx) = mpsc::channel::<LogEntry>(1024);
+    for w in warnings {
+        let _ = tx.send(warning_line(w)).await;
+    }
     let (ptx, prx) = mpsc::channel(1024);
     // Output goes on the step's lane after its started event, not before
     // it: a started event queued behind a log chunk would wait for that
@@ -634,6 +648,39 @@ impl Process<'_> {
     }
 }
 
+/// The run's secure values with each unset key-store default read from
+/// this runner's key store, as Rundeck reads its key storage: a value the
+/// run gave wins; a required option whose key cannot be read fails the
+/// step (Rundeck's words); an optional one stays empty, with a warning.
+fn with_stored_defaults(
+    mut values: BTreeMap<String, String>,
+    d: &StepDispatched,
+    key_store: &std::path::Path,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, String>, String> {
+    for (name, at) in &d.option_storage {
+        if values.get(name).is_some_and(|v| !v.is_empty()) {
+            continue;
+        }
+        match crate::node_run::read_stored(key_store, &at.path) {
+            Ok(v) => {
+                values.insert(name.clone(), v);
+            }
+            Err(why) if at.required => {
+                return Err(format!(
+                    "Required option '{name}' default value could not be loaded from key storage path: {}: {why}",
+                    at.path
+                ))
+            }
+            Err(why) => warnings.push(format!(
+                "Option '{name}' default value could not be loaded from key storage path: {}: {why}",
+                at.path
+            )),
+        }
+    }
+    Ok(values)
+}
+
 /// Asks for the step's secure option values, sealed to a one-use key.
 pub(super) async fn fetch_secrets(
     shared: &Shared,
@@ -660,6 +707,17 @@ pub(super) async fn fetch_secrets(
             let plain = key.open(&sealed, &sender).map_err(|e| e.to_string())?;
             serde_json::from_slice(&plain).map_err(|e| e.to_string())
         }
+    }
+}
+
+/// A warning of the runner's own, in the step's log.
+pub(super) fn warning_line(text: String) -> LogEntry {
+    LogEntry {
+        time: chrono::Utc::now(),
+        stream: LogStream::System,
+        level: "WARN".into(),
+        log: text,
+        node: None,
     }
 }
 

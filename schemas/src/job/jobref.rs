@@ -191,7 +191,9 @@ impl TryFrom<RawJobRefNodeFilters> for JobRefNodeFilters {
         }
         Ok(JobRefNodeFilters {
             filter,
-            dispatch: raw.dispatch,
+            // An empty dispatch overrides nothing; as none, it reads back
+            // the same from XML, which cannot tell it from no element.
+            dispatch: raw.dispatch.filter(|d| !d.is_empty()),
         })
     }
 }
@@ -227,6 +229,15 @@ pub struct JobRefDispatch {
     #[serde(rename = "nodeIntersect", default, skip_serializing)]
     #[schemars(skip)]
     _node_intersect: NotYet,
+}
+
+impl JobRefDispatch {
+    fn is_empty(&self) -> bool {
+        self.threadcount.is_none()
+            && self.keepgoing.is_none()
+            && self.rank_attribute.is_none()
+            && self.rank_order.is_none()
+    }
 }
 
 /// A count, also written as text (`"2"`), as Rundeck's XML has it.

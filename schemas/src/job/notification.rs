@@ -120,6 +120,17 @@ fn email(v: &Value, at: &str) -> Result<Notify, String> {
         m.get("attachLogInline"),
         &format!("{at}.email.attachLogInline"),
     )?;
+    // Rundeck reads both only with attachLog, and would attach nothing.
+    if !attach_log && (in_file || inline) {
+        let which = if in_file {
+            "attachLogInFile"
+        } else {
+            "attachLogInline"
+        };
+        return Err(format!(
+            "{at}.email has `{which}` without `attachLog: true`; Rundeck attaches no log then: set `attachLog: true` too"
+        ));
+    }
     // Rundeck: attachLog alone attaches the log as a file.
     if attach_log && !inline {
         in_file = true;

@@ -33,6 +33,22 @@ pub struct JobOption {
     /// `values`.
     #[serde(default)]
     pub secure: bool,
+    /// With `secure`: the value is given to steps (`${option.x}`,
+    /// `RD_OPTION_X`, `@option.x@`), Rundeck's "Secure" input. Without it a
+    /// secure option is Rundeck's "Secure Remote Authentication": only the
+    /// runner's SSH executor reads it (`ssh-password-option`), and no step
+    /// sees it.
+    #[serde(rename = "valueExposed", default, skip_serializing_if = "is_false")]
+    pub value_exposed: bool,
+    /// With `secure`: the default value is the key at this path
+    /// (`keys/...`) in the key store of the runner that claims the step;
+    /// the control plane never reads it.
+    #[serde(
+        rename = "storagePath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub storage_path: Option<String>,
     /// Every value (each part of a multivalued one) must match it whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
@@ -90,9 +106,11 @@ struct RawJobOption {
     #[serde(default, deserialize_with = "flag")]
     #[schemars(with = "Flag")]
     secure: bool,
-    /// Only matters with `storagePath`, which is not built.
-    #[serde(rename = "valueExposed", default)]
-    _value_exposed: Option<Flag>,
+    #[serde(rename = "valueExposed", default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    value_exposed: bool,
+    #[serde(rename = "storagePath", default)]
+    storage_path: Option<String>,
     #[serde(default, deserialize_with = "regex_text")]
     #[schemars(with = "Option<String>")]
     regex: Option<String>,
@@ -122,8 +140,6 @@ struct RawJobOption {
     _config_remote_url: NotYet,
     #[serde(rename = "remoteUrlAuthenticationType", default)]
     _remote_url_authentication_type: NotYet,
-    #[serde(rename = "storagePath", default)]
-    _storage_path: NotYet,
     #[serde(rename = "sortIndex", default)]
     _sort_index: NotYet,
     #[serde(rename = "type", default)]
@@ -150,6 +166,27 @@ impl TryFrom<RawJobOption> for JobOption {
                 "option `{}` is secure, so it can have no `value` or `values`: the job definition is stored in plain text; pass the value at run time",
                 raw.name
             ));
+        }
+        let storage_path = raw.storage_path.filter(|p| !p.trim().is_empty());
+        if let Some(path) = &storage_path {
+            if !raw.secure {
+                return Err(format!(
+                    "option `{}`: `storagePath` goes with `secure: true` (Rundeck ignores it on a plain option; Outpost refuses rather than drop it)",
+                    raw.name
+                ));
+            }
+            let rest = path.trim_start_matches('/').strip_prefix("keys/");
+            let inside = rest.is_some_and(|r| {
+                !r.is_empty()
+                    && r.split('/')
+                        .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+            });
+            if !inside {
+                return Err(format!(
+                    "option `{}`: storagePath `{path}` must be a path below `keys/`, such as `keys/project/db/password`",
+                    raw.name
+                ));
+            }
         }
         let delimiter = raw.delimiter.filter(|d| !d.is_empty());
         if raw.multivalued && delimiter.is_none() {
@@ -211,6 +248,8 @@ impl TryFrom<RawJobOption> for JobOption {
             values,
             enforced: raw.enforced,
             secure: raw.secure,
+            value_exposed: raw.value_exposed,
+            storage_path,
             regex: raw.regex,
             multivalued: raw.multivalued,
             delimiter,
@@ -221,6 +260,61 @@ impl TryFrom<RawJobOption> for JobOption {
             date_format: raw.date_format,
         })
     }
+}
+
+/// `options`: a list, or the older form Rundeck still reads, a map from
+/// each option's name to the rest of it. Read in the file's order either
+/// way; exported as a list.
+pub(crate) fn list_or_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<JobOption>, D::Error> {
+    use serde::de::{Error, MapAccess, SeqAccess, Visitor};
+    struct Options;
+    impl<'de> Visitor<'de> for Options {
+        type Value = Vec<JobOption>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of options, or a map from option names to options")
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(o) = seq.next_element()? {
+                out.push(o);
+            }
+            Ok(out)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(name) = map.next_key::<String>()? {
+                let mut fields = match map.next_value::<serde_json::Value>()? {
+                    serde_json::Value::Object(m) => m,
+                    serde_json::Value::Null => serde_json::Map::new(),
+                    other => {
+                        return Err(A::Error::custom(format!(
+                            "option `{name}`: expected a map of its keys, not {other}"
+                        )))
+                    }
+                };
+                match fields.get("name") {
+                    Some(serde_json::Value::String(n)) if *n != name => {
+                        return Err(A::Error::custom(format!(
+                            "option `{name}` says its name is `{n}`; give one"
+                        )))
+                    }
+                    _ => {
+                        fields.insert("name".into(), serde_json::Value::String(name.clone()));
+                    }
+                }
+                let opt = JobOption::deserialize(serde_json::Value::Object(fields))
+                    .map_err(|e| A::Error::custom(format!("option `{name}`: {e}")))?;
+                out.push(opt);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Options)
 }
 
 /// `regex`, checked at import: Rundeck's are Java patterns; the ones this
@@ -240,6 +334,12 @@ fn full_match(re: &str, value: &str) -> bool {
 }
 
 impl JobOption {
+    /// A secure option whose value no step sees (Rundeck's "Secure Remote
+    /// Authentication").
+    pub fn auth_only(&self) -> bool {
+        self.secure && !self.value_exposed
+    }
+
     /// With `multivalueAllSelected` and no default: every allowed value.
     fn all_selected(&self) -> Option<String> {
         (self.multivalue_all_selected && !self.values.is_empty())
@@ -300,7 +400,9 @@ impl Job {
                 .or_else(|| opt.value.clone())
                 .or_else(|| opt.all_selected());
             match value {
-                None if opt.required => {
+                // A key-store default is read by the runner that claims
+                // the step, which fails the step if it is not there.
+                None if opt.required && opt.storage_path.is_none() => {
                     return Err(format!(
                         "option `{}` is required and has no default",
                         opt.name

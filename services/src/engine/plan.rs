@@ -14,7 +14,8 @@ pub use outpost_schemas::run::{
 };
 use outpost_schemas::{
     handled_outcome, AbortCause, ExecutionFinished, ExecutionOutcome, ExecutionRequested, Header,
-    JobRefFinished, ScriptSource, StepCommand, StepDispatched, StepFinished, StepNo, StepOutcome,
+    JobRefFinished, OptionStorage, ScriptSource, StepCommand, StepDispatched, StepFinished, StepNo,
+    StepOutcome,
 };
 use uuid::Uuid;
 
@@ -44,8 +45,28 @@ pub fn plan_with(req: &ExecutionRequested, globals: &BTreeMap<String, String>) -
     let secure_options = job
         .options
         .iter()
-        .filter(|o| o.secure)
+        .filter(|o| o.secure && o.value_exposed)
         .map(|o| o.name.clone())
+        .collect();
+    let auth_options = job
+        .options
+        .iter()
+        .filter(|o| o.auth_only())
+        .map(|o| o.name.clone())
+        .collect();
+    let option_storage = job
+        .options
+        .iter()
+        .filter_map(|o| {
+            let path = o.storage_path.clone()?;
+            Some((
+                o.name.clone(),
+                OptionStorage {
+                    path,
+                    required: o.required,
+                },
+            ))
+        })
         .collect();
     let job_vars = [
         ("name", job.name.clone()),
@@ -175,6 +196,8 @@ pub fn plan_with(req: &ExecutionRequested, globals: &BTreeMap<String, String>) -
         loglevel: job.loglevel,
         env,
         secure_options,
+        auth_options,
+        option_storage,
         steps,
         current: 1,
         failed: Vec::new(),
@@ -360,6 +383,8 @@ impl RunPlan for Run {
             command,
             env: self.env.clone(),
             secure_options: self.secure_options.clone(),
+            auth_options: self.auth_options.clone(),
+            option_storage: self.option_storage.clone(),
             loglevel: self.loglevel,
             node_run,
             errorhandler,

@@ -18,11 +18,17 @@ pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobFileError> {
         if message.contains("expected a sequence") {
             message.push_str(" (Rundeck job JSON is a list: `[{\"name\": ...}]`)");
         }
+        // serde_json places a check made after a value was read at the
+        // value's end; the field's start is where to look.
+        let at = super::better_place(
+            (inner.line() > 0).then(|| (inner.line(), inner.column())),
+            super::locate::in_json(text, &path),
+        );
         JobFileError {
             message: tidy_message(&path, message),
             path,
-            line: Some(inner.line()).filter(|l| *l > 0),
-            column: Some(inner.column()).filter(|c| *c > 0),
+            line: at.map(|a| a.0),
+            column: at.map(|a| a.1).filter(|c| *c > 0),
             element: None,
         }
     })?;

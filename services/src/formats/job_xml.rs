@@ -27,53 +27,69 @@ pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobFileError> {
         element: None,
         message: format!("not well-formed XML: {e}"),
     })?;
+    let (reader, jobs) = read(&doc);
+    serde_path_to_error::deserialize(Value::Array(jobs?)).map_err(|err| {
+        let path = err.path().to_string();
+        let message = tidy_message(&path, err.into_inner().to_string());
+        let mut e = reader.locate(&path);
+        e.message = message;
+        e
+    })
+}
+
+/// Where the field at `path` (`[1].sequence.commands[0].jobref`) was read:
+/// for faults found after parsing.
+pub(crate) fn locate(text: &str, path: &str) -> Option<JobFileError> {
+    let doc = Document::parse(text).ok()?;
+    let (reader, _) = read(&doc);
+    Some(reader.locate(path))
+}
+
+/// The `<joblist>` read into the YAML shape, with the place of each key.
+fn read<'a, 'input>(
+    doc: &'a Document<'input>,
+) -> (Reader<'a, 'input>, Result<Vec<Value>, JobFileError>) {
     let mut reader = Reader {
-        doc: &doc,
+        doc,
         places: HashMap::new(),
     };
     let root = doc.root_element();
     if root.tag_name().name() != "joblist" {
-        return Err(reader.error_at(
+        let err = reader.error_at(
             root,
             root.tag_name().name(),
             format!(
                 "the document's root is <{}>; Rundeck job XML is a <joblist> of <job> elements",
                 root.tag_name().name()
             ),
-        ));
+        );
+        return (reader, Err(err));
     }
     let mut jobs = Vec::new();
     for (i, (node, element)) in children(root, "joblist").into_iter().enumerate() {
         if node.tag_name().name() != "job" {
-            return Err(reader.error_at(
+            let err = reader.error_at(
                 node,
                 &element,
                 format!(
                     "unexpected <{}>; a <joblist> holds <job> elements",
                     node.tag_name().name()
                 ),
-            ));
+            );
+            return (reader, Err(err));
         }
         let path = format!("[{i}]");
         reader.note(&path, node, &element);
-        jobs.push(reader.job(node, &path, &element)?);
+        match reader.job(node, &path, &element) {
+            Ok(job) => jobs.push(job),
+            Err(err) => return (reader, Err(err)),
+        }
     }
     if jobs.is_empty() {
-        return Err(reader.error_at(root, "joblist", "no <job> element".into()));
+        let err = reader.error_at(root, "joblist", "no <job> element".into());
+        return (reader, Err(err));
     }
-    serde_path_to_error::deserialize(Value::Array(jobs)).map_err(|err| {
-        let path = err.path().to_string();
-        let message = tidy_message(&path, err.into_inner().to_string());
-        let place = reader.place(&path);
-        let pos = place.map(|p| doc.text_pos_at(p.offset));
-        JobFileError {
-            line: pos.map(|p| p.row as usize),
-            column: pos.map(|p| p.col as usize),
-            element: place.map(|p| p.element.clone()),
-            path,
-            message,
-        }
-    })
+    (reader, Ok(jobs))
 }
 
 /// `<schedule>` as Rundeck's XML codec reshapes it into the YAML form:
@@ -274,6 +290,20 @@ impl Reader<'_, '_> {
         }
     }
 
+    /// An error at `path`'s place (or its nearest noted parent's), with no
+    /// message yet.
+    fn locate(&self, path: &str) -> JobFileError {
+        let place = self.place(path);
+        let pos = place.map(|p| self.doc.text_pos_at(p.offset));
+        JobFileError {
+            line: pos.map(|p| p.row as usize),
+            column: pos.map(|p| p.col as usize),
+            element: place.map(|p| p.element.clone()),
+            path: path.to_string(),
+            message: String::new(),
+        }
+    }
+
     fn error_at(&self, node: Node, element: &str, message: String) -> JobFileError {
         let pos = self.doc.text_pos_at(node.range().start);
         JobFileError {
@@ -291,7 +321,13 @@ impl Reader<'_, '_> {
         self.note(path, node, element);
         let kids = children(node, element);
         if node.attributes().len() == 0 && kids.is_empty() {
-            return Value::String(text(node));
+            let t = text(node);
+            // `<plugins>` and `</plugins>` on two lines hold nothing, as
+            // Rundeck's parser reads them.
+            if t.trim().is_empty() && t.contains('\n') {
+                return Value::String(String::new());
+            }
+            return Value::String(t);
         }
         let mut map = Map::new();
         self.attributes(node, path, element, &mut map);
@@ -352,15 +388,30 @@ impl Reader<'_, '_> {
                     put(&mut map, "sequence", value);
                 }
                 "logging" => {
-                    for attr in kid.attributes() {
-                        let key = match attr.name() {
-                            "limit" => "loglimit",
-                            "limitAction" => "loglimitAction",
-                            "status" => "loglimitStatus",
-                            other => other,
-                        };
-                        self.note_attribute(&format!("{path}.{key}"), &attr, &el);
-                        put(&mut map, key, Value::String(attr.value().to_string()));
+                    // Attributes or child elements, as anywhere else; a key
+                    // `<logging>` does not name stays under it, and is
+                    // refused as unknown.
+                    let value = self.generic(kid, &p, &el);
+                    if let Value::Object(fields) = value {
+                        let mut rest = Map::new();
+                        for (k, v) in fields {
+                            let key = match k.as_str() {
+                                "limit" => "loglimit",
+                                "limitAction" => "loglimitAction",
+                                "status" => "loglimitStatus",
+                                _ => {
+                                    rest.insert(k, v);
+                                    continue;
+                                }
+                            };
+                            self.moved(&format!("{p}.{k}"), &format!("{path}.{key}"));
+                            put(&mut map, key, v);
+                        }
+                        if !rest.is_empty() {
+                            put(&mut map, "logging", Value::Object(rest));
+                        }
+                    } else if value.as_str().is_some_and(|t| !t.trim().is_empty()) {
+                        put(&mut map, "logging", value);
                     }
                 }
                 "schedule" => {
@@ -372,6 +423,7 @@ impl Reader<'_, '_> {
                     put(&mut map, "notification", notification_from_xml(value));
                 }
                 "retry" => {
+                    self.only(kid, &el, &["delay"])?;
                     self.note(&p, kid, &el);
                     put(&mut map, "retry", Value::String(text(kid)));
                     if let Some(delay) = kid.attribute_node("delay") {
@@ -387,6 +439,26 @@ impl Reader<'_, '_> {
                     let value = self.generic(kid, &p, &el);
                     put(&mut map, name, value);
                 }
+            }
+        }
+        // Rundeck's codec reads `<nodefilters excludeprecedence='…'>` (its
+        // documented example) as the dispatch's `excludePrecedence`.
+        let precedence = match map.get_mut("nodefilters") {
+            Some(Value::Object(nf)) => nf.remove("excludeprecedence"),
+            _ => None,
+        };
+        if let Some(v) = precedence {
+            self.moved(
+                &format!("{path}.nodefilters.excludeprecedence"),
+                &format!("{path}.nodefilters.dispatch.excludePrecedence"),
+            );
+            match &mut dispatch {
+                Some(Value::Object(d)) => {
+                    d.entry("excludePrecedence").or_insert(v);
+                }
+                // Text in <dispatch> is refused by the model anyway.
+                Some(Value::String(t)) if !t.trim().is_empty() => {}
+                _ => dispatch = Some(serde_json::json!({ "excludePrecedence": v })),
             }
         }
         if let Some(d) = dispatch {
@@ -414,8 +486,20 @@ impl Reader<'_, '_> {
     /// Rundeck sorts them by name.
     fn options(&mut self, node: Node, path: &str, element: &str) -> Result<Value, JobFileError> {
         self.note(path, node, element);
+        self.only_attributes(node, element, &["preserveOrder"])?;
+        let mut preserve = node.attribute("preserveOrder").map(str::to_string);
+        let mut kids = Vec::new();
+        for (kid, el) in children(node, element) {
+            // The attribute written as a child element, as anywhere else.
+            if kid.tag_name().name() == "preserveOrder" {
+                self.only(kid, &el, &[])?;
+                preserve = Some(text(kid));
+            } else {
+                kids.push((kid, el));
+            }
+        }
         let mut options = Vec::new();
-        for (i, (kid, el)) in children(node, element).into_iter().enumerate() {
+        for (i, (kid, el)) in kids.into_iter().enumerate() {
             if kid.tag_name().name() != "option" {
                 return Err(self.error_at(
                     kid,
@@ -438,9 +522,7 @@ impl Reader<'_, '_> {
             }
             options.push(value);
         }
-        let ordered = node
-            .attribute("preserveOrder")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let ordered = preserve.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         if !ordered {
             // Positions were noted by document index; sorting would move
             // errors onto other options, so sort only what is valid to sort.
@@ -491,7 +573,7 @@ impl Reader<'_, '_> {
             let name = kid.tag_name().name();
             if name == "command" {
                 let p = format!("{commands_path}[{}]", commands.len());
-                commands.push(self.command(kid, &p, &el));
+                commands.push(self.command(kid, &p, &el)?);
             } else {
                 let value = self.generic(kid, &format!("{path}.{name}"), &el);
                 put(&mut map, name, value);
@@ -501,7 +583,7 @@ impl Reader<'_, '_> {
         Ok(Value::Object(map))
     }
 
-    fn command(&mut self, node: Node, path: &str, element: &str) -> Value {
+    fn command(&mut self, node: Node, path: &str, element: &str) -> Result<Value, JobFileError> {
         self.note(path, node, element);
         let mut map = Map::new();
         self.attributes(node, path, element, &mut map);
@@ -511,7 +593,7 @@ impl Reader<'_, '_> {
                 "scriptargs" => "args",
                 "scriptinterpreter" => "scriptInterpreter",
                 "step-plugin" | "node-step-plugin" => {
-                    self.plugin_step(kid, path, &el, &mut map);
+                    self.plugin_step(kid, path, &el, &mut map)?;
                     continue;
                 }
                 "jobref" => {
@@ -522,7 +604,7 @@ impl Reader<'_, '_> {
                 }
                 "errorhandler" => {
                     let p = format!("{path}.errorhandler");
-                    let value = self.command(kid, &p, &el);
+                    let value = self.command(kid, &p, &el)?;
                     put(&mut map, "errorhandler", value);
                     continue;
                 }
@@ -530,6 +612,7 @@ impl Reader<'_, '_> {
             };
             let p = format!("{path}.{key}");
             if key == "scriptInterpreter" {
+                self.only(kid, &el, &["argsquoted"])?;
                 self.note(&p, kid, &el);
                 put(&mut map, key, Value::String(text(kid)));
                 if let Some(quoted) = kid.attribute_node("argsquoted") {
@@ -545,7 +628,7 @@ impl Reader<'_, '_> {
             let value = self.generic(kid, &p, &el);
             put(&mut map, key, value);
         }
-        Value::Object(map)
+        Ok(Value::Object(map))
     }
 
     /// `<jobref name='n' group='g'><arg line='…'/><dispatch>…`: the
@@ -603,7 +686,13 @@ impl Reader<'_, '_> {
     }
 
     /// `<step-plugin type='t'><configuration><entry key='k' value='v'/>…`
-    fn plugin_step(&mut self, node: Node, path: &str, element: &str, map: &mut Map<String, Value>) {
+    fn plugin_step(
+        &mut self,
+        node: Node,
+        path: &str,
+        element: &str,
+        map: &mut Map<String, Value>,
+    ) -> Result<(), JobFileError> {
         let node_step = node.tag_name().name() == "node-step-plugin";
         self.attributes(node, path, element, map);
         self.note(&format!("{path}.nodeStep"), node, element);
@@ -619,6 +708,17 @@ impl Reader<'_, '_> {
             self.note(&p, kid, &el);
             let mut config = Map::new();
             for (entry, eel) in children(kid, &el) {
+                if entry.tag_name().name() != "entry" {
+                    return Err(self.error_at(
+                        entry,
+                        &eel,
+                        format!(
+                            "unexpected <{}>; <configuration> holds <entry key='…' value='…'/> elements",
+                            entry.tag_name().name()
+                        ),
+                    ));
+                }
+                self.only(entry, &eel, &["key", "value"])?;
                 let key = entry.attribute("key").unwrap_or_default().to_string();
                 self.note(&format!("{p}.{key}"), entry, &eel);
                 let value = entry
@@ -629,5 +729,52 @@ impl Reader<'_, '_> {
             }
             put(map, "configuration", Value::Object(config));
         }
+        Ok(())
+    }
+
+    /// Refuses, with its line, what an element that the codec reads by
+    /// hand holds beyond the attributes it takes: nothing is dropped.
+    fn only(&self, node: Node, element: &str, attributes: &[&str]) -> Result<(), JobFileError> {
+        self.only_attributes(node, element, attributes)?;
+        if let Some((kid, el)) = children(node, element).into_iter().next() {
+            return Err(self.error_at(
+                kid,
+                &el,
+                format!(
+                    "unexpected <{}> inside <{}>",
+                    kid.tag_name().name(),
+                    node.tag_name().name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn only_attributes(
+        &self,
+        node: Node,
+        element: &str,
+        attributes: &[&str],
+    ) -> Result<(), JobFileError> {
+        if let Some(attr) = node.attributes().find(|a| !attributes.contains(&a.name())) {
+            let pos = self.doc.text_pos_at(attr.range().start);
+            return Err(JobFileError {
+                path: String::new(),
+                line: Some(pos.row as usize),
+                column: Some(pos.col as usize),
+                element: Some(format!("{element} @{}", attr.name())),
+                message: format!(
+                    "unknown attribute `{}`; <{}> takes {}",
+                    attr.name(),
+                    node.tag_name().name(),
+                    if attributes.is_empty() {
+                        "none".to_string()
+                    } else {
+                        attributes.join(", ")
+                    }
+                ),
+            });
+        }
+        Ok(())
     }
 }

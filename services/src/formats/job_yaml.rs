@@ -33,11 +33,17 @@ pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobFileError> {
         if message.contains("expected a sequence") {
             message.push_str(" (Rundeck job YAML is a list: start each job with `- name: ...`)");
         }
+        // A check made after a whole mapping was read reports where the
+        // enclosing one began; the field's own place is more use.
+        let at = super::better_place(
+            location.as_ref().map(|l| (l.line(), l.column())),
+            super::locate::in_yaml(text, &path),
+        );
         JobFileError {
             message: tidy_message(&path, message),
             path,
-            line: location.as_ref().map(|l| l.line()),
-            column: location.as_ref().map(|l| l.column()),
+            line: at.map(|a| a.0),
+            column: at.map(|a| a.1),
             element: None,
         }
     })?;

@@ -10,9 +10,11 @@ use std::fmt;
 
 use outpost_schemas::job::{Job, NOT_SUPPORTED_YET};
 
+mod cycles;
 pub mod job_json;
 pub mod job_xml;
 pub mod job_yaml;
+mod locate;
 
 /// A job file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +149,50 @@ pub fn parse_jobs(text: &str, format: Format) -> Result<Vec<Job>, JobFileError> 
     if jobs.is_empty() {
         return Err(JobFileError::whole_file("the list holds no job"));
     }
+    if let Some(fault) = cycles::reference_cycle(&jobs) {
+        return Err(located(text, format, fault));
+    }
     Ok(jobs)
+}
+
+/// Where to say an error is: the parser's place, unless the field's own
+/// place is on another line (a check made after a whole mapping was read
+/// is placed where the enclosing mapping began in YAML, and where the
+/// value ended in JSON). On the same line the parser's column is kept: it
+/// points at an unknown key itself.
+fn better_place(
+    parser: Option<(usize, usize)>,
+    field: Option<(usize, usize)>,
+) -> Option<(usize, usize)> {
+    match (parser, field) {
+        (Some(p), Some(f)) if p.0 != f.0 => Some(f),
+        (Some(p), _) => Some(p),
+        (None, f) => f,
+    }
+}
+
+/// A fault found across jobs, placed in the text it came from.
+fn located(text: &str, format: Format, fault: cycles::FileFault) -> JobFileError {
+    let mut err = match format {
+        Format::Xml => job_xml::locate(text, &fault.path)
+            .unwrap_or_else(|| JobFileError::whole_file(String::new())),
+        Format::Yaml | Format::Json => {
+            let at = match format {
+                Format::Yaml => locate::in_yaml(text, &fault.path),
+                _ => locate::in_json(text, &fault.path),
+            };
+            JobFileError {
+                path: String::new(),
+                line: at.map(|a| a.0),
+                column: at.map(|a| a.1),
+                element: None,
+                message: String::new(),
+            }
+        }
+    };
+    err.path = fault.path;
+    err.message = fault.message;
+    err
 }
 
 /// Writes jobs in a format; [`parse_jobs`] reads the text back to the same jobs.
@@ -156,6 +201,32 @@ pub fn export(jobs: &[Job], format: Format) -> String {
         Format::Yaml => job_yaml::to_yaml(jobs),
         Format::Xml => job_xml::to_xml(jobs),
         Format::Json => job_json::to_json(jobs),
+    }
+}
+
+/// Whether the jobs, written in `format`, read back to the same jobs. A
+/// difference is a bug in that format's writer; `outpost job check` and
+/// the corpus tests ask.
+pub fn reads_back(jobs: &[Job], format: Format) -> Result<(), String> {
+    let text = export(jobs, format);
+    match parse_jobs(&text, format) {
+        Ok(back) if back == jobs => Ok(()),
+        Ok(back) => {
+            let first = jobs
+                .iter()
+                .zip(&back)
+                .position(|(a, b)| a != b)
+                .unwrap_or(jobs.len().min(back.len()));
+            Err(format!(
+                "its {} export reads back differently (first at job {})",
+                format.name(),
+                first + 1
+            ))
+        }
+        Err(err) => Err(format!(
+            "its {} export does not read back: {err}",
+            format.name()
+        )),
     }
 }
 
@@ -177,5 +248,7 @@ pub(crate) fn tidy_message(path: &str, message: String) -> String {
     )
 }
 
+#[cfg(test)]
+mod corpus;
 #[cfg(test)]
 mod tests;

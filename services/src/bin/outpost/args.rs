@@ -261,6 +261,18 @@ pub(crate) enum JobCmd {
         #[arg(long, value_parser = parse_format)]
         format: Option<Format>,
     },
+    /// Check a job file without a server: each job is read as `load` reads
+    /// it, and its export must read back the same in every format. Exit 2
+    /// with the line and field of the first fault.
+    Check {
+        file: PathBuf,
+        /// The file's format, if neither its extension nor its text tells.
+        #[arg(long, value_parser = parse_format)]
+        format: Option<Format>,
+        /// Print the jobs as a file of this format (yaml, xml or json).
+        #[arg(long, value_parser = parse_format)]
+        to: Option<Format>,
+    },
     /// List the project's jobs.
     List,
     /// Show a job: as stored (JSON), or its definition as a job file.

@@ -1,7 +1,7 @@
 //! The commands that call the REST API, and how each prints its answer.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use outpost_bus as bus;
@@ -10,7 +10,7 @@ use outpost_services::cli::{self, Client};
 use outpost_services::contract::{
     wire_word as word, CredentialState, Draining, NodeSource, PingReply, Revocation, Rotation,
 };
-use outpost_services::formats::Format;
+use outpost_services::formats::{self, Format};
 use uuid::Uuid;
 
 use crate::args::{
@@ -32,15 +32,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
             dupe,
             format,
         }) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let format = format
-                .or_else(|| {
-                    path.extension()
-                        .and_then(|e| e.to_str())
-                        .and_then(Format::from_name)
-                })
-                .unwrap_or_else(|| Format::sniff(&text));
+            let (text, format) = read_job_file(&path, format)?;
             let result = client
                 .import(project, text, format, dupe)
                 .await
@@ -51,6 +43,39 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
                     eprintln!("warning: {}: {w}", j.full_name());
                 }
             }
+        }
+        Command::Job(JobCmd::Check { file, format, to }) => {
+            let (text, format) = read_job_file(&file, format)?;
+            let jobs = formats::parse_jobs(&text, format)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for format in [Format::Yaml, Format::Xml, Format::Json] {
+                formats::reads_back(&jobs, format).map_err(|why| {
+                    anyhow::anyhow!(
+                        "{}: read, but {why}; this is a bug in Outpost",
+                        file.display()
+                    )
+                })?;
+            }
+            match to {
+                Some(to) => print!("{}", formats::export(&jobs, to)),
+                None => {
+                    for job in &jobs {
+                        let id = job.uuid.map(|u| u.to_string()).unwrap_or_default();
+                        println!("ok       {id:<36}  {}", job.full_name());
+                    }
+                }
+            }
+            for job in &jobs {
+                for why in job.inactive() {
+                    eprintln!("warning: {}: {why}", job.full_name());
+                }
+            }
+            eprintln!(
+                "{}: {} job(s) read as {}; each reads back the same as yaml, xml and json",
+                file.display(),
+                jobs.len(),
+                format.name()
+            );
         }
         Command::Job(JobCmd::List) => {
             for j in client.jobs(project).await? {
@@ -446,4 +471,19 @@ async fn follow_exit(client: &Client, id: Uuid, out: &mut std::io::Stdout) -> an
 fn write_bundle(path: &std::path::Path, bundle: &str) -> anyhow::Result<()> {
     outpost_services::security::write_private(path, bundle.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A job file's text and format: `--format`, else the extension, else
+/// what the text looks like.
+fn read_job_file(path: &Path, format: Option<Format>) -> anyhow::Result<(String, Format)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let format = format
+        .or_else(|| {
+            path.extension()
+                .and_then(|e| e.to_str())
+                .and_then(Format::from_name)
+        })
+        .unwrap_or_else(|| Format::sniff(&text));
+    Ok((text, format))
 }

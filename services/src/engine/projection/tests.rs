@@ -268,6 +268,8 @@ fn node_job_events() -> Vec<Event> {
         },
         env: Default::default(),
         secure_options: vec![],
+        auth_options: vec![],
+        option_storage: Default::default(),
         loglevel: Default::default(),
         node_run: Some(NodeRunDispatch {
             nodes: vec![node("a"), node("b")],

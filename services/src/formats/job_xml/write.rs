@@ -224,6 +224,8 @@ fn write_option(w: &mut Writer, o: &JobOption) {
         ("required", on(o.required)),
         ("secure", on(o.secure)),
         ("sortValues", on(o.sort_values)),
+        ("storagePath", o.storage_path.clone()),
+        ("valueExposed", on(o.value_exposed)),
     ] {
         if let Some(v) = value {
             attrs.push((name, v));
