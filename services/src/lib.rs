@@ -15,6 +15,7 @@ pub mod control_plane;
 pub mod engine;
 pub mod fleet;
 pub mod formats;
+pub mod remote_values;
 pub mod security;
 pub mod store;
 pub mod up;

@@ -123,9 +123,17 @@ async fn the_served_document_is_the_committed_one_and_every_operation_is_routed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_answers_the_schema_the_document_gives() {
     let stack = Stack::start().await;
+    // What the option's valuesUrl reads.
+    let app = axum::Router::new().route(
+        "/values",
+        axum::routing::get(|| async { axum::Json(serde_json::json!(["a", "b"])) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let values = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let job = stack
         .load(
-            "- name: documented\n  sequence:\n    commands:\n    - exec: echo documented\n",
+            &format!("- name: documented\n  options:\n  - name: documented\n    valuesUrl: http://{addr}/values\n  sequence:\n    commands:\n    - exec: echo documented\n"),
             "documented",
         )
         .await;
@@ -209,5 +217,6 @@ async fn every_read_answers_the_schema_the_document_gives() {
         );
         checked.push(path.clone());
     }
-    assert!(checked.len() >= 16, "only {checked:?}");
+    assert!(checked.len() >= 17, "only {checked:?}");
+    values.abort();
 }

@@ -403,10 +403,16 @@ fn the_api_builds_no_json_bodies_by_hand() {
 }
 
 /// HTTP clients that are not API clients, each with why.
-const HTTP_OUTSIDE_CLI: &[(&str, &str)] = &[(
-    "runner/src/script.rs",
-    "fetches a `scripturl` step's script from the runner's own network; it never calls the API",
-)];
+const HTTP_OUTSIDE_CLI: &[(&str, &str)] = &[
+    (
+        "runner/src/script.rs",
+        "fetches a `scripturl` step's script from the runner's own network; it never calls the API",
+    ),
+    (
+        "services/src/remote_values.rs",
+        "fetches an option's `valuesUrl` for the control plane; it never calls the API",
+    ),
+];
 
 /// Only the CLI's client calls the API over HTTP.
 #[test]

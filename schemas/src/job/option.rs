@@ -25,6 +25,12 @@ pub struct JobOption {
     /// Allowed values; enforced only when `enforced` is true.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
+    /// Remote allowed values: an http(s) URL the control plane fetches
+    /// (JSON, Rundeck's formats), for listing and, with `enforced` and no
+    /// `values`, to check a run's value. `${job.x}`, `${globals.x}` and
+    /// `${option.other.value}` are expanded in it.
+    #[serde(rename = "valuesUrl", default, skip_serializing_if = "Option::is_none")]
+    pub values_url: Option<String>,
     #[serde(default)]
     pub enforced: bool,
     /// A secret: its value is sealed at rest, handed only to the runner that
@@ -97,6 +103,8 @@ struct RawJobOption {
     value: Option<ScalarString>,
     #[serde(default)]
     values: Option<Values>,
+    #[serde(rename = "valuesUrl", default)]
+    values_url: Option<String>,
     /// Splits `values` when it is one string (Rundeck's default `,`).
     #[serde(rename = "valuesListDelimiter", default)]
     values_list_delimiter: Option<String>,
@@ -134,8 +142,6 @@ struct RawJobOption {
     #[serde(rename = "dateFormat", default)]
     date_format: Option<String>,
     // Documented by Rundeck, not built yet: refused unless empty.
-    #[serde(rename = "valuesUrl", default)]
-    _values_url: NotYet,
     #[serde(rename = "configRemoteUrl", default)]
     _config_remote_url: NotYet,
     #[serde(rename = "remoteUrlAuthenticationType", default)]
@@ -166,6 +172,27 @@ impl TryFrom<RawJobOption> for JobOption {
                 "option `{}` is secure, so it can have no `value` or `values`: the job definition is stored in plain text; pass the value at run time",
                 raw.name
             ));
+        }
+        let values_url = raw.values_url.filter(|u| !u.trim().is_empty());
+        if let Some(url) = &values_url {
+            if raw.secure {
+                return Err(format!(
+                    "option `{}` is secure, so it can have no `valuesUrl`",
+                    raw.name
+                ));
+            }
+            let lower = url.trim().to_ascii_lowercase();
+            let http = ["http://", "https://"]
+                .iter()
+                .any(|s| lower.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
+            // With `${...}` the URL is only known per run.
+            let templated = url.contains("${") && !lower.starts_with("file:");
+            if !http && !templated {
+                return Err(format!(
+                    "option `{}`: valuesUrl `{url}` is not an http:// or https:// URL (the control plane fetches it; a file: URL would read the control plane's own files, and is refused)",
+                    raw.name
+                ));
+            }
         }
         let storage_path = raw.storage_path.filter(|p| !p.trim().is_empty());
         if let Some(path) = &storage_path {
@@ -221,7 +248,8 @@ impl TryFrom<RawJobOption> for JobOption {
                         ));
                     }
                 }
-                if raw.enforced && !values.iter().any(|x| x == part) {
+                // Remote values are not known at import.
+                if raw.enforced && !values.is_empty() && !values.iter().any(|x| x == part) {
                     return Err(format!(
                         "option `{}`: default `{part}` is not one of its `values`",
                         raw.name
@@ -230,9 +258,9 @@ impl TryFrom<RawJobOption> for JobOption {
             }
             Ok(())
         };
-        if raw.enforced && values.is_empty() {
+        if raw.enforced && values.is_empty() && values_url.is_none() {
             return Err(format!(
-                "option `{}` is `enforced` but lists no `values`",
+                "option `{}` is `enforced` but lists no `values` and has no `valuesUrl`",
                 raw.name
             ));
         }
@@ -246,6 +274,7 @@ impl TryFrom<RawJobOption> for JobOption {
             required: raw.required,
             value,
             values,
+            values_url,
             enforced: raw.enforced,
             secure: raw.secure,
             value_exposed: raw.value_exposed,
@@ -333,7 +362,91 @@ fn full_match(re: &str, value: &str) -> bool {
     regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(value))
 }
 
+/// One of an option's remote values, as Rundeck reads them from its
+/// `valuesUrl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RemoteValue {
+    /// What a person sees.
+    pub name: String,
+    /// What the option is set to.
+    pub value: String,
+    /// Pre-selected; with `enforced`, the first one is a run's default.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub selected: bool,
+}
+
+/// Reads a `valuesUrl` answer in Rundeck's three forms: a list of strings,
+/// a list of `{name, value, selected}`, or an object of name to value.
+/// Stricter than Rundeck, a list mixing the first two forms is refused
+/// rather than half read.
+pub fn parse_remote_values(json: &serde_json::Value) -> Result<Vec<RemoteValue>, String> {
+    use serde_json::Value;
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let values =
+        match json {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::Object(m) => {
+                        let field = |k: &str| m.get(k).and_then(text).filter(|s| !s.is_empty());
+                        let (Some(name), Some(value)) = (field("name"), field("value")) else {
+                            return Err(format!("item {i} has no `name` or no `value`"));
+                        };
+                        let selected = matches!(m.get("selected"), Some(Value::Bool(true)))
+                            || m.get("selected").and_then(Value::as_str) == Some("true");
+                        Ok(RemoteValue {
+                            name,
+                            value,
+                            selected,
+                        })
+                    }
+                    other => match text(other) {
+                        Some(s) if items.iter().all(|x| !x.is_object()) => Ok(RemoteValue {
+                            name: s.clone(),
+                            value: s,
+                            selected: false,
+                        }),
+                        _ => Err(format!(
+                        "item {i} is neither text nor {{name, value}}, or the list mixes the two"
+                    )),
+                    },
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Value::Object(m) => m
+                .iter()
+                .map(|(name, v)| match text(v) {
+                    Some(value) => Ok(RemoteValue {
+                        name: name.clone(),
+                        value,
+                        selected: false,
+                    }),
+                    None => Err(format!("`{name}` is not text")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return Err(
+                "expected a list of values, a list of {name, value}, or an object of name to value"
+                    .into(),
+            ),
+        };
+    if values.is_empty() {
+        return Err("the list is empty".into());
+    }
+    Ok(values)
+}
+
 impl JobOption {
+    /// Its allowed values are the remote ones: `enforced`, with a
+    /// `valuesUrl` and no `values`.
+    pub fn remote_enforced(&self) -> bool {
+        self.enforced && self.values.is_empty() && self.values_url.is_some()
+    }
+
     /// A secure option whose value no step sees (Rundeck's "Secure Remote
     /// Authentication").
     pub fn auth_only(&self) -> bool {
@@ -346,6 +459,25 @@ impl JobOption {
             .then(|| self.values.join(self.delimiter.as_deref().unwrap_or(",")))
     }
 
+    /// Checks a run's value (each part of a multivalued one) against its
+    /// remote values.
+    fn check_listed(&self, value: &str, listed: &[RemoteValue]) -> Result<(), String> {
+        let parts: Vec<&str> = match (&self.delimiter, self.multivalued) {
+            (Some(d), true) => value.split(d.as_str()).map(str::trim).collect(),
+            _ => vec![value],
+        };
+        for part in parts {
+            if !listed.iter().any(|r| r.value == part) {
+                let allowed: Vec<&str> = listed.iter().map(|r| r.value.as_str()).collect();
+                return Err(format!(
+                    "option `{}` must be one of the values its valuesUrl lists {allowed:?}, not `{part}`",
+                    self.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a run's value against the option's rules; the error names
     /// the option and the rule.
     pub fn check(&self, value: &str) -> Result<(), String> {
@@ -354,7 +486,8 @@ impl JobOption {
             _ => vec![value],
         };
         for part in parts {
-            if self.enforced && !self.values.iter().any(|v| v == part) {
+            // With remote values only, the caller checks against them.
+            if self.enforced && !self.values.is_empty() && !self.values.iter().any(|v| v == part) {
                 return Err(format!(
                     "option `{}` must be one of {:?}, not `{part}`",
                     self.name, self.values
@@ -379,9 +512,19 @@ pub type OptionValues = (BTreeMap<String, String>, BTreeMap<String, String>);
 impl Job {
     /// Applies defaults and checks the given values against the job's
     /// options; the error names the option and the rule.
-    pub fn resolve_options(
+    pub fn resolve_options(&self, given: BTreeMap<String, String>) -> Result<OptionValues, String> {
+        self.resolve_options_with(given, &BTreeMap::new())
+    }
+
+    /// As [`Job::resolve_options`], with the remote values of the options
+    /// whose allowed values are remote ([`JobOption::remote_enforced`]): a
+    /// missing value is the first selected one, and a value must be one of
+    /// theirs. Such an option missing from `remote` is not checked (a job
+    /// reference's child, which the control plane plans without fetching).
+    pub fn resolve_options_with(
         &self,
         mut given: BTreeMap<String, String>,
+        remote: &BTreeMap<String, Vec<RemoteValue>>,
     ) -> Result<OptionValues, String> {
         if let Some(unknown) = given
             .keys()
@@ -395,10 +538,15 @@ impl Job {
         let mut out = BTreeMap::new();
         let mut secure = BTreeMap::new();
         for opt in &self.options {
+            let listed = remote.get(&opt.name).filter(|_| opt.remote_enforced());
             let value = given
                 .remove(&opt.name)
                 .or_else(|| opt.value.clone())
-                .or_else(|| opt.all_selected());
+                .or_else(|| opt.all_selected())
+                .or_else(|| {
+                    let first = listed?.iter().find(|r| r.selected)?;
+                    Some(first.value.clone())
+                });
             match value {
                 // A key-store default is read by the runner that claims
                 // the step, which fails the step if it is not there.
@@ -411,6 +559,9 @@ impl Job {
                 None => {}
                 Some(v) => {
                     opt.check(&v)?;
+                    if let Some(listed) = listed {
+                        opt.check_listed(&v, listed)?;
+                    }
                     if opt.secure {
                         secure.insert(opt.name.clone(), v);
                     } else {

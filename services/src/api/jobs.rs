@@ -283,7 +283,11 @@ pub(super) async fn run_job(
         ));
     }
     let given = given_options(req)?;
-    let (options, secure) = resolve_options(&rec, given)?;
+    let remote = super::option_values::for_run(&s, &rec, &who, &given).await?;
+    let (options, secure) = rec
+        .job
+        .resolve_options_with(given, &remote)
+        .map_err(ApiError::invalid)?;
     // Read now, so that a timeout option that is no timeout is the caller's
     // 400 rather than a failed execution.
     rec.job.timeout_for(&options).map_err(ApiError::invalid)?;
@@ -377,14 +381,4 @@ fn given_options(req: RunRequest) -> ApiResult<BTreeMap<String, String>> {
         }
     }
     Ok(given)
-}
-
-/// Applies defaults and checks the given values against the job's options.
-/// Returns the plain values and, apart, the secure ones.
-#[allow(clippy::type_complexity)]
-pub(super) fn resolve_options(
-    rec: &JobRecord,
-    given: BTreeMap<String, String>,
-) -> ApiResult<(BTreeMap<String, String>, BTreeMap<String, String>)> {
-    rec.job.resolve_options(given).map_err(ApiError::invalid)
 }

@@ -29,6 +29,7 @@ mod executions;
 mod jobs;
 mod nodes;
 mod openapi;
+mod option_values;
 mod projects;
 mod runners;
 mod tokens;
@@ -226,6 +227,10 @@ fn router(state: AppState) -> Router {
                 .delete(jobs::delete_job),
         )
         .route("/job/{id}/run", post(jobs::run_job))
+        .route(
+            "/job/{id}/option/{name}/values",
+            get(option_values::option_values),
+        )
         .route("/execution/{id}", get(executions::get_execution))
         .route("/execution/{id}/output", get(executions::get_output))
         .route(

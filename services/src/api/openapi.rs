@@ -14,7 +14,9 @@ use utoipa::OpenApi;
 use crate::contract;
 use crate::security::auth::{self, Need, ProjectOf};
 
-use super::{audit, deadletters, executions, jobs, nodes, projects, runners, tokens};
+use super::{
+    audit, deadletters, executions, jobs, nodes, option_values, projects, runners, tokens,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +43,7 @@ use super::{audit, deadletters, executions, jobs, nodes, projects, runners, toke
         jobs::put_job,
         jobs::delete_job,
         jobs::run_job,
+        option_values::option_values,
         executions::list_executions,
         executions::get_execution,
         executions::get_output,
@@ -94,6 +97,7 @@ components!(
     ImportResult,
     RunRequest,
     RunAccepted,
+    OptionValues,
     Execution,
     ExecutionList,
     OutputPage,

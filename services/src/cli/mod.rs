@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::contract::{
     AbortReply, AuditEntry, ConfigValue, CreatedToken, DeadLetters, DupeOption, EnrolRequest,
     EnrolledRunner, Enrolment, ErrorBody, Execution, ExecutionList, ImportResult, JobDetail,
-    JobSummary, Node, NodesLoaded, OutputPage, ProjectConfig, RunAccepted, RunRequest,
-    RunnerReplica, Token, TokenRequest, API_PREFIX,
+    JobSummary, Node, NodesLoaded, OptionValues, OutputPage, ProjectConfig, RunAccepted,
+    RunRequest, RunnerReplica, Token, TokenRequest, API_PREFIX,
 };
 use crate::formats::Format;
 
@@ -164,6 +164,21 @@ impl Client {
             self.http
                 .get(self.url(&format!("/job/{id}")))
                 .query(&[("format", format.name())]),
+        )
+        .await
+    }
+
+    /// An option's remote values, with other options' values for its URL.
+    pub async fn option_values(
+        &self,
+        id: Uuid,
+        option: &str,
+        given: &[(String, String)],
+    ) -> Result<OptionValues, CliError> {
+        self.json(
+            self.http
+                .get(self.url(&format!("/job/{id}/option/{option}/values")))
+                .query(given),
         )
         .await
     }

@@ -157,3 +157,13 @@ impl From<crate::store::JobRecord> for JobDetail {
         }
     }
 }
+
+/// `GET /job/{id}/option/{name}/values`: an option's remote values, read
+/// from its `valuesUrl` now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OptionValues {
+    pub option: String,
+    /// The URL as fetched, its references expanded.
+    pub url: String,
+    pub values: Vec<outpost_schemas::job::RemoteValue>,
+}

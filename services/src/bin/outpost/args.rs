@@ -285,6 +285,15 @@ pub(crate) enum JobCmd {
         #[arg(long)]
         yaml: bool,
     },
+    /// List an option's remote values, read from its valuesUrl now.
+    Values {
+        job: String,
+        option: String,
+        /// Another option's value for the URL's `${option.NAME.value}`,
+        /// `name=value`; repeatable.
+        #[arg(short = 'o', long = "option", value_parser = cli::parse_option)]
+        options: Vec<(String, String)>,
+    },
     /// Print every job of the project as one job file (yaml, xml or json).
     Export {
         #[arg(long, default_value = "yaml", value_parser = parse_format)]

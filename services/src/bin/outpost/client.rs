@@ -93,6 +93,18 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
                 None => println!("{}", serde_json::to_string_pretty(&client.job(id).await?)?),
             }
         }
+        Command::Job(JobCmd::Values {
+            job,
+            option,
+            options,
+        }) => {
+            let id = client.resolve_job(project, &job).await?;
+            let listed = client.option_values(id, &option, &options).await?;
+            for v in &listed.values {
+                let mark = if v.selected { "  (selected)" } else { "" };
+                println!("{:<24} {}{mark}", v.value, v.name);
+            }
+        }
         Command::Job(JobCmd::Export { format }) => {
             print!("{}", client.export_jobs(project, format).await?);
         }

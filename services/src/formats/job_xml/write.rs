@@ -226,6 +226,7 @@ fn write_option(w: &mut Writer, o: &JobOption) {
         ("sortValues", on(o.sort_values)),
         ("storagePath", o.storage_path.clone()),
         ("valueExposed", on(o.value_exposed)),
+        ("valuesUrl", o.values_url.clone()),
     ] {
         if let Some(v) = value {
             attrs.push((name, v));
