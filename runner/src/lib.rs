@@ -6,6 +6,7 @@
 //! Entry point: [`Runner::run`]. The control plane embeds the same code as
 //! its local runner.
 
+pub mod data_capture;
 pub mod executor;
 pub mod logs;
 pub mod mask;

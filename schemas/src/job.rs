@@ -17,6 +17,7 @@ pub mod arg_string;
 mod compat;
 mod duration;
 mod jobref;
+mod log_filter;
 mod loglimit;
 mod nodes;
 mod notification;
@@ -31,6 +32,7 @@ use compat::is_false;
 pub use compat::{flag, Flag, NotYet, NOT_SUPPORTED_YET};
 pub use duration::parse_timeout;
 pub use jobref::*;
+pub use log_filter::*;
 pub use loglimit::*;
 pub use nodes::*;
 pub use notification::{Notifications, Notify, TRIGGERS};
@@ -475,6 +477,7 @@ impl TryFrom<RawJob> for Job {
             for (i, c) in raw.sequence.commands.iter().enumerate() {
                 let what = match (&c.jobref, &c.errorhandler) {
                     _ if c.node_step == Some(false) => "a workflow plugin step",
+                    _ if !c.plugins.is_empty() => "a log filter",
                     (Some(_), _) => "a jobref step",
                     (None, Some(_)) => "an errorhandler",
                     (None, None) => continue,

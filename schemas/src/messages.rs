@@ -152,6 +152,9 @@ pub struct StepDispatched {
     /// `@key@` tokens with it, and, with each node's, `${node.x}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// The step's log filters, which the runner runs over its output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_filters: Vec<crate::job::LogFilter>,
 }
 
 /// Where a secure option's default lives in the runner's key store.
@@ -409,6 +412,10 @@ pub struct StepFinished {
     /// whatever `keepgoing` says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halted: Option<crate::job::HaltStatus>,
+    /// What the step's `key-value-data` log filters captured from its
+    /// output: `${data.KEY}` for the later steps.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

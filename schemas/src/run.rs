@@ -29,6 +29,9 @@ pub struct PlannedStep {
     /// `export-var`): no runner is involved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlStep>,
+    /// Run by the runner over the step's output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_filters: Vec<crate::job::LogFilter>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -218,6 +218,7 @@ pub(super) async fn run_nodes(
         &shared.outbox,
         lane,
         &Event::StepFinished(StepFinished {
+            data: Default::default(),
             header: Header::now(),
             execution_id,
             step: d.step,

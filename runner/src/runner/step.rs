@@ -319,6 +319,8 @@ pub(super) async fn run_claimed(
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let mut started_gate = Some(started_tx);
     let mut limiter = crate::logs::Limiter::new(d.loglimit, d.log_used.clone());
+    // Log filters read what the log limit lets through.
+    let mut capture = crate::data_capture::DataCapture::new(&d.log_filters);
     let forward = {
         let (cancel, reason) = (cancel.clone(), reason.clone());
         tokio::spawn(async move {
@@ -327,11 +329,21 @@ pub(super) async fn run_claimed(
                 let Some(e) = limited(&mut limiter, e, &reason, &cancel) else {
                     continue;
                 };
+                let warned = capture.observe(&e);
                 if ptx.send((step, e)).await.is_err() {
                     break;
                 }
+                if let Some(w) = warned {
+                    if ptx.send((step, w)).await.is_err() {
+                        break;
+                    }
+                }
             }
-            limiter
+            let (data, said) = capture.finish();
+            if let Some(said) = said {
+                let _ = ptx.send((step, said)).await;
+            }
+            (limiter, data)
         })
     };
     let pump = tokio::spawn(crate::logs::pump(
@@ -424,7 +436,10 @@ pub(super) async fn run_claimed(
     let (outcome, exit_code, why) = own;
     drop(tx);
     drop(started_gate);
-    let limiter = forward.await.ok().flatten();
+    let (limiter, data) = match forward.await {
+        Ok((limiter, data)) => (limiter, data),
+        Err(_) => (None, BTreeMap::new()),
+    };
     let log_chunks = pump.await.expect("log pump does not panic")?.values().sum();
     let halted = halted_by(&reason, limiter.as_ref());
     report(
@@ -442,6 +457,7 @@ pub(super) async fn run_claimed(
             handler,
             log_used: limiter.map(|l| l.used().clone()),
             halted,
+            data,
         }),
     )
     .await
@@ -491,6 +507,7 @@ async fn fail_unstarted(
         &shared.outbox,
         lane,
         &Event::StepFinished(StepFinished {
+            data: Default::default(),
             header: Header::now(),
             execution_id: d.execution_id,
             step: d.step,

@@ -141,6 +141,10 @@ pub struct Command {
         skip_serializing_if = "is_false"
     )]
     pub keepgoing_on_success: bool,
+    /// Log filters the runner runs over the step's output
+    /// (`key-value-data` sets `${data.key}`).
+    #[serde(default, skip_serializing_if = "StepPlugins::is_empty")]
+    pub plugins: StepPlugins,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -192,9 +196,10 @@ struct RawCommand {
     #[serde(rename = "keepgoingOnSuccess", default, deserialize_with = "flag")]
     #[schemars(with = "Flag")]
     keepgoing_on_success: bool,
+    #[serde(default, deserialize_with = "log_filter::step_plugins")]
+    #[schemars(with = "Option<StepPlugins>")]
+    plugins: Option<StepPlugins>,
     // Documented by Rundeck, not built yet: refused unless empty.
-    #[serde(rename = "plugins", default)]
-    _plugins: NotYet,
     #[serde(rename = "conditionGroups", default)]
     _condition_groups: NotYet,
     #[serde(rename = "subSteps", default)]
@@ -351,6 +356,7 @@ impl TryFrom<RawCommand> for Command {
                 jobref: None,
                 errorhandler: raw.errorhandler,
                 keepgoing_on_success: raw.keepgoing_on_success,
+                plugins: raw.plugins.unwrap_or_default(),
             }
             .checked_handler();
         }
@@ -382,6 +388,11 @@ impl TryFrom<RawCommand> for Command {
             (None, None, Some(_)) if raw.runner_selector.is_some() => {
                 return Err("a jobref step runs where the referenced job's own runnerSelector says; remove the step's runnerSelector".into())
             }
+            (None, None, Some(_)) if raw.plugins.as_ref().is_some_and(|p| !p.is_empty()) => {
+                return Err(format!(
+                    "{NOT_SUPPORTED_YET}: log filters on a jobref step (its output is the child execution's)"
+                ))
+            }
             _ => {}
         }
         Command {
@@ -402,6 +413,7 @@ impl TryFrom<RawCommand> for Command {
             jobref: raw.jobref,
             errorhandler: raw.errorhandler,
             keepgoing_on_success: raw.keepgoing_on_success,
+            plugins: raw.plugins.unwrap_or_default(),
         }
         .checked_handler()
     }
@@ -440,7 +452,13 @@ impl Command {
                 ));
             }
         }
+        let plugins = raw.plugins.unwrap_or_default();
         if !node_step {
+            if !plugins.is_empty() {
+                return Err(format!(
+                    "`{step_type}` runs in the control plane and prints nothing; its log filters have no output to read"
+                ));
+            }
             if raw.runner_selector.is_some() {
                 return Err(format!(
                     "`{step_type}` runs in the control plane, on no runner; remove its runnerSelector"
@@ -470,6 +488,7 @@ impl Command {
             jobref: None,
             errorhandler: raw.errorhandler,
             keepgoing_on_success: raw.keepgoing_on_success,
+            plugins,
         }
         .checked_handler()
     }
@@ -495,6 +514,11 @@ impl Command {
                 return Err(
                     "an errorhandler runs where its step runs; remove its runnerSelector".into(),
                 );
+            }
+            if !handler.plugins.is_empty() {
+                return Err(format!(
+                    "{NOT_SUPPORTED_YET}: log filters on an errorhandler"
+                ));
             }
         }
         Ok(self)

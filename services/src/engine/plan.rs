@@ -118,6 +118,7 @@ pub fn plan_with(req: &ExecutionRequested, globals: &BTreeMap<String, String>) -
             target: job.step_target(i),
             command: runner_command(c, &vars),
             control: control_step(c, &vars),
+            log_filters: c.plugins.log_filter.clone(),
             jobref: c.jobref.as_ref().map(|r| {
                 let mut r = r.clone();
                 r.args = r.args.map(|a| substitute(&a, &vars));
@@ -392,6 +393,7 @@ impl RunPlan for Run {
             loglimit: self.loglimit,
             log_used: self.loglimit.map(|_| self.log_used.clone()),
             vars,
+            log_filters: step.log_filters.clone(),
         }
     }
 
@@ -416,6 +418,10 @@ impl RunPlan for Run {
         }
         if let Some(used) = &f.log_used {
             self.log_used = used.clone();
+        }
+        // Captured by the step's log filters, as Rundeck's data context.
+        for (k, v) in &f.data {
+            self.exports.insert(format!("data.{k}"), v.clone());
         }
         if let Some(status) = f.halted {
             // Halted by its log limit: the run stops here, as Rundeck's
@@ -544,6 +550,7 @@ impl RunPlan for Run {
             return true;
         }
         self.on_step_finished(&StepFinished {
+            data: Default::default(),
             header: f.header.clone(),
             execution_id: f.execution_id,
             step: f.step,
@@ -643,6 +650,7 @@ impl RunPlan for Run {
             ),
         };
         Some(StepFinished {
+            data: Default::default(),
             header: Header::now(),
             execution_id: self.execution_id,
             step: self.current,

@@ -82,6 +82,7 @@ fn started(sec: u32, step: u32, runner: &str) -> Event {
 
 fn finished(sec: u32, step: u32, runner: &str, code: i32) -> Event {
     Event::StepFinished(StepFinished {
+        data: Default::default(),
         header: header(sec),
         execution_id: exec_id(),
         step,
@@ -256,6 +257,7 @@ fn node_job_events() -> Vec<Event> {
         attributes: Default::default(),
     };
     let dispatched = Event::StepDispatched(StepDispatched {
+        log_filters: Vec::new(),
         header: header(1),
         execution_id: exec_id(),
         step: 1,
@@ -318,6 +320,7 @@ fn node_job_events() -> Vec<Event> {
         nf(4, 2, "a", Some(StepOutcome::Succeeded)),
         nf(5, 2, "b", None),
         Event::StepFinished(StepFinished {
+            data: Default::default(),
             header: header(6),
             execution_id: exec_id(),
             step: 1,

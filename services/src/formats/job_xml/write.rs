@@ -319,6 +319,21 @@ fn write_step(w: &mut Writer, c: &Command) {
     if c.node_step == Some(true) {
         write_plugin_step(w, "node-step-plugin", c);
     }
+    if !c.plugins.is_empty() {
+        w.open("plugins", &[]);
+        for f in &c.plugins.log_filter {
+            w.open("LogFilter", &[("type", f.filter_type.clone())]);
+            if !f.config.is_empty() {
+                w.open("config", &[]);
+                for (k, v) in &f.config {
+                    w.leaf(k, v);
+                }
+                w.close("config");
+            }
+            w.close("LogFilter");
+        }
+        w.close("plugins");
+    }
     if let Some(r) = &c.runner_selector {
         write_selector(w, r);
     }
