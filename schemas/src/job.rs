@@ -473,6 +473,11 @@ impl TryFrom<RawJob> for Job {
                 }
             }
         }
+        if raw.nodefilters.is_some() && !raw.sequence.plugin_config.is_empty() {
+            return Err(format!(
+                "job `{name}`: {NOT_SUPPORTED_YET}: workflow log filters (`sequence.pluginConfig`) in a job with nodefilters"
+            ));
+        }
         if raw.nodefilters.is_some() {
             for (i, c) in raw.sequence.commands.iter().enumerate() {
                 let what = match (&c.jobref, &c.errorhandler) {

@@ -1,4 +1,5 @@
-//! Rundeck's Key Value Data log filter over the real stack: a step's output
+//! Rundeck's Key Value Data log filter over the real stack (on a step, and
+//! for the whole workflow in `sequence.pluginConfig`): a step's output
 //! sets `${data.KEY}` for the later steps, even on another runner, since
 //! the runner reports what it captured and the orchestrator carries it.
 
@@ -13,9 +14,13 @@ async fn captured_data_reaches_the_later_steps_on_another_runner() {
     let yaml = r#"
 - name: release
   sequence:
+    pluginConfig:
+      LogFilter:
+      - type: key-value-data
+        config: {name: greeting, regex: '^hello (.+)$'}
     commands:
     - runnerSelector: {filter: build}
-      exec: 'echo RUNDECK:DATA:release_id=42; echo "version: 1.2.3"; echo "RUNDECK:DATA:late = on stderr" >&2'
+      exec: 'echo RUNDECK:DATA:release_id=42; echo "version: 1.2.3"; echo "RUNDECK:DATA:late = on stderr" >&2; echo hello world'
       plugins:
         LogFilter:
         - type: key-value-data
@@ -25,7 +30,7 @@ async fn captured_data_reaches_the_later_steps_on_another_runner() {
             regex: '^version: (.+)$'
             logData: 'true'
     - runnerSelector: {filter: deploy}
-      exec: echo 'deploy ${data.release_id} as ${data.version} [${data.late}]'
+      exec: echo 'deploy ${data.release_id} as ${data.version} [${data.late}] to ${data.greeting}'
     - runnerSelector: {filter: deploy}
       script: |
         echo "token @data.version@"
@@ -49,15 +54,19 @@ async fn captured_data_reaches_the_later_steps_on_another_runner() {
         [
             ("1".to_string(), "RUNDECK:DATA:late = on stderr".to_string()),
             ("1".into(), "RUNDECK:DATA:release_id=42".into()),
+            ("1".into(), "hello world".into()),
             ("1".into(), "version: 1.2.3".into()),
             // logData: what was captured, as one line at the step's end.
             (
                 "1".into(),
-                r#"{"release_id":"42","version":"1.2.3"}"#.into()
+                r#"{"greeting":"world","release_id":"42","version":"1.2.3"}"#.into()
             ),
             // stderr is not read, as in Rundeck: `${data.late}` stays as
             // written.
-            ("2".into(), "deploy 42 as 1.2.3 [${data.late}]".into()),
+            (
+                "2".into(),
+                "deploy 42 as 1.2.3 [${data.late}] to world".into()
+            ),
             ("3".into(), "token 1.2.3".into()),
         ]
     );

@@ -48,6 +48,37 @@ impl StepPlugins {
     }
 }
 
+/// The workflow's plugins (`sequence.pluginConfig`): log filters for
+/// every step, and Rundeck's strategy settings, accepted when empty as its
+/// exports write them (`WorkflowStrategy: {parallel: {}}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowPlugins {
+    #[serde(
+        rename = "LogFilter",
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub log_filter: Vec<LogFilter>,
+    #[serde(rename = "WorkflowStrategy", default, skip_serializing)]
+    #[schemars(skip)]
+    _workflow_strategy: super::compat::NotYet,
+}
+
+impl WorkflowPlugins {
+    pub fn is_empty(&self) -> bool {
+        self.log_filter.is_empty()
+    }
+}
+
+/// `sequence.pluginConfig`: a map, or nothing.
+pub(crate) fn workflow_plugins<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<WorkflowPlugins>, D::Error> {
+    step_plugins_like(d)
+}
+
 /// One log filter, checked when the job is read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, try_from = "RawLogFilter")]
@@ -211,10 +242,16 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<LogFilter>,
 pub(crate) fn step_plugins<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<StepPlugins>, D::Error> {
+    step_plugins_like(d)
+}
+
+fn step_plugins_like<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     use serde::de::{value::MapAccessDeserializer, Error, MapAccess, Visitor};
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<StepPlugins>;
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Option<T>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a map of plugin kinds (LogFilter)")
         }
@@ -225,7 +262,7 @@ pub(crate) fn step_plugins<'de, D: serde::Deserializer<'de>>(
             Ok(None)
         }
         fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-            d.deserialize_any(V)
+            d.deserialize_any(V(std::marker::PhantomData))
         }
         fn visit_str<E: Error>(self, s: &str) -> Result<Self::Value, E> {
             if s.trim().is_empty() {
@@ -237,8 +274,8 @@ pub(crate) fn step_plugins<'de, D: serde::Deserializer<'de>>(
             }
         }
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-            StepPlugins::deserialize(MapAccessDeserializer::new(map)).map(Some)
+            T::deserialize(MapAccessDeserializer::new(map)).map(Some)
         }
     }
-    d.deserialize_any(V)
+    d.deserialize_any(V(std::marker::PhantomData))
 }

@@ -18,6 +18,13 @@ pub struct Sequence {
     #[serde(default)]
     pub strategy: Strategy,
     pub commands: Vec<Command>,
+    /// Log filters for every step, run before each step's own.
+    #[serde(
+        rename = "pluginConfig",
+        default,
+        skip_serializing_if = "WorkflowPlugins::is_empty"
+    )]
+    pub plugin_config: WorkflowPlugins,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -30,9 +37,13 @@ struct RawSequence {
     strategy: Strategy,
     #[serde(deserialize_with = "non_empty_commands")]
     commands: Vec<Command>,
-    // Documented by Rundeck, not built yet: refused unless empty.
-    #[serde(rename = "pluginConfig", default)]
-    _plugin_config: NotYet,
+    #[serde(
+        rename = "pluginConfig",
+        default,
+        deserialize_with = "log_filter::workflow_plugins"
+    )]
+    #[schemars(with = "Option<WorkflowPlugins>")]
+    plugin_config: Option<WorkflowPlugins>,
     /// Read by Rundeck, never exported by it.
     #[serde(rename = "threadcount", default)]
     _threadcount: NotYet,
@@ -51,6 +62,7 @@ impl TryFrom<RawSequence> for Sequence {
             keepgoing: raw.keepgoing,
             strategy: raw.strategy,
             commands: raw.commands,
+            plugin_config: raw.plugin_config.unwrap_or_default(),
         })
     }
 }

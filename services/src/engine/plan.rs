@@ -118,7 +118,15 @@ pub fn plan_with(req: &ExecutionRequested, globals: &BTreeMap<String, String>) -
             target: job.step_target(i),
             command: runner_command(c, &vars),
             control: control_step(c, &vars),
-            log_filters: c.plugins.log_filter.clone(),
+            // The workflow's first, as Rundeck runs them.
+            log_filters: job
+                .sequence
+                .plugin_config
+                .log_filter
+                .iter()
+                .chain(&c.plugins.log_filter)
+                .cloned()
+                .collect(),
             jobref: c.jobref.as_ref().map(|r| {
                 let mut r = r.clone();
                 r.args = r.args.map(|a| substitute(&a, &vars));

@@ -95,6 +95,9 @@ fn write_job(w: &mut Writer, job: &Job) {
     for c in &job.sequence.commands {
         write_command(w, c);
     }
+    if !job.sequence.plugin_config.is_empty() {
+        write_log_filters(w, "pluginConfig", &job.sequence.plugin_config.log_filter);
+    }
     w.close("sequence");
     if let Some(t) = &job.time_zone {
         w.leaf("timeZone", t);
@@ -320,19 +323,7 @@ fn write_step(w: &mut Writer, c: &Command) {
         write_plugin_step(w, "node-step-plugin", c);
     }
     if !c.plugins.is_empty() {
-        w.open("plugins", &[]);
-        for f in &c.plugins.log_filter {
-            w.open("LogFilter", &[("type", f.filter_type.clone())]);
-            if !f.config.is_empty() {
-                w.open("config", &[]);
-                for (k, v) in &f.config {
-                    w.leaf(k, v);
-                }
-                w.close("config");
-            }
-            w.close("LogFilter");
-        }
-        w.close("plugins");
+        write_log_filters(w, "plugins", &c.plugins.log_filter);
     }
     if let Some(r) = &c.runner_selector {
         write_selector(w, r);
@@ -527,4 +518,22 @@ fn escape(s: &str, attribute: bool) -> String {
         }
     }
     out
+}
+
+/// `<plugins>` (a step's) or `<pluginConfig>` (the workflow's): each
+/// `<LogFilter type>` with one `<config>` child element per key.
+fn write_log_filters(w: &mut Writer, element: &str, filters: &[outpost_schemas::job::LogFilter]) {
+    w.open(element, &[]);
+    for f in filters {
+        w.open("LogFilter", &[("type", f.filter_type.clone())]);
+        if !f.config.is_empty() {
+            w.open("config", &[]);
+            for (k, v) in &f.config {
+                w.leaf(k, v);
+            }
+            w.close("config");
+        }
+        w.close("LogFilter");
+    }
+    w.close(element);
 }
