@@ -42,7 +42,8 @@ pub(super) async fn option_values(
             "option `{name}` has no valuesUrl"
         )));
     }
-    let (url, values) = fetch(&s, &rec, &who, &name, &given).await?;
+    let project = s.store.project(&rec.project).await?;
+    let (url, values) = fetch(&rec, project.as_ref(), &who, &name, &given).await?;
     Ok(Json(OptionValues {
         option: name,
         url,
@@ -65,6 +66,11 @@ pub(super) async fn for_run(
     // or the selected remote one) is what later URLs see, so that
     // `${option.env.value}` works when `env` was left to its default.
     let mut known = given.clone();
+    // Read once for every remote option of the run.
+    let project = match rec.job.options.iter().any(|o| o.remote_enforced()) {
+        true => s.store.project(&rec.project).await?,
+        false => None,
+    };
     for opt in &rec.job.options {
         if let (false, Some(v)) = (known.contains_key(&opt.name), &opt.value) {
             known.insert(opt.name.clone(), v.clone());
@@ -72,7 +78,7 @@ pub(super) async fn for_run(
         if !opt.remote_enforced() {
             continue;
         }
-        let (_, values) = fetch(s, rec, who, &opt.name, &known).await?;
+        let (_, values) = fetch(rec, project.as_ref(), who, &opt.name, &known).await?;
         if let (false, Some(first)) = (
             known.contains_key(&opt.name),
             values.iter().find(|v| v.selected),
@@ -85,8 +91,8 @@ pub(super) async fn for_run(
 }
 
 async fn fetch(
-    s: &AppState,
     rec: &JobRecord,
+    project: Option<&outpost_schemas::records::ProjectRecord>,
     who: &Principal,
     name: &str,
     given: &BTreeMap<String, String>,
@@ -98,12 +104,10 @@ async fn fetch(
         .find(|o| o.name == name)
         .expect("the caller found it");
     let template = opt.values_url.as_deref().unwrap_or_default();
-    let project = s.store.project(&rec.project).await?;
-    let globals = project.as_ref().map(|p| p.globals()).unwrap_or_default();
+    let globals = project.map(|p| p.globals()).unwrap_or_default();
     // Rundeck's switch: set at all, whatever its value, it turns the check
     // off; here only `true` does.
     let json_check = project
-        .as_ref()
         .and_then(|p| p.config.get("project.jobs.disableRemoteOptionJsonCheck"))
         .is_none_or(|v| v.trim() != "true");
     let url = remote_values::expand(
