@@ -479,16 +479,29 @@ impl TryFrom<RawJob> for Job {
             ));
         }
         if raw.nodefilters.is_some() {
+            let strategy = raw.sequence.strategy;
             for (i, c) in raw.sequence.commands.iter().enumerate() {
+                // Steps that run once, between node runs: the workflow is
+                // split around them (see ARCHITECTURE.md, "Node jobs").
+                let between = c.jobref.is_some()
+                    || matches!(
+                        c.plugin(),
+                        Some(PluginStep::FlowControl(_) | PluginStep::ExportVar { .. })
+                    );
                 let what = match (&c.jobref, &c.errorhandler) {
-                    _ if c.node_step == Some(false) => "a workflow plugin step",
                     _ if !c.plugins.is_empty() => "a log filter",
-                    (Some(_), _) => "a jobref step",
-                    (None, Some(_)) => "an errorhandler",
-                    (None, None) => continue,
+                    (_, Some(_)) => "an errorhandler",
+                    _ if c.node_step == Some(false) && !between => "a workflow plugin step",
+                    (Some(r), _) if r.node_step && strategy == Strategy::NodeFirst => {
+                        "a node-step job reference (`nodeStep: true`) in a node-first workflow (Rundeck runs it between each node's other steps, and Outpost runs a node's steps in one dispatch; use `strategy: sequential`, or `nodeStep: false`)"
+                    }
+                    _ if between && strategy == Strategy::Parallel => {
+                        "a job reference or flow step in a parallel workflow"
+                    }
+                    _ => continue,
                 };
                 return Err(format!(
-                    "job `{name}`: step {}: {NOT_SUPPORTED_YET}: {what} in a job with nodefilters (a node job's workflow runs as one unit on one runner; see ARCHITECTURE.md, \"Job references and error handlers\")",
+                    "job `{name}`: step {}: {NOT_SUPPORTED_YET}: {what} in a job with nodefilters",
                     i + 1
                 ));
             }

@@ -92,6 +92,17 @@ pub struct ParentExecution {
     /// The jobs from the root execution down to the parent, to refuse a
     /// reference cycle and bound the depth.
     pub chain: Vec<JobLink>,
+    /// The parent's node this child runs for (a `nodeStep: true` reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The project whose nodes the child's filter selects from, when not
+    /// its own (a reference into another project without `childNodes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_project: Option<String>,
+    /// `nodeIntersect`: the child runs only on those of its nodes named
+    /// here (the parent's nodes, or the one it runs for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intersect: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -453,6 +464,9 @@ pub struct JobRefStarted {
     pub child_execution_id: Uuid,
     pub job_id: Uuid,
     pub job_name: String,
+    /// The parent's node it runs for, for a `nodeStep: true` reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A job reference step's own work ended: its child execution finished,
@@ -470,6 +484,14 @@ pub struct JobRefFinished {
     /// Rundeck's `result.reason` and message, when it did not succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<StepFailure>,
+    /// For a `nodeStep: true` reference: the node whose child ended. The
+    /// step's own end, once every node's child is over, has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// In that end: the nodes whose child never started (a failure without
+    /// node keepgoing, or an abort, stopped new ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -617,6 +639,9 @@ pub struct AuditEvent {
 pub const STEP_GRANTED: &str = "step_granted";
 
 /// Everything on the event stream, tagged by `type`.
+// An event is decoded, handled and dropped, never kept in bulk: boxing the
+// request (which carries its whole job) would buy nothing measurable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -716,8 +741,14 @@ impl Event {
             // A claim is created once, so it is granted once.
             Event::StepGranted(e) => format!("{}.{}.granted", e.execution_id, e.step),
             Event::ExecutionFinished(e) => format!("{}.finished", e.execution_id),
-            Event::JobRefStarted(e) => format!("{}.{}.jobref-started", e.execution_id, e.step),
-            Event::JobRefFinished(e) => format!("{}.{}.jobref-finished", e.execution_id, e.step),
+            Event::JobRefStarted(e) => match &e.node {
+                None => format!("{}.{}.jobref-started", e.execution_id, e.step),
+                Some(n) => format!("{}.{}.jobref-started.{}", e.execution_id, e.step, n),
+            },
+            Event::JobRefFinished(e) => match &e.node {
+                None => format!("{}.{}.jobref-finished", e.execution_id, e.step),
+                Some(n) => format!("{}.{}.jobref-finished.{}", e.execution_id, e.step, n),
+            },
             other => other.header().message_id.to_string(),
         }
     }

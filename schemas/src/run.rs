@@ -102,7 +102,9 @@ pub struct Run {
     pub log_used: crate::job::LogUsage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<Finish>,
-    /// For a job with `nodefilters`: the whole workflow is one dispatch.
+    /// For a job with `nodefilters`: each run of consecutive node steps is
+    /// one dispatch, split around the steps that run once (job references,
+    /// flow steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_run: Option<NodeRunPlan>,
     /// The plain option values, which a job reference with `importOptions`
@@ -117,10 +119,31 @@ pub struct Run {
     /// The child execution each job reference step started.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub children: BTreeMap<StepNo, Uuid>,
+    /// A `nodeStep: true` reference's children, one per node of the run,
+    /// in the run's node order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_children: BTreeMap<StepNo, Vec<NodeChild>>,
     /// The current step is a job reference whose child failed: its error
     /// handler is dispatched, with this failure as `${result.*}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovering: Option<StepFailure>,
+}
+
+/// One node's child of a `nodeStep: true` job reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeChild {
+    pub node: String,
+    /// Recorded (compare-and-set) before the child is requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<Uuid>,
+    /// When it was recorded: its request may be published again (a crash
+    /// between the two) only well within the stream's dedup window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::StepOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<StepFailure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

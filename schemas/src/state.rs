@@ -115,6 +115,10 @@ pub struct HandlerState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeStepState {
     pub status: StepStatus,
+    /// The child execution a `nodeStep: true` job reference ran for this
+    /// node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_execution_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::compat::{flag, is_false, Flag, NotYet, ScalarString};
+use super::compat::{flag, is_false, Flag, ScalarString};
 use super::*;
 
 /// How deep references may nest: a job that references a job that
@@ -51,6 +51,14 @@ pub struct JobRef {
     /// Runs the child on these nodes instead of its own filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodefilters: Option<JobRefNodeFilters>,
+    /// A node step: one child for each node of the parent, with that node's
+    /// `${node.*}` in `args` and the filter, as Rundeck runs it.
+    #[serde(rename = "nodeStep", default, skip_serializing_if = "is_false")]
+    pub node_step: bool,
+    /// Select the child's nodes from the child's own project; without it,
+    /// from the parent's, as Rundeck does for a job in another project.
+    #[serde(rename = "childNodes", default, skip_serializing_if = "is_false")]
+    pub child_nodes: bool,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -80,13 +88,12 @@ struct RawJobRef {
     ignore_notifications: bool,
     #[serde(default)]
     nodefilters: Option<JobRefNodeFilters>,
-    // Documented by Rundeck, not built yet: refused unless they ask nothing.
-    /// One child per node of the parent: needs a parent node job split
-    /// around the reference.
-    #[serde(rename = "nodeStep", default)]
-    _node_step: NotYet,
-    #[serde(rename = "childNodes", default)]
-    _child_nodes: NotYet,
+    #[serde(rename = "nodeStep", default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    node_step: bool,
+    #[serde(rename = "childNodes", default, deserialize_with = "flag")]
+    #[schemars(with = "Flag")]
+    child_nodes: bool,
 }
 
 impl TryFrom<RawJobRef> for JobRef {
@@ -131,6 +138,8 @@ impl TryFrom<RawJobRef> for JobRef {
             use_name: raw.use_name,
             ignore_notifications: raw.ignore_notifications,
             nodefilters: raw.nodefilters,
+            node_step: raw.node_step,
+            child_nodes: raw.child_nodes,
         })
     }
 }
@@ -158,12 +167,29 @@ impl JobRef {
     pub fn by_name(&self) -> bool {
         self.use_name || self.uuid.is_none()
     }
+
+    /// The filter that replaces the child's own, if the reference sets one.
+    pub fn filter_override(&self) -> Option<&JobRefNodeFilters> {
+        self.nodefilters.as_ref().filter(|n| !n.filter.is_empty())
+    }
+
+    /// Rundeck's `nodeIntersect`: the child runs only on those of its nodes
+    /// that the parent (for a node step, the parent's current node) has.
+    pub fn node_intersect(&self) -> bool {
+        self.nodefilters
+            .as_ref()
+            .and_then(|n| n.dispatch.as_ref())
+            .is_some_and(|d| d.node_intersect)
+    }
 }
 
-/// `jobref.nodefilters`: the child's nodes, overriding its own filter.
+/// `jobref.nodefilters`: the child's nodes, overriding its own filter. The
+/// filter is empty only when the dispatch asks for `nodeIntersect` alone,
+/// which Rundeck reads without a filter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, try_from = "RawJobRefNodeFilters")]
 pub struct JobRefNodeFilters {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub filter: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatch: Option<JobRefDispatch>,
@@ -183,7 +209,18 @@ impl TryFrom<RawJobRefNodeFilters> for JobRefNodeFilters {
     fn try_from(raw: RawJobRefNodeFilters) -> Result<Self, String> {
         let filter = raw.filter.unwrap_or_default().trim().to_string();
         if filter.is_empty() {
-            return Err("jobref `nodefilters` has no `filter`".into());
+            return match raw.dispatch {
+                Some(d) if d.node_intersect && d.is_empty() => Ok(JobRefNodeFilters {
+                    filter,
+                    dispatch: Some(d),
+                }),
+                // Rundeck ignores these without a filter; saying so is
+                // better than dropping them.
+                Some(d) if d.node_intersect => Err(
+                    "jobref `nodefilters.dispatch` overrides the child's dispatch, but there is no `filter` to dispatch to (only `nodeIntersect` works alone)".into(),
+                ),
+                _ => Err("jobref `nodefilters` has no `filter`".into()),
+            };
         }
         if !filter.contains("${") {
             crate::node_filter::parse(&filter)
@@ -193,7 +230,7 @@ impl TryFrom<RawJobRefNodeFilters> for JobRefNodeFilters {
             filter,
             // An empty dispatch overrides nothing; as none, it reads back
             // the same from XML, which cannot tell it from no element.
-            dispatch: raw.dispatch.filter(|d| !d.is_empty()),
+            dispatch: raw.dispatch.filter(|d| !d.is_empty() || d.node_intersect),
         })
     }
 }
@@ -224,15 +261,20 @@ pub struct JobRefDispatch {
     pub rank_attribute: Option<String>,
     #[serde(rename = "rankOrder", default, skip_serializing_if = "Option::is_none")]
     pub rank_order: Option<RankOrder>,
-    /// Rundeck's "intersect with the parent's nodes": it needs the parent's
-    /// node set, which only a node job split around the reference has.
-    #[serde(rename = "nodeIntersect", default, skip_serializing)]
-    #[schemars(skip)]
-    _node_intersect: NotYet,
+    /// Rundeck's "intersect with the parent's nodes".
+    #[serde(
+        rename = "nodeIntersect",
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "flag"
+    )]
+    #[schemars(with = "Flag")]
+    pub node_intersect: bool,
 }
 
 impl JobRefDispatch {
-    fn is_empty(&self) -> bool {
+    /// Whether it overrides none of the child's own dispatch values.
+    pub fn is_empty(&self) -> bool {
         self.threadcount.is_none()
             && self.keepgoing.is_none()
             && self.rank_attribute.is_none()

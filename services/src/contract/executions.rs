@@ -139,6 +139,10 @@ pub struct NodeStep {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The child execution a `nodeStep: true` job reference ran for this
+    /// node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_execution_id: Option<Uuid>,
 }
 
 impl From<ExecutionState> for Execution {
@@ -206,6 +210,7 @@ impl From<NodeStepState> for NodeStep {
             finished_at: s.finished_at,
             exit_code: s.exit_code,
             reason: s.reason,
+            child_execution_id: s.child_execution_id,
         }
     }
 }

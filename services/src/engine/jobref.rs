@@ -9,7 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use outpost_schemas::job::{JobRef, NodeDispatch, NodeFilters, MAX_REFERENCE_DEPTH};
+use outpost_schemas::job::{substitute, JobRef, NodeDispatch, NodeFilters, MAX_REFERENCE_DEPTH};
+use outpost_schemas::node::Node;
 use outpost_schemas::records::JobRecord;
 use outpost_schemas::run::Run;
 use outpost_schemas::{
@@ -19,16 +20,37 @@ use outpost_schemas::{
 use uuid::Uuid;
 
 /// The child's request for the run's current step, which is `jr`; `found`
-/// is the job it names, if any. The request's id is a proposal: the
-/// orchestrator keeps the first one it recorded.
+/// is the job it names, if any; `node` is the parent's node it runs for,
+/// for a `nodeStep: true` reference in a node job. The request's id is a
+/// proposal: the orchestrator keeps the first one it recorded.
 pub fn child_request(
     run: &Run,
     jr: &JobRef,
     found: Option<&JobRecord>,
+    node: Option<&Node>,
 ) -> Result<ExecutionRequested, Box<JobRefFinished>> {
     let step = run.current;
+    // What earlier steps exported (`${export.*}`, `${data.*}`), and for a
+    // node step its node, as Rundeck expands a reference's `args` and
+    // filter from the shared data context.
+    let mut vars = run.exports.clone();
+    if let Some(n) = node {
+        vars.extend(
+            n.context()
+                .into_iter()
+                .map(|(k, v)| (format!("node.{k}"), v)),
+        );
+    }
+    let mut expanded = jr.clone();
+    expanded.args = expanded.args.map(|a| substitute(&a, &vars));
+    if let Some(nf) = expanded.nodefilters.as_mut() {
+        nf.filter = substitute(&nf.filter, &vars);
+    }
+    let jr = &expanded;
+    let node_name = node.map(|n| n.nodename.clone());
     let fail = |reason: &str, message: String| {
         Box::new(JobRefFinished {
+            skipped_nodes: Vec::new(),
             header: Header::now(),
             execution_id: run.execution_id,
             step,
@@ -39,6 +61,7 @@ pub fn child_request(
                 message,
                 result_code: None,
             }),
+            node: node_name.clone(),
         })
     };
     let project = jr.project.clone().unwrap_or_else(|| run.project.clone());
@@ -132,7 +155,7 @@ pub fn child_request(
         .resolve_options(given)
         .map_err(|e| fail("InvalidOptions", format!("Invalid options: {e}")))?;
     let mut job = rec.job.clone();
-    if let Some(nf) = &jr.nodefilters {
+    if let Some(nf) = jr.filter_override() {
         let mut dispatch = job
             .nodefilters
             .as_ref()
@@ -169,6 +192,19 @@ pub fn child_request(
             execution_id: run.execution_id,
             step,
             chain,
+            node: node_name.clone(),
+            // Rundeck selects a child's nodes from the parent's project
+            // unless `childNodes` says the child's own.
+            node_project: (!jr.child_nodes && rec.project != run.project)
+                .then(|| run.project.clone()),
+            intersect: jr.node_intersect().then(|| match node {
+                Some(n) => vec![n.nodename.clone()],
+                None => run
+                    .node_run
+                    .as_ref()
+                    .map(|nr| nr.nodes.iter().map(|n| n.nodename.clone()).collect())
+                    .unwrap_or_default(),
+            }),
         }),
         retry: None,
     })
@@ -216,18 +252,21 @@ pub fn child_finished(
         ),
     };
     JobRefFinished {
+        skipped_nodes: Vec::new(),
         header: Header::now(),
         execution_id: parent.execution_id,
         step: parent.step,
         child_execution_id: Some(child.execution_id),
         outcome,
         failure,
+        node: parent.node.clone(),
     }
 }
 
 /// The step of a run aborted before its child started.
 pub fn aborted_unstarted(run: &Run) -> JobRefFinished {
     JobRefFinished {
+        skipped_nodes: Vec::new(),
         header: Header::now(),
         execution_id: run.execution_id,
         step: run.current,
@@ -238,6 +277,7 @@ pub fn aborted_unstarted(run: &Run) -> JobRefFinished {
             message: "aborted before the referenced job started".into(),
             result_code: None,
         }),
+        node: None,
     }
 }
 

@@ -16,7 +16,7 @@ use outpost_schemas::{subjects, Event, Header, StepWaiting};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::engine::plan::{self, Run, RunPlan};
+use crate::engine::plan::{self, NodePlan, Run, RunPlan};
 use crate::engine::Handled;
 use crate::engine::{deadline, jobref};
 use crate::fleet::health;
@@ -29,6 +29,8 @@ use crate::ServiceError;
 /// keeps transitions consistent.
 const CONCURRENCY: usize = 32;
 use outpost_schemas::rpc::{Claim, ABORTED_CLAIM};
+
+mod children;
 
 pub struct Orchestrator {
     js: jetstream::Context,
@@ -200,8 +202,8 @@ async fn on_event(ctx: &Ctx, event: &Event, redelivered: bool) -> Result<Outcome
                 return Ok(Outcome::Done);
             };
             let caused_current = run.finished.is_some()
-                || run.current == f.step + 1
-                || (run.current == f.step && run.recovering.is_some());
+                || run.current > f.step
+                || (run.current == f.step && (run.recovering.is_some() || f.node.is_some()));
             if changed || (redelivered && caused_current) {
                 effects(ctx, &run).await?;
             }
@@ -245,10 +247,13 @@ async fn abort(
                 run = updated;
                 continue;
             }
-            match updated.children.get(&current) {
-                Some(child) => abort_child(ctx, &updated, *child, event).await?,
+            let running = children::running(&updated);
+            if running.is_empty() {
                 // Not started yet: starting it sees the abort.
-                None => effects(ctx, &updated).await?,
+                effects(ctx, &updated).await?;
+            }
+            for child in running {
+                children::abort_child(ctx, &updated, child, event).await?;
             }
             return Ok(Outcome::Done);
         }
@@ -317,14 +322,23 @@ async fn resolve_nodes(ctx: &Ctx, run: &mut Run) -> Result<(), ServiceError> {
     let reports = health::node_reports(&ctx.js)
         .await
         .map_err(ServiceError::Nats)?;
+    // A child of a reference from another project selects from its
+    // parent's nodes unless `childNodes`, and `nodeIntersect` keeps only
+    // the parent's.
+    let parent = run.parent.as_ref();
+    let project = parent
+        .and_then(|p| p.node_project.clone())
+        .unwrap_or_else(|| run.project.clone());
+    let intersect = parent.and_then(|p| p.intersect.as_ref());
     let inventory = ctx
         .store
-        .nodes(&run.project, reports)
+        .nodes(&project, reports)
         .await
         .map_err(|e| ServiceError::Nats(e.to_string()))?;
     let selected: Vec<&crate::store::NodeView> = inventory
         .iter()
         .filter(|v| filter.selects(&v.node, nr.dispatch.exclude_precedence))
+        .filter(|v| intersect.is_none_or(|names| names.contains(&v.node.nodename)))
         .collect();
     // Results and state are keyed by node name: two sources naming one node
     // differently would be ambiguous.
@@ -447,7 +461,10 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
         return control_step(ctx, run).await;
     }
     if run.current_step().jobref.is_some() && run.recovering.is_none() {
-        return start_child(ctx, run).await;
+        if run.node_step_ref() {
+            return children::start_node_children(ctx, run).await;
+        }
+        return children::start_child(ctx, run).await;
     }
     let dispatch = run.dispatch();
     if let Target::Tags(set) = &dispatch.target {
@@ -621,110 +638,5 @@ async fn publish_control(ctx: &Ctx, event: &Event) -> Result<(), ServiceError> {
         &event.dedup_id(),
     )
     .await?;
-    Ok(())
-}
-
-/// Starts the child execution of the run's current job reference step, or
-/// ends the step at once when no child can start.
-async fn start_child(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
-    let step = run.current;
-    let jr = run
-        .current_step()
-        .jobref
-        .clone()
-        .expect("a job reference step");
-    let found = match jr.by_name() {
-        true => {
-            let project = jr.project.clone().unwrap_or_else(|| run.project.clone());
-            let full = jr.full_name().expect("a by-name reference has a name");
-            ctx.store.job_by_name(&project, &full).await
-        }
-        false => ctx.store.job(jr.uuid.expect("by uuid")).await,
-    }
-    .map_err(|e| ServiceError::Nats(e.to_string()))?;
-    let mut request = match jobref::child_request(run, &jr, found.as_ref()) {
-        Ok(request) => request,
-        Err(finished) => {
-            tracing::info!(execution_id = %run.execution_id, step, reason = ?finished.failure, "job reference ends without a child");
-            return publish_control(ctx, &Event::JobRefFinished(*finished)).await;
-        }
-    };
-    // The child's id is the first one recorded: a redelivery starts the
-    // same child, not a second one.
-    let key = subjects::execution_key(run.execution_id);
-    let proposed = request.execution_id;
-    let Some((updated, _)) = update(&ctx.runs, &key, |r| {
-        if r.finished.is_some()
-            || r.current != step
-            || r.children.contains_key(&step)
-            || r.abort_requested
-        {
-            return false;
-        }
-        r.children.insert(step, proposed);
-        true
-    })
-    .await?
-    else {
-        return Ok(());
-    };
-    if updated.finished.is_some() || updated.current != step {
-        return Ok(());
-    }
-    let Some(child) = updated.children.get(&step).copied() else {
-        // Aborted before its child started: the step ends here.
-        return publish_control(ctx, &Event::JobRefFinished(jobref::aborted_unstarted(run))).await;
-    };
-    request.execution_id = child;
-    let started = Event::JobRefStarted(outpost_schemas::JobRefStarted {
-        header: Header::now(),
-        execution_id: run.execution_id,
-        step,
-        child_execution_id: child,
-        job_id: request.job_id,
-        job_name: request.job.full_name(),
-    });
-    let event = Event::ExecutionRequested(request);
-    bus::publish_event_as(
-        &ctx.js,
-        &event,
-        subjects::CONTROL_PLANE_SOURCE,
-        &format!("{child}.requested"),
-    )
-    .await?;
-    publish_control(ctx, &started).await?;
-    tracing::info!(execution_id = %run.execution_id, step, child_execution_id = %child, "job reference started its child");
-    if updated.abort_requested {
-        abort_child(ctx, &updated, child, &started).await?;
-    }
-    Ok(())
-}
-
-async fn abort_child(
-    ctx: &Ctx,
-    parent: &Run,
-    child: Uuid,
-    cause: &Event,
-) -> Result<(), ServiceError> {
-    let requested_by = match cause {
-        Event::AbortRequested(a) => a.requested_by.clone(),
-        _ => parent.requested_by.clone(),
-    };
-    let abort = Event::AbortRequested(outpost_schemas::AbortRequested {
-        header: Header::now(),
-        execution_id: child,
-        requested_by,
-        // The child itself did not time out: it is stopped, and its
-        // parent's step with it.
-        cause: outpost_schemas::AbortCause::Requested,
-    });
-    bus::publish_event_as(
-        &ctx.js,
-        &abort,
-        subjects::CONTROL_PLANE_SOURCE,
-        &format!("{child}.abort.{}", parent.execution_id.simple()),
-    )
-    .await?;
-    tracing::info!(execution_id = %parent.execution_id, child_execution_id = %child, "abort passed on to the child");
     Ok(())
 }

@@ -195,6 +195,7 @@ pub fn plan_with(req: &ExecutionRequested, globals: &BTreeMap<String, String>) -
         requested_by: req.requested_by.clone(),
         parent: req.parent.clone(),
         children: BTreeMap::new(),
+        node_children: BTreeMap::new(),
         recovering: None,
         nonce: Uuid::nil(),
         execution_id: req.execution_id,
@@ -354,18 +355,30 @@ impl RunPlan for Run {
             ),
             (None, None) => unreachable!("a job reference step starts a child, not a dispatch"),
         };
+        // What earlier `export-var` steps and log filters set, in the
+        // commands.
+        let with_exports = |c: &StepCommand| {
+            if self.exports.is_empty() {
+                c.clone()
+            } else {
+                c.substituted(&self.exports)
+            }
+        };
+        let end = segment_end(self, self.current);
         let node_run = self
             .node_run
             .as_ref()
             .map(|nr| outpost_schemas::NodeRunDispatch {
                 nodes: nr.nodes.clone(),
-                steps: self
-                    .steps
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| outpost_schemas::NodeStepCommand {
-                        step: i as StepNo + 1,
-                        command: s.command.clone().expect("node jobs hold no job reference"),
+                steps: (self.current..=end)
+                    .map(|n| outpost_schemas::NodeStepCommand {
+                        step: n,
+                        command: with_exports(
+                            self.steps[(n - 1) as usize]
+                                .command
+                                .as_ref()
+                                .expect("a node run holds runner steps only"),
+                        ),
                     })
                     .collect(),
                 strategy: nr.strategy,
@@ -373,12 +386,7 @@ impl RunPlan for Run {
                 node_keepgoing: nr.dispatch.keepgoing,
                 step_keepgoing: nr.step_keepgoing,
             });
-        // What earlier `export-var` steps set, in this step's command.
-        let command = if self.exports.is_empty() {
-            command
-        } else {
-            command.substituted(&self.exports)
-        };
+        let command = with_exports(&command);
         let mut vars = self.vars.clone();
         vars.extend(self.exports.clone());
         StepDispatched {
@@ -431,6 +439,10 @@ impl RunPlan for Run {
         for (k, v) in &f.data {
             self.exports.insert(format!("data.{k}"), v.clone());
         }
+        // A node run covers its step and the node steps after it, up to
+        // the next step that runs once.
+        let end = segment_end(self, f.step);
+        let node_job = self.node_run.is_some();
         if let Some(status) = f.halted {
             // Halted by its log limit: the run stops here, as Rundeck's
             // halt stops the workflow, keepgoing or not.
@@ -445,36 +457,8 @@ impl RunPlan for Run {
             self.recovering = None;
             self.finished = Some(Finish {
                 outcome,
-                skipped: if self.node_run.is_some() {
-                    Vec::new()
-                } else {
-                    remaining_after(self, f.step)
-                },
+                skipped: remaining_after(self, end),
                 reason: f.reason.clone(),
-            });
-            return true;
-        }
-        if self.node_run.is_some() {
-            // One dispatch ran every step on every node: this is the end.
-            let (outcome, skipped) = match f.outcome {
-                StepOutcome::Succeeded if !self.abort_requested => {
-                    (ExecutionOutcome::Succeeded, vec![])
-                }
-                StepOutcome::Failed if !self.abort_requested => {
-                    self.failed.push(f.step);
-                    (ExecutionOutcome::Failed, vec![])
-                }
-                _ => (self.stopped_outcome(), vec![]),
-            };
-            let reason = if self.timed_out {
-                self.timeout_reason()
-            } else {
-                f.reason.clone()
-            };
-            self.finished = Some(Finish {
-                outcome,
-                skipped,
-                reason,
             });
             return true;
         }
@@ -498,34 +482,43 @@ impl RunPlan for Run {
         self.recovering = None;
         let stop = |outcome, reason: Option<String>| Finish {
             outcome,
-            skipped: remaining_after(self, f.step),
+            skipped: remaining_after(self, end),
             reason,
         };
         if outcome == StepOutcome::Aborted || self.abort_requested {
             let reason = if self.timed_out {
                 self.timeout_reason()
+            } else if node_job {
+                f.reason.clone().or_else(|| Some("aborted".into()))
             } else {
                 Some("aborted".into())
             };
             self.finished = Some(stop(self.stopped_outcome(), reason));
         } else if outcome == StepOutcome::Failed && !self.keepgoing {
-            self.finished = Some(stop(
-                ExecutionOutcome::Failed,
-                Some(format!("step {} failed and keepgoing is false", f.step)),
-            ));
-        } else if f.step == last {
+            let generic = format!("step {} failed and keepgoing is false", f.step);
+            // A node run's own account names the nodes that failed.
+            let reason = match node_job {
+                true => f.reason.clone().unwrap_or(generic),
+                false => generic,
+            };
+            self.finished = Some(stop(ExecutionOutcome::Failed, Some(reason)));
+        } else if end == last {
             let outcome = if self.failed.is_empty() {
                 ExecutionOutcome::Succeeded
             } else {
                 ExecutionOutcome::Failed
             };
+            let reason = match (node_job, outcome) {
+                (true, ExecutionOutcome::Failed) => f.reason.clone(),
+                _ => None,
+            };
             self.finished = Some(Finish {
                 outcome,
                 skipped: Vec::new(),
-                reason: None,
+                reason,
             });
         } else {
-            self.current += 1;
+            self.current = end + 1;
         }
         true
     }
@@ -534,6 +527,9 @@ impl RunPlan for Run {
     /// error handler dispatches the handler (the step goes on); anything
     /// else ends the step as the child ended.
     fn on_jobref_finished(&mut self, f: &JobRefFinished) -> bool {
+        if f.node.is_some() {
+            return self.on_node_child_finished(f);
+        }
         if self.finished.is_some()
             || f.step != self.current
             || self.recovering.is_some()
@@ -713,3 +709,6 @@ fn remaining_after(run: &Run, step: StepNo) -> Vec<StepNo> {
 
 #[cfg(test)]
 mod tests;
+
+mod nodes;
+pub use nodes::{runs_on_nodes, segment_end, NodePlan, NodeRefWork};

@@ -103,6 +103,7 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                     if let Some(st) = step_mut(&mut next, s.step) {
                         for name in &names {
                             st.nodes.entry(name.clone()).or_insert(NodeStepState {
+                                child_execution_id: None,
                                 status: StepStatus::Pending,
                                 started_at: None,
                                 finished_at: None,
@@ -192,9 +193,12 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
             advance_exec(&mut next, ExecutionStatus::Running);
             earliest(&mut next.started_at, time);
         }
-        // A node job's one StepFinished summarises the whole run; its steps'
-        // statuses come from their node results instead.
-        Event::StepFinished(_) if next.node_dispatch => {}
+        // A node run's StepFinished summarises its steps, whose statuses
+        // come from their node results instead. Steps that run once in a
+        // node job (flow steps) end as in any job.
+        Event::StepFinished(f)
+            if next.node_dispatch
+                && f.runner_id != outpost_schemas::subjects::CONTROL_PLANE_SOURCE => {}
         Event::StepFinished(f) => {
             let keepgoing = next.keepgoing;
             if let Some(st) = step_mut(&mut next, f.step) {
@@ -241,8 +245,38 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
             if let Some(st) = step_mut(&mut next, e.step) {
                 advance(st, StepStatus::Running);
                 earliest(&mut st.started_at, time);
-                st.child_execution_id = Some(e.child_execution_id);
+                match &e.node {
+                    Some(node) => {
+                        let ns = node_mut(st, node);
+                        ns.child_execution_id = Some(e.child_execution_id);
+                        if ns.status < StepStatus::Running {
+                            ns.status = StepStatus::Running;
+                        }
+                        earliest(&mut ns.started_at, time);
+                    }
+                    None => st.child_execution_id = Some(e.child_execution_id),
+                }
             }
+            if let Some(node) = e.node.as_ref().filter(|n| !next.nodes.contains(n)) {
+                next.nodes.push(node.clone());
+            }
+            advance_exec(&mut next, ExecutionStatus::Running);
+            earliest(&mut next.started_at, time);
+        }
+        // One node's child of a `nodeStep: true` reference.
+        Event::JobRefFinished(e) if e.node.is_some() => {
+            if let Some(st) = step_mut(&mut next, e.step) {
+                let ns = node_mut(st, e.node.as_deref().expect("a node"));
+                if e.child_execution_id.is_some() {
+                    ns.child_execution_id = e.child_execution_id;
+                }
+                if !ns.status.is_terminal() {
+                    ns.status = status_of(e.outcome);
+                    ns.reason = e.failure.as_ref().map(|f| f.message.clone());
+                    ns.finished_at = Some(time);
+                }
+            }
+            settle_nodes(&mut next);
         }
         Event::JobRefFinished(e) => {
             if let Some(st) = step_mut(&mut next, e.step) {
@@ -262,7 +296,22 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                     st.reason = message;
                     st.finished_at = Some(time);
                 }
+                // Nodes whose child never started (a failure stopped new
+                // ones, or an abort).
+                for name in &e.skipped_nodes {
+                    let ns = node_mut(st, name);
+                    if !ns.status.is_terminal() {
+                        ns.status = StepStatus::Skipped;
+                        ns.finished_at = Some(time);
+                    }
+                }
             }
+            for name in &e.skipped_nodes {
+                if !next.nodes.contains(name) {
+                    next.nodes.push(name.clone());
+                }
+            }
+            settle_nodes(&mut next);
         }
         Event::ExecutionFinished(f) => {
             let status = match f.outcome {
@@ -315,6 +364,7 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
 
 fn node_mut<'a>(st: &'a mut StepState, node: &str) -> &'a mut NodeStepState {
     st.nodes.entry(node.to_string()).or_insert(NodeStepState {
+        child_execution_id: None,
         status: StepStatus::Pending,
         started_at: None,
         finished_at: None,

@@ -330,16 +330,49 @@ case!(
     "<joblist>\n  <job>\n    <description/>\n    <name>p</name>\n    <sequence>\n      <command>\n        <jobref name='c'>\n          <nodeFilter>x</nodeFilter>\n        </jobref>\n      </command>\n    </sequence>\n  </job>\n</joblist>"
 );
 
+// A node job is split around the steps that run once; a node-step
+// reference runs once per node.
 case!(
-    yaml_jobref_node_step_not_supported_yet,
+    yaml_jobrefs_in_a_step_first_node_job,
     Yaml,
-    "- name: n\n  sequence:\n    commands:\n    - jobref:\n        name: child\n        nodeStep: true\n"
+    "- name: n\n  nodefilters:\n    filter: 'tags: web'\n  sequence:\n    strategy: sequential\n    commands:\n    - exec: a\n    - jobref: {name: child}\n    - jobref:\n        name: per-node\n        nodeStep: true\n        childNodes: true\n        args: -host ${node.name}\n        nodefilters:\n          filter: 'name: ${node.name}'\n          dispatch: {nodeIntersect: true, threadcount: 2}\n    - type: export-var\n      nodeStep: false\n      configuration: {export: x, value: y}\n    - exec: b\n"
 );
 
 case!(
-    yaml_jobref_in_a_node_job_not_supported_yet,
+    xml_jobrefs_in_a_step_first_node_job,
+    Xml,
+    "<joblist>\n  <job>\n    <name>n</name>\n    <nodefilters><filter>tags: web</filter></nodefilters>\n    <sequence strategy='sequential'>\n      <command><exec>a</exec></command>\n      <command>\n        <jobref name='per-node' nodeStep='true'>\n          <childNodes>true</childNodes>\n          <dispatch><nodeIntersect>true</nodeIntersect></dispatch>\n        </jobref>\n      </command>\n    </sequence>\n  </job>\n</joblist>"
+);
+
+// nodeIntersect is the one dispatch key Rundeck reads without a filter.
+case!(
+    yaml_jobref_node_intersect_without_a_filter,
     Yaml,
-    "- name: n\n  nodefilters:\n    filter: 'tags: web'\n  sequence:\n    commands:\n    - exec: a\n    - jobref: {name: child}\n"
+    "- name: n\n  sequence:\n    commands:\n    - jobref:\n        name: child\n        nodefilters:\n          dispatch: {nodeIntersect: true}\n"
+);
+
+case!(
+    yaml_jobref_dispatch_without_a_filter,
+    Yaml,
+    "- name: n\n  sequence:\n    commands:\n    - jobref:\n        name: child\n        nodefilters:\n          dispatch: {nodeIntersect: true, threadcount: 2}\n"
+);
+
+case!(
+    yaml_node_step_jobref_in_a_node_first_job_not_supported_yet,
+    Yaml,
+    "- name: n\n  nodefilters:\n    filter: 'tags: web'\n  sequence:\n    commands:\n    - exec: a\n    - jobref: {name: child, nodeStep: true}\n"
+);
+
+case!(
+    yaml_jobref_in_a_parallel_node_job_not_supported_yet,
+    Yaml,
+    "- name: n\n  nodefilters:\n    filter: 'tags: web'\n  sequence:\n    strategy: parallel\n    commands:\n    - exec: a\n    - jobref: {name: child}\n"
+);
+
+case!(
+    yaml_errorhandler_in_a_node_job_not_supported_yet,
+    Yaml,
+    "- name: n\n  nodefilters:\n    filter: 'tags: web'\n  sequence:\n    commands:\n    - exec: a\n      errorhandler: {exec: b}\n"
 );
 
 case!(
@@ -532,10 +565,11 @@ case!(
     "- name: n\n  sequence:\n    commands:\n    - type: com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep\n      nodeStep: false\n      configuration: {ansible-playbook: site.yml}\n"
 );
 
+// Flow steps run once, between a node job's node runs.
 case!(
-    yaml_workflow_plugin_step_in_a_node_job_not_supported_yet,
+    yaml_flow_steps_in_a_node_job,
     Yaml,
-    "- name: n\n  nodefilters: {filter: 'tags: web'}\n  sequence:\n    commands:\n    - type: export-var\n      configuration: {export: a, value: b}\n"
+    "- name: n\n  nodefilters: {filter: 'tags: web'}\n  sequence:\n    commands:\n    - exec: a\n    - type: export-var\n      nodeStep: false\n      configuration: {export: a, value: b}\n    - type: flow-control\n      nodeStep: false\n      configuration: {halt: 'true', fail: 'false'}\n"
 );
 
 // Every option attribute Rundeck documents that runs or is kept.

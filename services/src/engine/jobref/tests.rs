@@ -40,6 +40,9 @@ fn parent_run(yaml: &str, options: &[(&str, &str)], chain: &[(u128, &str)]) -> R
                     job_name: name.to_string(),
                 })
                 .collect(),
+            node: None,
+            node_project: None,
+            intersect: None,
         }),
         retry: None,
     };
@@ -61,7 +64,7 @@ fn record(id: u128, yaml: &str) -> JobRecord {
 fn verdict(run: &Run, child: Option<&JobRecord>) -> String {
     let jr = run.steps[0].jobref.clone().expect("step 1 is a jobref");
     let mut out = String::new();
-    match child_request(run, &jr, child) {
+    match child_request(run, &jr, child, None) {
         Ok(req) => {
             let parent = req.parent.as_ref().unwrap();
             writeln!(out, "child of {} step {}", parent.execution_id, parent.step).unwrap();
@@ -230,6 +233,9 @@ fn a_childs_end_becomes_its_parents_step_result() {
         execution_id: Uuid::from_u128(42),
         step: 2,
         chain: vec![],
+        node: None,
+        node_project: None,
+        intersect: None,
     };
     let mut child = parent_run(
         "- name: c\n  sequence:\n    commands:\n    - exec: x\n",
@@ -266,5 +272,78 @@ fn a_childs_end_becomes_its_parents_step_result() {
         )
         .unwrap();
     }
+    insta::assert_snapshot!(out);
+}
+
+/// A node-step reference: the node's `${node.*}` in `args` and the filter,
+/// the node named on the request, and where the child's nodes come from.
+#[test]
+fn a_node_step_child_sees_its_node_and_selects_as_rundeck_does() {
+    let yaml = r#"
+- name: parent
+  nodefilters: {filter: 'tags: web'}
+  sequence:
+    strategy: sequential
+    commands:
+    - jobref:
+        name: deploy
+        group: web
+        project: other
+        nodeStep: true
+        args: -env prod -note ${node.name}@${node.hostname}
+        nodefilters:
+          filter: 'name: ${node.name}'
+          dispatch: {nodeIntersect: true}
+"#;
+    let mut run = parent_run(yaml, &[], &[]);
+    let node = |name: &str| outpost_schemas::node::Node {
+        nodename: name.into(),
+        hostname: format!("{name}.example"),
+        port: None,
+        username: None,
+        tags: Default::default(),
+        attributes: Default::default(),
+    };
+    run.node_run.as_mut().unwrap().nodes = vec![node("web1"), node("web2")];
+    let jr = run.steps[0].jobref.clone().unwrap();
+    let mut other = record(9, CHILD);
+    other.project = "other".into();
+    let mut out = String::new();
+    for child_nodes in [false, true] {
+        let mut jr = jr.clone();
+        jr.child_nodes = child_nodes;
+        let req = child_request(&run, &jr, Some(&other), Some(&node("web2"))).unwrap();
+        let p = req.parent.as_ref().unwrap();
+        writeln!(out, "childNodes {child_nodes}:").unwrap();
+        writeln!(out, "  options {:?}", req.options).unwrap();
+        writeln!(out, "  filter `{}`", req.job.nodefilters.unwrap().filter).unwrap();
+        writeln!(
+            out,
+            "  node {:?} node_project {:?} intersect {:?}",
+            p.node, p.node_project, p.intersect
+        )
+        .unwrap();
+    }
+    // Not a node step: the intersection is the parent's whole node set.
+    let mut once = jr.clone();
+    once.node_step = false;
+    once.args = Some("-env qa".into());
+    let req = child_request(&run, &once, Some(&other), None).unwrap();
+    let p = req.parent.as_ref().unwrap();
+    writeln!(
+        out,
+        "nodeStep false: node {:?} intersect {:?}",
+        p.node, p.intersect
+    )
+    .unwrap();
+    // A refusal names the node it was for.
+    let refused = child_request(&run, &jr, None, Some(&node("web1"))).unwrap_err();
+    writeln!(
+        out,
+        "not found: node {:?}: {}",
+        refused.node,
+        refused.failure.unwrap().message
+    )
+    .unwrap();
     insta::assert_snapshot!(out);
 }

@@ -230,6 +230,9 @@ fn a_failed_run_is_retried_as_rundeck_decides() {
         execution_id: Uuid::from_u128(9),
         step: 1,
         chain: vec![],
+        node: None,
+        node_project: None,
+        intersect: None,
     });
     let mut child = plan(&req);
     child.on_step_finished(&finished(1, StepOutcome::Failed));
@@ -342,10 +345,12 @@ fn a_failed_child_runs_the_references_handler_before_the_step_ends() {
     let yaml = "- name: p\n  sequence:\n    commands:\n    - jobref: {name: c}\n      errorhandler:\n        exec: echo ${result.reason}\n        keepgoingOnSuccess: true\n    - exec: echo next\n";
     let mut run = plan(&request(yaml, &[]));
     let failed = JobRefFinished {
+        skipped_nodes: Vec::new(),
         header: Header::now(),
         execution_id: run.execution_id,
         step: 1,
         child_execution_id: Some(Uuid::from_u128(9)),
+        node: None,
         outcome: StepOutcome::Failed,
         failure: Some(StepFailure {
             reason: "JobFailed".into(),

@@ -354,3 +354,96 @@ fn node_steps_settle_from_their_nodes_in_any_order() {
     reordered.extend([events[1].clone(), events[5].clone(), events[4].clone()]);
     assert_eq!(fold_all(&reordered).unwrap(), expected);
 }
+
+/// A node-step job reference: each node's child in that node's state; a
+/// flow step between node runs ends as in any job.
+#[test]
+fn a_node_step_references_children_show_per_node() {
+    let yaml = "- name: fleet\n  nodefilters:\n    filter: '.*'\n  sequence:\n    strategy: sequential\n    keepgoing: true\n    commands:\n    - jobref: {name: child, nodeStep: true}\n    - type: flow-control\n      nodeStep: false\n      configuration: {halt: 'false'}\n";
+    let job = crate::formats::job_yaml::parse_jobs(yaml)
+        .unwrap()
+        .remove(0);
+    let request = Event::ExecutionRequested(ExecutionRequested {
+        header: header(0),
+        execution_id: exec_id(),
+        project: "default".into(),
+        job_id: Uuid::from_u128(7),
+        job,
+        options: Default::default(),
+        requested_by: "alice".into(),
+        parent: None,
+        retry: None,
+    });
+    let started = |sec: u32, node: &str, child: u128| {
+        Event::JobRefStarted(JobRefStarted {
+            header: header(sec),
+            execution_id: exec_id(),
+            step: 1,
+            child_execution_id: Uuid::from_u128(child),
+            job_id: Uuid::from_u128(8),
+            job_name: "child".into(),
+            node: Some(node.into()),
+        })
+    };
+    let ended = |sec: u32, node: Option<&str>, child: Option<u128>, outcome: StepOutcome| {
+        Event::JobRefFinished(JobRefFinished {
+            skipped_nodes: Vec::new(),
+            header: header(sec),
+            execution_id: exec_id(),
+            step: 1,
+            child_execution_id: child.map(Uuid::from_u128),
+            outcome,
+            failure: (outcome != StepOutcome::Succeeded).then(|| StepFailure {
+                reason: "JobFailed".into(),
+                message: "Job [child] failed".into(),
+                result_code: None,
+            }),
+            node: node.map(str::to_string),
+        })
+    };
+    let control = Event::StepFinished(StepFinished {
+        data: Default::default(),
+        header: header(6),
+        execution_id: exec_id(),
+        step: 2,
+        runner_id: subjects::CONTROL_PLANE_SOURCE.into(),
+        outcome: StepOutcome::Succeeded,
+        exit_code: None,
+        reason: None,
+        log_chunks: 0,
+        handler: None,
+        halted: None,
+        log_used: None,
+    });
+    let mut summary = ended(5, None, None, StepOutcome::Failed);
+    if let Event::JobRefFinished(e) = &mut summary {
+        e.skipped_nodes = vec!["c".into()];
+    }
+    let events = vec![
+        request,
+        started(1, "a", 101),
+        started(2, "b", 102),
+        ended(3, Some("a"), Some(101), StepOutcome::Succeeded),
+        ended(4, Some("b"), Some(102), StepOutcome::Failed),
+        summary,
+        control,
+    ];
+    let state = fold_all(&events).unwrap();
+    let step = &state.steps[0];
+    assert_eq!(step.status, StepStatus::Failed);
+    assert_eq!(step.nodes["a"].status, StepStatus::Succeeded);
+    assert_eq!(
+        step.nodes["a"].child_execution_id,
+        Some(Uuid::from_u128(101))
+    );
+    assert_eq!(step.nodes["b"].status, StepStatus::Failed);
+    assert_eq!(step.nodes["c"].status, StepStatus::Skipped);
+    assert_eq!(state.nodes, ["a", "b", "c"]);
+    assert_eq!(state.steps[1].status, StepStatus::Succeeded);
+    assert_eq!(state.failed_nodes, ["b"]);
+    assert_eq!(state.successful_nodes, ["a"]);
+    // Duplicates change nothing.
+    let mut twice = events.clone();
+    twice.extend(events[1..].iter().cloned());
+    assert_eq!(fold_all(&twice).unwrap(), state);
+}

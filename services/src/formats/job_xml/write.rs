@@ -378,6 +378,9 @@ fn write_jobref(w: &mut Writer, r: &JobRef) {
     if let Some(n) = &r.name {
         attrs.push(("name", n.clone()));
     }
+    if r.node_step {
+        attrs.push(("nodeStep", "true".into()));
+    }
     w.open("jobref", &attrs);
     if let Some(a) = &r.args {
         w.empty("arg", &[("line", a.clone())]);
@@ -393,12 +396,16 @@ fn write_jobref(w: &mut Writer, r: &JobRef) {
         if let Some(o) = &d.rank_order {
             w.leaf("rankOrder", &word(o));
         }
+        if d.node_intersect {
+            w.leaf("nodeIntersect", "true");
+        }
         if let Some(t) = d.threadcount {
             w.leaf("threadcount", &t.to_string());
         }
         w.close("dispatch");
     }
     for (key, on) in [
+        ("childNodes", r.child_nodes),
         ("failOnDisable", r.fail_on_disable),
         ("ignoreNotifications", r.ignore_notifications),
         ("importOptions", r.import_options),
@@ -407,7 +414,7 @@ fn write_jobref(w: &mut Writer, r: &JobRef) {
             w.leaf(key, "true");
         }
     }
-    if let Some(n) = &r.nodefilters {
+    if let Some(n) = r.filter_override() {
         w.open("nodefilters", &[]);
         w.leaf("filter", &n.filter);
         w.close("nodefilters");
