@@ -24,7 +24,10 @@ use std::sync::Arc;
 
 use outpost_schemas::job::Strategy;
 use outpost_schemas::node::Node;
-use outpost_schemas::{LogEntry, LogStream, StepCommand, StepNo, StepOutcome};
+use outpost_schemas::{
+    handled_outcome, HandlerOutcome, LogEntry, LogStream, StepCommand, StepFailure, StepNo,
+    StepOutcome,
+};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +39,9 @@ pub struct NodeRunSpec {
     /// In dispatch order (already ranked).
     pub nodes: Vec<Node>,
     pub steps: Vec<(StepNo, StepCommand)>,
+    /// Each step's error handler, with its `keepgoingOnSuccess`: run on a
+    /// node where the step failed.
+    pub handlers: BTreeMap<StepNo, (StepCommand, bool)>,
     pub strategy: Strategy,
     pub threadcount: usize,
     pub node_keepgoing: bool,
@@ -73,10 +79,12 @@ pub enum NodeEvent {
 pub struct NodeStepResult {
     pub step: StepNo,
     pub node: String,
-    /// `None`: never ran (an earlier failure stopped it).
+    /// `None`: never ran (an earlier failure stopped it). After the
+    /// step's error handler, when one ran.
     pub outcome: Option<StepOutcome>,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
+    pub handler: Option<HandlerOutcome>,
 }
 
 /// A log line of a node step.
@@ -200,6 +208,7 @@ pub async fn run(
                     } else {
                         "not run: an earlier failure stopped the dispatch".into()
                     }),
+                    handler: None,
                 });
             }
         }
@@ -258,30 +267,69 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
             }
         })
     };
-    let (outcome, exit_code, reason) = match run_on(sh, step, cmd, node, &tx).await {
-        Ok(Exit::Code(0)) => (StepOutcome::Succeeded, Some(0), None),
-        Ok(Exit::Code(c)) => (StepOutcome::Failed, Some(c), Some(format!("exit code {c}"))),
-        Ok(Exit::Signal(s)) => (
-            StepOutcome::Failed,
-            None,
-            Some(format!("killed by signal {s}")),
-        ),
-        Ok(Exit::Killed) => (StepOutcome::Aborted, None, Some("aborted".into())),
-        Err(why) => (StepOutcome::Failed, None, Some(why)),
+    let (outcome, exit_code, reason) = outcome_of(run_on(sh, step, cmd, node, &tx, None).await);
+    let say = |level: &str, log: String| LogEntry {
+        time: chrono::Utc::now(),
+        stream: LogStream::System,
+        level: level.into(),
+        log,
+        node: None,
     };
     if let Some(why) = reason
         .as_ref()
         .filter(|_| outcome != StepOutcome::Succeeded)
     {
         let _ = tx
-            .send(LogEntry {
-                time: chrono::Utc::now(),
-                stream: LogStream::System,
-                level: "ERROR".into(),
-                log: format!("node {}: {why}", node.nodename),
-                node: None,
-            })
+            .send(say("ERROR", format!("node {}: {why}", node.nodename)))
             .await;
+    }
+    // The step's error handler runs on this node, with Rundeck's
+    // `${result.*}`, and decides the node's result as Rundeck decides it.
+    let mut handler = None;
+    let (mut outcome, mut reason) = (outcome, reason);
+    if let (StepOutcome::Failed, Some((h, kgos)), false) = (
+        outcome,
+        sh.spec.handlers.get(&step),
+        sh.cancel.is_cancelled(),
+    ) {
+        let failure = StepFailure {
+            reason: if exit_code.is_some() {
+                "NonZeroResultCode".into()
+            } else {
+                "NodeStepFailure".into()
+            },
+            message: reason.clone().unwrap_or_default(),
+            result_code: exit_code,
+        };
+        let _ = tx
+            .send(say(
+                "NORMAL",
+                format!(
+                    "node {}: step failed ({}); running its error handler",
+                    node.nodename, failure.message
+                ),
+            ))
+            .await;
+        let (h_outcome, h_code, h_reason) =
+            outcome_of(run_on(sh, step, h, node, &tx, Some(&failure)).await);
+        let done = HandlerOutcome {
+            outcome: h_outcome,
+            exit_code: h_code,
+            reason: h_reason.clone(),
+        };
+        outcome = handled_outcome(&done, sh.spec.step_keepgoing, *kgos);
+        let own = failure.message;
+        reason = Some(match (outcome, h_outcome) {
+            (StepOutcome::Succeeded, _) => format!("{own}; recovered by its error handler"),
+            (_, StepOutcome::Succeeded) => format!(
+                "{own}; its error handler succeeded, but neither keepgoing nor keepgoingOnSuccess lets the workflow go on"
+            ),
+            _ => format!(
+                "{own}; its error handler failed too ({})",
+                h_reason.as_deref().unwrap_or("failed")
+            ),
+        });
+        handler = Some(done);
     }
     drop(tx);
     let _ = forward.await;
@@ -291,24 +339,51 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
         outcome: Some(outcome),
         exit_code,
         reason,
+        handler,
     };
     let _ = sh.events.send(NodeEvent::Finished(result.clone())).await;
     result
 }
 
-/// Runs one step on one node; an `Err` is a one-line reason naming the cause.
+/// A process's end as a node's result: outcome, exit code, reason.
+fn outcome_of(r: Result<Exit, String>) -> (StepOutcome, Option<i32>, Option<String>) {
+    match r {
+        Ok(Exit::Code(0)) => (StepOutcome::Succeeded, Some(0), None),
+        Ok(Exit::Code(c)) => (StepOutcome::Failed, Some(c), Some(format!("exit code {c}"))),
+        Ok(Exit::Signal(s)) => (
+            StepOutcome::Failed,
+            None,
+            Some(format!("killed by signal {s}")),
+        ),
+        Ok(Exit::Killed) => (StepOutcome::Aborted, None, Some("aborted".into())),
+        Err(why) => (StepOutcome::Failed, None, Some(why)),
+    }
+}
+
+/// Runs one step (or, with the failure it handles, its error handler) on
+/// one node; an `Err` is a one-line reason naming the cause.
 async fn run_on(
     sh: &Shared,
     step: StepNo,
     cmd: &StepCommand,
     node: &Node,
     lines: &mpsc::Sender<LogEntry>,
+    handling: Option<&StepFailure>,
 ) -> Result<Exit, String> {
     let mut env = sh.spec.env.clone();
     // The node's data, as Rundeck gives it: `${node.x}` in commands and
     // args, `@node.x@` in scripts, `RD_NODE_X` in the environment.
-    let (node_vars, node_env) = crate::script::node_context(node);
+    let (mut node_vars, node_env) = crate::script::node_context(node);
     env.extend(node_env);
+    if let Some(failure) = handling {
+        for (k, v) in failure.vars() {
+            env.insert(
+                format!("RD_{}", k.replace('.', "_").to_uppercase()),
+                v.clone(),
+            );
+            node_vars.insert(k, v);
+        }
+    }
     let mut tokens = sh.spec.vars.clone();
     tokens.extend(node_vars.clone());
     let cmd = &crate::script::with_tokens(&cmd.substituted(&node_vars), &tokens);

@@ -490,7 +490,7 @@ impl TryFrom<RawJob> for Job {
                     );
                 let what = match (&c.jobref, &c.errorhandler) {
                     _ if !c.plugins.is_empty() => "a log filter",
-                    (_, Some(_)) => "an errorhandler",
+                    (_, Some(_)) if between => "an errorhandler on a step that runs once (a job reference or flow step)",
                     _ if c.node_step == Some(false) && !between => "a workflow plugin step",
                     (Some(r), _) if r.node_step && strategy == Strategy::NodeFirst => {
                         "a node-step job reference (`nodeStep: true`) in a node-first workflow (Rundeck runs it between each node's other steps, and Outpost runs a node's steps in one dispatch; use `strategy: sequential`, or `nodeStep: false`)"

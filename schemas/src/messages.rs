@@ -224,6 +224,12 @@ pub struct NodeRunDispatch {
 pub struct NodeStepCommand {
     pub step: StepNo,
     pub command: StepCommand,
+    /// Run on a node where `command` failed, with `${result.*}` set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errorhandler: Option<StepCommand>,
+    /// The handler's `keepgoingOnSuccess`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keepgoing_on_success: bool,
 }
 
 /// A node step started on one node.
@@ -246,12 +252,18 @@ pub struct NodeStepFinished {
     pub step: StepNo,
     pub node: String,
     pub runner_id: String,
+    /// The node's result, after its error handler when one ran: Rundeck
+    /// replaces a failed node's result with its handler's when the
+    /// workflow may go on (`handled_outcome`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<StepOutcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the step's error handler did on this node, if it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<HandlerOutcome>,
 }
 
 /// What to run, with `${option.*}` already substituted.
@@ -429,7 +441,7 @@ pub struct StepFinished {
     pub data: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HandlerOutcome {
     pub outcome: StepOutcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -994,3 +994,20 @@ impl Stack {
         )
     }
 }
+
+/// The README's YAML example that begins with `- name: <first_job>`, without
+/// its list indentation: the docs' examples are tested as written.
+pub fn readme_example(first_job: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let marker = format!("  ```yaml\n  - name: {first_job}");
+    let start = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("the README shows the `{first_job}` example"));
+    let block = &readme[start + "  ```yaml\n".len()..];
+    let block = &block[..block.find("  ```").expect("the example's block ends")];
+    block
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect()
+}

@@ -245,17 +245,7 @@ async fn a_reference_cycle_is_refused_at_import_naming_it_and_nothing_is_stored(
 /// imports as it stands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readmes_job_reference_example_imports() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let start = readme
-        .find("  ```yaml\n  - name: deploy-app")
-        .expect("the README shows the example");
-    let block = &readme[start + "  ```yaml\n".len()..];
-    let block = &block[..block.find("  ```").expect("the example's block ends")];
-    let yaml: String = block
-        .lines()
-        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
-        .collect();
+    let yaml = readme_example("deploy-app");
     let stack = Stack::start().await;
     let (status, body) = stack.import(&yaml).await;
     assert_eq!(status, 200, "{body}\n{yaml}");

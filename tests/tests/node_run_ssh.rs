@@ -65,6 +65,7 @@ async fn several_nodes_run_exec_and_script_steps_and_an_unreachable_one_fails_al
         default_user: user.clone(),
     };
     let spec = NodeRunSpec {
+        handlers: Default::default(),
         secrets: Default::default(),
         auth: Default::default(),
         nodes,
@@ -163,6 +164,7 @@ async fn threadcount_bounds_concurrent_ssh_nodes() {
             default_user: user.clone(),
         };
         let spec = NodeRunSpec {
+            handlers: Default::default(),
             secrets: Default::default(),
             auth: Default::default(),
             nodes: parse_resources(&yaml).unwrap(),

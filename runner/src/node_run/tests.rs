@@ -71,6 +71,7 @@ fn spec(nodes: &[&str], steps: Vec<StepCommand>, strategy: Strategy) -> NodeRunS
             .enumerate()
             .map(|(i, c)| (i as u32 + 1, c))
             .collect(),
+        handlers: BTreeMap::new(),
         strategy,
         threadcount: 1,
         node_keepgoing: false,
@@ -239,6 +240,53 @@ async fn a_failed_step_stops_later_steps_unless_step_keepgoing() {
             "1 b Succeeded",
             "2 a Succeeded",
             "2 b Succeeded"
+        ]
+    );
+}
+
+/// The handler runs on the node that failed, with `${result.*}`, and
+/// decides that node's result as Rundeck's `handled_outcome` does.
+#[tokio::test]
+async fn a_failed_nodes_error_handler_runs_on_that_node_and_decides_its_result() {
+    let steps = vec![exec("test $RD_NODE_NAME != a || exit 3"), exec("true")];
+    let handler = exec("echo \"handling ${node.name}: ${result.reason} $RD_RESULT_RESULTCODE\"; test ${result.resultCode} = 3");
+    let mut log = Vec::new();
+    for (kgos, handler) in [
+        (true, handler.clone()),
+        (false, handler.clone()),
+        (true, exec("exit 1")),
+    ] {
+        let mut s = spec(&["a", "b"], steps.clone(), Strategy::Sequential);
+        s.handlers.insert(1, (handler, kgos));
+        let o = go(s).await;
+        let a = o
+            .results
+            .iter()
+            .find(|r| r.step == 1 && r.node == "a")
+            .unwrap();
+        log.push(format!(
+            "keepgoingOnSuccess {kgos}: {:?} handler {:?}: {}",
+            table(&o.results),
+            a.handler.as_ref().map(|h| h.outcome),
+            a.reason.as_deref().unwrap_or_default()
+        ));
+        let said: Vec<&str> = o
+            .lines
+            .iter()
+            .filter(|(_, e)| e.stream != LogStream::System)
+            .map(|(_, e)| e.log.as_str())
+            .collect();
+        log.push(format!("  output {said:?}"));
+    }
+    assert_eq!(
+        log,
+        [
+            "keepgoingOnSuccess true: [\"1 a Succeeded\", \"1 b Succeeded\", \"2 a Succeeded\", \"2 b Succeeded\"] handler Some(Succeeded): exit code 3; recovered by its error handler",
+            "  output [\"handling a: NonZeroResultCode 3\"]",
+            "keepgoingOnSuccess false: [\"1 a Failed\", \"1 b -\", \"2 a -\", \"2 b -\"] handler Some(Succeeded): exit code 3; its error handler succeeded, but neither keepgoing nor keepgoingOnSuccess lets the workflow go on",
+            "  output [\"handling a: NonZeroResultCode 3\"]",
+            "keepgoingOnSuccess true: [\"1 a Failed\", \"1 b -\", \"2 a -\", \"2 b -\"] handler Some(Failed): exit code 3; its error handler failed too (exit code 1)",
+            "  output []",
         ]
     );
 }

@@ -78,6 +78,14 @@ pub(super) async fn run_nodes(
             .iter()
             .map(|s| (s.step, s.command.clone()))
             .collect(),
+        handlers: nr
+            .steps
+            .iter()
+            .filter_map(|s| {
+                let h = s.errorhandler.clone()?;
+                Some((s.step, (h, s.keepgoing_on_success)))
+            })
+            .collect(),
         strategy: nr.strategy,
         threadcount: nr.threadcount as usize,
         node_keepgoing: nr.node_keepgoing,
@@ -143,6 +151,7 @@ pub(super) async fn run_nodes(
                         outcome: r.outcome,
                         exit_code: r.exit_code,
                         reason: r.reason,
+                        handler: r.handler,
                     })
                 }
             };

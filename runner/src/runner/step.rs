@@ -279,6 +279,9 @@ pub(super) async fn run_claimed(
         if let Some(nr) = d.node_run.as_mut() {
             for s in &mut nr.steps {
                 s.command = s.command.substituted(&vars);
+                if let Some(h) = s.errorhandler.as_mut() {
+                    *h = h.substituted(&vars);
+                }
             }
         }
     }
@@ -475,10 +478,11 @@ async fn load_scripts(d: &StepDispatched) -> Result<Option<StepDispatched>, Stri
             }
         )
     };
-    let node_step_names_one = d
-        .node_run
-        .as_ref()
-        .is_some_and(|nr| nr.steps.iter().any(|s| names_one(&s.command)));
+    let node_step_names_one = d.node_run.as_ref().is_some_and(|nr| {
+        nr.steps
+            .iter()
+            .any(|s| names_one(&s.command) || s.errorhandler.as_ref().is_some_and(names_one))
+    });
     if !names_one(&d.command) && !node_step_names_one {
         return Ok(None);
     }
@@ -491,6 +495,11 @@ async fn load_scripts(d: &StepDispatched) -> Result<Option<StepDispatched>, Stri
             s.command = crate::script::load(&s.command)
                 .await
                 .map_err(|e| format!("step {}: {e}", s.step))?;
+            if let Some(h) = s.errorhandler.as_mut() {
+                *h = crate::script::load(h)
+                    .await
+                    .map_err(|e| format!("step {}'s error handler: {e}", s.step))?;
+            }
         }
     }
     Ok(Some(loaded))

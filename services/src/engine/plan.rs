@@ -371,14 +371,21 @@ impl RunPlan for Run {
             .map(|nr| outpost_schemas::NodeRunDispatch {
                 nodes: nr.nodes.clone(),
                 steps: (self.current..=end)
-                    .map(|n| outpost_schemas::NodeStepCommand {
-                        step: n,
-                        command: with_exports(
-                            self.steps[(n - 1) as usize]
-                                .command
+                    .map(|n| {
+                        let s = &self.steps[(n - 1) as usize];
+                        outpost_schemas::NodeStepCommand {
+                            step: n,
+                            command: with_exports(
+                                s.command
+                                    .as_ref()
+                                    .expect("a node run holds runner steps only"),
+                            ),
+                            errorhandler: s.errorhandler.as_ref().map(|h| with_exports(&h.command)),
+                            keepgoing_on_success: s
+                                .errorhandler
                                 .as_ref()
-                                .expect("a node run holds runner steps only"),
-                        ),
+                                .is_some_and(|h| h.keepgoing_on_success),
+                        }
                     })
                     .collect(),
                 strategy: nr.strategy,

@@ -146,6 +146,15 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
                     ns.reason = e.reason.clone();
                     ns.finished_at = Some(time);
                 }
+                // A node step's handler, over all its nodes: failed if it
+                // failed on any.
+                if let (Some(h), Some(state)) = (&e.handler, st.errorhandler.as_mut()) {
+                    if state.status != Some(StepStatus::Failed) {
+                        state.status = Some(status_of(h.outcome));
+                        state.exit_code = h.exit_code;
+                        state.reason = h.reason.clone();
+                    }
+                }
                 st.runner_id.get_or_insert_with(|| e.runner_id.clone());
             }
             // Until the dispatch (with every target node) is folded, a step
@@ -279,12 +288,17 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
             settle_nodes(&mut next);
         }
         Event::JobRefFinished(e) => {
+            let abort_requested = next.abort_requested;
             if let Some(st) = step_mut(&mut next, e.step) {
                 if e.child_execution_id.is_some() {
                     st.child_execution_id = e.child_execution_id;
                 }
                 let message = e.failure.as_ref().map(|f| f.message.clone());
-                let handled = e.outcome == StepOutcome::Failed && st.errorhandler.is_some();
+                // The orchestrator runs no handler once an abort came
+                // (they share the stream's order): the step ends here.
+                let handled = e.outcome == StepOutcome::Failed
+                    && st.errorhandler.is_some()
+                    && !abort_requested;
                 if handled {
                     // Its handler runs next, as a dispatch of this step,
                     // and that decides the step.

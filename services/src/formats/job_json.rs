@@ -20,6 +20,7 @@ pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobFileError> {
         }
         // serde_json places a check made after a value was read at the
         // value's end; the field's start is where to look.
+        let path = super::step_path(path, &message);
         let at = super::better_place(
             (inner.line() > 0).then(|| (inner.line(), inner.column())),
             super::locate::in_json(text, &path),

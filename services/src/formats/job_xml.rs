@@ -29,8 +29,9 @@ pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobFileError> {
     })?;
     let (reader, jobs) = read(&doc);
     serde_path_to_error::deserialize(Value::Array(jobs?)).map_err(|err| {
-        let path = err.path().to_string();
-        let message = tidy_message(&path, err.into_inner().to_string());
+        let message = err.inner().to_string();
+        let path = super::step_path(err.path().to_string(), &message);
+        let message = tidy_message(&path, message);
         let mut e = reader.locate(&path);
         e.message = message;
         e

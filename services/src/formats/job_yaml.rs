@@ -35,6 +35,7 @@ pub fn parse_jobs(text: &str) -> Result<Vec<Job>, JobFileError> {
         }
         // A check made after a whole mapping was read reports where the
         // enclosing one began; the field's own place is more use.
+        let path = super::step_path(path, &message);
         let at = super::better_place(
             location.as_ref().map(|l| (l.line(), l.column())),
             super::locate::in_yaml(text, &path),

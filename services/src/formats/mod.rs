@@ -232,6 +232,21 @@ pub fn reads_back(jobs: &[Job], format: Format) -> Result<(), String> {
 
 /// A deserialiser's message, said for people: a key that is known but not
 /// built names itself (`not supported yet: retry`).
+/// A job-wide check that names a step (`job \`n\`: step 2: …`) is about
+/// that step: its path, so that the error points at the step's line.
+pub(crate) fn step_path(path: String, message: &str) -> String {
+    let is_job = path.starts_with('[') && path.ends_with(']') && !path[1..].contains('[');
+    let step = message
+        .split_once("`: step ")
+        .and_then(|(_, rest)| rest.split_once(':'))
+        .and_then(|(n, _)| n.parse::<usize>().ok())
+        .filter(|n| *n >= 1);
+    match step {
+        Some(n) if is_job => format!("{path}.sequence.commands[{}]", n - 1),
+        _ => path,
+    }
+}
+
 pub(crate) fn tidy_message(path: &str, message: String) -> String {
     if message != NOT_SUPPORTED_YET {
         return message;

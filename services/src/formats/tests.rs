@@ -369,10 +369,17 @@ case!(
     "- name: n\n  nodefilters:\n    filter: 'tags: web'\n  sequence:\n    strategy: parallel\n    commands:\n    - exec: a\n    - jobref: {name: child}\n"
 );
 
+// A node step's handler runs on each node where the step failed.
 case!(
-    yaml_errorhandler_in_a_node_job_not_supported_yet,
+    yaml_errorhandler_in_a_node_job,
     Yaml,
-    "- name: n\n  nodefilters:\n    filter: 'tags: web'\n  sequence:\n    commands:\n    - exec: a\n      errorhandler: {exec: b}\n"
+    "- name: n\n  nodefilters:\n    filter: 'tags: web'\n  sequence:\n    commands:\n    - exec: a\n      errorhandler: {exec: b, keepgoingOnSuccess: true}\n"
+);
+
+case!(
+    yaml_errorhandler_on_a_jobref_in_a_node_job_not_supported_yet,
+    Yaml,
+    "- name: n\n  nodefilters:\n    filter: 'tags: web'\n  sequence:\n    commands:\n    - exec: a\n    - jobref: {name: child}\n      errorhandler: {exec: b}\n"
 );
 
 case!(

@@ -281,12 +281,16 @@ fn node_job_events() -> Vec<Event> {
                     command: StepCommand::Exec {
                         command: "one".into(),
                     },
+                    errorhandler: None,
+                    keepgoing_on_success: false,
                 },
                 NodeStepCommand {
                     step: 2,
                     command: StepCommand::Exec {
                         command: "two".into(),
                     },
+                    errorhandler: None,
+                    keepgoing_on_success: false,
                 },
             ],
             strategy: Default::default(),
@@ -310,6 +314,7 @@ fn node_job_events() -> Vec<Event> {
             outcome,
             exit_code: outcome.map(|o| if o == StepOutcome::Succeeded { 0 } else { 1 }),
             reason: None,
+            handler: None,
         })
     };
     vec![
@@ -446,4 +451,62 @@ fn a_node_step_references_children_show_per_node() {
     let mut twice = events.clone();
     twice.extend(events[1..].iter().cloned());
     assert_eq!(fold_all(&twice).unwrap(), state);
+}
+
+/// An abort that came before a reference's child failed: the orchestrator
+/// runs no handler, so the step must end with the child's failure, not
+/// wait for a handler that never runs.
+#[test]
+fn a_reference_whose_child_fails_after_an_abort_does_not_wait_for_its_handler() {
+    let yaml = "- name: p\n  sequence:\n    commands:\n    - jobref: {name: child}\n      errorhandler: {exec: echo handled}\n    - exec: echo next\n";
+    let job = crate::formats::job_yaml::parse_jobs(yaml)
+        .unwrap()
+        .remove(0);
+    let events = vec![
+        Event::ExecutionRequested(ExecutionRequested {
+            header: header(0),
+            execution_id: exec_id(),
+            project: "default".into(),
+            job_id: Uuid::from_u128(7),
+            job,
+            options: Default::default(),
+            requested_by: "alice".into(),
+            parent: None,
+            retry: None,
+        }),
+        Event::JobRefStarted(JobRefStarted {
+            header: header(1),
+            execution_id: exec_id(),
+            step: 1,
+            child_execution_id: Uuid::from_u128(9),
+            job_id: Uuid::from_u128(8),
+            job_name: "child".into(),
+            node: None,
+        }),
+        Event::AbortRequested(AbortRequested {
+            header: header(2),
+            execution_id: exec_id(),
+            requested_by: "alice".into(),
+            cause: AbortCause::Requested,
+        }),
+        Event::JobRefFinished(JobRefFinished {
+            header: header(3),
+            execution_id: exec_id(),
+            step: 1,
+            child_execution_id: Some(Uuid::from_u128(9)),
+            outcome: StepOutcome::Failed,
+            failure: Some(StepFailure {
+                reason: "JobFailed".into(),
+                message: "Job [child] failed".into(),
+                result_code: None,
+            }),
+            node: None,
+            skipped_nodes: Vec::new(),
+        }),
+        exec_finished(4, ExecutionOutcome::Aborted, vec![1], vec![2]),
+    ];
+    let state = fold_all(&events).unwrap();
+    assert_eq!(state.status, ExecutionStatus::Aborted);
+    let statuses: Vec<StepStatus> = state.steps.iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [StepStatus::Failed, StepStatus::Aborted]);
 }

@@ -1,9 +1,10 @@
-//! Job references inside node jobs, over the real stack (nats-server, two
-//! runners, a real sshd): the workflow runs its node steps in node runs on
-//! the runner that reaches the nodes, split around the steps that run once;
-//! a `nodeStep: true` reference starts one child per node, with the node's
-//! `${node.*}`, and a failure stops new ones as Rundeck's node dispatch
-//! does.
+//! Node jobs' workflows, over the real stack (nats-server, two runners, a
+//! real sshd): the workflow runs its node steps in node runs on the runner
+//! that reaches the nodes, split around the steps that run once (job
+//! references, flow steps); a `nodeStep: true` reference starts one child
+//! per node, with the node's `${node.*}`, and a failure stops new ones as
+//! Rundeck's node dispatch does; a node step's error handler runs on the
+//! node that failed.
 
 use outpost_schemas::state::{ExecutionState, ExecutionStatus, StepStatus};
 use outpost_tests::sshd::{keygen, Sshd};
@@ -73,6 +74,16 @@ const JOBS: &str = r#"
         nodeStep: true
         args: -host ${node.name}-refused
     - exec: echo never
+- name: recovers-per-node
+  group: nref
+  nodefilters: {filter: 'tags: web'}
+  sequence:
+    commands:
+    - exec: test "$RD_NODE_NAME" != web2 || exit 5
+      errorhandler:
+        exec: echo "recovering ${node.name} from ${result.reason} $RD_RESULT_RESULTCODE"
+        keepgoingOnSuccess: true
+    - exec: echo "done on $RD_NODE_NAME"
 "#;
 
 struct Fleet {
@@ -244,17 +255,7 @@ async fn a_failed_node_child_stops_new_ones_and_fails_the_step_as_rundeck_does()
 
 #[test]
 fn the_readmes_node_job_reference_example_reads() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let start = readme
-        .find("  ```yaml\n  - name: rolling-release")
-        .expect("the README shows the example");
-    let block = &readme[start + "  ```yaml\n".len()..];
-    let block = &block[..block.find("  ```").expect("the example's block ends")];
-    let yaml: String = block
-        .lines()
-        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
-        .collect();
+    let yaml = readme_example("rolling-release");
     let jobs =
         outpost_services::formats::parse_jobs(&yaml, outpost_services::formats::Format::Yaml)
             .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
@@ -265,4 +266,47 @@ fn the_readmes_node_job_reference_example_reads() {
         .filter_map(|c| c.jobref.as_ref().map(|r| r.node_step))
         .collect();
     assert_eq!(refs, [true, false]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_steps_error_handler_recovers_the_node_it_failed_on() {
+    let f = fleet().await;
+    let stack = &f.stack;
+    let job = stack.load(JOBS, "recovers-per-node").await;
+    let id = stack.run_job(job, &[]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
+    let step = &st.steps[0];
+    assert_eq!(step.status, StepStatus::Succeeded, "{step:#?}");
+    let web2 = &step.nodes["web2"];
+    assert_eq!(web2.status, StepStatus::Succeeded);
+    assert_eq!(web2.exit_code, Some(5));
+    assert!(
+        web2.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("recovered by its error handler"),
+        "{web2:#?}"
+    );
+    assert_eq!(step.nodes["web1"].reason, None);
+    assert_eq!(
+        step.errorhandler.as_ref().and_then(|h| h.status),
+        Some(StepStatus::Succeeded)
+    );
+    assert_eq!(st.successful_nodes, ["web1", "web2"]);
+    // The handler ran over SSH on web2 only, with Rundeck's result context.
+    let handled: Vec<(Option<String>, String)> = stack
+        .output_lines(id)
+        .await
+        .into_iter()
+        .filter(|e| e.log.starts_with("recovering"))
+        .map(|e| (e.node, e.log))
+        .collect();
+    assert_eq!(
+        handled,
+        [(
+            Some("web2".to_string()),
+            "recovering web2 from NonZeroResultCode 5".to_string()
+        )]
+    );
 }
