@@ -277,6 +277,11 @@ pub struct StepGranted {
     /// The claim's holder.
     pub runner_id: String,
     pub replica_id: Uuid,
+    /// The last step the claim covers: a node job's node run covers its
+    /// steps `step..=last_step`. Absent in grants from before node runs
+    /// were split, which covered a node job's whole workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step: Option<StepNo>,
 }
 
 /// A runner took a step off its dispatch subject.

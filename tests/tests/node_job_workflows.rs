@@ -74,6 +74,21 @@ const JOBS: &str = r#"
         nodeStep: true
         args: -host ${node.name}-refused
     - exec: echo never
+- name: ref-then-nodes
+  group: nref
+  nodefilters: {filter: 'tags: web'}
+  sequence:
+    strategy: sequential
+    commands:
+    - jobref: {group: nref, name: notify, nodeStep: true, args: '-host ${node.name}'}
+    - exec: echo "then on $RD_NODE_NAME"
+- name: missing-script
+  group: nref
+  nodefilters: {filter: 'tags: web'}
+  sequence:
+    commands:
+    - scriptfile: /nonexistent/outpost-test/deploy.sh
+    - exec: echo never
 - name: recovers-per-node
   group: nref
   nodefilters: {filter: 'tags: web'}
@@ -309,4 +324,55 @@ async fn a_node_steps_error_handler_recovers_the_node_it_failed_on() {
             "recovering web2 from NonZeroResultCode 5".to_string()
         )]
     );
+}
+
+/// A node run that is not the workflow's first step: its per-node reports
+/// are vouched for by its own claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_run_after_a_reference_reports_its_nodes() {
+    let f = fleet().await;
+    let stack = &f.stack;
+    let job = stack.load(JOBS, "ref-then-nodes").await;
+    let id = stack.run_job(job, &[]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
+    for node in ["web1", "web2"] {
+        assert_eq!(
+            st.steps[1].nodes[node].status,
+            StepStatus::Succeeded,
+            "{st:#?}"
+        );
+    }
+    assert_eq!(st.steps[1].status, StepStatus::Succeeded);
+    assert_eq!(st.successful_nodes, ["web1", "web2"]);
+    let refused = stack.audit_trail(0).await;
+    assert!(
+        refused
+            .iter()
+            .all(|a| !a.event.action.starts_with("publish node_step")),
+        "{refused:#?}"
+    );
+}
+
+/// A node run that cannot start (its script is not on the runner) ends
+/// every one of its steps, on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_run_that_cannot_start_ends_its_steps_on_every_node() {
+    let f = fleet().await;
+    let stack = &f.stack;
+    let job = stack.load(JOBS, "missing-script").await;
+    let id = stack.run_job(job, &[]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Failed, "{st:#?}");
+    assert_eq!(st.steps[0].status, StepStatus::Failed, "{st:#?}");
+    assert!(
+        st.steps[0].nodes["web1"]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("/nonexistent/outpost-test/deploy.sh"),
+        "{st:#?}"
+    );
+    assert_eq!(st.steps[1].status, StepStatus::Skipped, "{st:#?}");
+    assert_eq!(st.failed_nodes, ["web1", "web2"]);
 }

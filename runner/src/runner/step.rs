@@ -512,6 +512,34 @@ async fn fail_unstarted(
     d: &StepDispatched,
     why: String,
 ) -> Result<Receipt, RunnerError> {
+    // A node run's steps take their state from per-node reports: every
+    // node fails its first step, and the rest never run.
+    if let Some(nr) = &d.node_run {
+        for (i, s) in nr.steps.iter().enumerate() {
+            for n in &nr.nodes {
+                let first = i == 0;
+                report(
+                    &shared.outbox,
+                    lane,
+                    &Event::NodeStepFinished(outpost_schemas::NodeStepFinished {
+                        header: Header::now(),
+                        execution_id: d.execution_id,
+                        step: s.step,
+                        node: n.nodename.clone(),
+                        runner_id: shared.opts.runner_id.clone(),
+                        outcome: first.then_some(StepOutcome::Failed),
+                        exit_code: None,
+                        reason: Some(match first {
+                            true => why.clone(),
+                            false => "not run: an earlier failure stopped the dispatch".into(),
+                        }),
+                        handler: None,
+                    }),
+                )
+                .await?;
+            }
+        }
+    }
     report(
         &shared.outbox,
         lane,

@@ -190,7 +190,9 @@ async fn on_event(ctx: &Ctx, event: &Event, redelivered: bool) -> Result<Outcome
                 tracing::warn!(execution_id = %f.execution_id, step = f.step, "finished step of an unknown execution; ignoring");
                 return Ok(Outcome::Done);
             };
-            let caused_current = run.finished.is_some() || run.current == f.step + 1;
+            // A node run's end moves the run past its last step.
+            let caused_current =
+                run.finished.is_some() || run.current == plan::segment_end(&run, f.step) + 1;
             if changed || (redelivered && caused_current) {
                 effects(ctx, &run).await?;
             }

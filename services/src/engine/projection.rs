@@ -274,6 +274,9 @@ pub fn fold(state: Option<&ExecutionState>, event: &Event) -> Folded {
         }
         // One node's child of a `nodeStep: true` reference.
         Event::JobRefFinished(e) if e.node.is_some() => {
+            if let Some(node) = e.node.as_ref().filter(|n| !next.nodes.contains(n)) {
+                next.nodes.push(node.clone());
+            }
             if let Some(st) = step_mut(&mut next, e.step) {
                 let ns = node_mut(st, e.node.as_deref().expect("a node"));
                 if e.child_execution_id.is_some() {

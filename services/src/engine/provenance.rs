@@ -40,6 +40,10 @@ pub struct Grants {
 #[derive(Default)]
 struct Known {
     holders: HashMap<u32, String>,
+    /// Later steps of node runs, by the holder of the node run's grant.
+    node_holders: HashMap<u32, String>,
+    /// The holder of a grant that names no last step (see `node_holder`).
+    legacy: Option<String>,
     next_seq: u64,
 }
 
@@ -104,7 +108,7 @@ impl Grants {
             // Only the control plane can publish here; anything else on the
             // subject is not a grant.
             if let Ok(Event::StepGranted(g)) = serde_json::from_slice::<Event>(&msg.payload) {
-                found.push((g.step, g.runner_id));
+                found.push((g.step, g.last_step, g.runner_id));
             }
         }
         let mut known = self.known.lock().unwrap();
@@ -113,10 +117,32 @@ impl Grants {
         }
         let k = known.entry(execution).or_default();
         k.next_seq = k.next_seq.max(next_seq);
-        for (s, runner) in found {
-            k.holders.entry(s).or_insert(runner);
+        for (s, last, runner) in found {
+            k.holders.entry(s).or_insert(runner.clone());
+            for covered in s + 1..=last.unwrap_or(s) {
+                k.node_holders.entry(covered).or_insert(runner.clone());
+            }
+            if last.is_none() && s == 1 {
+                k.legacy.get_or_insert(runner);
+            }
         }
         Ok(k.holders.get(&step).cloned())
+    }
+
+    /// The holder of the node run that covers `step`: its own grant, or
+    /// the grant of the node run it is a later step of. A grant from before
+    /// node runs were split covered every step of its node job.
+    pub async fn node_holder(
+        &self,
+        execution: Uuid,
+        step: u32,
+    ) -> Result<Option<String>, ServiceError> {
+        if let Some(h) = self.holder(execution, step).await? {
+            return Ok(Some(h));
+        }
+        let known = self.known.lock().unwrap();
+        let k = known.get(&execution);
+        Ok(k.and_then(|k| k.node_holders.get(&step).or(k.legacy.as_ref()).cloned()))
     }
 }
 
@@ -148,13 +174,14 @@ impl ProvenanceCheck {
             return Ok(Provenance::Genuine);
         }
         let forged = |why: String| Ok(Provenance::Forged(why));
-        // Which step's claim vouches for the event. Node steps all run under
-        // the single dispatch of a node job, step 1.
-        let step = match event {
-            Event::StepClaimed(e) => e.step,
-            Event::StepStarted(e) => e.step,
-            Event::StepFinished(e) => e.step,
-            Event::NodeStepStarted(_) | Event::NodeStepFinished(_) => 1,
+        // Which step's claim vouches for the event: a per-node report may
+        // name any step of the node run the claim covers.
+        let (step, node_report) = match event {
+            Event::StepClaimed(e) => (e.step, false),
+            Event::StepStarted(e) => (e.step, false),
+            Event::StepFinished(e) => (e.step, false),
+            Event::NodeStepStarted(e) => (e.step, true),
+            Event::NodeStepFinished(e) => (e.step, true),
             other => {
                 return forged(format!(
                     "`{}` events come only from the control plane, not from runner {source}",
@@ -168,7 +195,11 @@ impl ProvenanceCheck {
                 event.source()
             ));
         }
-        match self.holder(event.execution_id(), step).await? {
+        let holder = match node_report {
+            true => self.grants.node_holder(event.execution_id(), step).await?,
+            false => self.holder(event.execution_id(), step).await?,
+        };
+        match holder {
             Some(h) if h == source => Ok(Provenance::Genuine),
             Some(h) => forged(format!(
                 "runner {source} reported on step {step}, which runner {h} claimed"

@@ -51,6 +51,7 @@ fn request() -> Event {
 
 fn granted(sec: u32, step: u32, runner: &str) -> Event {
     Event::StepGranted(StepGranted {
+        last_step: None,
         header: header(sec),
         execution_id: exec_id(),
         step,

@@ -187,7 +187,7 @@ impl Registry {
                 let value = serde_json::to_vec(&mine).expect("claim");
                 let (active, granted) = tokio::join!(
                     self.inner.active.raw().put(&key, value.into()),
-                    self.publish_grant(&req, runner)
+                    self.publish_grant(&req, runner, &run)
                 );
                 if let Err(err) = active {
                     tracing::warn!(error = %err, execution_id = %req.execution_id, step = req.step, "cannot record the active claim; only redelivery will notice a lost runner");
@@ -205,7 +205,7 @@ impl Registry {
             // the grant's publish failed: it is published again, once by its
             // dedup id).
             Some(c) if c == mine => {
-                self.publish_grant(&req, runner).await?;
+                self.publish_grant(&req, runner, &run).await?;
                 Ok(ClaimReply::Granted)
             }
             Some(c) => {
@@ -346,6 +346,7 @@ impl Registry {
         &self,
         req: &ClaimRequest,
         runner: &str,
+        run: &outpost_schemas::run::Run,
     ) -> Result<(), RegistryError> {
         let granted = Event::StepGranted(StepGranted {
             header: Header::now(),
@@ -353,6 +354,8 @@ impl Registry {
             step: req.step,
             runner_id: runner.into(),
             replica_id: req.replica_id,
+            // A node run's per-node reports name its later steps too.
+            last_step: Some(crate::engine::plan::segment_end(run, req.step)),
         });
         bus::publish_event_as(
             &self.inner.js,
