@@ -3,6 +3,7 @@
 //! reference in a node job) and passing an abort on to children.
 
 use outpost_bus as bus;
+use outpost_schemas::job::JobRef;
 use outpost_schemas::node::Node;
 use outpost_schemas::records::JobRecord;
 use outpost_schemas::{subjects, Event, Header};
@@ -34,14 +35,15 @@ pub(super) fn running(run: &Run) -> Vec<Uuid> {
         .collect()
 }
 
-/// The job the current step references, looked up as Rundeck does.
-async fn referenced_job(ctx: &Ctx, run: &Run) -> Result<Option<JobRecord>, ServiceError> {
+/// The current step's reference, and the job it names, looked up as
+/// Rundeck does.
+async fn referenced_job(ctx: &Ctx, run: &Run) -> Result<(JobRef, Option<JobRecord>), ServiceError> {
     let jr = run
         .current_step()
         .jobref
-        .as_ref()
+        .clone()
         .expect("a job reference step");
-    match jr.by_name() {
+    let found = match jr.by_name() {
         true => {
             let project = jr.project.clone().unwrap_or_else(|| run.project.clone());
             let full = jr.full_name().expect("a by-name reference has a name");
@@ -49,7 +51,8 @@ async fn referenced_job(ctx: &Ctx, run: &Run) -> Result<Option<JobRecord>, Servi
         }
         false => ctx.store.job(jr.uuid.expect("by uuid")).await,
     }
-    .map_err(|e| ServiceError::Nats(e.to_string()))
+    .map_err(|e| ServiceError::Nats(e.to_string()))?;
+    Ok((jr, found))
 }
 
 /// Starts the children a `nodeStep: true` reference may start now, in
@@ -87,12 +90,7 @@ pub(super) async fn start_node_children(ctx: &Ctx, run: &Run) -> Result<(), Serv
     if nodes.is_empty() && unsure.is_empty() {
         return Ok(());
     }
-    let jr = run
-        .current_step()
-        .jobref
-        .clone()
-        .expect("a job reference step");
-    let found = referenced_job(ctx, run).await?;
+    let (jr, found) = referenced_job(ctx, run).await?;
     let key = subjects::execution_key(run.execution_id);
     for (node, child) in unsure {
         if let Ok(request) = jobref::child_request(run, &jr, found.as_ref(), Some(&node)) {
@@ -165,12 +163,7 @@ async fn request_child(
 /// ends the step at once when no child can start.
 pub(super) async fn start_child(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
     let step = run.current;
-    let jr = run
-        .current_step()
-        .jobref
-        .clone()
-        .expect("a job reference step");
-    let found = referenced_job(ctx, run).await?;
+    let (jr, found) = referenced_job(ctx, run).await?;
     let request = match jobref::child_request(run, &jr, found.as_ref(), None) {
         Ok(request) => request,
         Err(finished) => {
