@@ -337,6 +337,7 @@ async fn read_lines(
 async fn emit(out: &mpsc::Sender<LogEntry>, stream: LogStream, bytes: &[u8]) -> bool {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     let entry = LogEntry {
+        meta: Default::default(),
         time: Utc::now(),
         stream,
         level: match stream {

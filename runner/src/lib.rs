@@ -6,8 +6,8 @@
 //! Entry point: [`Runner::run`]. The control plane embeds the same code as
 //! its local runner.
 
-pub mod data_capture;
 pub mod executor;
+pub mod log_filters;
 pub mod logs;
 pub mod mask;
 pub mod node_run;

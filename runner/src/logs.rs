@@ -162,6 +162,7 @@ impl Limiter {
             Verdict::Drop => Admit::Drop,
             Verdict::Exceeded => Admit::Exceeded {
                 message: LogEntry {
+                    meta: Default::default(),
                     time: chrono::Utc::now(),
                     stream: LogStream::System,
                     level: "ERROR".into(),
@@ -188,13 +189,7 @@ mod tests {
     use outpost_schemas::job::{HaltStatus, LogMeasure};
 
     fn line(stream: LogStream, text: &str) -> LogEntry {
-        LogEntry {
-            time: chrono::Utc::now(),
-            stream,
-            level: "NORMAL".into(),
-            log: text.into(),
-            node: None,
-        }
+        LogEntry::now(stream, "NORMAL", text)
     }
 
     #[test]

@@ -8,11 +8,20 @@
 
 use std::sync::Arc;
 
+/// What a value becomes, unless a `mask-passwords` log filter says
+/// otherwise (Rundeck's default replacement too).
 pub const MASK: &[u8] = b"[SECURE]";
 
-/// The values to mask; cheap to clone.
+/// The values to mask, and what each becomes; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Secrets(Arc<Vec<Vec<u8>>>);
+pub struct Secrets(Arc<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    values: Vec<Vec<u8>>,
+    /// None: [`MASK`].
+    mask: Option<Vec<u8>>,
+}
 
 impl Secrets {
     pub fn new<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> Self {
@@ -24,11 +33,31 @@ impl Secrets {
         // Longest first, so that a value containing another is masked whole.
         v.sort_by_key(|s| std::cmp::Reverse(s.len()));
         v.dedup();
-        Secrets(Arc::new(v))
+        Secrets(Arc::new(Inner {
+            values: v,
+            mask: None,
+        }))
+    }
+
+    /// The same values, replaced by `mask` (a `mask-passwords` filter's
+    /// replacement, which may be coloured).
+    pub fn masked_as(self, mask: &str) -> Self {
+        Secrets(Arc::new(Inner {
+            values: self.0.values.clone(),
+            mask: Some(mask.as_bytes().to_vec()),
+        }))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.values.is_empty()
+    }
+
+    fn values(&self) -> &[Vec<u8>] {
+        &self.0.values
+    }
+
+    fn mask(&self) -> &[u8] {
+        self.0.mask.as_deref().unwrap_or(MASK)
     }
 
     /// Masks a complete text (a line the runner writes itself).
@@ -83,16 +112,16 @@ impl Masker {
             if !last
                 && self
                     .secrets
-                    .0
+                    .values()
                     .iter()
                     .any(|s| s.len() > rest.len() && s.starts_with(rest))
             {
                 self.held = rest.to_vec();
                 return out;
             }
-            for s in self.secrets.0.iter() {
+            for s in self.secrets.values() {
                 if rest.starts_with(s) {
-                    out.extend_from_slice(MASK);
+                    out.extend_from_slice(self.secrets.mask());
                     i += s.len();
                     continue 'outer;
                 }
@@ -150,5 +179,14 @@ mod tests {
         assert_eq!(m.push(b"hello "), b"hello ".to_vec());
         assert_eq!(m.push(b"hu"), Vec::<u8>::new());
         assert_eq!(m.push(b"g\n"), b"hug\n".to_vec());
+    }
+
+    #[test]
+    fn a_mask_passwords_filter_chooses_what_values_become() {
+        let secrets = Secrets::new(["hunter2"]).masked_as("\u{1b}[31m***\u{1b}[0m");
+        assert_eq!(
+            secrets.mask_str("pw='hunter2'"),
+            "pw='\u{1b}[31m***\u{1b}[0m'"
+        );
     }
 }

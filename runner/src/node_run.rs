@@ -269,6 +269,7 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
     };
     let (outcome, exit_code, reason) = outcome_of(run_on(sh, step, cmd, node, &tx, None).await);
     let say = |level: &str, log: String| LogEntry {
+        meta: Default::default(),
         time: chrono::Utc::now(),
         stream: LogStream::System,
         level: level.into(),

@@ -457,6 +457,7 @@ impl LineSplitter {
     fn entry(&self, bytes: &[u8]) -> LogEntry {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         LogEntry {
+            meta: Default::default(),
             time: Utc::now(),
             stream: self.stream,
             level: if self.stream == LogStream::Stderr {

@@ -473,9 +473,16 @@ impl TryFrom<RawJob> for Job {
                 }
             }
         }
-        if raw.nodefilters.is_some() && !raw.sequence.plugin_config.is_empty() {
+        if raw.nodefilters.is_some()
+            && raw
+                .sequence
+                .plugin_config
+                .log_filter
+                .iter()
+                .any(|f| f.captures_data())
+        {
             return Err(format!(
-                "job `{name}`: {NOT_SUPPORTED_YET}: workflow log filters (`sequence.pluginConfig`) in a job with nodefilters"
+                "job `{name}`: {NOT_SUPPORTED_YET}: a workflow `key-value-data` log filter (`sequence.pluginConfig`) in a job with nodefilters (data captured per node, `${{data.KEY@node}}`, is not built)"
             ));
         }
         if raw.nodefilters.is_some() {
@@ -489,7 +496,9 @@ impl TryFrom<RawJob> for Job {
                         Some(PluginStep::FlowControl(_) | PluginStep::ExportVar { .. })
                     );
                 let what = match (&c.jobref, &c.errorhandler) {
-                    _ if !c.plugins.is_empty() => "a log filter",
+                    _ if c.plugins.log_filter.iter().any(|f| f.captures_data()) => {
+                        "a `key-value-data` log filter (data captured per node, `${data.KEY@node}`, is not built)"
+                    }
                     (_, Some(_)) if between => "an errorhandler on a step that runs once (a job reference or flow step)",
                     _ if c.node_step == Some(false) && !between => "a workflow plugin step",
                     (Some(r), _) if r.node_step && strategy == Strategy::NodeFirst => {

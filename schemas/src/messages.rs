@@ -329,6 +329,24 @@ pub struct LogEntry {
     /// The node the line came from, for node steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Rundeck's log metadata: `content-data-type` marks the entry as data
+    /// of that type (`application/json`), for a viewer to render.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+}
+
+impl LogEntry {
+    /// A line written now, on no node, with no metadata.
+    pub fn now(stream: LogStream, level: &str, log: impl Into<String>) -> Self {
+        LogEntry {
+            time: Utc::now(),
+            stream,
+            level: level.into(),
+            log: log.into(),
+            node: None,
+            meta: BTreeMap::new(),
+        }
+    }
 }
 
 /// A batch of output lines of one step, in order. `seq` counts from 1 per

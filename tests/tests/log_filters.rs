@@ -1,7 +1,9 @@
-//! Rundeck's Key Value Data log filter over the real stack (on a step, and
-//! for the whole workflow in `sequence.pluginConfig`): a step's output
+//! Rundeck's log filters over the real stack (on a step, and for the whole
+//! workflow in `sequence.pluginConfig`). Key Value Data: a step's output
 //! sets `${data.KEY}` for the later steps, even on another runner, since
 //! the runner reports what it captured and the orchestrator carries it.
+//! The masks, Quiet, Highlight and Render Formatted Data rewrite the output
+//! on the runner, so what the API serves is what they left.
 
 use outpost_schemas::state::ExecutionStatus;
 use outpost_tests::*;
@@ -77,8 +79,8 @@ async fn log_filters_that_cannot_run_are_refused_at_import() {
     let stack = Stack::start().await;
     for (yaml, why) in [
         (
-            "- name: a\n  sequence:\n    commands:\n    - exec: 'true'\n      plugins:\n        LogFilter:\n        - type: mask-passwords\n",
-            "not supported yet: log filter type `mask-passwords`",
+            "- name: a\n  sequence:\n    commands:\n    - exec: 'true'\n      plugins:\n        LogFilter:\n        - type: json-mapper\n",
+            "not supported yet: log filter type `json-mapper`",
         ),
         (
             "- name: b\n  sequence:\n    commands:\n    - exec: 'true'\n      plugins:\n        LogFilter:\n        - type: key-value-data\n          config: {regex: '^x=(.+)$'}\n",
@@ -86,7 +88,7 @@ async fn log_filters_that_cannot_run_are_refused_at_import() {
         ),
         (
             "- name: c\n  nodefilters: {filter: 'tags: web'}\n  sequence:\n    commands:\n    - exec: 'true'\n      plugins:\n        LogFilter:\n        - type: key-value-data\n",
-            "not supported yet: a log filter in a job with nodefilters",
+            "not supported yet: a `key-value-data` log filter (data captured per node",
         ),
     ] {
         let (status, body) = stack.import(yaml).await;
@@ -94,4 +96,61 @@ async fn log_filters_that_cannot_run_are_refused_at_import() {
         let message = body["message"].as_str().unwrap_or_default();
         assert!(message.contains(why), "{why}: {body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rundecks_core_filters_rewrite_the_output_on_the_runner() {
+    let stack = Stack::start().await;
+    let _runner = start_runner(&stack.nats, "app", &["app"]);
+    let yaml = r##"
+- name: filtered
+  loglevel: INFO
+  options:
+  - {name: token, secure: true, valueExposed: true, required: true}
+  sequence:
+    pluginConfig:
+      LogFilter:
+      - type: mask-passwords
+        config: {replacement: '<hidden>'}
+    commands:
+    - runnerSelector: {filter: app}
+      exec: 'echo "token is ${option.token}"; echo "api_key=abc123"; echo "progress 50%"; echo "ERROR disk"; echo "#BEGIN:RUNDECK:DATATYPE:csv"; echo "a,b"; echo "1,2"; echo "#END:RUNDECK:DATATYPE"; echo done'
+      plugins:
+        LogFilter:
+        - type: mask-log-output-regex
+          config: {regex: '(api_key=)(\S+)', maskOnlyValue: 'true'}
+        - type: quiet-output
+          config: {regex: '^progress', quietMatch: 'true'}
+        - type: highlight-output
+          config: {regex: 'ERROR', fgcolor: red}
+        - type: render-datatype
+"##;
+    let job = stack.load(yaml, "filtered").await;
+    let id = stack.run_job(job, &[("token", "t0ps3cret")]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
+    let out = stack.output_lines(id).await;
+    let lines: Vec<(&str, &str)> = out
+        .iter()
+        .map(|e| (e.level.as_str(), e.log.as_str()))
+        .collect();
+    // The quieted line is VERBOSE, below an INFO run's threshold, and the
+    // marked block's own lines DEBUG: neither is stored.
+    assert_eq!(
+        lines,
+        [
+            ("NORMAL", "token is <hidden>"),
+            ("NORMAL", "api_key=[SECURE]"),
+            ("NORMAL", "\u{1b}[31mERROR\u{1b}[0m disk"),
+            ("NORMAL", "a,b\n1,2"),
+            ("NORMAL", "done"),
+        ]
+    );
+    assert_eq!(
+        out[3].meta.get("content-data-type").map(String::as_str),
+        Some("text/csv"),
+        "{:?}",
+        out[3]
+    );
+    assert!(out.iter().all(|e| !e.log.contains("t0ps3cret")));
 }

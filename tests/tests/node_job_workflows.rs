@@ -99,6 +99,19 @@ const JOBS: &str = r#"
         exec: echo "recovering ${node.name} from ${result.reason} $RD_RESULT_RESULTCODE"
         keepgoingOnSuccess: true
     - exec: echo "done on $RD_NODE_NAME"
+- name: filtered-nodes
+  group: nref
+  nodefilters: {filter: 'tags: web'}
+  sequence:
+    pluginConfig:
+      LogFilter:
+      - type: highlight-output
+        config: {regex: 'on (\S+)', mode: bold}
+    commands:
+    - exec: echo "hello on $RD_NODE_NAME"; echo '#BEGIN:RUNDECK:DATATYPE:json'; echo "{\"n\":\"$RD_NODE_NAME\"}"; echo "{\"m\":1}"
+      plugins:
+        LogFilter:
+        - type: render-datatype
 "#;
 
 struct Fleet {
@@ -375,4 +388,43 @@ async fn a_node_run_that_cannot_start_ends_its_steps_on_every_node() {
     );
     assert_eq!(st.steps[1].status, StepStatus::Skipped, "{st:#?}");
     assert_eq!(st.failed_nodes, ["web1", "web2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_filters_run_over_each_nodes_output_on_its_own() {
+    let f = fleet().await;
+    let stack = &f.stack;
+    let job = stack.load(JOBS, "filtered-nodes").await;
+    let id = stack.run_job(job, &[]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
+    let mut lines: Vec<(String, String, String)> = stack
+        .output_lines(id)
+        .await
+        .into_iter()
+        .map(|e| {
+            let data = e.meta.get("content-data-type").cloned().unwrap_or_default();
+            (e.node.unwrap_or_default(), e.log, data)
+        })
+        .collect();
+    // The two nodes run side by side; each one's lines stay in order.
+    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    let want = |n: &str| {
+        [
+            (
+                n.to_string(),
+                format!("hello on \u{1b}[1m{n}\u{1b}[0m"),
+                String::new(),
+            ),
+            // A block left open ends with the node run, one for each node.
+            (
+                n.to_string(),
+                format!("{{\"n\":\"{n}\"}}\n{{\"m\":1}}"),
+                "application/json".to_string(),
+            ),
+        ]
+    };
+    let mut expected = want("web1").to_vec();
+    expected.extend(want("web2"));
+    assert_eq!(lines, expected);
 }

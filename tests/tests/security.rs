@@ -219,6 +219,7 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
         runner_id: "rb".into(),
         seq: 0,
         entries: vec![outpost_schemas::LogEntry {
+            meta: Default::default(),
             time: chrono::Utc::now(),
             stream: outpost_schemas::LogStream::Stdout,
             level: "NORMAL".into(),

@@ -1,14 +1,17 @@
 //! A node job's dispatch: its steps on each matched node, by the job's
 //! strategy, over SSH or locally.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use outpost_schemas::job::LogFilter;
 use outpost_schemas::{
-    Event, Header, LogEntry, StepDispatched, StepFinished, StepOutcome, StepStarted,
+    Event, Header, LogEntry, StepDispatched, StepFinished, StepNo, StepOutcome, StepStarted,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::log_filters::LogFilters;
 use crate::outbox::Receipt;
 
 use super::step::{halted_by, limited};
@@ -103,15 +106,41 @@ pub(super) async fn run_nodes(
         let _ = raw_tx.send((d.step, super::step::warning_line(w))).await;
     }
     let mut limiter = crate::logs::Limiter::new(d.loglimit, d.log_used.clone());
+    let step_filters: BTreeMap<StepNo, Vec<LogFilter>> = nr
+        .steps
+        .iter()
+        .map(|s| (s.step, s.log_filters.clone()))
+        .collect();
+    let loglevel = d.loglevel;
     let limit = {
         let (cancel, reason) = (cancel.clone(), reason.clone());
         tokio::spawn(async move {
-            while let Some((step, e)) = raw_rx.recv().await {
+            // Then the step's log filters, one set for each node, since a
+            // filter's state (a block being rendered) is one output's.
+            let mut filters: BTreeMap<(StepNo, Option<String>), LogFilters> = BTreeMap::new();
+            'lines: while let Some((step, e)) = raw_rx.recv().await {
                 let Some(e) = limited(&mut limiter, e, &reason, &cancel) else {
                     continue;
                 };
-                if ltx.send((step, e)).await.is_err() {
-                    break;
+                let f = filters.entry((step, e.node.clone())).or_insert_with(|| {
+                    LogFilters::new(
+                        step_filters
+                            .get(&step)
+                            .map(Vec::as_slice)
+                            .unwrap_or_default(),
+                        loglevel,
+                    )
+                });
+                for e in f.observe(e) {
+                    if ltx.send((step, e)).await.is_err() {
+                        break 'lines;
+                    }
+                }
+            }
+            // A rendered block left open ends with the node run.
+            for ((step, _), f) in filters {
+                for e in f.finish().1 {
+                    let _ = ltx.send((step, e)).await;
                 }
             }
             limiter

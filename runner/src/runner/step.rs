@@ -255,6 +255,9 @@ pub(super) async fn run_claimed(
             values.entry(name.clone()).or_default();
         }
         secrets = crate::mask::Secrets::new(values.values());
+        if let Some(mask) = crate::log_filters::dispatch_mask(&d) {
+            secrets = secrets.masked_as(&mask);
+        }
         // Authentication options go to the SSH executor and nowhere else.
         for name in &d.auth_options {
             if let Some(v) = values.remove(name) {
@@ -323,28 +326,24 @@ pub(super) async fn run_claimed(
     let mut started_gate = Some(started_tx);
     let mut limiter = crate::logs::Limiter::new(d.loglimit, d.log_used.clone());
     // Log filters read what the log limit lets through.
-    let mut capture = crate::data_capture::DataCapture::new(&d.log_filters);
+    let mut filters = crate::log_filters::LogFilters::new(&d.log_filters, d.loglevel);
     let forward = {
         let (cancel, reason) = (cancel.clone(), reason.clone());
         tokio::spawn(async move {
             let _ = started_rx.await;
-            while let Some(e) = rx.recv().await {
+            'lines: while let Some(e) = rx.recv().await {
                 let Some(e) = limited(&mut limiter, e, &reason, &cancel) else {
                     continue;
                 };
-                let warned = capture.observe(&e);
-                if ptx.send((step, e)).await.is_err() {
-                    break;
-                }
-                if let Some(w) = warned {
-                    if ptx.send((step, w)).await.is_err() {
-                        break;
+                for e in filters.observe(e) {
+                    if ptx.send((step, e)).await.is_err() {
+                        break 'lines;
                     }
                 }
             }
-            let (data, said) = capture.finish();
-            if let Some(said) = said {
-                let _ = ptx.send((step, said)).await;
+            let (data, held) = filters.finish();
+            for e in held {
+                let _ = ptx.send((step, e)).await;
             }
             (limiter, data)
         })
@@ -766,23 +765,11 @@ pub(super) async fn fetch_secrets(
 
 /// A warning of the runner's own, in the step's log.
 pub(super) fn warning_line(text: String) -> LogEntry {
-    LogEntry {
-        time: chrono::Utc::now(),
-        stream: LogStream::System,
-        level: "WARN".into(),
-        log: text,
-        node: None,
-    }
+    LogEntry::now(LogStream::System, "WARN", text)
 }
 
 pub(super) async fn system_line(tx: &mpsc::Sender<LogEntry>, text: String) {
     let _ = tx
-        .send(LogEntry {
-            time: chrono::Utc::now(),
-            stream: LogStream::System,
-            level: "ERROR".into(),
-            log: text,
-            node: None,
-        })
+        .send(LogEntry::now(LogStream::System, "ERROR", text))
         .await;
 }

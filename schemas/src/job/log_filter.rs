@@ -1,33 +1,23 @@
 //! Log filters: Rundeck's `LogFilter` plugins on a step
 //! (`plugins: {LogFilter: [{type, config}]}`), run by the runner over the
-//! step's output as it reads it. Built: `key-value-data`, which captures
-//! `RUNDECK:DATA:key = value` lines as `${data.key}` for the later steps.
+//! step's output as it reads it. Built: Rundeck's core filters
+//! (`key-value-data`, which captures `RUNDECK:DATA:key = value` lines as
+//! `${data.key}` for the later steps, the masks, `quiet-output`,
+//! `highlight-output` and `render-datatype`); see [`kind`].
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::compat::{ScalarString, NOT_SUPPORTED_YET};
+use super::compat::ScalarString;
 
-/// Rundeck's default pattern for `key-value-data`.
-pub const KEY_VALUE_DEFAULT_REGEX: &str = r"^RUNDECK:DATA:\s*([^\s]+?)\s*=\s*(.+)$";
+mod kind;
 
-/// Characters a captured key may not hold; each becomes `_`, as in
-/// Rundeck.
-pub const INVALID_KEY_DEFAULT: &str = r"\s|\$|\{|\}|\\";
-
-/// The log filter types Rundeck's core ships that Outpost knows but has
-/// not built.
-const NOT_BUILT: &[&str] = &[
-    "mask-passwords",
-    "mask-log-output-regex",
-    "highlight-output",
-    "quiet-output",
-    "render-datatype",
-    "key-value-data-multilines",
-    "json-mapper",
-];
+pub use kind::{
+    content_type, EntryLevel, FilterKind, KeyValueData, ANSI_RESET, INVALID_KEY_DEFAULT,
+    KEY_VALUE_DEFAULT_REGEX, MASK_DEFAULT,
+};
 
 /// A step's plugins, as Rundeck writes them: only `LogFilter` is a kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -98,32 +88,24 @@ struct RawLogFilter {
     config: Option<BTreeMap<String, ScalarString>>,
 }
 
-/// What a `key-value-data` filter does, read from its configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyValueData {
-    pub regex: String,
-    /// With one capture group: the key every match sets.
-    pub name: Option<String>,
-    /// Print what was captured in the log.
-    pub log_data: bool,
-}
-
 impl LogFilter {
+    /// What the filter does; its configuration was checked when the job
+    /// was read.
+    pub fn kind(&self) -> Result<FilterKind, String> {
+        kind::read(&self.filter_type, &self.config)
+    }
+
     /// Its key-value capture, for a `key-value-data` filter.
     pub fn key_value_data(&self) -> Option<KeyValueData> {
-        (self.filter_type == "key-value-data").then(|| KeyValueData {
-            regex: self
-                .config
-                .get("regex")
-                .filter(|r| !r.is_empty())
-                .cloned()
-                .unwrap_or_else(|| KEY_VALUE_DEFAULT_REGEX.to_string()),
-            name: self.config.get("name").filter(|n| !n.is_empty()).cloned(),
-            log_data: self
-                .config
-                .get("logData")
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
-        })
+        match self.kind() {
+            Ok(FilterKind::KeyValueData(kv)) => Some(kv),
+            _ => None,
+        }
+    }
+
+    /// Whether the filter captures data for the later steps.
+    pub fn captures_data(&self) -> bool {
+        self.filter_type == "key-value-data"
     }
 }
 
@@ -136,75 +118,12 @@ impl TryFrom<RawLogFilter> for LogFilter {
             .into_iter()
             .map(|(k, v)| (k, String::from(v)))
             .collect();
-        let t = raw.filter_type.trim().to_string();
-        if t != "key-value-data" {
-            return Err(if NOT_BUILT.contains(&t.as_str()) {
-                format!("{NOT_SUPPORTED_YET}: log filter type `{t}` (Outpost runs `key-value-data` so far)")
-            } else {
-                format!(
-                    "unknown log filter type `{t}`; the types Outpost knows are `key-value-data`, {}",
-                    NOT_BUILT
-                        .iter()
-                        .map(|n| format!("`{n}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            });
-        }
-        for (k, v) in &config {
-            match k.as_str() {
-                "regex" | "name" => {}
-                "logData" => {
-                    if !matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "false" | "") {
-                        return Err(format!(
-                            "log filter `{t}`: logData `{v}` is not a flag: use true or false"
-                        ));
-                    }
-                }
-                // Rundeck's later keys, accepted at their defaults, which
-                // Outpost does.
-                "invalidKeyPattern" if v.is_empty() || v == INVALID_KEY_DEFAULT => {}
-                "invalidCharactersReplacement" if v.is_empty() || v == "_" => {}
-                "replaceFilteredResult" | "matchSubstrings" | "allowMultipleMatches"
-                    if v.is_empty() || v.eq_ignore_ascii_case("false") => {}
-                "invalidKeyPattern"
-                | "invalidCharactersReplacement"
-                | "replaceFilteredResult"
-                | "matchSubstrings"
-                | "allowMultipleMatches" => {
-                    return Err(format!(
-                        "{NOT_SUPPORTED_YET}: log filter `{t}`: {k} `{v}` (only its default is built)"
-                    ))
-                }
-                other => {
-                    return Err(format!(
-                        "log filter `{t}` has no configuration key `{other}`; it takes regex, name, logData, invalidKeyPattern, invalidCharactersReplacement, replaceFilteredResult, matchSubstrings, allowMultipleMatches"
-                    ))
-                }
-            }
-        }
         let filter = LogFilter {
-            filter_type: t.clone(),
+            filter_type: raw.filter_type.trim().to_string(),
             config,
         };
-        let kv = filter.key_value_data().expect("key-value-data");
-        let re = regex::Regex::new(&kv.regex).map_err(|e| {
-            format!(
-                "log filter `{t}`: regex `{}` is not a pattern Outpost can run: {e}",
-                kv.regex
-            )
-        })?;
-        match (re.captures_len() - 1, &kv.name) {
-            (2, _) | (1, Some(_)) => Ok(filter),
-            (1, None) => Err(format!(
-                "log filter `{t}`: regex `{}` has one capture group, so `name` must say which key it sets",
-                kv.regex
-            )),
-            (n, _) => Err(format!(
-                "log filter `{t}`: regex `{}` has {n} capture groups; it needs one (the value, with `name`) or two (the key and the value)",
-                kv.regex
-            )),
-        }
+        filter.kind()?;
+        Ok(filter)
     }
 }
 

@@ -32,6 +32,10 @@ pub struct NodeStepCommand {
     /// The handler's `keepgoingOnSuccess`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keepgoing_on_success: bool,
+    /// The step's log filters (the workflow's first), which the runner
+    /// runs over each node's output of the step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_filters: Vec<crate::job::LogFilter>,
 }
 
 /// A node step started on one node.

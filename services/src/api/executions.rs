@@ -207,6 +207,7 @@ pub(super) async fn output_page(
                             runner: chunk.runner_id.clone(),
                             stream: format!("{:?}", e.stream).to_lowercase(),
                             node: e.node,
+                            meta: e.meta,
                         }));
                     }
                     Err(err) => {

@@ -237,6 +237,11 @@ pub struct OutputEntry {
     /// The node, for node steps (Rundeck's `node`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Rundeck's log metadata, set by log filters: `content-data-type`
+    /// (`application/json`, `text/csv`, …) marks data to render, and
+    /// `content-meta:*` keys say how.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 /// A page of output (`GET /execution/{id}/output`), and the data of each

@@ -385,6 +385,7 @@ impl RunPlan for Run {
                                 .errorhandler
                                 .as_ref()
                                 .is_some_and(|h| h.keepgoing_on_success),
+                            log_filters: s.log_filters.clone(),
                         }
                     })
                     .collect(),

@@ -284,6 +284,7 @@ fn node_job_events() -> Vec<Event> {
                     },
                     errorhandler: None,
                     keepgoing_on_success: false,
+                    log_filters: vec![],
                 },
                 NodeStepCommand {
                     step: 2,
@@ -292,6 +293,7 @@ fn node_job_events() -> Vec<Event> {
                     },
                     errorhandler: None,
                     keepgoing_on_success: false,
+                    log_filters: vec![],
                 },
             ],
             strategy: Default::default(),

@@ -28,11 +28,12 @@ impl DataCapture {
         }
     }
 
-    /// Reads a line of the step's standard output, which is all Rundeck's
-    /// filter sees (stderr is logged at ERROR, the runner's own lines are
-    /// not output). Returns a warning for a key it had to mend.
+    /// Reads a line of the step's standard output at `NORMAL`, which is
+    /// all Rundeck's filter sees (stderr is logged at ERROR, a quieted line
+    /// is VERBOSE, the runner's own lines are not output). Returns a warning
+    /// for a key it had to mend.
     pub fn observe(&mut self, e: &LogEntry) -> Option<LogEntry> {
-        if self.filters.is_empty() || e.stream != LogStream::Stdout {
+        if self.filters.is_empty() || e.stream != LogStream::Stdout || e.level != "NORMAL" {
             return None;
         }
         let mut warnings = Vec::new();
@@ -73,11 +74,19 @@ impl DataCapture {
     /// line of JSON at the step's end, as Rundeck logs it.
     pub fn finish(self) -> (BTreeMap<String, String>, Option<LogEntry>) {
         let said = (self.log_data && !self.data.is_empty()).then(|| LogEntry {
-            time: chrono::Utc::now(),
-            stream: LogStream::System,
-            level: "NORMAL".into(),
-            log: serde_json::to_string(&self.data).expect("a map of text"),
-            node: None,
+            // As Rundeck marks it, for a viewer to show as a table.
+            meta: [
+                ("content-data-type", "application/json"),
+                ("content-meta:table-title", "Key Value Data: Results"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            ..LogEntry::now(
+                LogStream::System,
+                "NORMAL",
+                serde_json::to_string(&self.data).expect("a map of text"),
+            )
         });
         (self.data, said)
     }
@@ -85,6 +94,7 @@ impl DataCapture {
 
 fn system(e: &LogEntry, level: &str, text: String) -> LogEntry {
     LogEntry {
+        meta: Default::default(),
         time: e.time,
         stream: LogStream::System,
         level: level.into(),
@@ -107,13 +117,7 @@ mod tests {
     }
 
     fn line(text: &str, stream: LogStream) -> LogEntry {
-        LogEntry {
-            time: chrono::Utc::now(),
-            stream,
-            level: "NORMAL".into(),
-            log: text.into(),
-            node: None,
-        }
+        LogEntry::now(stream, "NORMAL", text)
     }
 
     #[test]

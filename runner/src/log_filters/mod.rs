@@ -1,0 +1,134 @@
+//! A step's log filters, run by the runner over the step's output after
+//! the log limit and before the log pump, as Rundeck runs its `LogFilter`
+//! plugins: each in the job's order (the workflow's, then the step's) sees
+//! the line as the ones before it left it. Then the execution's `loglevel`
+//! keeps the lines at or above it, as Rundeck's `LoglevelThresholdLogWriter`
+//! does, so a quieted line is stored only in a debug run.
+//!
+//! `mask-passwords` is not here: secure values are masked on the raw byte
+//! stream before any line exists (`crate::mask`), always; the filter only
+//! chooses their replacement ([`mask_text`]).
+
+use std::collections::BTreeMap;
+
+use outpost_schemas::job::{EntryLevel, FilterKind, LogFilter, LogLevel};
+use outpost_schemas::{LogEntry, LogStream};
+
+mod data;
+mod render;
+mod text;
+
+pub use data::DataCapture;
+
+/// What secure values become, if a `mask-passwords` filter says (the last
+/// one wins).
+pub fn mask_text(filters: &[LogFilter]) -> Option<String> {
+    filters.iter().rev().find_map(|f| match f.kind() {
+        Ok(FilterKind::MaskPasswords { replacement }) => Some(replacement),
+        _ => None,
+    })
+}
+
+/// [`mask_text`] for a dispatch: in a node job, each node step's filters
+/// (the workflow's among them) may say what the values become.
+pub fn dispatch_mask(d: &outpost_schemas::StepDispatched) -> Option<String> {
+    let node_steps = d.node_run.iter().flat_map(|nr| &nr.steps);
+    let filters: Vec<LogFilter> = d
+        .log_filters
+        .iter()
+        .chain(node_steps.flat_map(|s| &s.log_filters))
+        .cloned()
+        .collect();
+    mask_text(&filters)
+}
+
+enum Stage {
+    Data,
+    Text(text::Rewrite),
+    Render(render::Render),
+}
+
+/// One step's filters (on one node, in a node job), with their state.
+pub struct LogFilters {
+    stages: Vec<Stage>,
+    data: DataCapture,
+    threshold: EntryLevel,
+}
+
+impl LogFilters {
+    /// The filters were checked when the job was read; one that no longer
+    /// reads is left out.
+    pub fn new(filters: &[LogFilter], loglevel: LogLevel) -> Self {
+        let mut stages = Vec::new();
+        let mut data_at = None;
+        for f in filters {
+            match f.kind() {
+                // Every capture shares one store, as Rundeck's filters
+                // share the step's output context.
+                Ok(FilterKind::KeyValueData(_)) if data_at.is_none() => {
+                    data_at = Some(stages.len());
+                    stages.push(Stage::Data);
+                }
+                Ok(FilterKind::KeyValueData(_) | FilterKind::MaskPasswords { .. }) | Err(_) => {}
+                Ok(FilterKind::RenderDatatype {
+                    datatype,
+                    striped,
+                    sanitize_html,
+                }) => stages.push(Stage::Render(render::Render::new(
+                    datatype,
+                    striped,
+                    sanitize_html,
+                ))),
+                Ok(kind) => stages.extend(text::Rewrite::new(kind).map(Stage::Text)),
+            }
+        }
+        LogFilters {
+            stages,
+            data: DataCapture::new(filters),
+            threshold: EntryLevel::threshold(loglevel),
+        }
+    }
+
+    /// What `e` becomes: the lines to pass on, in order (none, when the
+    /// level drops it).
+    pub fn observe(&mut self, mut e: LogEntry) -> Vec<LogEntry> {
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        // The runner's own lines are not the step's output.
+        if e.stream != LogStream::System {
+            for stage in &mut self.stages {
+                match stage {
+                    Stage::Data => after.extend(self.data.observe(&e)),
+                    Stage::Text(t) => t.apply(&mut e),
+                    Stage::Render(r) => before.extend(r.observe(&mut e)),
+                }
+            }
+        }
+        before.push(e);
+        before.extend(after);
+        self.kept(before)
+    }
+
+    /// The step has ended: what was captured, and the lines the filters
+    /// still hold (a rendered block never closed, the captured data).
+    pub fn finish(self) -> (BTreeMap<String, String>, Vec<LogEntry>) {
+        let mut out: Vec<LogEntry> = Vec::new();
+        for stage in self.stages {
+            if let Stage::Render(r) = stage {
+                out.extend(r.finish());
+            }
+        }
+        let (data, said) = self.data.finish();
+        out.extend(said);
+        out.retain(|e| EntryLevel::of_entry(&e.level) <= self.threshold);
+        (data, out)
+    }
+
+    fn kept(&self, mut lines: Vec<LogEntry>) -> Vec<LogEntry> {
+        lines.retain(|e| EntryLevel::of_entry(&e.level) <= self.threshold);
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests;

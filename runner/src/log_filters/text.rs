@@ -1,0 +1,135 @@
+//! The filters that rewrite a line in place: `mask-log-output-regex`,
+//! `quiet-output` and `highlight-output`.
+
+use outpost_schemas::job::{EntryLevel, FilterKind, ANSI_RESET};
+use outpost_schemas::LogEntry;
+
+pub enum Rewrite {
+    Mask {
+        re: regex::Regex,
+        replacement: String,
+        only_value: bool,
+    },
+    Quiet {
+        re: Option<regex::Regex>,
+        match_level: Option<EntryLevel>,
+        quiet_match: bool,
+        level: EntryLevel,
+    },
+    Highlight {
+        re: regex::Regex,
+        mark: String,
+    },
+}
+
+impl Rewrite {
+    pub fn new(kind: FilterKind) -> Option<Self> {
+        Some(match kind {
+            FilterKind::MaskRegex {
+                regex,
+                replacement,
+                mask_only_value,
+            } => Rewrite::Mask {
+                re: regex::Regex::new(&regex).ok()?,
+                replacement,
+                only_value: mask_only_value,
+            },
+            FilterKind::Quiet {
+                regex,
+                match_level,
+                quiet_match,
+                level,
+            } => Rewrite::Quiet {
+                re: match regex {
+                    Some(r) => Some(regex::Regex::new(&r).ok()?),
+                    None => None,
+                },
+                match_level,
+                quiet_match,
+                level,
+            },
+            FilterKind::Highlight { regex, mark } => Rewrite::Highlight {
+                re: regex::Regex::new(&regex).ok()?,
+                mark,
+            },
+            _ => return None,
+        })
+    }
+
+    pub fn apply(&self, e: &mut LogEntry) {
+        match self {
+            // Any level, as Rundeck masks stderr too.
+            Rewrite::Mask {
+                re,
+                replacement,
+                only_value,
+            } => {
+                if e.log.is_empty() {
+                    return;
+                }
+                let masked = re.replace_all(&e.log, |c: &regex::Captures| {
+                    if *only_value {
+                        format!("{}{replacement}", c.get(1).map_or("", |m| m.as_str()))
+                    } else {
+                        replacement.clone()
+                    }
+                });
+                if let std::borrow::Cow::Owned(masked) = masked {
+                    e.log = masked;
+                }
+            }
+            Rewrite::Quiet {
+                re,
+                match_level,
+                quiet_match,
+                level,
+            } => {
+                if match_level.is_some_and(|l| l != EntryLevel::of_entry(&e.level)) {
+                    return;
+                }
+                let matches = re.as_ref().is_none_or(|re| re.is_match(&e.log));
+                if matches == *quiet_match {
+                    e.level = level.as_str().to_string();
+                }
+            }
+            Rewrite::Highlight { re, mark } => {
+                if e.log.is_empty() || EntryLevel::of_entry(&e.level) != EntryLevel::Normal {
+                    return;
+                }
+                if let Some(marked) = highlighted(re, mark, &e.log) {
+                    e.log = marked;
+                }
+            }
+        }
+    }
+}
+
+/// `text` with each match (or each of its groups, when the pattern has
+/// any) between `mark` and the reset; none when nothing matched.
+fn highlighted(re: &regex::Regex, mark: &str, text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut start = 0;
+    let mut found = false;
+    for c in re.captures_iter(text) {
+        found = true;
+        let parts: Vec<regex::Match> = if c.len() > 1 {
+            c.iter().skip(1).flatten().collect()
+        } else {
+            c.get(0).into_iter().collect()
+        };
+        for m in parts {
+            if m.start() < start {
+                continue;
+            }
+            out.push_str(&text[start..m.start()]);
+            out.push_str(mark);
+            out.push_str(m.as_str());
+            out.push_str(ANSI_RESET);
+            start = m.end();
+        }
+    }
+    found.then(|| {
+        out.push_str(&text[start..]);
+        out
+    })
+}
