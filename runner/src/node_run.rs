@@ -52,6 +52,10 @@ pub struct NodeRunSpec {
     pub vars: BTreeMap<String, String>,
     /// Secure option values, masked in the output.
     pub secrets: crate::mask::Secrets,
+    /// Each step's log filters (the workflow's first), run over each
+    /// node's output of the step, and the job's log level after them.
+    pub log_filters: BTreeMap<StepNo, Vec<outpost_schemas::job::LogFilter>>,
+    pub loglevel: outpost_schemas::job::LogLevel,
     /// Secure options no step sees (Rundeck's Secure Remote
     /// Authentication), by name: read only for SSH logins
     /// (`ssh-password-option`, `ssh-key-passphrase-option`).
@@ -253,17 +257,29 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
             node: node.nodename.clone(),
         })
         .await;
-    // Output goes through a per-pair channel that stamps the node on it.
+    // Output goes through a per-pair channel that stamps the node on it,
+    // then through the step's log filters, one set for this node step, as
+    // Rundeck runs a filter set around each node step (a block being
+    // rendered ends with it).
     let (tx, mut rx) = mpsc::channel::<LogEntry>(256);
     let forward = {
         let lines = sh.lines.clone();
         let name = node.nodename.clone();
+        let filters = sh.spec.log_filters.get(&step).map(Vec::as_slice);
+        let mut filters =
+            crate::log_filters::LogFilters::new(filters.unwrap_or_default(), sh.spec.loglevel);
         tokio::spawn(async move {
-            while let Some(mut e) = rx.recv().await {
+            'lines: while let Some(mut e) = rx.recv().await {
                 e.node = Some(name.clone());
-                if lines.send((step, e)).await.is_err() {
-                    break;
+                for e in filters.observe(e) {
+                    if lines.send((step, e)).await.is_err() {
+                        break 'lines;
+                    }
                 }
+            }
+            for mut e in filters.finish().1 {
+                e.node = Some(name.clone());
+                let _ = lines.send((step, e)).await;
             }
         })
     };

@@ -32,10 +32,10 @@ async fn captured_data_reaches_the_later_steps_on_another_runner() {
             regex: '^version: (.+)$'
             logData: 'true'
     - runnerSelector: {filter: deploy}
-      exec: echo 'deploy ${data.release_id} as ${data.version} [${data.late}] to ${data.greeting}'
+      exec: echo 'deploy ${data.release_id} as ${data.version} [${data.late}] to ${data.greeting} (step 1 said ${1:data.release_id}, step 2 [${2:data.release_id}])'
     - runnerSelector: {filter: deploy}
       script: |
-        echo "token @data.version@"
+        echo "token @data.version@ @1:data.version@"
 "#;
     let job = stack.load(yaml, "release").await;
     let id = stack.run_job(job, &[]).await;
@@ -58,18 +58,16 @@ async fn captured_data_reaches_the_later_steps_on_another_runner() {
             ("1".into(), "RUNDECK:DATA:release_id=42".into()),
             ("1".into(), "hello world".into()),
             ("1".into(), "version: 1.2.3".into()),
-            // logData: what was captured, as one line at the step's end.
-            (
-                "1".into(),
-                r#"{"greeting":"world","release_id":"42","version":"1.2.3"}"#.into()
-            ),
+            // logData: what that filter captured, as one line at the
+            // step's end.
+            ("1".into(), r#"{"version":"1.2.3"}"#.into()),
             // stderr is not read, as in Rundeck: `${data.late}` stays as
             // written.
             (
                 "2".into(),
-                "deploy 42 as 1.2.3 [${data.late}] to world".into()
+                "deploy 42 as 1.2.3 [${data.late}] to world (step 1 said 42, step 2 [${2:data.release_id}])".into()
             ),
-            ("3".into(), "token 1.2.3".into()),
+            ("3".into(), "token 1.2.3 1.2.3".into()),
         ]
     );
 }

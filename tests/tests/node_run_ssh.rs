@@ -65,6 +65,8 @@ async fn several_nodes_run_exec_and_script_steps_and_an_unreachable_one_fails_al
         default_user: user.clone(),
     };
     let spec = NodeRunSpec {
+        loglevel: Default::default(),
+        log_filters: Default::default(),
         handlers: Default::default(),
         secrets: Default::default(),
         auth: Default::default(),
@@ -164,6 +166,8 @@ async fn threadcount_bounds_concurrent_ssh_nodes() {
             default_user: user.clone(),
         };
         let spec = NodeRunSpec {
+            loglevel: Default::default(),
+            log_filters: Default::default(),
             handlers: Default::default(),
             secrets: Default::default(),
             auth: Default::default(),

@@ -1,9 +1,10 @@
-//! A step's log filters, run by the runner over the step's output after
-//! the log limit and before the log pump, as Rundeck runs its `LogFilter`
+//! A step's log filters, run by the runner over the step's output before
+//! the log limit and the log pump, as Rundeck runs its `LogFilter`
 //! plugins: each in the job's order (the workflow's, then the step's) sees
 //! the line as the ones before it left it. Then the execution's `loglevel`
 //! keeps the lines at or above it, as Rundeck's `LoglevelThresholdLogWriter`
-//! does, so a quieted line is stored only in a debug run.
+//! does, so a quieted line is stored only in a debug run; the log limit
+//! counts only what is kept, as Rundeck's does.
 //!
 //! `mask-passwords` is not here: secure values are masked on the raw byte
 //! stream before any line exists (`crate::mask`), always; the filter only
@@ -18,19 +19,21 @@ mod data;
 mod render;
 mod text;
 
-pub use data::DataCapture;
+use data::DataCapture;
 
-/// What secure values become, if a `mask-passwords` filter says (the last
-/// one wins).
+/// What secure values become, if a `mask-passwords` filter says: the first
+/// one, as in Rundeck, where the first filter's replacement leaves nothing
+/// for a later one to find.
 pub fn mask_text(filters: &[LogFilter]) -> Option<String> {
-    filters.iter().rev().find_map(|f| match f.kind() {
+    filters.iter().find_map(|f| match f.kind() {
         Ok(FilterKind::MaskPasswords { replacement }) => Some(replacement),
         _ => None,
     })
 }
 
-/// [`mask_text`] for a dispatch: in a node job, each node step's filters
-/// (the workflow's among them) may say what the values become.
+/// [`mask_text`] for a dispatch. Masking is one for the whole dispatch, so
+/// in a node run the first node step's filters (the workflow's first among
+/// them) decide.
 pub fn dispatch_mask(d: &outpost_schemas::StepDispatched) -> Option<String> {
     let node_steps = d.node_run.iter().flat_map(|nr| &nr.steps);
     let filters: Vec<LogFilter> = d
@@ -43,7 +46,7 @@ pub fn dispatch_mask(d: &outpost_schemas::StepDispatched) -> Option<String> {
 }
 
 enum Stage {
-    Data,
+    Data(DataCapture),
     Text(text::Rewrite),
     Render(render::Render),
 }
@@ -51,7 +54,9 @@ enum Stage {
 /// One step's filters (on one node, in a node job), with their state.
 pub struct LogFilters {
     stages: Vec<Stage>,
-    data: DataCapture,
+    /// What every `key-value-data` filter captured, in the order the lines
+    /// came: Rundeck's filters share the step's output context.
+    data: BTreeMap<String, String>,
     threshold: EntryLevel,
 }
 
@@ -60,16 +65,12 @@ impl LogFilters {
     /// reads is left out.
     pub fn new(filters: &[LogFilter], loglevel: LogLevel) -> Self {
         let mut stages = Vec::new();
-        let mut data_at = None;
         for f in filters {
             match f.kind() {
-                // Every capture shares one store, as Rundeck's filters
-                // share the step's output context.
-                Ok(FilterKind::KeyValueData(_)) if data_at.is_none() => {
-                    data_at = Some(stages.len());
-                    stages.push(Stage::Data);
+                Ok(FilterKind::KeyValueData(kv)) => {
+                    stages.extend(DataCapture::new(kv).map(Stage::Data))
                 }
-                Ok(FilterKind::KeyValueData(_) | FilterKind::MaskPasswords { .. }) | Err(_) => {}
+                Ok(FilterKind::MaskPasswords { .. }) | Err(_) => {}
                 Ok(FilterKind::RenderDatatype {
                     datatype,
                     striped,
@@ -84,7 +85,7 @@ impl LogFilters {
         }
         LogFilters {
             stages,
-            data: DataCapture::new(filters),
+            data: BTreeMap::new(),
             threshold: EntryLevel::threshold(loglevel),
         }
     }
@@ -98,7 +99,11 @@ impl LogFilters {
         if e.stream != LogStream::System {
             for stage in &mut self.stages {
                 match stage {
-                    Stage::Data => after.extend(self.data.observe(&e)),
+                    Stage::Data(d) => {
+                        let (captured, warned) = d.observe(&e);
+                        self.data.extend(captured);
+                        after.extend(warned);
+                    }
                     Stage::Text(t) => t.apply(&mut e),
                     Stage::Render(r) => before.extend(r.observe(&mut e)),
                 }
@@ -110,18 +115,18 @@ impl LogFilters {
     }
 
     /// The step has ended: what was captured, and the lines the filters
-    /// still hold (a rendered block never closed, the captured data).
+    /// still hold (a rendered block never closed, each `logData` line).
     pub fn finish(self) -> (BTreeMap<String, String>, Vec<LogEntry>) {
         let mut out: Vec<LogEntry> = Vec::new();
         for stage in self.stages {
-            if let Stage::Render(r) = stage {
-                out.extend(r.finish());
+            match stage {
+                Stage::Render(r) => out.extend(r.finish()),
+                Stage::Data(d) => out.extend(d.finish()),
+                Stage::Text(_) => {}
             }
         }
-        let (data, said) = self.data.finish();
-        out.extend(said);
         out.retain(|e| EntryLevel::of_entry(&e.level) <= self.threshold);
-        (data, out)
+        (self.data, out)
     }
 
     fn kept(&self, mut lines: Vec<LogEntry>) -> Vec<LogEntry> {

@@ -11,12 +11,19 @@ use outpost_schemas::{LogEntry, LogStream};
 const START_PREFIX: &str = "#BEGIN:RUNDECK:DATATYPE:";
 const END_PREFIX: &str = "#END:RUNDECK:DATATYPE";
 
+/// Most a rendered entry holds. A larger block goes out in entries of
+/// about this size, each marked with the type, so that no entry outgrows a
+/// log chunk (and NATS's payload limit).
+pub const MAX_BLOCK: usize = 64 * 1024;
+
 pub struct Render {
     datatype: Option<String>,
     started: bool,
     striped: bool,
     sanitize_html: bool,
-    buffer: Vec<String>,
+    /// The block so far, lines joined by `\n` as Rundeck joins them (a
+    /// blank line at the start adds nothing).
+    buffer: String,
     /// The node of the lines held, for the entry they become.
     node: Option<String>,
 }
@@ -30,7 +37,7 @@ impl Render {
             datatype,
             striped,
             sanitize_html,
-            buffer: Vec::new(),
+            buffer: String::new(),
             node: None,
         }
     }
@@ -52,10 +59,19 @@ impl Render {
             e.level = debug;
             self.emit()
         } else {
-            self.buffer.push(e.log.clone());
+            let piece = if self.buffer.len() + e.log.len() > MAX_BLOCK && !self.buffer.is_empty() {
+                let held = std::mem::take(&mut self.buffer);
+                self.entry(held)
+            } else {
+                None
+            };
+            if !self.buffer.is_empty() {
+                self.buffer.push('\n');
+            }
+            self.buffer.push_str(&e.log);
             self.node = e.node.clone();
             e.level = debug;
-            None
+            piece
         }
     }
 
@@ -66,10 +82,16 @@ impl Render {
 
     fn emit(&mut self) -> Option<LogEntry> {
         let buffer = std::mem::take(&mut self.buffer);
-        let datatype = self.datatype.take().filter(|d| !d.is_empty());
-        let started = std::mem::replace(&mut self.started, false);
-        let datatype = datatype.filter(|_| started && !buffer.is_empty())?;
-        let mut meta = BTreeMap::from([("content-data-type".to_string(), content_type(&datatype))]);
+        let entry = (self.started && !buffer.is_empty()).then(|| self.entry(buffer));
+        self.started = false;
+        self.datatype = None;
+        self.node = None;
+        entry.flatten()
+    }
+
+    fn entry(&self, buffer: String) -> Option<LogEntry> {
+        let datatype = self.datatype.as_deref().filter(|d| !d.is_empty())?;
+        let mut meta = BTreeMap::from([("content-data-type".to_string(), content_type(datatype))]);
         if self.striped {
             meta.insert("content-meta:css-class".into(), "table-striped".into());
         }
@@ -80,8 +102,8 @@ impl Render {
             time: chrono::Utc::now(),
             stream: LogStream::Stdout,
             level: EntryLevel::Normal.as_str().into(),
-            log: buffer.join("\n"),
-            node: self.node.take(),
+            log: buffer,
+            node: self.node.clone(),
             meta,
         })
     }

@@ -163,8 +163,20 @@ fn render_datatype_makes_a_marked_block_one_entry_of_its_type() {
             "NORMAL after"
         ]
     );
-    // A debug run keeps the lines too, at DEBUG.
-    assert_eq!(run(&render, LogLevel::Debug, lines()).len(), 7);
+    // A debug run keeps the block's own lines too, at DEBUG, before it.
+    let debug = run(&render, LogLevel::Debug, lines());
+    assert_eq!(
+        debug[..5],
+        [
+            "NORMAL before",
+            "DEBUG #BEGIN:RUNDECK:DATATYPE:csv",
+            "DEBUG a,b",
+            "DEBUG 1,2",
+            r#"NORMAL a,b
+1,2 {"content-data-type": "text/csv", "content-meta:css-class": "table-striped"}"#,
+        ]
+    );
+    assert_eq!(debug[5..], ["DEBUG #END:RUNDECK:DATATYPE", "NORMAL after"]);
     // With a datatype, all the output is data, closed by the step's end.
     let preset = [filter("render-datatype", &[("datatype", "json")])];
     assert_eq!(
@@ -212,14 +224,76 @@ fn filters_run_in_order_and_data_reads_what_the_ones_before_left() {
 }
 
 #[test]
-fn the_last_mask_passwords_filter_chooses_the_replacement() {
+fn the_first_mask_passwords_filter_chooses_the_replacement() {
     assert_eq!(mask_text(&[filter("quiet-output", &[])]), None);
     assert_eq!(
         mask_text(&[
+            filter("mask-passwords", &[("replacement", "<hidden>")]),
             filter("mask-passwords", &[]),
-            filter("mask-passwords", &[("replacement", "<hidden>")])
         ])
         .as_deref(),
         Some("<hidden>")
     );
+}
+
+#[test]
+fn a_capture_after_a_mask_reads_the_masked_line() {
+    let filters = [
+        filter(
+            "key-value-data",
+            &[("regex", "^raw=(.*)$"), ("name", "raw")],
+        ),
+        filter("mask-log-output-regex", &[("regex", "tok_[a-z]+")]),
+        filter(
+            "key-value-data",
+            &[
+                ("regex", "^raw=(.*)$"),
+                ("name", "masked"),
+                ("logData", "true"),
+            ],
+        ),
+    ];
+    let mut f = LogFilters::new(&filters, LogLevel::Info);
+    let out = f.observe(line("raw=tok_abc"));
+    assert_eq!(out[0].log, "raw=[SECURE]");
+    let (data, said) = f.finish();
+    assert_eq!(
+        data,
+        BTreeMap::from([
+            ("masked".to_string(), "[SECURE]".to_string()),
+            ("raw".into(), "tok_abc".into()),
+        ])
+    );
+    // Each filter's logData says what that filter captured, as in Rundeck.
+    assert_eq!(said.len(), 1);
+    assert_eq!(said[0].log, r#"{"masked":"[SECURE]"}"#);
+    assert_eq!(said[0].meta["content-data-type"], "application/json");
+}
+
+#[test]
+fn a_regex_masks_replacement_reads_groups_as_javas_replace_all() {
+    let f = [filter(
+        "mask-log-output-regex",
+        &[("regex", "(key)=(\\w+)"), ("replacement", "$1:\\$***")],
+    )];
+    assert_eq!(
+        run(&f, LogLevel::Info, vec![line("key=abc, $9")]),
+        ["NORMAL key:$***, $9"]
+    );
+}
+
+#[test]
+fn a_large_block_goes_out_in_entries_no_larger_than_a_chunk_allows() {
+    let render = [filter("render-datatype", &[("datatype", "text/csv")])];
+    let row = "x".repeat(1000);
+    let lines: Vec<LogEntry> = (0..200).map(|_| line(&row)).collect();
+    let out = run(&render, LogLevel::Info, lines);
+    assert!(out.len() >= 3, "{}", out.len());
+    let mut rows = 0;
+    for o in &out {
+        assert!(o.len() <= render::MAX_BLOCK + 200, "{}", o.len());
+        assert!(o.ends_with(r#"{"content-data-type": "text/csv"}"#));
+        rows += o.matches(&row).count();
+    }
+    assert_eq!(rows, 200, "no row is lost or doubled");
 }

@@ -68,10 +68,11 @@ impl Rewrite {
                     return;
                 }
                 let masked = re.replace_all(&e.log, |c: &regex::Captures| {
+                    let text = java_replacement(replacement, c);
                     if *only_value {
-                        format!("{}{replacement}", c.get(1).map_or("", |m| m.as_str()))
+                        format!("{}{text}", c.get(1).map_or("", |m| m.as_str()))
                     } else {
-                        replacement.clone()
+                        text
                     }
                 });
                 if let std::borrow::Cow::Owned(masked) = masked {
@@ -102,6 +103,51 @@ impl Rewrite {
             }
         }
     }
+}
+
+/// A replacement as Java's `String.replaceAll` reads it, which Rundeck's
+/// filter uses: `$n` (the longest group number that exists) and `${name}`
+/// are groups, `\x` is `x`; a `$` that names no group stays.
+fn java_replacement(replacement: &str, c: &regex::Captures) -> String {
+    let mut out = String::with_capacity(replacement.len());
+    let mut chars = replacement.char_indices().peekable();
+    while let Some((i, ch)) = chars.next() {
+        match ch {
+            '\\' => out.extend(chars.next().map(|(_, x)| x)),
+            '$' => {
+                let rest = &replacement[i + 1..];
+                if let Some(name) = rest
+                    .strip_prefix('{')
+                    .and_then(|r| r.split_once('}'))
+                    .map(|(n, _)| n)
+                {
+                    if let Some(m) = c.name(name) {
+                        out.push_str(m.as_str());
+                        for _ in 0..name.len() + 2 {
+                            chars.next();
+                        }
+                        continue;
+                    }
+                }
+                let digits = rest.chars().take_while(char::is_ascii_digit).count();
+                let group = (1..=digits)
+                    .rev()
+                    .find(|&n| rest[..n].parse::<usize>().is_ok_and(|g| g < c.len()));
+                match group {
+                    Some(n) => {
+                        let g: usize = rest[..n].parse().expect("digits");
+                        out.push_str(c.get(g).map_or("", |m| m.as_str()));
+                        for _ in 0..n {
+                            chars.next();
+                        }
+                    }
+                    None => out.push('$'),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// `text` with each match (or each of its groups, when the pattern has

@@ -63,6 +63,8 @@ async fn go(spec: NodeRunSpec) -> Outcome {
 
 fn spec(nodes: &[&str], steps: Vec<StepCommand>, strategy: Strategy) -> NodeRunSpec {
     NodeRunSpec {
+        loglevel: Default::default(),
+        log_filters: Default::default(),
         secrets: Default::default(),
         auth: Default::default(),
         nodes: local_nodes(nodes),

@@ -1,17 +1,14 @@
 //! A node job's dispatch: its steps on each matched node, by the job's
 //! strategy, over SSH or locally.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use outpost_schemas::job::LogFilter;
 use outpost_schemas::{
-    Event, Header, LogEntry, StepDispatched, StepFinished, StepNo, StepOutcome, StepStarted,
+    Event, Header, LogEntry, StepDispatched, StepFinished, StepOutcome, StepStarted,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::log_filters::LogFilters;
 use crate::outbox::Receipt;
 
 use super::step::{halted_by, limited};
@@ -96,6 +93,12 @@ pub(super) async fn run_nodes(
         env: d.env.clone(),
         vars: tokens,
         secrets,
+        log_filters: nr
+            .steps
+            .iter()
+            .map(|s| (s.step, s.log_filters.clone()))
+            .collect(),
+        loglevel: d.loglevel,
         auth,
     };
     let (etx, mut erx) = mpsc::channel::<NodeEvent>(256);
@@ -106,41 +109,17 @@ pub(super) async fn run_nodes(
         let _ = raw_tx.send((d.step, super::step::warning_line(w))).await;
     }
     let mut limiter = crate::logs::Limiter::new(d.loglimit, d.log_used.clone());
-    let step_filters: BTreeMap<StepNo, Vec<LogFilter>> = nr
-        .steps
-        .iter()
-        .map(|s| (s.step, s.log_filters.clone()))
-        .collect();
-    let loglevel = d.loglevel;
+    // After each node step's log filters (in `node_run`), as Rundeck
+    // counts what its filters and log level let through.
     let limit = {
         let (cancel, reason) = (cancel.clone(), reason.clone());
         tokio::spawn(async move {
-            // Then the step's log filters, one set for each node, since a
-            // filter's state (a block being rendered) is one output's.
-            let mut filters: BTreeMap<(StepNo, Option<String>), LogFilters> = BTreeMap::new();
-            'lines: while let Some((step, e)) = raw_rx.recv().await {
+            while let Some((step, e)) = raw_rx.recv().await {
                 let Some(e) = limited(&mut limiter, e, &reason, &cancel) else {
                     continue;
                 };
-                let f = filters.entry((step, e.node.clone())).or_insert_with(|| {
-                    LogFilters::new(
-                        step_filters
-                            .get(&step)
-                            .map(Vec::as_slice)
-                            .unwrap_or_default(),
-                        loglevel,
-                    )
-                });
-                for e in f.observe(e) {
-                    if ltx.send((step, e)).await.is_err() {
-                        break 'lines;
-                    }
-                }
-            }
-            // A rendered block left open ends with the node run.
-            for ((step, _), f) in filters {
-                for e in f.finish().1 {
-                    let _ = ltx.send((step, e)).await;
+                if ltx.send((step, e)).await.is_err() {
+                    break;
                 }
             }
             limiter

@@ -325,17 +325,18 @@ pub(super) async fn run_claimed(
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let mut started_gate = Some(started_tx);
     let mut limiter = crate::logs::Limiter::new(d.loglimit, d.log_used.clone());
-    // Log filters read what the log limit lets through.
+    // The log limit counts what the log filters and the log level let
+    // through, as Rundeck's does.
     let mut filters = crate::log_filters::LogFilters::new(&d.log_filters, d.loglevel);
     let forward = {
         let (cancel, reason) = (cancel.clone(), reason.clone());
         tokio::spawn(async move {
             let _ = started_rx.await;
             'lines: while let Some(e) = rx.recv().await {
-                let Some(e) = limited(&mut limiter, e, &reason, &cancel) else {
-                    continue;
-                };
                 for e in filters.observe(e) {
+                    let Some(e) = limited(&mut limiter, e, &reason, &cancel) else {
+                        continue;
+                    };
                     if ptx.send((step, e)).await.is_err() {
                         break 'lines;
                     }
@@ -343,7 +344,9 @@ pub(super) async fn run_claimed(
             }
             let (data, held) = filters.finish();
             for e in held {
-                let _ = ptx.send((step, e)).await;
+                if let Some(e) = limited(&mut limiter, e, &reason, &cancel) {
+                    let _ = ptx.send((step, e)).await;
+                }
             }
             (limiter, data)
         })

@@ -443,9 +443,12 @@ impl RunPlan for Run {
         if let Some(used) = &f.log_used {
             self.log_used = used.clone();
         }
-        // Captured by the step's log filters, as Rundeck's data context.
+        // Captured by the step's log filters, as Rundeck's data context:
+        // `${data.KEY}`, and `${N:data.KEY}` for this step's own.
         for (k, v) in &f.data {
             self.exports.insert(format!("data.{k}"), v.clone());
+            self.exports
+                .insert(format!("{}:data.{k}", f.step), v.clone());
         }
         // A node run covers its step and the node steps after it, up to
         // the next step that runs once.
