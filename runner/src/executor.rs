@@ -70,7 +70,6 @@ pub fn spawn(
     lines: mpsc::Sender<LogEntry>,
     secrets: &Secrets,
 ) -> Result<RunningStep, ExecError> {
-    let command = &command.with_unresolved_blanked();
     let (shell_line, script) = match command {
         // With secure values substituted in, the command goes through a
         // private file rather than `sh -c` arguments, which every local

@@ -403,8 +403,7 @@ async fn run_on(
     }
     let mut tokens = sh.spec.vars.clone();
     tokens.extend(node_vars.clone());
-    let cmd = &crate::script::with_tokens(&cmd.substituted(&node_vars), &tokens)
-        .with_unresolved_blanked();
+    let cmd = &crate::script::with_tokens(&cmd.substituted(&node_vars), &tokens);
     // `localexec` runs here on the runner, with the node's context.
     if node.executor() == "local" || matches!(cmd, StepCommand::LocalExec { .. }) {
         // Unique per pair: executions and nodes run side by side here.

@@ -27,7 +27,6 @@ mod retry;
 mod schedule;
 mod step;
 mod target;
-mod unresolved;
 
 use compat::is_false;
 pub use compat::{flag, Flag, NotYet, NOT_SUPPORTED_YET};
@@ -43,7 +42,6 @@ pub use retry::{JobRetry, RetryPolicy};
 pub use schedule::Schedule;
 pub use step::*;
 pub use target::*;
-pub use unresolved::blank_unresolved;
 
 /// Longest tag, option or runner name we accept; keeps subject tokens short.
 pub const MAX_NAME_LEN: usize = 64;

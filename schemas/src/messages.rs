@@ -732,21 +732,6 @@ impl Event {
 }
 
 impl StepCommand {
-    /// An `exec` or `localexec` command as it runs: the references nothing
-    /// resolved (`${data.x}`) are blank, as Rundeck's command step blanks
-    /// them; the shell's own (`${HOME}`) stay.
-    pub fn with_unresolved_blanked(&self) -> StepCommand {
-        match self {
-            StepCommand::Exec { command } => StepCommand::Exec {
-                command: crate::job::blank_unresolved(command),
-            },
-            StepCommand::LocalExec { command } => StepCommand::LocalExec {
-                command: crate::job::blank_unresolved(command),
-            },
-            other => other.clone(),
-        }
-    }
-
     /// The command with `${key}` references replaced.
     pub fn substituted(&self, vars: &BTreeMap<String, String>) -> StepCommand {
         match self {

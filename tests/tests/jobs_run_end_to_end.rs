@@ -484,9 +484,12 @@ async fn project_globals_set_with_the_cli_reach_the_projects_jobs() {
     assert_eq!(out.trim(), "");
     let id = stack.run_job(job, &[]).await;
     stack.wait_terminal(id).await;
-    // Gone: the reference and the token are blank, as Rundeck's command
-    // step and script tokens leave what nothing resolved.
-    assert_eq!(stack.log_texts(id).await, ["exec |", "script "]);
+    // Gone: the reference stays as written (as Rundeck leaves an unknown
+    // one), the token is blank.
+    assert_eq!(
+        stack.log_texts(id).await,
+        ["exec ${globals.region}|", "script "]
+    );
 }
 
 /// Rundeck's option rules on every run: `regex` (a whole match),

@@ -61,11 +61,11 @@ async fn captured_data_reaches_the_later_steps_on_another_runner() {
             // logData: what that filter captured, as one line at the
             // step's end.
             ("1".into(), r#"{"version":"1.2.3"}"#.into()),
-            // stderr is not read, as in Rundeck: `${data.late}` is blank,
-            // as Rundeck's command step blanks what nothing resolved.
+            // stderr is not read, as in Rundeck: `${data.late}` stays as
+            // written.
             (
                 "2".into(),
-                "deploy 42 as 1.2.3 [] to world (step 1 said 42, step 2 [])".into()
+                "deploy 42 as 1.2.3 [${data.late}] to world (step 1 said 42, step 2 [${2:data.release_id}])".into()
             ),
             ("3".into(), "token 1.2.3 1.2.3".into()),
         ]
