@@ -416,7 +416,7 @@ async fn log_filters_run_over_each_nodes_output_on_its_own() {
                 format!("hello on \u{1b}[1m{n}\u{1b}[0m"),
                 String::new(),
             ),
-            // A block left open ends with the node run, one for each node.
+            // A block left open ends with its node step, one for each node.
             (
                 n.to_string(),
                 format!("{{\"n\":\"{n}\"}}\n{{\"m\":1}}"),

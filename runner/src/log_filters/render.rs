@@ -12,9 +12,10 @@ const START_PREFIX: &str = "#BEGIN:RUNDECK:DATATYPE:";
 const END_PREFIX: &str = "#END:RUNDECK:DATATYPE";
 
 /// Most a rendered entry holds. A larger block goes out in entries of
-/// about this size, each marked with the type, so that no entry outgrows a
-/// log chunk (and NATS's payload limit).
-pub const MAX_BLOCK: usize = 64 * 1024;
+/// about this size, each marked with the type, so that no entry outgrows
+/// NATS's 1 MiB payload limit once its chunk is JSON (a piece of a JSON or
+/// HTML block does not parse alone: such blocks are rare at this size).
+pub const MAX_BLOCK: usize = 256 * 1024;
 
 pub struct Render {
     datatype: Option<String>,

@@ -68,7 +68,7 @@ impl Rewrite {
                     return;
                 }
                 let masked = re.replace_all(&e.log, |c: &regex::Captures| {
-                    let text = java_replacement(replacement, c);
+                    let text = java_replacement(replacement, re, c);
                     if *only_value {
                         format!("{}{text}", c.get(1).map_or("", |m| m.as_str()))
                     } else {
@@ -108,7 +108,7 @@ impl Rewrite {
 /// A replacement as Java's `String.replaceAll` reads it, which Rundeck's
 /// filter uses: `$n` (the longest group number that exists) and `${name}`
 /// are groups, `\x` is `x`; a `$` that names no group stays.
-fn java_replacement(replacement: &str, c: &regex::Captures) -> String {
+fn java_replacement(replacement: &str, re: &regex::Regex, c: &regex::Captures) -> String {
     let mut out = String::with_capacity(replacement.len());
     let mut chars = replacement.char_indices().peekable();
     while let Some((i, ch)) = chars.next() {
@@ -121,9 +121,11 @@ fn java_replacement(replacement: &str, c: &regex::Captures) -> String {
                     .and_then(|r| r.split_once('}'))
                     .map(|(n, _)| n)
                 {
-                    if let Some(m) = c.name(name) {
-                        out.push_str(m.as_str());
-                        for _ in 0..name.len() + 2 {
+                    // A group of that name that took no part in the match
+                    // is empty, as in Java.
+                    if re.capture_names().flatten().any(|n| n == name) {
+                        out.push_str(c.name(name).map_or("", |m| m.as_str()));
+                        for _ in 0..name.chars().count() + 2 {
                             chars.next();
                         }
                         continue;

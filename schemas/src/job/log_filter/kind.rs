@@ -420,6 +420,13 @@ fn key_value_data(c: &Config) -> Result<FilterKind, String> {
         name: c.config.get("name").filter(|n| !n.is_empty()).cloned(),
         log_data: c.flag("logData")?.unwrap_or(false),
     };
+    // The runner matches whole lines, as Rundeck's `matches()`.
+    if regex::Regex::new(&format!("^(?:{})$", kv.regex)).is_err() {
+        return Err(format!(
+            "log filter `{t}`: regex `{}` cannot be matched against a whole line (a trailing `(?x)` comment?)",
+            kv.regex
+        ));
+    }
     match (compiled(&kv.regex).captures_len() - 1, &kv.name) {
         (2, _) | (1, Some(_)) => Ok(FilterKind::KeyValueData(kv)),
         (1, None) => Err(format!(
