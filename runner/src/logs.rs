@@ -162,12 +162,8 @@ impl Limiter {
             Verdict::Drop => Admit::Drop,
             Verdict::Exceeded => Admit::Exceeded {
                 message: LogEntry {
-                    meta: Default::default(),
-                    time: chrono::Utc::now(),
-                    stream: LogStream::System,
-                    level: "ERROR".into(),
-                    log: self.limit.exceeded_message(),
                     node: e.node,
+                    ..LogEntry::now(LogStream::System, "ERROR", self.limit.exceeded_message())
                 },
                 halt: self.limit.action == LimitAction::Halt,
             },

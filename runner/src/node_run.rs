@@ -284,14 +284,7 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
         })
     };
     let (outcome, exit_code, reason) = outcome_of(run_on(sh, step, cmd, node, &tx, None).await);
-    let say = |level: &str, log: String| LogEntry {
-        meta: Default::default(),
-        time: chrono::Utc::now(),
-        stream: LogStream::System,
-        level: level.into(),
-        log,
-        node: None,
-    };
+    let say = |level: &str, log: String| LogEntry::now(LogStream::System, level, log);
     if let Some(why) = reason
         .as_ref()
         .filter(|_| outcome != StepOutcome::Succeeded)

@@ -111,7 +111,7 @@ impl LogFilters {
         }
         before.push(e);
         before.extend(after);
-        self.kept(before)
+        kept(self.threshold, before)
     }
 
     /// The step has ended: what was captured, and the lines the filters
@@ -125,14 +125,14 @@ impl LogFilters {
                 Stage::Text(_) => {}
             }
         }
-        out.retain(|e| EntryLevel::of_entry(&e.level) <= self.threshold);
-        (self.data, out)
+        (self.data, kept(self.threshold, out))
     }
+}
 
-    fn kept(&self, mut lines: Vec<LogEntry>) -> Vec<LogEntry> {
-        lines.retain(|e| EntryLevel::of_entry(&e.level) <= self.threshold);
-        lines
-    }
+/// The lines at or above the run's log level.
+fn kept(threshold: EntryLevel, mut lines: Vec<LogEntry>) -> Vec<LogEntry> {
+    lines.retain(|e| EntryLevel::of_entry(&e.level) <= threshold);
+    lines
 }
 
 #[cfg(test)]

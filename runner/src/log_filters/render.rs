@@ -100,12 +100,9 @@ impl Render {
             meta.insert("content-meta:no-strip".into(), "true".into());
         }
         Some(LogEntry {
-            time: chrono::Utc::now(),
-            stream: LogStream::Stdout,
-            level: EntryLevel::Normal.as_str().into(),
-            log: buffer,
             node: self.node.clone(),
             meta,
+            ..LogEntry::now(LogStream::Stdout, EntryLevel::Normal.as_str(), buffer)
         })
     }
 }
