@@ -25,8 +25,8 @@ use std::sync::Arc;
 use outpost_schemas::job::Strategy;
 use outpost_schemas::node::Node;
 use outpost_schemas::{
-    handled_outcome, HandlerOutcome, LogEntry, LogStream, StepCommand, StepFailure, StepNo,
-    StepOutcome,
+    handled_outcome, HandlerOutcome, LogEntry, LogStream, NodeData, StepCommand, StepFailure,
+    StepNo, StepOutcome,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -89,6 +89,8 @@ pub struct NodeStepResult {
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
     pub handler: Option<HandlerOutcome>,
+    /// What the step's `key-value-data` log filters captured on the node.
+    pub data: BTreeMap<String, String>,
 }
 
 /// A log line of a node step.
@@ -102,6 +104,45 @@ struct Shared {
     cancel: CancellationToken,
     /// Set when a node failed and `node_keepgoing` is off: start no node.
     stop_new: AtomicBool,
+    /// What node steps of this run captured, as they finished.
+    captured: std::sync::Mutex<Vec<NodeData>>,
+}
+
+impl Shared {
+    /// The data context a pair starts with: the run's (`${data.*}` in
+    /// every view, from earlier dispatches) and what this run captured that
+    /// Rundeck would let it see. Node-first: the node's own earlier steps
+    /// (other nodes' captures of the section show only after it, as in
+    /// Rundeck's node-first executor). Sequential: every node's earlier
+    /// steps, all finished. Parallel: nothing of this run.
+    fn data_context(&self, step: StepNo, node: &str) -> BTreeMap<String, String> {
+        let mut vars: BTreeMap<String, String> = self
+            .spec
+            .vars
+            .iter()
+            .filter(|(k, _)| outpost_schemas::job::data_refs::is_data_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let captured = self.captured.lock().expect("not poisoned");
+        let mut seen: Vec<_> = captured
+            .iter()
+            .filter(|c| match self.spec.strategy {
+                Strategy::NodeFirst => c.node == node && c.step < step,
+                Strategy::Sequential => c.step < step,
+                Strategy::Parallel => false,
+            })
+            .collect();
+        // Later steps overwrite a node's view, as Rundeck's merge does.
+        seen.sort_by_key(|c| c.step);
+        for c in seen {
+            for (k, v) in &c.data {
+                for key in outpost_schemas::job::data_refs::node_capture_keys(c.step, k, &c.node) {
+                    vars.insert(key, v.clone());
+                }
+            }
+        }
+        vars
+    }
 }
 
 /// Runs the matrix; returns one result per (step, node), in step then node
@@ -121,6 +162,7 @@ pub async fn run(
         lines,
         cancel,
         stop_new: AtomicBool::new(false),
+        captured: Default::default(),
     });
     let slots = Arc::new(Semaphore::new(threads));
     let mut results: Vec<NodeStepResult> = Vec::new();
@@ -213,6 +255,7 @@ pub async fn run(
                         "not run: an earlier failure stopped the dispatch".into()
                     }),
                     handler: None,
+                    data: BTreeMap::new(),
                 });
             }
         }
@@ -277,13 +320,17 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
                     }
                 }
             }
-            for mut e in filters.finish().1 {
+            let (data, rest) = filters.finish();
+            for mut e in rest {
                 e.node = Some(name.clone());
                 let _ = lines.send((step, e)).await;
             }
+            data
         })
     };
-    let (outcome, exit_code, reason) = outcome_of(run_on(sh, step, cmd, node, &tx, None).await);
+    let data = sh.data_context(step, &node.nodename);
+    let (outcome, exit_code, reason) =
+        outcome_of(run_on(sh, step, cmd, node, &data, &tx, None).await);
     let say = |level: &str, log: String| LogEntry::now(LogStream::System, level, log);
     if let Some(why) = reason
         .as_ref()
@@ -321,7 +368,7 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
             ))
             .await;
         let (h_outcome, h_code, h_reason) =
-            outcome_of(run_on(sh, step, h, node, &tx, Some(&failure)).await);
+            outcome_of(run_on(sh, step, h, node, &data, &tx, Some(&failure)).await);
         let done = HandlerOutcome {
             outcome: h_outcome,
             exit_code: h_code,
@@ -342,7 +389,14 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
         handler = Some(done);
     }
     drop(tx);
-    let _ = forward.await;
+    let data = forward.await.unwrap_or_default();
+    if !data.is_empty() {
+        sh.captured.lock().expect("not poisoned").push(NodeData {
+            step,
+            node: node.nodename.clone(),
+            data: data.clone(),
+        });
+    }
     let result = NodeStepResult {
         step,
         node: node.nodename.clone(),
@@ -350,6 +404,7 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
         exit_code,
         reason,
         handler,
+        data,
     };
     let _ = sh.events.send(NodeEvent::Finished(result.clone())).await;
     result
@@ -377,6 +432,7 @@ async fn run_on(
     step: StepNo,
     cmd: &StepCommand,
     node: &Node,
+    data: &BTreeMap<String, String>,
     lines: &mpsc::Sender<LogEntry>,
     handling: Option<&StepFailure>,
 ) -> Result<Exit, String> {
@@ -394,9 +450,17 @@ async fn run_on(
             node_vars.insert(k, v);
         }
     }
+    // `${data.*}` seen from this node (its own view first), in the one
+    // pass that also gives the node's context, so no value is expanded
+    // twice.
+    let mut refs = data.clone();
+    refs.extend(node_vars.clone());
+    let name = Some(node.nodename.as_str());
+    let cmd = cmd.map_text(|t| outpost_schemas::job::data_refs::expand(t, &refs, name));
     let mut tokens = sh.spec.vars.clone();
-    tokens.extend(node_vars.clone());
-    let cmd = &crate::script::with_tokens(&cmd.substituted(&node_vars), &tokens);
+    tokens.extend(data.clone());
+    tokens.extend(node_vars);
+    let cmd = &crate::script::with_tokens(&cmd, &tokens, name);
     // `localexec` runs here on the runner, with the node's context.
     if node.executor() == "local" || matches!(cmd, StepCommand::LocalExec { .. }) {
         // Unique per pair: executions and nodes run side by side here.

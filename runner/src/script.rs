@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use outpost_schemas::job::replace_tokens;
+use outpost_schemas::job::replace_tokens_with;
 use outpost_schemas::{ScriptSource, StepCommand};
 
 /// Largest script a step may read or fetch.
@@ -95,8 +95,14 @@ async fn fetch(url: &str) -> Result<String, String> {
 
 /// Replaces the script's `@key@` tokens with `vars`: always in an inline
 /// script, and in a loaded one when the step asks. Unknown tokens become
-/// nothing, as in Rundeck.
-pub fn with_tokens(cmd: &StepCommand, vars: &BTreeMap<String, String>) -> StepCommand {
+/// nothing, as in Rundeck. Data tokens resolve as Rundeck's
+/// `ScriptVarExpander` does, seen from `node` in a node step:
+/// `@data.KEY@` (the node's own first), `@data.KEY/NODE@`, `@data.KEY*@`.
+pub fn with_tokens(
+    cmd: &StepCommand,
+    vars: &BTreeMap<String, String>,
+    node: Option<&str>,
+) -> StepCommand {
     let mut out = cmd.clone();
     if let StepCommand::Script {
         script,
@@ -106,7 +112,9 @@ pub fn with_tokens(cmd: &StepCommand, vars: &BTreeMap<String, String>) -> StepCo
     } = &mut out
     {
         if source.is_none() || *expand_tokens {
-            *script = replace_tokens(script, vars);
+            *script = replace_tokens_with(script, |key| {
+                outpost_schemas::job::data_refs::resolve(key, vars, node, '/')
+            });
         }
     }
     out

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 pub mod arg_string;
 mod compat;
+pub mod data_refs;
 mod duration;
 mod jobref;
 mod log_filter;
@@ -473,18 +474,6 @@ impl TryFrom<RawJob> for Job {
                 }
             }
         }
-        if raw.nodefilters.is_some()
-            && raw
-                .sequence
-                .plugin_config
-                .log_filter
-                .iter()
-                .any(|f| f.captures_data())
-        {
-            return Err(format!(
-                "job `{name}`: {NOT_SUPPORTED_YET}: a workflow `key-value-data` log filter (`sequence.pluginConfig`) in a job with nodefilters (data captured per node, `${{data.KEY@node}}`, is not built)"
-            ));
-        }
         if raw.nodefilters.is_some() {
             let strategy = raw.sequence.strategy;
             for (i, c) in raw.sequence.commands.iter().enumerate() {
@@ -496,9 +485,6 @@ impl TryFrom<RawJob> for Job {
                         Some(PluginStep::FlowControl(_) | PluginStep::ExportVar { .. })
                     );
                 let what = match (&c.jobref, &c.errorhandler) {
-                    _ if c.plugins.log_filter.iter().any(|f| f.captures_data()) => {
-                        "a `key-value-data` log filter (data captured per node, `${data.KEY@node}`, is not built)"
-                    }
                     (_, Some(_)) if between => "an errorhandler on a step that runs once (a job reference or flow step)",
                     _ if c.node_step == Some(false) && !between => "a workflow plugin step",
                     (Some(r), _) if r.node_step && strategy == Strategy::NodeFirst => {
@@ -683,17 +669,26 @@ pub enum LogLevel {
 
 /// Replaces `${key}` for every known key; unknown references stay as they are.
 pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
+    substitute_with(text, |name| vars.get(name).cloned())
+}
+
+/// [`substitute`] with a resolver: `value(name)` is the text of `${name}`,
+/// `None` to leave it as written.
+pub fn substitute_with(text: &str, value: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        match after.find('}') {
-            Some(end) if vars.contains_key(&after[..end]) => {
-                out.push_str(&vars[&after[..end]]);
+        match after
+            .find('}')
+            .and_then(|end| Some((end, value(&after[..end])?)))
+        {
+            Some((end, v)) => {
+                out.push_str(&v);
                 rest = &after[end + 1..];
             }
-            _ => {
+            None => {
                 out.push_str("${");
                 rest = after;
             }
@@ -709,6 +704,12 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
 /// nothing; `@@` is one `@`; text with white space before the closing `@`
 /// is left as it is (so `mail me@example.com today` survives).
 pub fn replace_tokens(text: &str, vars: &BTreeMap<String, String>) -> String {
+    replace_tokens_with(text, |key| vars.get(key).cloned())
+}
+
+/// [`replace_tokens`] with a resolver: `value(key)` is the token's value,
+/// `None` for an unknown one.
+pub fn replace_tokens_with(text: &str, value: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('@') {
@@ -719,7 +720,7 @@ pub fn replace_tokens(text: &str, vars: &BTreeMap<String, String>) -> String {
             Some(e) if after[e..].starts_with('@') => {
                 let key = &after[..e];
                 if !key.is_empty() {
-                    out.push_str(vars.get(key).map(String::as_str).unwrap_or(""));
+                    out.push_str(&value(key).unwrap_or_default());
                 } else {
                     out.push('@');
                 }

@@ -404,6 +404,20 @@ pub struct StepFinished {
     /// output: `${data.KEY}` for the later steps.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, String>,
+    /// A node run's: what each node step's `key-value-data` log filters
+    /// captured, in step then node order: `${data.KEY@NODE}`,
+    /// `${N:data.KEY@NODE}` and `${data.KEY*}` for the later steps, and
+    /// `${data.KEY}` for that node's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_data: Vec<NodeData>,
+}
+
+/// What one node captured in one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeData {
+    pub step: StepNo,
+    pub node: String,
+    pub data: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -734,12 +748,18 @@ impl Event {
 impl StepCommand {
     /// The command with `${key}` references replaced.
     pub fn substituted(&self, vars: &BTreeMap<String, String>) -> StepCommand {
+        self.map_text(|t| crate::job::substitute(t, vars))
+    }
+
+    /// The command with `f` applied to each text that references expand
+    /// in: the command, a script's body and args, its path or URL.
+    pub fn map_text(&self, f: impl Fn(&str) -> String) -> StepCommand {
         match self {
             StepCommand::Exec { command } => StepCommand::Exec {
-                command: crate::job::substitute(command, vars),
+                command: f(command),
             },
             StepCommand::LocalExec { command } => StepCommand::LocalExec {
-                command: crate::job::substitute(command, vars),
+                command: f(command),
             },
             StepCommand::Script {
                 script,
@@ -750,16 +770,12 @@ impl StepCommand {
                 file_extension,
                 expand_tokens,
             } => StepCommand::Script {
-                script: crate::job::substitute(script, vars),
-                args: args.as_ref().map(|a| crate::job::substitute(a, vars)),
+                script: f(script),
+                args: args.as_deref().map(&f),
                 interpreter: interpreter.clone(),
                 source: source.as_ref().map(|s| match s {
-                    ScriptSource::File { path } => ScriptSource::File {
-                        path: crate::job::substitute(path, vars),
-                    },
-                    ScriptSource::Url { url } => ScriptSource::Url {
-                        url: crate::job::substitute(url, vars),
-                    },
+                    ScriptSource::File { path } => ScriptSource::File { path: f(path) },
+                    ScriptSource::Url { url } => ScriptSource::Url { url: f(url) },
                 }),
                 interpreter_args_quoted: *interpreter_args_quoted,
                 file_extension: file_extension.clone(),

@@ -112,6 +112,23 @@ const JOBS: &str = r#"
       plugins:
         LogFilter:
         - type: render-datatype
+- name: node-data
+  group: nref
+  nodefilters:
+    filter: 'tags: web'
+    dispatch: {threadcount: 2}
+  sequence:
+    strategy: sequential
+    commands:
+    - exec: echo "RUNDECK:DATA:v = v-$RD_NODE_NAME"
+      plugins:
+        LogFilter:
+        - type: key-value-data
+    - exec: echo 'own=${data.v} web1=${data.v@web1}'
+    - type: export-var
+      nodeStep: false
+      configuration: {export: all, value: '${data.v*}'}
+    - exec: echo 'all=${export.all} web2=${data.v@web2} own=${data.v} first=${1:data.v}'
 "#;
 
 struct Fleet {
@@ -427,4 +444,42 @@ async fn log_filters_run_over_each_nodes_output_on_its_own() {
     let mut expected = want("web1").to_vec();
     expected.extend(want("web2"));
     assert_eq!(lines, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_nodes_captured_data_is_its_own_and_reaches_later_steps_by_node() {
+    let f = fleet().await;
+    let stack = &f.stack;
+    let job = stack.load(JOBS, "node-data").await;
+    let id = stack.run_job(job, &[]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
+    let mut lines: Vec<(String, String)> = stack
+        .output_lines(id)
+        .await
+        .into_iter()
+        .filter(|e| e.log.starts_with("own=") || e.log.starts_with("all="))
+        .map(|e| (e.node.unwrap_or_default(), e.log))
+        .collect();
+    lines.sort();
+    let line = |n: &str, l: &str| (n.to_string(), l.to_string());
+    assert_eq!(
+        lines,
+        [
+            // Step 4, a second node run after the workflow step that
+            // gathered every node's value: each node still reads its own.
+            line(
+                "web1",
+                "all=v-web1,v-web2 web2=v-web2 own=v-web1 first=v-web1"
+            ),
+            // Step 2, in the node run of the capture: after every node's
+            // step 1, as step-first runs them.
+            line("web1", "own=v-web1 web1=v-web1"),
+            line(
+                "web2",
+                "all=v-web1,v-web2 web2=v-web2 own=v-web2 first=v-web2"
+            ),
+            line("web2", "own=v-web2 web1=v-web1"),
+        ]
+    );
 }

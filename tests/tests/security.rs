@@ -174,6 +174,7 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
     // Publish a "finished" for B's step: as B, and as itself.
     let forged = |runner: &str| {
         Event::StepFinished(StepFinished {
+            node_data: Default::default(),
             data: Default::default(),
             header: Header::now(),
             execution_id: first,

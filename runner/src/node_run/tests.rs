@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use outpost_schemas::job::LogFilter;
 
 fn local_nodes(names: &[&str]) -> Vec<Node> {
     let yaml: String = names
@@ -388,4 +389,105 @@ fn ssh_passwords_come_from_the_store_or_an_authentication_option_as_rundeck_read
     // An empty value is no password.
     let empty = [("sshPassword".to_string(), String::new())].into();
     assert!(password(&node(&with_password), &empty).is_err());
+}
+
+/// A `key-value-data` filter on step 1 (Rundeck's default pattern,
+/// `RUNDECK:DATA:KEY = VALUE`), each node writing its own name.
+fn capturing(nodes: &[&str], later: &str, strategy: Strategy) -> NodeRunSpec {
+    let mut s = spec(
+        nodes,
+        vec![exec("echo RUNDECK:DATA:v = ${node.name}"), exec(later)],
+        strategy,
+    );
+    s.log_filters.insert(
+        1,
+        vec![LogFilter {
+            filter_type: "key-value-data".into(),
+            config: BTreeMap::new(),
+        }],
+    );
+    s
+}
+
+fn step_lines(o: &Outcome, step: StepNo) -> Vec<String> {
+    o.lines
+        .iter()
+        .filter(|(s, _)| *s == step)
+        .map(|(_, e)| format!("{} {}", e.node.as_deref().unwrap_or("-"), e.log))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_nodes_captures_are_its_own_data_and_reported_per_node_step() {
+    let later = "echo own=${data.v} a=${data.v@a} all=${data.v*} step=${1:data.v}";
+    let o = go(capturing(&["a", "b"], later, Strategy::Sequential)).await;
+    // Step-first: step 2 starts after every node's step 1, so it sees all
+    // of them, listed by node name.
+    assert_eq!(
+        step_lines(&o, 2),
+        ["a own=a a=a all=a,b step=a", "b own=b a=a all=a,b step=b"]
+    );
+    let captured: Vec<(StepNo, &str, Option<&String>)> = o
+        .results
+        .iter()
+        .map(|r| (r.step, r.node.as_str(), r.data.get("v")))
+        .collect();
+    let (a, b) = ("a".to_string(), "b".to_string());
+    assert_eq!(
+        captured,
+        [
+            (1, "a", Some(&a)),
+            (1, "b", Some(&b)),
+            (2, "a", None),
+            (2, "b", None)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn node_first_shows_other_nodes_captures_only_after_the_section() {
+    let o = go(capturing(
+        &["a", "b"],
+        // Quoted: an unresolved reference reaches the shell as written.
+        "echo 'own=${data.v} a=${data.v@a} all=${data.v*}'",
+        Strategy::NodeFirst,
+    ))
+    .await;
+    // As Rundeck's node-first executor: each node's section runs alone, so
+    // `b` does not see what `a` captured, even by name.
+    assert_eq!(
+        step_lines(&o, 2),
+        ["a own=a a=a all=a", "b own=b a=${data.v@a} all=b"]
+    );
+}
+
+#[tokio::test]
+async fn the_run_context_gives_earlier_dispatches_captures_and_a_node_shadows_the_global() {
+    let mut s = spec(
+        &["a", "b"],
+        vec![StepCommand::Script {
+            script: "echo @data.v@ @data.v/b@ @data.v*;@ ${data.v}\n".into(),
+            args: None,
+            interpreter: None,
+            source: None,
+            interpreter_args_quoted: false,
+            file_extension: None,
+            expand_tokens: false,
+        }],
+        Strategy::Sequential,
+    );
+    s.vars = [
+        ("data.v", "global"),
+        ("data.v@b", "bee"),
+        ("1:data.v@b", "bee"),
+        ("option.x", "not a data key"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let o = go(s).await;
+    assert_eq!(
+        step_lines(&o, 1),
+        ["a global bee bee global", "b bee bee bee bee"]
+    );
 }

@@ -231,11 +231,21 @@ pub(super) async fn run_nodes(
             Some(format!("failed on {}", failed.join("; "))),
         )
     };
+    let node_data = results
+        .iter()
+        .filter(|r| !r.data.is_empty())
+        .map(|r| outpost_schemas::NodeData {
+            step: r.step,
+            node: r.node.clone(),
+            data: r.data.clone(),
+        })
+        .collect();
     report(
         &shared.outbox,
         lane,
         &Event::StepFinished(StepFinished {
             data: Default::default(),
+            node_data,
             header: Header::now(),
             execution_id,
             step: d.step,

@@ -299,7 +299,7 @@ pub(super) async fn run_claimed(
         }
     }
     if d.node_run.is_none() {
-        let command = crate::script::with_tokens(&d.command, &tokens);
+        let command = crate::script::with_tokens(&d.command, &tokens, None);
         d.to_mut().command = command;
     }
     let d = d.as_ref();
@@ -421,8 +421,11 @@ pub(super) async fn run_claimed(
                 Ok(loaded) => {
                     let mut handler_tokens = tokens.clone();
                     handler_tokens.extend(vars.clone());
-                    let command =
-                        crate::script::with_tokens(&loaded.substituted(&vars), &handler_tokens);
+                    let command = crate::script::with_tokens(
+                        &loaded.substituted(&vars),
+                        &handler_tokens,
+                        None,
+                    );
                     run.process(&command, &env, "handler.script").await?
                 }
                 Err(why) => {
@@ -451,6 +454,7 @@ pub(super) async fn run_claimed(
         &shared.outbox,
         &lane,
         &Event::StepFinished(StepFinished {
+            node_data: Default::default(),
             header: Header::now(),
             execution_id,
             step,
@@ -546,6 +550,7 @@ async fn fail_unstarted(
         &shared.outbox,
         lane,
         &Event::StepFinished(StepFinished {
+            node_data: Default::default(),
             data: Default::default(),
             header: Header::now(),
             execution_id: d.execution_id,

@@ -23,23 +23,34 @@ impl<'de> Deserialize<'de> for NotYet {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // The refusal is raised inside the visitor, so that the parser puts
         // the line of the value itself on it.
-        d.deserialize_any(Judge { refuse: true }).map(|_| NotYet)
+        d.deserialize_any(Judge {
+            refuse: true,
+            depth: 0,
+        })
+        .map(|_| NotYet)
     }
 }
 
 /// Whether a value asks for anything (`refuse: false`: only tell; `true`:
-/// fail when it does).
+/// fail when it does). `depth`: how many maps hold it.
 struct Judge {
     refuse: bool,
+    depth: usize,
 }
 
 /// A value nested in a not-yet key: only told about, so that the error
 /// stays on the key itself (`not supported yet: schedule`, not `crontab`).
-struct Asks(bool);
+struct Asks {
+    depth: usize,
+}
 
-impl<'de> Deserialize<'de> for Asks {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Judge { refuse: false }).map(Asks)
+impl<'de> de::DeserializeSeed<'de> for Asks {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(Judge {
+            refuse: false,
+            depth: self.depth,
+        })
     }
 }
 
@@ -92,18 +103,33 @@ impl<'de> de::Visitor<'de> for Judge {
         self.verdict(!(s.is_empty() || s.eq_ignore_ascii_case("false")))
     }
 
+    /// An element asks, even an empty one (`conditionGroups: [{}]` is a
+    /// condition group).
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         let mut asks = false;
-        while let Some(Asks(a)) = seq.next_element()? {
-            asks |= a;
+        while seq
+            .next_element_seed(Asks {
+                depth: self.depth + 1,
+            })?
+            .is_some()
+        {
+            asks = true;
         }
         self.verdict(asks)
     }
 
+    /// A key of a map inside a map names a thing, which asks for it even
+    /// with nothing set (`plugins: {ExecutionLifecycle: {killhandler: {}}}`
+    /// turns a plugin on); one level down a key is a kind or a setting,
+    /// which asks only with a value (`{ExecutionLifecycle: {}}`, as Rundeck
+    /// exports an unset one).
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         let mut asks = false;
-        while let Some((de::IgnoredAny, Asks(a))) = map.next_entry()? {
-            asks |= a;
+        while let Some(de::IgnoredAny) = map.next_key()? {
+            asks |= map.next_value_seed(Asks {
+                depth: self.depth + 1,
+            })?;
+            asks |= self.depth >= 1;
         }
         self.verdict(asks)
     }

@@ -102,11 +102,6 @@ impl LogFilter {
             _ => None,
         }
     }
-
-    /// Whether the filter captures data for the later steps.
-    pub fn captures_data(&self) -> bool {
-        self.filter_type == "key-value-data"
-    }
 }
 
 impl TryFrom<RawLogFilter> for LogFilter {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use outpost_schemas::job::{substitute, JobRef, NodeDispatch, NodeFilters, MAX_REFERENCE_DEPTH};
+use outpost_schemas::job::{JobRef, NodeDispatch, NodeFilters, MAX_REFERENCE_DEPTH};
 use outpost_schemas::node::Node;
 use outpost_schemas::records::JobRecord;
 use outpost_schemas::run::Run;
@@ -41,10 +41,13 @@ pub fn child_request(
                 .map(|(k, v)| (format!("node.{k}"), v)),
         );
     }
+    // Seen from the node for a node step: its own `${data.*}` first.
+    let seen_from = node.map(|n| n.nodename.as_str());
+    let expand = |t: &str| outpost_schemas::job::data_refs::expand(t, &vars, seen_from);
     let mut expanded = jr.clone();
-    expanded.args = expanded.args.map(|a| substitute(&a, &vars));
+    expanded.args = expanded.args.map(|a| expand(&a));
     if let Some(nf) = expanded.nodefilters.as_mut() {
-        nf.filter = substitute(&nf.filter, &vars);
+        nf.filter = expand(&nf.filter);
     }
     let jr = &expanded;
     let node_name = node.map(|n| n.nodename.clone());

@@ -538,7 +538,9 @@ async fn update(
 async fn control_step(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
     let key = subjects::execution_key(run.execution_id);
     if let Some(plan::ControlStep::ExportVar { key: name, value }) = &run.current_step().control {
-        let value = plan::substitute(value, &run.exports);
+        // A workflow step: `${data.KEY@NODE}` and `${data.KEY*}` reach
+        // node captures; a plain `${data.KEY}` the global view only.
+        let value = outpost_schemas::job::data_refs::expand(value, &run.exports, None);
         let step = run.current;
         update(&ctx.runs, &key, |r| {
             r.current == step && r.on_export(name, &value)

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use outpost_schemas::job::{env_suffix, option_env_name, Command, FlowControl, PluginStep, Target};
+use outpost_schemas::job::{
+    data_refs, env_suffix, option_env_name, Command, FlowControl, PluginStep, Target,
+};
 use outpost_schemas::node::Node;
 pub use outpost_schemas::run::{
     ControlStep, Deadline, Finish, NodeRunPlan, PlannedHandler, PlannedStep, Run, RunRetry,
@@ -361,9 +363,18 @@ impl RunPlan for Run {
             if self.exports.is_empty() {
                 c.clone()
             } else {
-                c.substituted(&self.exports)
+                c.map_text(|t| data_refs::expand(t, &self.exports, None))
             }
         };
+        // A node step sees `${data.*}` from its own node's view first, so
+        // the runner resolves those per node (`node_run`); the rest here.
+        let node_exports: BTreeMap<String, String> = self
+            .exports
+            .iter()
+            .filter(|(k, _)| !data_refs::is_data_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let node_with_exports = |c: &StepCommand| c.substituted(&node_exports);
         let end = segment_end(self, self.current);
         let node_run = self
             .node_run
@@ -375,12 +386,15 @@ impl RunPlan for Run {
                         let s = &self.steps[(n - 1) as usize];
                         outpost_schemas::NodeStepCommand {
                             step: n,
-                            command: with_exports(
+                            command: node_with_exports(
                                 s.command
                                     .as_ref()
                                     .expect("a node run holds runner steps only"),
                             ),
-                            errorhandler: s.errorhandler.as_ref().map(|h| with_exports(&h.command)),
+                            errorhandler: s
+                                .errorhandler
+                                .as_ref()
+                                .map(|h| node_with_exports(&h.command)),
                             keepgoing_on_success: s
                                 .errorhandler
                                 .as_ref()
@@ -449,6 +463,16 @@ impl RunPlan for Run {
             self.exports.insert(format!("data.{k}"), v.clone());
             self.exports
                 .insert(format!("{}:data.{k}", f.step), v.clone());
+        }
+        // A node step's captures stay in its node's views (Rundeck copies
+        // them to node(N), never to the global view), in step order, so a
+        // later step's value wins.
+        for d in &f.node_data {
+            for (k, v) in &d.data {
+                for key in data_refs::node_capture_keys(d.step, k, &d.node) {
+                    self.exports.insert(key, v.clone());
+                }
+            }
         }
         // A node run covers its step and the node steps after it, up to
         // the next step that runs once.
@@ -565,6 +589,7 @@ impl RunPlan for Run {
             return true;
         }
         self.on_step_finished(&StepFinished {
+            node_data: Default::default(),
             data: Default::default(),
             header: f.header.clone(),
             execution_id: f.execution_id,
@@ -665,6 +690,7 @@ impl RunPlan for Run {
             ),
         };
         Some(StepFinished {
+            node_data: Default::default(),
             data: Default::default(),
             header: Header::now(),
             execution_id: self.execution_id,

@@ -440,6 +440,7 @@ impl Registry {
         reason: &str,
     ) -> Result<(), RegistryError> {
         let finished = Event::StepFinished(StepFinished {
+            node_data: Default::default(),
             data: Default::default(),
             header: Header::now(),
             execution_id,

@@ -70,6 +70,7 @@ const THREE: &str = "- name: t\n  sequence:\n    keepgoing: KG\n    commands:\n 
 
 fn finished(step: u32, outcome: StepOutcome) -> StepFinished {
     StepFinished {
+        node_data: Default::default(),
         data: Default::default(),
         header: Header::now(),
         execution_id: Uuid::from_u128(42),

@@ -83,6 +83,7 @@ fn started(sec: u32, step: u32, runner: &str) -> Event {
 
 fn finished(sec: u32, step: u32, runner: &str, code: i32) -> Event {
     Event::StepFinished(StepFinished {
+        node_data: Default::default(),
         data: Default::default(),
         header: header(sec),
         execution_id: exec_id(),
@@ -328,6 +329,7 @@ fn node_job_events() -> Vec<Event> {
         nf(4, 2, "a", Some(StepOutcome::Succeeded)),
         nf(5, 2, "b", None),
         Event::StepFinished(StepFinished {
+            node_data: Default::default(),
             data: Default::default(),
             header: header(6),
             execution_id: exec_id(),
@@ -410,6 +412,7 @@ fn a_node_step_references_children_show_per_node() {
         })
     };
     let control = Event::StepFinished(StepFinished {
+        node_data: Default::default(),
         data: Default::default(),
         header: header(6),
         execution_id: exec_id(),

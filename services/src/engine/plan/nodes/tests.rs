@@ -48,6 +48,7 @@ fn run_of(yaml: &str, nodes: &[&str]) -> Run {
 
 fn finished(step: u32, outcome: StepOutcome, reason: Option<&str>) -> StepFinished {
     StepFinished {
+        node_data: Default::default(),
         data: Default::default(),
         header: Header::now(),
         execution_id: Uuid::from_u128(42),
@@ -232,4 +233,60 @@ fn an_abort_starts_no_new_child_and_ends_the_step_when_the_running_ones_end() {
     assert_eq!(end.outcome, StepOutcome::Aborted);
     run.on_jobref_finished(&end);
     insta::assert_snapshot!(next(&run));
+}
+
+const CAPTURES: &str = r#"
+- name: captures
+  nodefilters: {filter: 'tags: web'}
+  sequence:
+    commands:
+    - exec: cat /etc/version
+    - type: flow-control
+      nodeStep: false
+      configuration: {halt: 'false'}
+    - exec: echo ${data.v} ${data.v@n2} ${1:data.v} ${export.where}
+"#;
+
+#[test]
+fn a_node_runs_captures_stay_in_their_nodes_views_for_the_runner_to_resolve() {
+    let mut run = run_of(CAPTURES, &["n1", "n2"]);
+    run.on_export("export.where", "eu");
+    let mut end = finished(1, StepOutcome::Succeeded, None);
+    end.node_data = ["n1", "n2"]
+        .iter()
+        .map(|n| NodeData {
+            step: 1,
+            node: n.to_string(),
+            data: [("v".to_string(), format!("v-{n}"))].into(),
+        })
+        .collect();
+    assert!(run.on_step_finished(&end));
+    let control = run.control_finished().unwrap();
+    assert!(run.on_step_finished(&control));
+    let d = run.dispatch();
+    let nr = d.node_run.expect("a node run");
+    // Data references wait for the node that resolves them; the rest is
+    // expanded here.
+    assert_eq!(
+        nr.steps[0].command,
+        StepCommand::Exec {
+            command: "echo ${data.v} ${data.v@n2} ${1:data.v} eu".into()
+        }
+    );
+    let data: Vec<(&str, &str)> = d
+        .vars
+        .iter()
+        .filter(|(k, _)| k.contains("data."))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // Never in the global view (`data.v`), as in Rundeck.
+    assert_eq!(
+        data,
+        [
+            ("1:data.v@n1", "v-n1"),
+            ("1:data.v@n2", "v-n2"),
+            ("data.v@n1", "v-n1"),
+            ("data.v@n2", "v-n2"),
+        ]
+    );
 }
