@@ -93,6 +93,10 @@ pub struct NodeStepResult {
     pub data: BTreeMap<String, String>,
 }
 
+/// What one node run may capture in all, so that its `StepFinished` stays
+/// well inside a NATS message (1 MiB).
+pub const MAX_CAPTURED_BYTES: usize = 256 * 1024;
+
 /// A log line of a node step.
 pub type NodeLine = (StepNo, LogEntry);
 
@@ -106,6 +110,8 @@ struct Shared {
     stop_new: AtomicBool,
     /// What node steps of this run captured, as they finished.
     captured: std::sync::Mutex<Vec<NodeData>>,
+    /// Their keys' and values' bytes, against [`MAX_CAPTURED_BYTES`].
+    captured_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -163,6 +169,7 @@ pub async fn run(
         cancel,
         stop_new: AtomicBool::new(false),
         captured: Default::default(),
+        captured_bytes: Default::default(),
     });
     let slots = Arc::new(Semaphore::new(threads));
     let mut results: Vec<NodeStepResult> = Vec::new();
@@ -389,7 +396,26 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
         handler = Some(done);
     }
     drop(tx);
-    let data = forward.await.unwrap_or_default();
+    let mut data = forward.await.unwrap_or_default();
+    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > 0 && sh.captured_bytes.fetch_add(size, Ordering::SeqCst) + size > MAX_CAPTURED_BYTES {
+        // A node run's captures go back in one message: past the cap, the
+        // run says so rather than lose the step's end.
+        let warn = LogEntry {
+            node: Some(node.nodename.clone()),
+            ..LogEntry::now(
+                LogStream::System,
+                "WARN",
+                format!(
+                    "key-value-data: the node run's captures passed {} KiB; what step {step} captured on {} is dropped",
+                    MAX_CAPTURED_BYTES / 1024,
+                    node.nodename
+                ),
+            )
+        };
+        let _ = sh.lines.send((step, warn)).await;
+        data.clear();
+    }
     if !data.is_empty() {
         sh.captured.lock().expect("not poisoned").push(NodeData {
             step,
@@ -452,11 +478,15 @@ async fn run_on(
     }
     // `${data.*}` seen from this node (its own view first), in the one
     // pass that also gives the node's context, so no value is expanded
-    // twice.
+    // twice. A script's body takes data as `@data.KEY@` tokens only, as
+    // Rundeck's does, so a captured value is never read again as a token.
     let mut refs = data.clone();
     refs.extend(node_vars.clone());
     let name = Some(node.nodename.as_str());
-    let cmd = cmd.map_text(|t| outpost_schemas::job::data_refs::expand(t, &refs, name));
+    let cmd = cmd.map_parts(
+        |body| outpost_schemas::job::substitute(body, &node_vars),
+        |t| outpost_schemas::job::data_refs::expand(t, &refs, name),
+    );
     let mut tokens = sh.spec.vars.clone();
     tokens.extend(data.clone());
     tokens.extend(node_vars);

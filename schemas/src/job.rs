@@ -353,8 +353,11 @@ struct RawJob {
     _plugins: NotYet,
     #[serde(rename = "excludeFilterUncheck", default)]
     _exclude_filter_uncheck: NotYet,
+    // Who last saved the job: Rundeck 5.17 and later write it on every
+    // job (its schedules run as that user). No effect: a run here is the
+    // requester's.
     #[serde(rename = "user", default)]
-    _user: NotYet,
+    _user: Option<String>,
 }
 
 impl TryFrom<RawJob> for Job {

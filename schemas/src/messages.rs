@@ -754,6 +754,16 @@ impl StepCommand {
     /// The command with `f` applied to each text that references expand
     /// in: the command, a script's body and args, its path or URL.
     pub fn map_text(&self, f: impl Fn(&str) -> String) -> StepCommand {
+        self.map_parts(&f, &f)
+    }
+
+    /// [`Self::map_text`] with a script's body apart: `body` for it, `f`
+    /// for the rest.
+    pub fn map_parts(
+        &self,
+        body: impl Fn(&str) -> String,
+        f: impl Fn(&str) -> String,
+    ) -> StepCommand {
         match self {
             StepCommand::Exec { command } => StepCommand::Exec {
                 command: f(command),
@@ -770,7 +780,7 @@ impl StepCommand {
                 file_extension,
                 expand_tokens,
             } => StepCommand::Script {
-                script: f(script),
+                script: body(script),
                 args: args.as_deref().map(&f),
                 interpreter: interpreter.clone(),
                 source: source.as_ref().map(|s| match s {

@@ -85,8 +85,8 @@ async fn log_filters_that_cannot_run_are_refused_at_import() {
             "has one capture group, so `name` must say which key it sets",
         ),
         (
-            "- name: c\n  nodefilters: {filter: 'tags: web'}\n  sequence:\n    commands:\n    - exec: 'true'\n      plugins:\n        LogFilter:\n        - type: key-value-data\n",
-            "not supported yet: a `key-value-data` log filter (data captured per node",
+            "- name: c\n  nodefilters: {filter: 'tags: web'}\n  sequence:\n    commands:\n    - exec: 'true'\n      plugins:\n        LogFilter:\n        - type: key-value-data\n          config: {matchSubstrings: 'true'}\n",
+            "not supported yet: log filter `key-value-data`: matchSubstrings `true`",
         ),
     ] {
         let (status, body) = stack.import(yaml).await;

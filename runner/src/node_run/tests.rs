@@ -466,8 +466,9 @@ async fn the_run_context_gives_earlier_dispatches_captures_and_a_node_shadows_th
     let mut s = spec(
         &["a", "b"],
         vec![StepCommand::Script {
-            script: "echo @data.v@ @data.v/b@ @data.v*;@ ${data.v}\n".into(),
-            args: None,
+            // A body takes data as tokens only; its args as references.
+            script: "echo @data.v@ @data.v/b@ @data.v*;@ \"$1\"\n".into(),
+            args: Some("${data.v}".into()),
             interpreter: None,
             source: None,
             interpreter_args_quoted: false,
@@ -490,4 +491,23 @@ async fn the_run_context_gives_earlier_dispatches_captures_and_a_node_shadows_th
         step_lines(&o, 1),
         ["a global bee bee global", "b bee bee bee bee"]
     );
+}
+
+#[tokio::test]
+async fn captures_past_the_cap_are_dropped_with_a_warning_not_the_steps_end() {
+    let flood = "for i in $(seq 300); do echo \"RUNDECK:DATA:k$i = $(printf '%01000d' 0)\"; done";
+    let mut s = capturing(&["a", "b"], "true", Strategy::Sequential);
+    s.steps[0].1 = exec(flood);
+    let o = go(s).await;
+    // Each node's 300 KB is past the run's cap on its own.
+    assert!(o.results.iter().all(|r| r.data.is_empty()));
+    assert!(o
+        .results
+        .iter()
+        .all(|r| r.outcome == Some(StepOutcome::Succeeded)));
+    let warned: Vec<_> = step_lines(&o, 1)
+        .into_iter()
+        .filter(|l| l.contains("captures passed 256 KiB"))
+        .collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
 }

@@ -21,8 +21,9 @@ use std::collections::BTreeMap;
 /// A reference split as Rundeck splits it.
 #[derive(Debug, PartialEq, Eq)]
 struct Ref<'a> {
-    /// `N:` and the group and key, as written: `2:data.k`.
-    base: &'a str,
+    /// `N:` and the group and key, the step as a number (`02:` is `2:`,
+    /// as Rundeck reads it): `2:data.k`.
+    base: String,
     scope: Scope<'a>,
 }
 
@@ -37,11 +38,15 @@ enum Scope<'a> {
 }
 
 /// Parses `[N:]GROUP.KEY[@NODE|*FORMAT]` (with `qualifier` for `@`); `None`
-/// for anything else, which is then looked up as it is written.
+/// for anything else, which is then looked up as it is written. Only the
+/// `data` group has node views here, so only it takes `*`: a shell's
+/// `${f%.tar.*}` is not a list.
 fn parse(name: &str, qualifier: char) -> Option<Ref<'_>> {
-    let body = match name.split_once(':') {
-        Some((step, rest)) if !step.is_empty() && step.bytes().all(|b| b.is_ascii_digit()) => rest,
-        _ => name,
+    let (step, body) = match name.split_once(':') {
+        Some((step, rest)) if !step.is_empty() && step.bytes().all(|b| b.is_ascii_digit()) => {
+            (Some(step.parse::<u32>().ok()?), rest)
+        }
+        _ => (None, name),
     };
     let (group, rest) = body.split_once('.')?;
     if group.is_empty() || group.chars().any(char::is_whitespace) {
@@ -53,8 +58,11 @@ fn parse(name: &str, qualifier: char) -> Option<Ref<'_>> {
     if key_end == 0 {
         return None;
     }
-    let base = &name[..name.len() - rest.len() + key_end];
-    let tail = &rest[key_end..];
+    let (key, tail) = rest.split_at(key_end);
+    let base = match step {
+        Some(n) => format!("{n}:{group}.{key}"),
+        None => format!("{group}.{key}"),
+    };
     let scope = if tail.is_empty() {
         Scope::Current
     } else if let Some(node) = tail.strip_prefix(qualifier) {
@@ -63,7 +71,7 @@ fn parse(name: &str, qualifier: char) -> Option<Ref<'_>> {
         }
         Scope::Node(node)
     } else if let Some(format) = tail.strip_prefix('*') {
-        if format.chars().any(char::is_whitespace) {
+        if group != "data" || format.chars().any(char::is_whitespace) {
             return None;
         }
         // Rundeck takes the format as the delimiter only when it is one
@@ -96,7 +104,7 @@ pub fn resolve(
         // workflow step sees the wide view only.
         Scope::Current => node
             .and_then(|n| vars.get(&format!("{}@{n}", r.base)))
-            .or_else(|| vars.get(r.base))
+            .or_else(|| vars.get(&r.base))
             .cloned(),
         // An explicit node never falls back to a wider view.
         Scope::Node(n) => vars.get(&format!("{}@{n}", r.base)).cloned(),
@@ -182,9 +190,16 @@ mod tests {
             ("data.v*json", None, Some("one,ten,two")),
             ("data.missing*", None, Some("")),
             ("2:data.v*", None, Some("s2-one")),
-            // Other groups as written.
+            // A step written with a leading zero is that step.
+            ("02:data.v", Some("web1"), Some("s2-one")),
+            // Other groups as written, and the shell's own forms left
+            // alone (`*` lists only the data group).
             ("option.x", Some("web1"), Some("opt")),
             ("HOME", None, None),
+            ("f%.tar.*", None, None),
+            ("HOSTNAME%%.corp.*", Some("web1"), None),
+            ("s#*.prod.*", None, None),
+            ("VAR:-x", None, None),
         ];
         for (name, node, want) in cases {
             assert_eq!(

@@ -61,11 +61,6 @@ pub const STEP_TYPES: &[(&str, Support, &[&str])] = &[
         &[],
     ),
     (
-        "com.batix.rundeck.plugins.AnsibleModuleNodeStep",
-        Support::Later,
-        &[],
-    ),
-    (
         "edu.ohio.ais.rundeck.HttpWorkflowStepPlugin",
         Support::Later,
         &[],

@@ -359,22 +359,44 @@ impl RunPlan for Run {
         };
         // What earlier `export-var` steps and log filters set, in the
         // commands.
-        let with_exports = |c: &StepCommand| {
-            if self.exports.is_empty() {
-                c.clone()
-            } else {
-                c.map_text(|t| data_refs::expand(t, &self.exports, None))
-            }
-        };
         // A node step sees `${data.*}` from its own node's view first, so
         // the runner resolves those per node (`node_run`); the rest here.
+        // A script's body takes data as `@data.KEY@` tokens only, as
+        // Rundeck's does, so a captured value is never read again as one.
         let node_exports: BTreeMap<String, String> = self
             .exports
             .iter()
             .filter(|(k, _)| !data_refs::is_data_key(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let node_with_exports = |c: &StepCommand| c.substituted(&node_exports);
+        let with_exports = |c: &StepCommand| {
+            if self.exports.is_empty() {
+                c.clone()
+            } else {
+                c.map_parts(
+                    |body| substitute(body, &node_exports),
+                    |t| data_refs::expand(t, &self.exports, None),
+                )
+            }
+        };
+        // A script's path or URL is read once for every node, before any
+        // node resolves anything: it takes the global view here.
+        let node_with_exports = |c: &StepCommand| {
+            let mut c = c.substituted(&node_exports);
+            if let StepCommand::Script {
+                source: Some(source),
+                ..
+            } = &mut c
+            {
+                match source {
+                    ScriptSource::File { path } => {
+                        *path = data_refs::expand(path, &self.exports, None)
+                    }
+                    ScriptSource::Url { url } => *url = data_refs::expand(url, &self.exports, None),
+                }
+            }
+            c
+        };
         let end = segment_end(self, self.current);
         let node_run = self
             .node_run
@@ -467,7 +489,20 @@ impl RunPlan for Run {
         // A node step's captures stay in its node's views (Rundeck copies
         // them to node(N), never to the global view), in step order, so a
         // later step's value wins.
-        for d in &f.node_data {
+        // Only what the node run could have captured: its steps, its nodes.
+        let end = segment_end(self, f.step);
+        let mut node_data: Vec<_> = f
+            .node_data
+            .iter()
+            .filter(|d| (f.step..=end).contains(&d.step))
+            .filter(|d| {
+                self.node_run
+                    .as_ref()
+                    .is_some_and(|nr| nr.nodes.iter().any(|n| n.nodename == d.node))
+            })
+            .collect();
+        node_data.sort_by_key(|d| d.step);
+        for d in node_data {
             for (k, v) in &d.data {
                 for key in data_refs::node_capture_keys(d.step, k, &d.node) {
                     self.exports.insert(key, v.clone());

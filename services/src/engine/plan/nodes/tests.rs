@@ -245,17 +245,21 @@ const CAPTURES: &str = r#"
       nodeStep: false
       configuration: {halt: 'false'}
     - exec: echo ${data.v} ${data.v@n2} ${1:data.v} ${export.where}
+    - scriptfile: /opt/${data.release}/run.sh
 "#;
 
 #[test]
 fn a_node_runs_captures_stay_in_their_nodes_views_for_the_runner_to_resolve() {
     let mut run = run_of(CAPTURES, &["n1", "n2"]);
     run.on_export("export.where", "eu");
+    run.on_export("data.release", "r7");
     let mut end = finished(1, StepOutcome::Succeeded, None);
-    end.node_data = ["n1", "n2"]
+    // What the node run could not have captured (a step past it, a node
+    // it does not have) is not taken.
+    end.node_data = [(1, "n1"), (1, "n2"), (3, "n1"), (1, "zz")]
         .iter()
-        .map(|n| NodeData {
-            step: 1,
+        .map(|(step, n)| NodeData {
+            step: *step,
             node: n.to_string(),
             data: [("v".to_string(), format!("v-{n}"))].into(),
         })
@@ -273,18 +277,29 @@ fn a_node_runs_captures_stay_in_their_nodes_views_for_the_runner_to_resolve() {
             command: "echo ${data.v} ${data.v@n2} ${1:data.v} eu".into()
         }
     );
+    // A script's path is read once for every node: the global view.
+    let StepCommand::Script {
+        source: Some(ScriptSource::File { path }),
+        ..
+    } = &nr.steps[1].command
+    else {
+        panic!("step 4 is a script file: {:?}", nr.steps[1].command);
+    };
+    assert_eq!(path, "/opt/r7/run.sh");
     let data: Vec<(&str, &str)> = d
         .vars
         .iter()
         .filter(|(k, _)| k.contains("data."))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    // Never in the global view (`data.v`), as in Rundeck.
+    // A node's captures never in the global view (`data.v`), as in
+    // Rundeck; an export to the data group is there.
     assert_eq!(
         data,
         [
             ("1:data.v@n1", "v-n1"),
             ("1:data.v@n2", "v-n2"),
+            ("data.release", "r7"),
             ("data.v@n1", "v-n1"),
             ("data.v@n2", "v-n2"),
         ]
