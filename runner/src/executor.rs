@@ -34,6 +34,8 @@ pub enum Exit {
     Signal(i32),
     /// Cancelled (abort or shutdown deadline) and killed.
     Killed,
+    /// A plugin step failed, for this reason.
+    Failed(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,27 +52,102 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    /// A plugin step whose configuration does not hold once expanded, or
+    /// that this runner lacks.
+    #[error("{0}")]
+    Plugin(String),
 }
 
-/// A started step.
+/// A started step: a process, or a plugin's task.
 pub struct RunningStep {
-    child: Child,
-    pid: u32,
-    script: Option<PathBuf>,
+    work: Work,
     readers: Vec<tokio::task::JoinHandle<()>>,
     stop_reading: CancellationToken,
 }
 
-/// Starts `command` under `work_dir`; its output goes to `lines`.
+enum Work {
+    Process {
+        child: Box<Child>,
+        pid: u32,
+        script: Option<PathBuf>,
+    },
+    Task {
+        task: tokio::task::JoinHandle<Exit>,
+        /// Tells the plugin to end what it started.
+        stop: CancellationToken,
+    },
+}
+
+/// Where a plugin writes its output: read as a process's pipes are, so
+/// its lines are split, masked and ordered the same way.
+pub struct PluginOutput {
+    pub stdout: tokio::io::DuplexStream,
+    pub stderr: tokio::io::DuplexStream,
+}
+
+/// Starts a plugin step: `body` runs as a task, writes to its output, ends
+/// what it started when its token is cancelled, and returns how it ended.
+pub fn spawn_task<F>(
+    lines: mpsc::Sender<LogEntry>,
+    secrets: &Secrets,
+    body: impl FnOnce(PluginOutput, CancellationToken) -> F,
+) -> RunningStep
+where
+    F: std::future::Future<Output = Exit> + Send + 'static,
+{
+    let (stdout, out_read) = tokio::io::duplex(64 * 1024);
+    let (stderr, err_read) = tokio::io::duplex(64 * 1024);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(body(PluginOutput { stdout, stderr }, stop.clone()));
+    let stop_reading = CancellationToken::new();
+    let readers = readers(out_read, err_read, lines, &stop_reading, secrets);
+    RunningStep {
+        work: Work::Task { task, stop },
+        readers,
+        stop_reading,
+    }
+}
+
+fn readers(
+    stdout: impl AsyncRead + Unpin + Send + 'static,
+    stderr: impl AsyncRead + Unpin + Send + 'static,
+    lines: mpsc::Sender<LogEntry>,
+    stop_reading: &CancellationToken,
+    secrets: &Secrets,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(read_lines(
+            stdout,
+            LogStream::Stdout,
+            lines.clone(),
+            stop_reading.clone(),
+            Masker::new(secrets.clone()),
+        )),
+        tokio::spawn(read_lines(
+            stderr,
+            LogStream::Stderr,
+            lines,
+            stop_reading.clone(),
+            Masker::new(secrets.clone()),
+        )),
+    ]
+}
+
+/// Starts `command` under `work_dir`; its output goes to `lines`. A
+/// plugin step reads credentials from `key_store`.
 pub fn spawn(
     command: &StepCommand,
     env: &BTreeMap<String, String>,
     work_dir: &Path,
+    key_store: &Path,
     script_name: &str,
     lines: mpsc::Sender<LogEntry>,
     secrets: &Secrets,
 ) -> Result<RunningStep, ExecError> {
     let (shell_line, script) = match command {
+        StepCommand::Plugin { plugin, config } => {
+            return crate::plugins::start(plugin, config, key_store, lines, secrets)
+        }
         // With secure values substituted in, the command goes through a
         // private file rather than `sh -c` arguments, which every local
         // user can read in /proc.
@@ -144,54 +221,36 @@ pub fn spawn(
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let stop_reading = CancellationToken::new();
-    let readers = vec![
-        tokio::spawn(read_lines(
-            stdout,
-            LogStream::Stdout,
-            lines.clone(),
-            stop_reading.clone(),
-            Masker::new(secrets.clone()),
-        )),
-        tokio::spawn(read_lines(
-            stderr,
-            LogStream::Stderr,
-            lines,
-            stop_reading.clone(),
-            Masker::new(secrets.clone()),
-        )),
-    ];
+    let readers = readers(stdout, stderr, lines, &stop_reading, secrets);
     Ok(RunningStep {
-        child,
-        pid,
-        script,
+        work: Work::Process {
+            child: Box::new(child),
+            pid,
+            script,
+        },
         readers,
         stop_reading,
     })
 }
 
 impl RunningStep {
-    pub fn pid(&self) -> u32 {
-        self.pid
+    /// The process's id; none for a plugin's task.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.work {
+            Work::Process { pid, .. } => Some(*pid),
+            Work::Task { .. } => None,
+        }
     }
 
-    /// Waits for the step to end, killing its process group when `cancel`
-    /// fires. Returns once its output is fully read (or abandoned).
+    /// Waits for the step to end, killing its process group (or telling
+    /// its plugin to end its work) when `cancel` fires. Returns once its
+    /// output is fully read (or abandoned).
     pub async fn wait(mut self, cancel: CancellationToken) -> Exit {
-        let exit = tokio::select! {
-            status = self.child.wait() => status_to_exit(status),
-            _ = cancel.cancelled() => {
-                kill_group(self.pid, libc::SIGTERM);
-                match tokio::time::timeout(KILL_GRACE, self.child.wait()).await {
-                    Ok(_) => {}
-                    Err(_) => {
-                        kill_group(self.pid, libc::SIGKILL);
-                        let _ = self.child.wait().await;
-                    }
-                }
-                // Whatever the shell left behind in its group goes too.
-                kill_group(self.pid, libc::SIGKILL);
-                Exit::Killed
+        let (exit, script) = match &mut self.work {
+            Work::Process { child, pid, script } => {
+                (wait_process(child, *pid, &cancel).await, script.take())
             }
+            Work::Task { task, stop } => (wait_task(task, stop, &cancel).await, None),
         };
         // Read what the pipes still hold. If the step's children keep them
         // open past the deadline, stop *reading*; what was read is still
@@ -205,10 +264,51 @@ impl RunningStep {
                 readers.await;
             }
         }
-        if let Some(p) = self.script.take() {
+        if let Some(p) = script {
             let _ = std::fs::remove_file(p);
         }
         exit
+    }
+}
+
+async fn wait_process(child: &mut Child, pid: u32, cancel: &CancellationToken) -> Exit {
+    tokio::select! {
+        status = child.wait() => status_to_exit(status),
+        _ = cancel.cancelled() => {
+            kill_group(pid, libc::SIGTERM);
+            match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    kill_group(pid, libc::SIGKILL);
+                    let _ = child.wait().await;
+                }
+            }
+            // Whatever the shell left behind in its group goes too.
+            kill_group(pid, libc::SIGKILL);
+            Exit::Killed
+        }
+    }
+}
+
+/// A plugin gets the grace a process gets to end its remote work; then its
+/// task is dropped, which drops what it holds (connections, requests).
+async fn wait_task(
+    task: &mut tokio::task::JoinHandle<Exit>,
+    stop: &CancellationToken,
+    cancel: &CancellationToken,
+) -> Exit {
+    let ended = |r: Result<Exit, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| Exit::Failed(format!("the plugin stopped: {e}")))
+    };
+    tokio::select! {
+        r = &mut *task => ended(r),
+        _ = cancel.cancelled() => {
+            stop.cancel();
+            if tokio::time::timeout(KILL_GRACE, &mut *task).await.is_err() {
+                task.abort();
+            }
+            Exit::Killed
+        }
     }
 }
 
@@ -363,6 +463,7 @@ mod tests {
             &cmd,
             &BTreeMap::new(),
             dir.path(),
+            dir.path(),
             "s.sh",
             tx,
             &Secrets::default(),
@@ -412,6 +513,7 @@ mod tests {
             &cmd,
             &BTreeMap::new(),
             dir.path(),
+            dir.path(),
             "s.sh",
             tx,
             &Secrets::default(),
@@ -441,6 +543,7 @@ mod tests {
         let step = spawn(
             &cmd,
             &BTreeMap::new(),
+            dir.path(),
             dir.path(),
             "s",
             tx,
@@ -496,6 +599,7 @@ mod tests {
         let step = spawn(
             &cmd,
             &BTreeMap::new(),
+            dir.path(),
             dir.path(),
             "s.sh",
             tx,

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod mask;
 pub mod node_run;
 pub mod outbox;
+pub mod plugins;
 mod runner;
 pub mod script;
 pub mod ssh;

@@ -447,6 +447,7 @@ fn outcome_of(r: Result<Exit, String>) -> (StepOutcome, Option<i32>, Option<Stri
             Some(format!("killed by signal {s}")),
         ),
         Ok(Exit::Killed) => (StepOutcome::Aborted, None, Some("aborted".into())),
+        Ok(Exit::Failed(why)) => (StepOutcome::Failed, None, Some(why)),
         Err(why) => (StepOutcome::Failed, None, Some(why)),
     }
 }
@@ -492,7 +493,14 @@ async fn run_on(
     tokens.extend(node_vars);
     let cmd = &crate::script::with_tokens(&cmd, &tokens, name);
     // `localexec` runs here on the runner, with the node's context.
-    if node.executor() == "local" || matches!(cmd, StepCommand::LocalExec { .. }) {
+    // A plugin step runs here too, with the node's context in its
+    // configuration, as Rundeck runs a node-step plugin on its server.
+    if node.executor() == "local"
+        || matches!(
+            cmd,
+            StepCommand::LocalExec { .. } | StepCommand::Plugin { .. }
+        )
+    {
         // Unique per pair: executions and nodes run side by side here.
         let name = format!(
             "{}-{step}-{}.script",
@@ -503,6 +511,7 @@ async fn run_on(
             cmd,
             &env,
             &sh.ctx.work_dir,
+            &sh.ctx.key_store,
             &name,
             lines.clone(),
             &sh.spec.secrets,
@@ -530,7 +539,9 @@ async fn run_on(
         .collect();
     let (remote, stdin) = match cmd {
         StepCommand::Exec { command } => (format!("{exports}{command}"), None),
-        StepCommand::LocalExec { .. } => unreachable!("run on the runner above"),
+        StepCommand::LocalExec { .. } | StepCommand::Plugin { .. } => {
+            unreachable!("run on the runner above")
+        }
         StepCommand::Script {
             script,
             args,

@@ -52,6 +52,10 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
             schema_for!(messages::NodeStepFinished),
         ),
         ("execution_state", schema_for!(state::ExecutionState)),
+        (
+            "plugin_http_request",
+            schema_for!(job::http::HttpRequestConfig),
+        ),
         ("job", schema_for!(job::Job)),
         ("rpc_claim_request", schema_for!(rpc::ClaimRequest)),
         ("rpc_claim_reply", schema_for!(rpc::ClaimReply)),

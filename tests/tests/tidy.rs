@@ -405,6 +405,10 @@ fn the_api_builds_no_json_bodies_by_hand() {
 /// HTTP clients that are not API clients, each with why.
 const HTTP_OUTSIDE_CLI: &[(&str, &str)] = &[
     (
+        "runner/src/plugins/http.rs",
+        "Rundeck's HTTP request step, which calls what the job names from the runner's own network; it never calls the API",
+    ),
+    (
         "runner/src/script.rs",
         "fetches a `scripturl` step's script from the runner's own network; it never calls the API",
     ),

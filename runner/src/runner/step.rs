@@ -638,6 +638,7 @@ impl Process<'_> {
             command,
             env,
             &self.shared.opts.work_dir,
+            &self.shared.opts.key_store,
             &script_name,
             self.tx.clone(),
             self.secrets,
@@ -657,7 +658,7 @@ impl Process<'_> {
                     execution_id,
                     step,
                     runner_id: runner_id.clone(),
-                    pid: Some(proc.pid()),
+                    pid: proc.pid(),
                 }),
             )
             .await;
@@ -688,6 +689,10 @@ impl Process<'_> {
                     None,
                     Some(format!("killed by signal {s}")),
                 )
+            }
+            Exit::Failed(why) => {
+                system_line(self.tx, why.clone()).await;
+                (StepOutcome::Failed, None, Some(why))
             }
             Exit::Killed => match *self.reason.lock().unwrap() {
                 Some(CancelReason::ShutdownDeadline) => (

@@ -1,12 +1,15 @@
 //! Plugin steps (`type`, `configuration`, `nodeStep`): one registry of the
-//! step types Outpost knows. The ones Rundeck's core ships run here; the
-//! integration plugins (Ansible, Kubernetes, WinRM, HTTP, copy file) are
-//! known and refused as not supported yet; any other type is refused with
-//! the known ones listed.
+//! step types Outpost knows. The ones Rundeck's core ships run here, and
+//! the integration plugins built so far (the HTTP request step) on the
+//! runner; the others (Ansible, Kubernetes, WinRM, copy file) are known
+//! and refused as not supported yet; any other type is refused with the
+//! known ones listed.
 
 use std::collections::BTreeMap;
 
 use super::NOT_SUPPORTED_YET;
+
+pub mod http;
 
 /// How a known step type stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,14 +63,15 @@ pub const STEP_TYPES: &[(&str, Support, &[&str])] = &[
         Support::Later,
         &[],
     ),
+    // Keys checked by `http::HttpRequestConfig`.
     (
         "edu.ohio.ais.rundeck.HttpWorkflowStepPlugin",
-        Support::Later,
+        Support::Runs,
         &[],
     ),
     (
         "edu.ohio.ais.rundeck.HttpWorkflowNodeStepPlugin",
-        Support::Later,
+        Support::Runs,
         &[],
     ),
 ];
@@ -86,6 +90,9 @@ pub enum PluginStep {
         name: String,
         value: String,
     },
+    /// An integration plugin the runner runs (`runner/src/plugins/`), with
+    /// the configuration it reads again once references are expanded.
+    OnRunner { plugin: String, node_step: bool },
 }
 
 /// `flow-control`, as Rundeck's `FlowControlWorkflowStep` decides it.
@@ -133,6 +140,13 @@ impl PluginStep {
             return Err(format!(
                 "{NOT_SUPPORTED_YET}: plugin step type `{step_type}` (it is known, and comes with the integration plugins)"
             ));
+        }
+        if let Some((_, node_step)) = http::TYPES.iter().find(|(t, _)| *t == step_type) {
+            http::HttpRequestConfig::from_map(config)?.request(true)?;
+            return Ok(PluginStep::OnRunner {
+                plugin: step_type.to_string(),
+                node_step: *node_step,
+            });
         }
         if let Some(k) = config.keys().find(|k| !keys.contains(&k.as_str())) {
             return Err(format!(
@@ -209,7 +223,19 @@ impl PluginStep {
 
     /// Whether Rundeck runs it once per node (`nodeStep: true`).
     pub fn is_node_step(&self) -> bool {
-        matches!(self, PluginStep::LocalExec { .. })
+        match self {
+            PluginStep::LocalExec { .. } => true,
+            PluginStep::OnRunner { node_step, .. } => *node_step,
+            PluginStep::FlowControl(_) | PluginStep::ExportVar { .. } => false,
+        }
+    }
+
+    /// Whether a runner runs it (else the control plane carries it out).
+    pub fn runs_on_runner(&self) -> bool {
+        matches!(
+            self,
+            PluginStep::LocalExec { .. } | PluginStep::OnRunner { .. }
+        )
     }
 }
 

@@ -465,7 +465,7 @@ impl Command {
             }
         }
         let plugins = raw.plugins.unwrap_or_default();
-        if !node_step {
+        if !plugin.runs_on_runner() {
             if !plugins.is_empty() {
                 return Err(format!(
                     "`{step_type}` runs in the control plane and prints nothing; its log filters have no output to read"

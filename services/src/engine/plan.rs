@@ -241,6 +241,16 @@ fn runner_command(c: &Command, vars: &BTreeMap<String, String>) -> Option<StepCo
                 command: substitute(&command, vars),
             })
         }
+        Some(PluginStep::OnRunner { plugin, .. }) => {
+            return Some(StepCommand::Plugin {
+                plugin,
+                config: c
+                    .configuration
+                    .iter()
+                    .map(|(k, v)| (k.clone(), substitute(v, vars)))
+                    .collect(),
+            })
+        }
         Some(_) => return None,
         None => {}
     }
@@ -291,7 +301,7 @@ fn control_step(c: &Command, vars: &BTreeMap<String, String>) -> Option<ControlS
             key: format!("{group}.{name}"),
             value: substitute(&value, vars),
         }),
-        PluginStep::LocalExec { .. } => None,
+        PluginStep::LocalExec { .. } | PluginStep::OnRunner { .. } => None,
     }
 }
 
