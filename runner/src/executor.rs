@@ -145,9 +145,11 @@ pub fn spawn(
     secrets: &Secrets,
 ) -> Result<RunningStep, ExecError> {
     let (shell_line, script) = match command {
-        StepCommand::Plugin { plugin, config } => {
-            return crate::plugins::start(plugin, config, key_store, lines, secrets)
-        }
+        StepCommand::Plugin {
+            plugin,
+            config,
+            stored,
+        } => return crate::plugins::start(plugin, config, stored, key_store, lines, secrets),
         // With secure values substituted in, the command goes through a
         // private file rather than `sh -c` arguments, which every local
         // user can read in /proc.

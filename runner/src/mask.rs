@@ -39,6 +39,22 @@ impl Secrets {
         }))
     }
 
+    /// These values and `value` (a credential the runner read itself).
+    pub fn with(&self, value: &str) -> Self {
+        let mut values: Vec<String> = self
+            .0
+            .values
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        values.push(value.to_string());
+        let mut s = Secrets::new(values);
+        if let Some(mask) = &self.0.mask {
+            s = s.masked_as(&String::from_utf8_lossy(mask));
+        }
+        s
+    }
+
     /// The same values, replaced by `mask` (a `mask-passwords` filter's
     /// replacement, which may be coloured).
     pub fn masked_as(self, mask: &str) -> Self {
@@ -136,6 +152,16 @@ impl Masker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_added_later_is_masked_with_the_same_replacement() {
+        let s = Secrets::new(["alpha"]).masked_as("[X]").with("beta");
+        assert_eq!(s.mask_str("alpha beta gamma"), "[X] [X] gamma");
+        assert_eq!(
+            Secrets::default().with("pw").mask_str("a pw"),
+            format!("a {}", String::from_utf8_lossy(MASK))
+        );
+    }
 
     fn run(secrets: &[&str], pieces: &[&str]) -> String {
         let mut m = Masker::new(Secrets::new(secrets.iter().copied()));

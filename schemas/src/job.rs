@@ -38,7 +38,7 @@ pub use loglimit::*;
 pub use nodes::*;
 pub use notification::{Notifications, Notify, TRIGGERS};
 pub use option::*;
-pub use plugin::{http, known_types, FlowControl, PluginStep, Support, STEP_TYPES};
+pub use plugin::{http, known_types, stored_keys, FlowControl, PluginStep, Support, STEP_TYPES};
 pub use retry::{JobRetry, RetryPolicy};
 pub use schedule::Schedule;
 pub use step::*;
@@ -431,6 +431,17 @@ impl TryFrom<RawJob> for Job {
                             i + 1
                         ));
                     }
+                }
+            }
+            // A password in a plain option would be stored with the run's
+            // options; only a secure one reaches the runner alone.
+            let password = cmd.configuration.get("password");
+            if let Some(opt) = password.and_then(|p| http::password_option(p)) {
+                if raw.options.iter().any(|o| o.name == opt && !o.secure) {
+                    return Err(format!(
+                        "job `{name}`: step {}: configuration.password uses ${{option.{opt}}}, which is not a secure option; make it `secure: true` (and `valueExposed: true`), or use a key storage path",
+                        i + 1
+                    ));
                 }
             }
         }

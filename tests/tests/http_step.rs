@@ -200,6 +200,54 @@ async fn the_http_step_makes_the_request_rundecks_plugin_makes_and_its_codes_dec
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_options_value_is_the_password_as_it_was_given() {
+    let stack = Stack::start_on(NatsServer::start_secure(), ServiceRoles::ALL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _runner = http_runner(&stack, dir.path());
+    let srv = server().await;
+    let yaml = format!(
+        r#"
+- name: with-option
+  runnerSelector: {{filter: http}}
+  options:
+  - {{name: pw, secure: true, valueExposed: true, required: true}}
+  sequence:
+    commands:
+    - type: edu.ohio.ais.rundeck.HttpWorkflowStepPlugin
+      nodeStep: false
+      configuration:
+        remoteUrl: http://{addr}/deploy/opt
+        method: POST
+        authentication: Basic
+        username: svc
+        password: ${{option.pw}}
+"#,
+        addr = srv.addr
+    );
+    let job = stack.load(&yaml, "with-option").await;
+    // A value that reads like a storage path is still the password: the
+    // job's text, not the run's value, decides what the key store gives.
+    let id = stack.run_job(job, &[("pw", "keys/api/password")]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
+    let seen = srv.seen.lock().unwrap().clone();
+    // base64("svc:keys/api/password")
+    assert_eq!(seen[0].authorization, "Basic c3ZjOmtleXMvYXBpL3Bhc3N3b3Jk");
+    // A password in a plain option is refused at import.
+    let (status, body) = stack
+        .import(&yaml.replace("secure: true, valueExposed: true, ", ""))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("which is not a secure option"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborting_an_http_step_drops_its_request() {
     let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,6 @@
 //! response's code and body printed on request, and the expected codes
 //! deciding the step.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use outpost_schemas::job::http::{succeeds, HttpRequest};
@@ -21,14 +20,13 @@ const REASON_BODY: usize = 1024;
 
 pub async fn run(
     req: HttpRequest,
-    key_store: PathBuf,
     secrets: Secrets,
     mut out: PluginOutput,
     stop: CancellationToken,
 ) -> Exit {
     // An abort drops the request: its connection closes.
     let exit = tokio::select! {
-        exit = request(&req, &key_store, &mut out) => exit,
+        exit = request(&req, &mut out) => exit,
         _ = stop.cancelled() => Exit::Killed,
     };
     match exit {
@@ -37,44 +35,54 @@ pub async fn run(
     }
 }
 
-async fn request(req: &HttpRequest, key_store: &std::path::Path, out: &mut PluginOutput) -> Exit {
+async fn request(req: &HttpRequest, out: &mut PluginOutput) -> Exit {
     let fail = |why: String| Exit::Failed(why);
-    let timeout = Duration::from_millis(req.timeout_ms);
-    let client = match reqwest::Client::builder()
-        .connect_timeout(timeout)
-        .read_timeout(timeout)
-        .danger_accept_invalid_certs(!req.ssl_verify)
-        .build()
-    {
+    let mut client = reqwest::Client::builder().danger_accept_invalid_certs(!req.ssl_verify);
+    // 0 is no timeout, as the plugin's client reads it.
+    if req.timeout_ms > 0 {
+        let timeout = Duration::from_millis(req.timeout_ms);
+        client = client.connect_timeout(timeout).read_timeout(timeout);
+    }
+    // The plugin's client follows redirects for GET and HEAD only.
+    client = match req.method.as_str() {
+        "GET" | "HEAD" => client.redirect(reqwest::redirect::Policy::limited(10)),
+        _ => client.redirect(reqwest::redirect::Policy::none()),
+    };
+    let client = match client.build() {
         Ok(c) => c,
         Err(e) => return fail(format!("cannot make an HTTP client: {e}")),
     };
     let method = reqwest::Method::from_bytes(req.method.as_bytes()).expect("checked method");
     let mut builder = client.request(method, &req.url);
     if let Some((user, password)) = &req.basic {
-        // A storage path reads the runner's key store; anything else is
-        // what a secure option expanded to.
-        let password = if password.starts_with("keys/") {
-            match crate::node_run::read_stored(key_store, password) {
-                Ok(p) => p,
-                Err(why) => return fail(format!("password {password}: {why}")),
-            }
-        } else {
-            password.clone()
-        };
         builder = builder.basic_auth(user, Some(password));
     }
-    // After authentication, so a header of the job's own wins, as in the
-    // plugin.
+    // After authentication and replacing, so a header of the job's own
+    // wins, as the plugin's `setHeader` does.
+    let mut headers = reqwest::header::HeaderMap::new();
     for (k, v) in &req.headers {
-        builder = builder.header(k, v);
+        let (Ok(name), Ok(value)) = (
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+            reqwest::header::HeaderValue::from_str(v),
+        ) else {
+            return fail(format!("header `{k}` is not a valid HTTP header"));
+        };
+        headers.insert(name, value);
     }
+    builder = builder.headers(headers);
     if let Some(body) = &req.body {
         builder = builder.body(body.clone());
     }
     let mut resp = match builder.send().await {
         Ok(r) => r,
-        Err(e) => return fail(format!("Error when sending request: {}", chain(&e))),
+        // Without the URL, whose query may hold a secure value encoded
+        // past the mask's reach.
+        Err(e) => {
+            return fail(format!(
+                "Error when sending request: {}",
+                chain(&e.without_url())
+            ))
+        }
     };
     let status = resp.status();
     if req.print_response_code {
@@ -99,7 +107,12 @@ async fn request(req: &HttpRequest, key_store: &std::path::Path, out: &mut Plugi
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(e) => return fail(format!("Error when reading the response: {}", chain(&e))),
+            Err(e) => {
+                return fail(format!(
+                    "Error when reading the response: {}",
+                    chain(&e.without_url())
+                ))
+            }
         }
     }
     let text = String::from_utf8_lossy(&body).into_owned();

@@ -29,17 +29,30 @@ pub fn built() -> Vec<(&'static str, &'static str)> {
 pub fn start(
     plugin: &str,
     config: &BTreeMap<String, String>,
+    stored: &[String],
     key_store: &Path,
     lines: mpsc::Sender<LogEntry>,
     secrets: &Secrets,
 ) -> Result<RunningStep, ExecError> {
+    // A configuration error quotes what the references expanded to.
+    let refuse = |why: String| ExecError::Plugin(secrets.mask_str(&why));
     if HTTP_TYPES.iter().any(|(t, _)| *t == plugin) {
-        let request = HttpRequestConfig::from_map(config)
+        let mut request = HttpRequestConfig::from_map(config)
             .and_then(|c| c.request(false))
-            .map_err(ExecError::Plugin)?;
-        let (key_store, masked) = (key_store.to_path_buf(), secrets.clone());
-        return Ok(spawn_task(lines, secrets, move |out, stop| {
-            http::run(request, key_store, masked, out, stop)
+            .map_err(refuse)?;
+        let mut secrets = secrets.clone();
+        if let Some((_, password)) = request.basic.as_mut() {
+            if stored.iter().any(|k| k == "password") {
+                let read = crate::node_run::read_stored(key_store, password)
+                    .map_err(|why| refuse(format!("password {password}: {why}")))?;
+                *password = read;
+            }
+            // Masked too where the server echoes it back.
+            secrets = secrets.with(password);
+        }
+        let masked = secrets.clone();
+        return Ok(spawn_task(lines, &secrets, move |out, stop| {
+            http::run(request, masked, out, stop)
         }));
     }
     Err(ExecError::Plugin(format!(

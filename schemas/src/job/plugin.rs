@@ -117,6 +117,15 @@ fn flag(config: &BTreeMap<String, String>, key: &str, default: bool) -> Result<b
     }
 }
 
+/// The configuration keys of a plugin step whose value, as the job writes
+/// it, is a key storage path for the runner to read.
+pub fn stored_keys(plugin: &str, config: &BTreeMap<String, String>) -> Vec<String> {
+    match http::TYPES.iter().any(|(t, _)| *t == plugin) {
+        true => http::stored_keys(config),
+        false => Vec::new(),
+    }
+}
+
 /// The known types, for an error message.
 pub fn known_types() -> String {
     STEP_TYPES

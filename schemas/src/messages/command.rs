@@ -44,6 +44,11 @@ pub enum StepCommand {
     Plugin {
         plugin: String,
         config: BTreeMap<String, String>,
+        /// The keys of `config` whose value, as the job wrote it, is a key
+        /// storage path the runner reads from its key store; any other
+        /// value is used as it expanded.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        stored: Vec<String>,
     },
 }
 
@@ -103,9 +108,14 @@ impl StepCommand {
                 file_extension: file_extension.clone(),
                 expand_tokens: *expand_tokens,
             },
-            StepCommand::Plugin { plugin, config } => StepCommand::Plugin {
+            StepCommand::Plugin {
+                plugin,
+                config,
+                stored,
+            } => StepCommand::Plugin {
                 plugin: plugin.clone(),
                 config: config.iter().map(|(k, v)| (k.clone(), f(v))).collect(),
+                stored: stored.clone(),
             },
         }
     }

@@ -243,6 +243,7 @@ fn runner_command(c: &Command, vars: &BTreeMap<String, String>) -> Option<StepCo
         }
         Some(PluginStep::OnRunner { plugin, .. }) => {
             return Some(StepCommand::Plugin {
+                stored: outpost_schemas::job::stored_keys(&plugin, &c.configuration),
                 plugin,
                 config: c
                     .configuration

@@ -25,7 +25,8 @@ pub struct HttpRequestConfig {
     pub headers: Option<String>,
     /// Sent as UTF-8, with whatever method; its type comes from `headers`.
     pub body: Option<String>,
-    /// Milliseconds, for the connection and for each read (default 30000).
+    /// Milliseconds, for the connection and for each read (default 30000;
+    /// 0: none, as the plugin's HTTP client reads it).
     pub timeout: Option<String>,
     /// `false`: any certificate and host name is accepted.
     pub ssl_verify: Option<String>,
@@ -107,9 +108,10 @@ pub fn succeeds(rules: Option<&[CodeRule]>, code: u16) -> bool {
     }
 }
 
-fn flag(key: &str, v: &Option<String>, default: bool) -> Result<bool, String> {
+fn flag(key: &str, v: &Option<String>, default: bool, at_import: bool) -> Result<bool, String> {
     match v.as_deref().map(str::trim) {
         None | Some("") => Ok(default),
+        Some(v) if at_import && deferred(v) => Ok(default),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
         Some(v) => Err(format!(
@@ -190,6 +192,30 @@ pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// A password as the job writes a key storage path: read from the runner's
+/// key store. Judged on the job's own text, never on what an option
+/// expanded to, so that a run cannot point the step at another key.
+pub fn stored_path(password: &str) -> bool {
+    password.starts_with("keys/") && !deferred(password)
+}
+
+/// The secure option a password names, when it is exactly
+/// `${option.NAME}`.
+pub fn password_option(password: &str) -> Option<&str> {
+    let name = password.strip_prefix("${option.")?.strip_suffix('}')?;
+    (!name.is_empty() && !name.contains(['{', '}', '$'])).then_some(name)
+}
+
+/// The configuration keys whose value, as the job writes it, is a key
+/// storage path the runner reads (`StepCommand::Plugin::stored`).
+pub fn stored_keys(config: &BTreeMap<String, String>) -> Vec<String> {
+    config
+        .get("password")
+        .filter(|p| stored_path(p))
+        .map(|_| vec!["password".to_string()])
+        .unwrap_or_default()
+}
+
 impl HttpRequestConfig {
     /// Reads the configuration map (unknown keys are errors).
     pub fn from_map(config: &BTreeMap<String, String>) -> Result<Self, String> {
@@ -239,19 +265,26 @@ impl HttpRequestConfig {
         let basic = match text(&self.authentication).unwrap_or("None") {
             "None" => None,
             "Basic" => {
-                let (Some(user), Some(password)) = (text(&self.username), text(&self.password))
-                else {
+                let (Some(_), Some(_)) = (text(&self.username), text(&self.password)) else {
                     return Err(
                         "Basic authentication needs configuration.username and configuration.password"
                             .into(),
                     );
                 };
-                if !(password.starts_with("keys/") || deferred(password)) {
+                // As written: a password's spaces are its own.
+                let (user, password) = (
+                    self.username.clone().unwrap_or_default(),
+                    self.password.clone().unwrap_or_default(),
+                );
+                if at_import && !(stored_path(&password) || password_option(&password).is_some()) {
                     return Err(
                         "configuration.password: a key storage path (`keys/...`, read from the runner's key store) or a secure option (`${option.NAME}`); a password written in the job would be stored with it".into(),
                     );
                 }
-                Some((user.to_string(), password.to_string()))
+                if !at_import && deferred(&password) {
+                    return Err("configuration.password: its reference did not resolve".into());
+                }
+                Some((user, password))
             }
             "OAuth 2.0" => {
                 return Err(format!(
@@ -274,13 +307,18 @@ impl HttpRequestConfig {
             ("proxySettings", &self.proxy_settings),
             ("useSystemProxySettings", &self.use_system_proxy_settings),
         ] {
-            if flag(key, v, false)? {
+            if flag(key, v, false, at_import)? {
                 return Err(format!(
                     "{NOT_SUPPORTED_YET}: HTTP request step {key} (a proxy)"
                 ));
             }
         }
-        let to_file = flag("printResponseToFile", &self.print_response_to_file, false)?;
+        let to_file = flag(
+            "printResponseToFile",
+            &self.print_response_to_file,
+            false,
+            at_import,
+        )?;
         let response_file = match (to_file, text(&self.file)) {
             (true, Some(f)) => Some(f.to_string()),
             (true, None) => {
@@ -294,11 +332,16 @@ impl HttpRequestConfig {
             headers,
             body: self.body.clone().filter(|b| !b.is_empty()),
             timeout_ms,
-            ssl_verify: flag("sslVerify", &self.ssl_verify, true)?,
+            ssl_verify: flag("sslVerify", &self.ssl_verify, true, at_import)?,
             basic,
             response_codes,
-            print_response: flag("printResponse", &self.print_response, false)?,
-            print_response_code: flag("printResponseCode", &self.print_response_code, false)?,
+            print_response: flag("printResponse", &self.print_response, false, at_import)?,
+            print_response_code: flag(
+                "printResponseCode",
+                &self.print_response_code,
+                false,
+                at_import,
+            )?,
             response_file,
         })
     }
@@ -447,5 +490,53 @@ mod tests {
             false
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_password_is_a_stored_key_or_a_secure_option_never_written_in() {
+        let basic = |pw: &str, at_import: bool| {
+            read(
+                &[
+                    ("remoteUrl", "http://x"),
+                    ("authentication", "Basic"),
+                    ("username", "u"),
+                    ("password", pw),
+                ],
+                at_import,
+            )
+        };
+        assert!(basic("keys/api/pw", true).is_ok());
+        assert!(basic("${option.pw}", true).is_ok());
+        for written in [
+            "hunter2",
+            "${job.name}",
+            "keys/${option.p}",
+            "x${option.pw}",
+        ] {
+            assert!(
+                basic(written, true)
+                    .unwrap_err()
+                    .contains("a key storage path"),
+                "{written}"
+            );
+        }
+        // On the runner the password is what the option gave, spaces and
+        // all; a reference left is an error, not a password.
+        assert_eq!(
+            basic(" spaced secret ", false).unwrap().basic,
+            Some(("u".to_string(), " spaced secret ".to_string()))
+        );
+        assert!(basic("${option.pw}", false)
+            .unwrap_err()
+            .contains("did not resolve"));
+        let map = |pw: &str| [("password".to_string(), pw.to_string())].into();
+        assert_eq!(stored_keys(&map("keys/a/b")), ["password"]);
+        assert!(stored_keys(&map("${option.pw}")).is_empty());
+        // A flag that only a run decides is checked on the runner.
+        assert!(read(
+            &[("remoteUrl", "http://x"), ("sslVerify", "${option.v}")],
+            true
+        )
+        .is_ok());
     }
 }
