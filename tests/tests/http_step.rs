@@ -339,3 +339,98 @@ async fn the_http_node_step_calls_once_per_node_with_the_nodes_context() {
         ]
     );
 }
+
+/// Echoes the Basic password it was sent, as a careless server might.
+async fn echo_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new().route(
+        "/whoami",
+        axum::routing::post(|headers: HeaderMap| async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Basic "))
+                .and_then(|b| data_encoding::BASE64.decode(b.as_bytes()).ok())
+                .map(|d| String::from_utf8_lossy(&d).into_owned())
+                .unwrap_or_default();
+            format!("you are {auth}\n")
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, task)
+}
+
+/// The secret scan, for a plugin's credentials: a password from the
+/// runner's key store and one from a secure option, each sent and echoed
+/// back, are in no stream message, KV value, NATS data file, runner work
+/// file or runner log line (the real runner binary, at debug level).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_credentials_are_found_nowhere_but_where_they_were_sent() {
+    let stack = Stack::start_on(NatsServer::start_secure(), ServiceRoles::ALL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let stored = format!("stored-{}", uuid::Uuid::now_v7().simple());
+    let given = format!("given-{}", uuid::Uuid::now_v7().simple());
+    std::fs::create_dir_all(keys.path().join("api")).unwrap();
+    std::fs::write(keys.path().join("api/pw"), &stored).unwrap();
+    let bundle = stack.enrol("vault", &["vault"], dir.path()).await;
+    let log_path = dir.path().join("runner.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut heartbeats = stack.client.subscribe("outpost.hb.vault.*").await.unwrap();
+    let _runner = Reaped(
+        std::process::Command::new(workspace_binary("outpost-runner"))
+            .arg("--creds")
+            .arg(&bundle)
+            .arg("--insecure")
+            .arg("--work-dir")
+            .arg(dir.path().join("work"))
+            .arg("--key-store")
+            .arg(keys.path())
+            .env("OUTPOST_LOG", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    use futures::StreamExt;
+    tokio::time::timeout(WAIT, heartbeats.next())
+        .await
+        .unwrap_or_else(|_| panic!("{}", std::fs::read_to_string(&log_path).unwrap()));
+    let (addr, _server) = echo_server().await;
+    let step = |password: &str| {
+        format!(
+            "    - type: edu.ohio.ais.rundeck.HttpWorkflowStepPlugin\n      nodeStep: false\n      configuration:\n        remoteUrl: http://{addr}/whoami\n        method: POST\n        authentication: Basic\n        username: svc\n        password: '{password}'\n        printResponse: 'true'\n"
+        )
+    };
+    let yaml = format!(
+        "- name: creds\n  runnerSelector: {{filter: vault}}\n  options:\n  - {{name: pw, secure: true, valueExposed: true, required: true}}\n  sequence:\n    commands:\n{}{}",
+        step("keys/api/pw"),
+        step("${option.pw}")
+    );
+    let job = stack.load(&yaml, "creds").await;
+    let id = stack.run_job(job, &[("pw", &given)]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
+    // Both were sent (the server echoed them), and masked in the output.
+    assert_eq!(
+        stack.log_texts(id).await,
+        ["you are svc:[SECURE]", "you are svc:[SECURE]"]
+    );
+    for secret in [&stored, &given] {
+        assert_eq!(
+            find_in_all_streams(&stack.js, secret).await,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            files_containing(stack.nats.data_dir(), secret),
+            Vec::<std::path::PathBuf>::new()
+        );
+        assert_eq!(
+            files_containing(dir.path(), secret),
+            Vec::<std::path::PathBuf>::new()
+        );
+    }
+}
