@@ -112,6 +112,8 @@ struct Shared {
     captured: std::sync::Mutex<Vec<NodeData>>,
     /// Their keys' and values' bytes, against [`MAX_CAPTURED_BYTES`].
     captured_bytes: std::sync::atomic::AtomicUsize,
+    /// The run's `${data.*}` from earlier dispatches: `vars`' data keys.
+    run_data: BTreeMap<String, String>,
 }
 
 impl Shared {
@@ -122,13 +124,7 @@ impl Shared {
     /// Rundeck's node-first executor). Sequential: every node's earlier
     /// steps, all finished. Parallel: nothing of this run.
     fn data_context(&self, step: StepNo, node: &str) -> BTreeMap<String, String> {
-        let mut vars: BTreeMap<String, String> = self
-            .spec
-            .vars
-            .iter()
-            .filter(|(k, _)| outpost_schemas::job::data_refs::is_data_key(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut vars = self.run_data.clone();
         let captured = self.captured.lock().expect("not poisoned");
         let mut seen: Vec<_> = captured
             .iter()
@@ -161,7 +157,14 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Vec<NodeStepResult> {
     let threads = spec.threadcount.max(1);
+    let run_data = spec
+        .vars
+        .iter()
+        .filter(|(k, _)| outpost_schemas::job::data_refs::is_data_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let shared = Arc::new(Shared {
+        run_data,
         spec,
         ctx,
         events,

@@ -798,6 +798,31 @@ pub fn runner_process(
     runner_process_via(&stack.nats.ws_url, id, tags, work_dir, extra)
 }
 
+/// The real runner binary with an enrolment bundle, logging at debug level
+/// into `log` (for a test that scans what it wrote).
+pub fn enrolled_runner_process(
+    bundle: &Path,
+    work_dir: &Path,
+    extra: &[&str],
+    log: &Path,
+) -> Reaped {
+    let file = std::fs::File::create(log).expect("create the runner's log");
+    Reaped(
+        Command::new(workspace_binary("outpost-runner"))
+            .arg("--creds")
+            .arg(bundle)
+            .arg("--insecure")
+            .arg("--work-dir")
+            .arg(work_dir)
+            .args(extra)
+            .env("OUTPOST_LOG", "debug")
+            .stdout(file.try_clone().expect("clone the log's handle"))
+            .stderr(file)
+            .spawn()
+            .expect("start outpost-runner"),
+    )
+}
+
 /// [`runner_process`] connecting to `url` (say, through a [`proxy::TcpProxy`]).
 pub fn runner_process_via(
     url: &str,

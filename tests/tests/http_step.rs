@@ -378,22 +378,13 @@ async fn a_plugins_credentials_are_found_nowhere_but_where_they_were_sent() {
     std::fs::write(keys.path().join("api/pw"), &stored).unwrap();
     let bundle = stack.enrol("vault", &["vault"], dir.path()).await;
     let log_path = dir.path().join("runner.log");
-    let log = std::fs::File::create(&log_path).unwrap();
     let mut heartbeats = stack.client.subscribe("outpost.hb.vault.*").await.unwrap();
-    let _runner = Reaped(
-        std::process::Command::new(workspace_binary("outpost-runner"))
-            .arg("--creds")
-            .arg(&bundle)
-            .arg("--insecure")
-            .arg("--work-dir")
-            .arg(dir.path().join("work"))
-            .arg("--key-store")
-            .arg(keys.path())
-            .env("OUTPOST_LOG", "debug")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    let key_store = keys.path().to_str().unwrap();
+    let _runner = enrolled_runner_process(
+        &bundle,
+        &dir.path().join("work"),
+        &["--key-store", key_store],
+        &log_path,
     );
     use futures::StreamExt;
     tokio::time::timeout(WAIT, heartbeats.next())

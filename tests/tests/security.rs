@@ -894,21 +894,8 @@ async fn a_secure_option_reaches_its_step_and_is_found_nowhere_else() {
     // The real runner binary, logging at debug level into a file we scan.
     let work = dir.path().join("work");
     let log_path = dir.path().join("runner.log");
-    let log = std::fs::File::create(&log_path).unwrap();
     let mut heartbeats = stack.client.subscribe("outpost.hb.vault.*").await.unwrap();
-    let _runner = Reaped(
-        std::process::Command::new(workspace_binary("outpost-runner"))
-            .arg("--creds")
-            .arg(&bundle)
-            .arg("--insecure")
-            .arg("--work-dir")
-            .arg(&work)
-            .env("OUTPOST_LOG", "debug")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _runner = enrolled_runner_process(&bundle, &work, &[], &log_path);
     if tokio::time::timeout(
         Duration::from_secs(20),
         futures::StreamExt::next(&mut heartbeats),
