@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use outpost_bus::NatsOptions;
+use outpost_runner::plugins::{AllowList, Usable};
 use outpost_runner::{Runner, RunnerOptions, DEFAULT_CAPACITY};
 use outpost_schemas::job::{parse_tag_list, TagSet};
 use serde::Deserialize;
@@ -81,6 +82,12 @@ struct Cli {
     /// fsync each outbox entry, so it survives a host crash too.
     #[arg(long, env = "OUTPOST_RUNNER_OUTBOX_SYNC")]
     outbox_sync: bool,
+    /// YAML allow-list of the plugins this runner may run, in the shape of
+    /// Rundeck's `remoteRunnerAllowedPluginsFile` (`allowedPlugins:
+    /// {WorkflowStep: [...], WorkflowNodeStep: [...]}`); without it, every
+    /// plugin the runner has.
+    #[arg(long, env = "OUTPOST_RUNNER_ALLOWED_PLUGINS")]
+    allowed_plugins: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -104,6 +111,7 @@ struct FileConfig {
     outbox_dir: Option<PathBuf>,
     outbox_max_mib: Option<u64>,
     outbox_sync: Option<bool>,
+    allowed_plugins: Option<PathBuf>,
 }
 
 fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
@@ -235,6 +243,16 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
             .ok_or_else(|| anyhow::anyhow!("outbox_max_mib {mib} is too large"))?;
     }
     opts.outbox_sync = cli.outbox_sync || file.outbox_sync.unwrap_or(false);
+    if let Some(path) = cli.allowed_plugins.or(file.allowed_plugins) {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read allowed plugins file {}", path.display()))?;
+        let (list, warnings) = AllowList::parse(&text, &Usable::services())
+            .with_context(|| format!("allowed plugins file {}", path.display()))?;
+        for warning in warnings {
+            tracing::warn!(file = %path.display(), "{warning}");
+        }
+        opts.allowed_plugins = Some(list);
+    }
     Ok(opts)
 }
 

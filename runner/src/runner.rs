@@ -23,7 +23,7 @@ mod nodes;
 mod notices;
 mod step;
 
-use fetch::{bind_tag_sets, fetch_loop};
+use fetch::bind_tag_sets;
 use heartbeat::{heartbeat_loop, publish_heartbeat};
 use notices::{abort_listener, control_listener, watch_creds};
 
@@ -64,6 +64,8 @@ pub struct RunnerOptions {
     /// fsync each outbox entry (survives a host crash, costs a disk flush
     /// per message).
     pub outbox_sync: bool,
+    /// The plugins it may run (`--allowed-plugins`); all it has if unset.
+    pub allowed_plugins: Option<crate::plugins::AllowList>,
 }
 
 impl RunnerOptions {
@@ -89,6 +91,7 @@ impl RunnerOptions {
             outbox_dir: None,
             outbox_max_bytes: crate::outbox::DEFAULT_MAX_BYTES,
             outbox_sync: false,
+            allowed_plugins: None,
         }
     }
 }
@@ -157,6 +160,8 @@ struct Shared {
     /// Stop waiting for acks: the process is leaving, its outbox keeps
     /// what is not acknowledged for the next start.
     leaving: CancellationToken,
+    /// The plugins it runs, and those its allow-list leaves out.
+    plugins: crate::plugins::Usable,
 }
 
 impl Shared {
@@ -269,6 +274,7 @@ impl Runner {
             outbox,
             reporting: TaskTracker::new(),
             leaving: CancellationToken::new(),
+            plugins: crate::plugins::Usable::new(opts.allowed_plugins.as_ref()),
             opts,
             js,
             client: client.clone(),
@@ -342,21 +348,12 @@ impl Runner {
                 );
             }
         }
-        if shared.opts.local {
-            fetchers.spawn(fetch_loop(
-                shared.clone(),
-                subjects::dispatch_consumer(subjects::LOCAL_TOKEN),
-                steps.clone(),
-                stop_fetching.clone(),
-            ));
-        } else {
-            fetchers.spawn(bind_tag_sets(
-                shared.clone(),
-                fetchers.clone(),
-                steps.clone(),
-                stop_fetching.clone(),
-            ));
-        }
+        fetchers.spawn(bind_tag_sets(
+            shared.clone(),
+            fetchers.clone(),
+            steps.clone(),
+            stop_fetching.clone(),
+        ));
 
         shutdown.cancelled().await;
         tracing::info!(runner_id = %shared.opts.runner_id, "stopping: no new steps; waiting for running ones");

@@ -173,6 +173,26 @@ pub struct StepDispatched {
     pub log_filters: Vec<crate::job::LogFilter>,
 }
 
+impl StepDispatched {
+    /// The integration plugins (Rundeck types) a runner needs to run this
+    /// dispatch: its command's and its error handler's, and in a node run
+    /// every node step's. They choose its lane ([`crate::subjects::lane`]).
+    pub fn plugins(&self) -> std::collections::BTreeSet<String> {
+        let node_steps = self.node_run.iter().flat_map(|r| &r.steps);
+        std::iter::once(&self.command)
+            .chain(self.errorhandler.as_ref())
+            .chain(node_steps.flat_map(|s| std::iter::once(&s.command).chain(&s.errorhandler)))
+            .filter_map(StepCommand::plugin)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The plugin lane this dispatch goes to; none for `OUTPOST_DISPATCH`.
+    pub fn lane(&self) -> Option<String> {
+        crate::subjects::lane(&self.plugins())
+    }
+}
+
 /// Where a secure option's default lives in the runner's key store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OptionStorage {
@@ -529,6 +549,24 @@ pub struct RunnerHeartbeat {
     pub outbox_entries: u64,
     #[serde(default)]
     pub outbox_bytes: u64,
+    /// The integration plugins this replica runs (installed and allowed),
+    /// with their versions. A runner binds only the plugin lanes whose
+    /// every plugin is here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginVersion>,
+    /// Plugins this replica has but its allow-list (`--allowed-plugins`)
+    /// leaves out, so that a step that waits for one can say why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins_not_allowed: Vec<String>,
+}
+
+/// A plugin a runner can run: its Rundeck type and the version of what
+/// runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PluginVersion {
+    #[serde(rename = "type")]
+    pub plugin_type: String,
+    pub version: String,
 }
 
 /// The nodes a runner serves from its own node source, sent at start. The

@@ -74,10 +74,33 @@ pub struct TagSetsRequest {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TagSetsReply {
     /// Dispatch tokens; the consumer of each is `dispatch_<token>`.
     pub tokens: Vec<String>,
+    /// The plugin lanes registered for those targets. A runner binds one
+    /// (the consumer `dispatch_<token>` on the lane's stream) only if it
+    /// can run every plugin the lane needs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lanes: Vec<LaneTarget>,
+}
+
+/// A plugin lane registered for one target (in `OUTPOST_TAGSETS`, under
+/// [`crate::subjects::lane_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LaneTarget {
+    /// [`crate::subjects::lane`] of `plugins`.
+    pub lane: String,
+    /// The Rundeck types a runner needs, every one, to serve the lane.
+    pub plugins: Vec<String>,
+    pub target: crate::job::Target,
+}
+
+impl LaneTarget {
+    /// The dispatch token of the target, as for `OUTPOST_DISPATCH`.
+    pub fn token(&self) -> String {
+        self.target.token()
+    }
 }
 
 /// `secrets`: the secure option values of a step this runner claimed.

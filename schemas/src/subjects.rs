@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! outpost.dispatch.<target>.<execution_id>.<step>     OUTPOST_DISPATCH (work queue)
+//! outpost.pdispatch.<lane>.<target>.<exec>.<step>     OUTPOST_DISPATCH_P_<lane> (work queue)
 //! outpost.ev.<kind>.<execution_id>.<source>           OUTPOST_EVENTS
 //! outpost.log.<execution_id>.<step>.<runner_id>       OUTPOST_LOGS
 //! outpost.hb.<runner_id>.<replica_id>                 OUTPOST_HEARTBEATS
@@ -31,6 +32,19 @@
 //! `OUTPOST_TAGSETS` bucket by the orchestrator before the first dispatch to
 //! them; it then announces `outpost.tagsets.changed`, and each runner asks
 //! `outpost.rpc.<id>.tagsets` which sets it serves.
+//!
+//! **Plugin lanes.** A step that needs integration plugins (a plugin step,
+//! a plugin error handler, a node run with plugin node steps) goes to the
+//! lane of that set of plugins instead: a work-queue stream of its own,
+//! `OUTPOST_DISPATCH_P_<lane>`, with one consumer per target named as in
+//! `OUTPOST_DISPATCH` (`dispatch_<token>`). A runner binds a lane's
+//! consumers only when it can run every plugin of the lane (installed and
+//! allowed), so a step reaches no runner that would have to hand it back.
+//! The lane is in the stream's name and the target in the consumer's, so
+//! a runner's permissions (`MSG.NEXT.*.dispatch_<token>`) still name only
+//! its own tag sets, whatever plugins exist.
+
+use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
@@ -122,6 +136,88 @@ pub fn dispatch_consumer(token: &str) -> String {
     format!("dispatch_{token}")
 }
 
+/// Prefix of every plugin lane's stream.
+pub const LANE_STREAM_PREFIX: &str = "OUTPOST_DISPATCH_P_";
+/// Lane names longer than this are hashed, to keep stream names short.
+const MAX_LANE_NAME: usize = 64;
+
+/// The lane of a step that needs `plugins` (Rundeck types), or none when it
+/// needs none. Each type gives the last part of its name, lowercased
+/// (`edu.ohio.ais.rundeck.HttpWorkflowStepPlugin`: `httpworkflowstepplugin`);
+/// several are sorted and joined by `_`, and a long join is hashed.
+pub fn lane(plugins: &BTreeSet<String>) -> Option<String> {
+    if plugins.is_empty() {
+        return None;
+    }
+    let mut names: Vec<String> = plugins.iter().map(|p| lane_part(p)).collect();
+    names.sort();
+    names.dedup();
+    let joined = names.join("_");
+    if joined.len() <= MAX_LANE_NAME {
+        return Some(joined);
+    }
+    // FNV-1a: stable across builds and replicas, which is all it needs.
+    let hash = plugins
+        .iter()
+        .flat_map(|p| p.bytes().chain([0]))
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    Some(format!("x{hash:016x}"))
+}
+
+fn lane_part(plugin: &str) -> String {
+    plugin
+        .rsplit('.')
+        .next()
+        .unwrap_or(plugin)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+pub fn lane_stream(lane: &str) -> String {
+    format!("{LANE_STREAM_PREFIX}{lane}")
+}
+
+pub fn lane_subjects(lane: &str) -> String {
+    format!("outpost.pdispatch.{lane}.>")
+}
+
+pub fn lane_dispatch(lane: &str, token: &str, execution_id: Uuid, step: u32) -> String {
+    format!(
+        "outpost.pdispatch.{lane}.{token}.{}.{step}",
+        execution_id.simple()
+    )
+}
+
+pub fn lane_dispatch_filter(lane: &str, token: &str) -> String {
+    format!("outpost.pdispatch.{lane}.{token}.>")
+}
+
+/// The stream a dispatch to `lane` (none: `OUTPOST_DISPATCH`) goes to.
+pub fn dispatch_stream(lane: Option<&str>) -> String {
+    match lane {
+        None => DISPATCH_STREAM.to_string(),
+        Some(l) => lane_stream(l),
+    }
+}
+
+/// The subject of a dispatch, on its lane's stream.
+pub fn dispatch_on(lane: Option<&str>, token: &str, execution_id: Uuid, step: u32) -> String {
+    match lane {
+        None => dispatch(token, execution_id, step),
+        Some(l) => lane_dispatch(l, token, execution_id, step),
+    }
+}
+
+/// KV key of a registered lane target in `OUTPOST_TAGSETS`: tags cannot
+/// start with `_`, so these never meet a tag set's key.
+pub fn lane_key(lane: &str, token_parts: &[String]) -> String {
+    format!("_lane.{lane}.{}", token_parts.join("."))
+}
+
 pub fn event(kind: &str, execution_id: Uuid, source: &str) -> String {
     format!("outpost.ev.{kind}.{}.{source}", execution_id.simple())
 }
@@ -194,4 +290,46 @@ pub fn execution_key(execution_id: Uuid) -> String {
 /// KV key of a registered tag set: its tags joined by `.` (KV keys allow no `+`).
 pub fn tagset_key(tags: &[String]) -> String {
     tags.join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(types: &[&str]) -> BTreeSet<String> {
+        types.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn each_plugin_has_its_own_lane() {
+        let mut seen = BTreeSet::new();
+        for (t, _, _) in crate::job::STEP_TYPES {
+            let lane = lane(&set(&[t])).unwrap();
+            assert!(seen.insert(lane.clone()), "{t} shares lane {lane}");
+            assert!(lane.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        }
+    }
+
+    #[test]
+    fn lanes_are_named_by_their_plugins() {
+        let http = "edu.ohio.ais.rundeck.HttpWorkflowStepPlugin";
+        let node = "edu.ohio.ais.rundeck.HttpWorkflowNodeStepPlugin";
+        let ansible = "com.batix.rundeck.plugins.AnsiblePlaybookInlineWorkflowNodeStep";
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&[], None),
+            (&[http], Some("httpworkflowstepplugin")),
+            (
+                &[node, http],
+                Some("httpworkflownodestepplugin_httpworkflowstepplugin"),
+            ),
+            (&[node, http, ansible], Some("x9485c698d3640f5f")),
+        ];
+        for (types, want) in cases {
+            assert_eq!(lane(&set(types)).as_deref(), *want, "{types:?}");
+        }
+        assert_eq!(
+            lane_stream("httpworkflowstepplugin"),
+            "OUTPOST_DISPATCH_P_httpworkflowstepplugin"
+        );
+    }
 }

@@ -170,6 +170,14 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
     );
     violation(&mut errors, next).await;
     assert_eq!(pending().await, 1, "B's waiting step is still there");
+    // Nor from B's consumer on a plugin lane, nor any lane's subjects.
+    let lane_next =
+        "$JS.hub.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH_P_httpworkflowstepplugin.dispatch_beta";
+    let got = ask(lane_next, json!({"batch": 1, "expires": 1_000_000_000u64})).await;
+    assert!(!matches!(got, Ok(Ok(_))), "a fetch from B's lane answered");
+    violation(&mut errors, lane_next).await;
+    let _spy_lanes = thief.subscribe("outpost.pdispatch.>").await.unwrap();
+    violation(&mut errors, "outpost.pdispatch.>").await;
 
     // Publish a "finished" for B's step: as B, and as itself.
     let forged = |runner: &str| {

@@ -7,21 +7,85 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use outpost_schemas::job::http::{HttpRequestConfig, TYPES as HTTP_TYPES};
-use outpost_schemas::LogEntry;
+use outpost_schemas::{LogEntry, PluginVersion};
 use tokio::sync::mpsc;
 
 use crate::executor::{spawn_task, ExecError, RunningStep};
 use crate::mask::Secrets;
 
+mod allow;
 mod http;
 
-/// The plugin step types this runner can run, with the version of what
-/// runs them (the runner's own, for the ones built in).
-pub fn built() -> Vec<(&'static str, &'static str)> {
+pub use allow::{AllowList, AllowListError};
+
+/// A plugin this runner has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Built {
+    /// Its Rundeck type.
+    pub plugin_type: &'static str,
+    /// The Rundeck service it is listed under in an allow-list.
+    pub service: &'static str,
+    /// The version of what runs it (the runner's own, for the ones built in).
+    pub version: &'static str,
+}
+
+/// The plugins this runner has.
+pub fn built() -> Vec<Built> {
     HTTP_TYPES
         .iter()
-        .map(|(t, _)| (*t, env!("CARGO_PKG_VERSION")))
+        .map(|(t, node_step)| Built {
+            plugin_type: t,
+            service: if *node_step {
+                "WorkflowNodeStep"
+            } else {
+                "WorkflowStep"
+            },
+            version: env!("CARGO_PKG_VERSION"),
+        })
         .collect()
+}
+
+/// What this runner runs: the plugins it has that `allowed` lets it
+/// (all of them without a list), and those it leaves out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usable {
+    pub plugins: Vec<PluginVersion>,
+    pub not_allowed: Vec<String>,
+}
+
+impl Usable {
+    pub fn new(allowed: Option<&AllowList>) -> Usable {
+        let (plugins, refused): (Vec<Built>, Vec<Built>) = built()
+            .into_iter()
+            .partition(|b| allowed.is_none_or(|a| a.allows(b.plugin_type)));
+        Usable {
+            plugins: plugins
+                .into_iter()
+                .map(|b| PluginVersion {
+                    plugin_type: b.plugin_type.into(),
+                    version: b.version.into(),
+                })
+                .collect(),
+            not_allowed: refused.into_iter().map(|b| b.plugin_type.into()).collect(),
+        }
+    }
+
+    pub fn runs(&self, plugin: &str) -> bool {
+        self.plugins.iter().any(|p| p.plugin_type == plugin)
+    }
+
+    /// Runs every one of `plugins`.
+    pub fn runs_all<'a>(&self, mut plugins: impl Iterator<Item = &'a String>) -> bool {
+        plugins.all(|p| self.runs(p))
+    }
+
+    /// The allow-list's `known` argument: each plugin with its service.
+    pub fn services() -> Vec<(&'static str, &'static str)> {
+        built()
+            .into_iter()
+            .map(|b| (b.plugin_type, b.service))
+            .collect()
+    }
 }
 
 /// Starts the plugin step `plugin`; a configuration that does not hold

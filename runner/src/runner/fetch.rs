@@ -16,10 +16,11 @@ use crate::bus::{self};
 use super::step::handle_dispatch;
 use super::{reconnected, Shared, RPC_TIMEOUT};
 
-/// Asks the control plane which registered tag sets this runner serves, and
-/// starts a fetch loop for each new one: at start, whenever a tag set is
-/// registered (`outpost.tagsets.changed`), and at every heartbeat period in
-/// case an announcement was missed.
+/// Asks the control plane which registered tag sets and plugin lanes this
+/// runner serves, and starts a fetch loop for each new one it can run: at
+/// start, whenever one is registered (`outpost.tagsets.changed`), and at
+/// every heartbeat period in case an announcement was missed. The local
+/// runner serves `_local` from the start, and asks only for its lanes.
 pub(super) async fn bind_tag_sets(
     shared: Arc<Shared>,
     fetchers: TaskTracker,
@@ -33,7 +34,28 @@ pub(super) async fn bind_tag_sets(
             None
         }
     };
-    let mut bound: HashSet<String> = HashSet::new();
+    // (stream, consumer) pairs with a fetch loop.
+    let mut bound: HashSet<(String, String)> = HashSet::new();
+    let mut bind = |stream: String, token: &str, what: &str| {
+        let consumer = subjects::dispatch_consumer(token);
+        if bound.insert((stream.clone(), consumer.clone())) {
+            tracing::info!(runner_id = %shared.opts.runner_id, tag_set = %token, stream, "serving {what}");
+            fetchers.spawn(fetch_loop(
+                shared.clone(),
+                stream,
+                consumer,
+                steps.clone(),
+                stop.clone(),
+            ));
+        }
+    };
+    if shared.opts.local {
+        bind(
+            subjects::DISPATCH_STREAM.into(),
+            subjects::LOCAL_TOKEN,
+            "tag set",
+        );
+    }
     let mut tick = tokio::time::interval(shared.opts.heartbeat_every);
     let subject = subjects::rpc(&shared.opts.runner_id, subjects::rpc::TAGSETS);
     let request = outpost_schemas::rpc::TagSetsRequest {
@@ -49,15 +71,18 @@ pub(super) async fn bind_tag_sets(
         .await
         {
             Ok(reply) => {
-                for token in reply.tokens {
-                    if bound.insert(token.clone()) {
-                        tracing::info!(runner_id = %shared.opts.runner_id, tag_set = %token, "serving tag set");
-                        fetchers.spawn(fetch_loop(
-                            shared.clone(),
-                            subjects::dispatch_consumer(&token),
-                            steps.clone(),
-                            stop.clone(),
-                        ));
+                for token in &reply.tokens {
+                    bind(subjects::DISPATCH_STREAM.into(), token, "tag set");
+                }
+                // A lane with a plugin this runner lacks or does not allow
+                // is left alone: its steps are for other runners.
+                for lane in &reply.lanes {
+                    if shared.plugins.runs_all(lane.plugins.iter()) {
+                        bind(
+                            subjects::lane_stream(&lane.lane),
+                            &lane.token(),
+                            "plugin lane",
+                        );
                     }
                 }
             }
@@ -84,6 +109,7 @@ pub(super) async fn bind_tag_sets(
 /// Long-polls one consumer, one message per free slot.
 pub(super) async fn fetch_loop(
     shared: Arc<Shared>,
+    stream: String,
     consumer_name: String,
     steps: TaskTracker,
     stop: CancellationToken,
@@ -91,10 +117,7 @@ pub(super) async fn fetch_loop(
     let consumer = loop {
         match shared
             .js
-            .get_consumer_from_stream::<pull::Config, _, _>(
-                &consumer_name,
-                subjects::DISPATCH_STREAM,
-            )
+            .get_consumer_from_stream::<pull::Config, _, _>(&consumer_name, &stream)
             .await
         {
             Ok(c) => break c,

@@ -65,6 +65,8 @@ pub(super) async fn publish_heartbeat(
         steps,
         outbox_entries: backlog.entries as u64,
         outbox_bytes: backlog.bytes,
+        plugins: shared.plugins.plugins.clone(),
+        plugins_not_allowed: shared.plugins.not_allowed.clone(),
     };
     let subject = subjects::heartbeat(&shared.opts.runner_id, shared.replica_id);
     bus::publish_json(&shared.js, &subject, &hb.header.message_id.to_string(), &hb).await

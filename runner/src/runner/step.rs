@@ -46,6 +46,17 @@ pub(super) async fn handle_dispatch(
     let execution_id = dispatched.execution_id;
     let step = dispatched.step;
     let runner_id = shared.opts.runner_id.clone();
+    let plugins = dispatched.plugins();
+    if !shared.plugins.runs_all(plugins.iter()) {
+        // Only a lane of plugins it runs reaches it, so this is a step from
+        // before lanes (or a bug): never run it, and leave it to a runner
+        // that can, without claiming it.
+        tracing::error!(execution_id = %execution_id, step, runner_id = %runner_id, plugins = ?plugins, "a step that needs a plugin this runner does not run reached it; handing it back");
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(30))))
+            .await;
+        return;
+    }
     if shared
         .running
         .lock()

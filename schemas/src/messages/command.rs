@@ -63,6 +63,14 @@ pub enum ScriptSource {
 }
 
 impl StepCommand {
+    /// The integration plugin (its Rundeck type) this command needs.
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            StepCommand::Plugin { plugin, .. } => Some(plugin),
+            _ => None,
+        }
+    }
+
     /// The command with `${key}` references replaced.
     pub fn substituted(&self, vars: &BTreeMap<String, String>) -> StepCommand {
         self.map_text(|t| crate::job::substitute(t, vars))

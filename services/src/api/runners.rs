@@ -59,6 +59,8 @@ pub(super) async fn list_runners(State(s): State<AppState>) -> ApiResult<Json<Ve
                 outbox_bytes: Some(h.outbox_bytes),
                 time: Some(h.header.time),
                 started: None,
+                plugins: h.plugins,
+                plugins_not_allowed: h.plugins_not_allowed,
                 runner_id: h.runner_id,
                 tags: h.tags,
             }
@@ -92,6 +94,8 @@ pub(super) async fn list_runners(State(s): State<AppState>) -> ApiResult<Json<Ve
                 outbox_bytes: None,
                 time: None,
                 started: rec.started,
+                plugins: Vec::new(),
+                plugins_not_allowed: Vec::new(),
             });
         }
     }

@@ -1,7 +1,7 @@
 //! Runners: the live fleet, enrolment and the actions on one runner.
 
 use chrono::{DateTime, Utc};
-use outpost_schemas::messages::RunnerState;
+use outpost_schemas::messages::{PluginVersion, RunnerState};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -49,6 +49,13 @@ pub struct RunnerReplica {
     /// When a replica of it last started, for a runner with none checking in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<DateTime<Utc>>,
+    /// The plugins this replica runs: those it has that its allow-list
+    /// allows (all it has, without one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginVersion>,
+    /// The plugins it has that its allow-list leaves out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins_not_allowed: Vec<String>,
 }
 
 /// `POST /runners`.

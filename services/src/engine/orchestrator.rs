@@ -12,6 +12,7 @@ use async_nats::jetstream::{self, kv};
 use outpost_bus as bus;
 use outpost_schemas::job::{TagSet, Target};
 use outpost_schemas::records::DeadlineRecord;
+use outpost_schemas::rpc::LaneTarget;
 use outpost_schemas::{subjects, Event, Header, StepWaiting};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -469,11 +470,24 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
         return children::start_child(ctx, run).await;
     }
     let dispatch = run.dispatch();
-    if let Target::Tags(set) = &dispatch.target {
-        topology::ensure_tag_set(&ctx.js, ctx.tagsets.raw(), set).await?;
+    let plugins = dispatch.plugins();
+    let lane = subjects::lane(&plugins);
+    match (&lane, &dispatch.target) {
+        (Some(lane), target) => {
+            let lane = LaneTarget {
+                lane: lane.clone(),
+                plugins: plugins.iter().cloned().collect(),
+                target: target.clone(),
+            };
+            topology::ensure_lane(&ctx.js, ctx.tagsets.raw(), &lane).await?;
+        }
+        (None, Target::Tags(set)) => {
+            topology::ensure_tag_set(&ctx.js, ctx.tagsets.raw(), set).await?
+        }
+        (None, Target::Local) => {}
     }
     let token = dispatch.target.token();
-    let subject = subjects::dispatch(&token, run.execution_id, run.current);
+    let subject = subjects::dispatch_on(lane.as_deref(), &token, run.execution_id, run.current);
     let msg_id = format!("{}.{}.dispatch", run.execution_id.simple(), run.current);
     let duplicate = bus::publish_json(&ctx.js, &subject, &msg_id, &dispatch).await?;
     let target = dispatch.target.clone();
@@ -484,7 +498,10 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
         tracing::debug!(execution_id = %run.execution_id, step = run.current, target = %token, "step dispatched");
         // Not known yet (the view is still loading): say nothing rather
         // than claim the step waits.
-        let waiting = ctx.live.why_waiting(&target, Duration::from_secs(5)).await;
+        let waiting = ctx
+            .live
+            .why_waiting(&target, &plugins, Duration::from_secs(5))
+            .await;
         if let Some(reason) = waiting.flatten() {
             tracing::info!(execution_id = %run.execution_id, step = run.current, reason, "step waits for a runner");
             bus::publish_event(

@@ -1,5 +1,6 @@
 //! What the control plane knows about runners: their latest heartbeats.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -207,15 +208,21 @@ pub fn serves(hb: &RunnerHeartbeat, target: &Target) -> bool {
     }
 }
 
-/// Why a step for `target` cannot start now, or `None` when a live runner
-/// serves it.
+/// Why a step for `target` that needs `plugins` cannot start now, or
+/// `None` when a live runner serves it.
 pub fn why_waiting<'a>(
     hbs: impl IntoIterator<Item = &'a RunnerHeartbeat>,
     target: &Target,
+    plugins: &BTreeSet<String>,
 ) -> Option<String> {
     let live: Vec<&RunnerHeartbeat> = hbs.into_iter().filter(|h| is_live(h)).collect();
-    if live.iter().any(|h| serves(h, target)) {
+    let serving: Vec<&RunnerHeartbeat> =
+        live.iter().copied().filter(|h| serves(h, target)).collect();
+    if serving.iter().any(|h| runs_all(h, plugins)) {
         return None;
+    }
+    if !serving.is_empty() {
+        return Some(lacking_plugins(&serving, target, plugins));
     }
     let mut others: Vec<String> = live
         .iter()
@@ -235,9 +242,64 @@ pub fn why_waiting<'a>(
     })
 }
 
+/// The replica runs every plugin in `plugins`.
+fn runs_all(hb: &RunnerHeartbeat, plugins: &BTreeSet<String>) -> bool {
+    plugins
+        .iter()
+        .all(|p| hb.plugins.iter().any(|v| &v.plugin_type == p))
+}
+
+/// Why the runners that serve a target cannot take a step that needs
+/// `plugins`: for each, the plugins it does not allow or does not have.
+fn lacking_plugins(
+    serving: &[&RunnerHeartbeat],
+    target: &Target,
+    plugins: &BTreeSet<String>,
+) -> String {
+    let mut why: Vec<String> = serving
+        .iter()
+        .map(|h| {
+            let missing = plugins
+                .iter()
+                .filter(|p| !h.plugins.iter().any(|v| &&v.plugin_type == p));
+            let (refused, absent): (Vec<&String>, Vec<&String>) =
+                missing.partition(|p| h.plugins_not_allowed.contains(p));
+            let mut parts = Vec::new();
+            if !refused.is_empty() {
+                parts.push(format!("does not allow {}", quoted(&refused)));
+            }
+            if !absent.is_empty() {
+                parts.push(format!("does not have {}", quoted(&absent)));
+            }
+            format!("runner {} {}", h.runner_id, parts.join(" and "))
+        })
+        .collect();
+    // Replicas of one runner say the same.
+    why.sort();
+    why.dedup();
+    let whom = match target {
+        Target::Local => "the control plane's local runner".to_string(),
+        Target::Tags(set) => format!("the live runners with the tags [{}]", set.tags().join(",")),
+    };
+    format!(
+        "no runner can run the plugin step: it needs {}, and of {whom}, {}; the step stays queued and starts when a runner that allows and has them connects",
+        quoted(&plugins.iter().collect::<Vec<_>>()),
+        why.join("; ")
+    )
+}
+
+fn quoted(items: &[&String]) -> String {
+    items
+        .iter()
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use outpost_schemas::job::TagSet;
     use outpost_schemas::Header;
 
     fn hb(age_s: i64, state: RunnerState, running: u32, capacity: u32) -> RunnerHeartbeat {
@@ -257,6 +319,62 @@ mod tests {
             steps: vec![],
             outbox_entries: 0,
             outbox_bytes: 0,
+            plugins: vec![],
+            plugins_not_allowed: vec![],
+        }
+    }
+
+    const HTTP: &str = "edu.ohio.ais.rundeck.HttpWorkflowStepPlugin";
+    const ANSIBLE: &str = "com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep";
+
+    fn runner(id: &str, tags: &[&str], runs: &[&str], refuses: &[&str]) -> RunnerHeartbeat {
+        let mut h = hb(1, RunnerState::Running, 0, 10);
+        h.runner_id = id.into();
+        h.tags = tags.iter().map(|t| t.to_string()).collect();
+        h.plugins = runs
+            .iter()
+            .map(|p| outpost_schemas::PluginVersion {
+                plugin_type: p.to_string(),
+                version: "1".into(),
+            })
+            .collect();
+        h.plugins_not_allowed = refuses.iter().map(|p| p.to_string()).collect();
+        h
+    }
+
+    /// Each fleet and step beside why the step waits (or `-` when a live
+    /// runner takes it).
+    #[test]
+    fn a_plugin_step_waits_for_a_runner_that_runs_its_plugins() {
+        let dc = Target::Tags(TagSet::new(["dc"]).unwrap());
+        let cases: Vec<(Vec<RunnerHeartbeat>, &[&str], &str)> = vec![
+            (vec![runner("a", &["dc"], &[HTTP], &[])], &[HTTP], "-"),
+            (vec![runner("a", &["dc"], &[], &[])], &[], "-"),
+            (
+                vec![runner("a", &["dc"], &[], &[HTTP])],
+                &[HTTP],
+                "no runner can run the plugin step: it needs `edu.ohio.ais.rundeck.HttpWorkflowStepPlugin`, and of the live runners with the tags [dc], runner a does not allow `edu.ohio.ais.rundeck.HttpWorkflowStepPlugin`; the step stays queued and starts when a runner that allows and has them connects",
+            ),
+            (
+                vec![
+                    runner("a", &["dc"], &[HTTP], &[]),
+                    runner("a", &["dc"], &[HTTP], &[]),
+                    runner("b", &["dc", "eu"], &[], &[HTTP]),
+                    runner("c", &["eu"], &[HTTP, ANSIBLE], &[]),
+                ],
+                &[HTTP, ANSIBLE],
+                "no runner can run the plugin step: it needs `com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep`, `edu.ohio.ais.rundeck.HttpWorkflowStepPlugin`, and of the live runners with the tags [dc], runner a does not have `com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep`; runner b does not allow `edu.ohio.ais.rundeck.HttpWorkflowStepPlugin` and does not have `com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep`; the step stays queued and starts when a runner that allows and has them connects",
+            ),
+            (
+                vec![runner("c", &["eu"], &[HTTP], &[])],
+                &[HTTP],
+                "no live runner carries all of the tags [dc] (live runners: c [eu]); the step stays queued and starts when one connects",
+            ),
+        ];
+        for (fleet, plugins, want) in cases {
+            let plugins: BTreeSet<String> = plugins.iter().map(|p| p.to_string()).collect();
+            let got = why_waiting(&fleet, &dc, &plugins).unwrap_or_else(|| "-".into());
+            assert_eq!(got, want, "{plugins:?}");
         }
     }
 

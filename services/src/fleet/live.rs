@@ -5,7 +5,7 @@
 //! cost one request per replica of the whole fleet, per dispatch, and was
 //! what bounded the drain rate with a large fleet.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -41,7 +41,12 @@ impl LiveHeartbeats {
     /// fleet's heartbeats for each dispatch; `None` inside when a live runner
     /// serves it, and `None` outside while the view has not caught up (for
     /// at most `wait`).
-    pub async fn why_waiting(&self, target: &Target, wait: Duration) -> Option<Option<String>> {
+    pub async fn why_waiting(
+        &self,
+        target: &Target,
+        plugins: &BTreeSet<String>,
+        wait: Duration,
+    ) -> Option<Option<String>> {
         if !self.ready.wait(wait).await {
             return None;
         }
@@ -50,6 +55,7 @@ impl LiveHeartbeats {
         Some(super::health::why_waiting(
             latest.values().filter(|h| h.header.time > oldest),
             target,
+            plugins,
         ))
     }
 

@@ -1,4 +1,4 @@
-//! The registered tag sets, kept in memory by a watch on `OUTPOST_TAGSETS`
+//! The registered tag sets and plugin lanes, kept in memory by a watch on `OUTPOST_TAGSETS`
 //! that the registry owns, so that a runner's `tagsets` request (one per
 //! runner per heartbeat) reads memory, not the bucket: a key scan creates a
 //! JetStream consumer each time, and a fleet of runners made them faster
@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
-use outpost_schemas::job::TagSet;
+use outpost_schemas::job::{TagSet, Target};
+use outpost_schemas::rpc::LaneTarget;
 use outpost_schemas::subjects;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +21,8 @@ use crate::store::watched::{keep_following, watch_all, Ready};
 #[derive(Clone, Default)]
 pub struct TagSetIndex {
     sets: Arc<RwLock<BTreeMap<String, TagSet>>>,
+    /// Plugin lanes, by their key (`_lane.<lane>.<target>`).
+    lanes: Arc<RwLock<BTreeMap<String, LaneTarget>>>,
     /// The watch has delivered every entry that existed when it started.
     ready: Ready,
 }
@@ -36,6 +39,31 @@ impl TagSetIndex {
             sets.values()
                 .filter(|set| set.satisfied_by(tags))
                 .map(TagSet::token)
+                .collect(),
+        )
+    }
+
+    /// The registered plugin lanes whose target `tags` satisfies (`None`:
+    /// the local runner's), every one whatever its plugins: the runner
+    /// keeps those it can run. `None` outside as for [`Self::satisfied_by`].
+    pub async fn lanes_for(
+        &self,
+        tags: Option<&TagSet>,
+        wait: Duration,
+    ) -> Option<Vec<LaneTarget>> {
+        if !self.ready.wait(wait).await {
+            return None;
+        }
+        let lanes = self.lanes.read().unwrap();
+        Some(
+            lanes
+                .values()
+                .filter(|l| match (&l.target, tags) {
+                    (Target::Local, None) => true,
+                    (Target::Tags(set), Some(tags)) => set.satisfied_by(tags),
+                    _ => false,
+                })
+                .cloned()
                 .collect(),
         )
     }
@@ -86,6 +114,20 @@ impl TagSetIndex {
 
     /// Returns whether the entry added a set not known before.
     fn apply(&self, entry: &kv::Entry) -> bool {
+        if entry.key.starts_with("_lane.") {
+            let mut lanes = self.lanes.write().unwrap();
+            if entry.operation != kv::Operation::Put {
+                lanes.remove(&entry.key);
+                return false;
+            }
+            return match serde_json::from_slice::<LaneTarget>(&entry.value) {
+                Ok(lane) => lanes.insert(entry.key.clone(), lane).is_none(),
+                Err(err) => {
+                    tracing::warn!(error = %err, key = %entry.key, "skipping an unreadable plugin lane");
+                    false
+                }
+            };
+        }
         let mut sets = self.sets.write().unwrap();
         if entry.operation != kv::Operation::Put {
             sets.remove(&entry.key);

@@ -459,7 +459,10 @@ pub struct Permissions {
 /// subject in RUNNERS, answered with a stream of messages).
 fn runner_services() -> Vec<(String, String, bool)> {
     let same = |s: &str| (s.to_string(), s.to_string(), false);
-    let stream = subjects::DISPATCH_STREAM;
+    // Any stream: `OUTPOST_DISPATCH` and each plugin lane's, which come and
+    // go without a new account JWT. Each runner's own permissions name the
+    // consumers (`dispatch_<token>`) it may use; no other stream has one
+    // of that name.
     vec![
         same("outpost.ev.*.*.*"),
         same("outpost.log.*.*.*"),
@@ -467,15 +470,15 @@ fn runner_services() -> Vec<(String, String, bool)> {
         same("outpost.nodes.*"),
         same("outpost.rpc.*.*"),
         same("outpost.dlq.*.*"),
-        same(&format!("$JS.ACK.{stream}.>")),
+        same("$JS.ACK.*.>"),
         (
-            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
-            format!("{RUNNER_API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.*"),
+            "$JS.API.CONSUMER.MSG.NEXT.*.*".to_string(),
+            format!("{RUNNER_API_PREFIX}.CONSUMER.MSG.NEXT.*.*"),
             true,
         ),
         (
-            format!("$JS.API.CONSUMER.INFO.{stream}.*"),
-            format!("{RUNNER_API_PREFIX}.CONSUMER.INFO.{stream}.*"),
+            "$JS.API.CONSUMER.INFO.*.*".to_string(),
+            format!("{RUNNER_API_PREFIX}.CONSUMER.INFO.*.*"),
             false,
         ),
     ]
@@ -517,14 +520,14 @@ pub fn runner_permissions(runner_id: &str, tags: &TagSet) -> Permissions {
         // `all` is sorted, so the subset is too: this is its canonical token.
         let token = subset.join("+");
         let consumer = subjects::dispatch_consumer(&token);
-        let stream = subjects::DISPATCH_STREAM;
+        // On any stream: `OUTPOST_DISPATCH` and every plugin lane. Which
+        // lanes it serves is the runner's choice (its plugins); which
+        // targets is not.
         publish.push(format!(
-            "{RUNNER_API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+            "{RUNNER_API_PREFIX}.CONSUMER.MSG.NEXT.*.{consumer}"
         ));
-        publish.push(format!(
-            "{RUNNER_API_PREFIX}.CONSUMER.INFO.{stream}.{consumer}"
-        ));
-        publish.push(format!("$JS.ACK.{stream}.{consumer}.>"));
+        publish.push(format!("{RUNNER_API_PREFIX}.CONSUMER.INFO.*.{consumer}"));
+        publish.push(format!("$JS.ACK.*.{consumer}.>"));
     }
     Permissions {
         publish,
@@ -589,9 +592,9 @@ mod tests {
             .publish
             .iter()
             .all(|s| !s.contains("$KV") && !s.contains("STREAM.")));
-        assert!(p.publish.contains(
-            &"JS.outpost.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_eu+linux".to_string()
-        ));
+        assert!(p
+            .publish
+            .contains(&"JS.outpost.API.CONSUMER.MSG.NEXT.*.dispatch_eu+linux".to_string()));
         assert!(p.publish.contains(&"outpost.ev.*.*.web".to_string()));
         assert!(!p.publish.iter().any(|s| s.contains("outpost.ev.>")));
         assert_eq!(p.subscribe[0], "_INBOX_web.>");

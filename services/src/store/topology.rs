@@ -10,7 +10,8 @@ use async_nats::jetstream::{
     kv,
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
-use outpost_schemas::job::TagSet;
+use outpost_schemas::job::{TagSet, Target};
+use outpost_schemas::rpc::LaneTarget;
 use outpost_schemas::subjects::{self as s};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -38,17 +39,7 @@ pub enum TopologyError {
 /// ARCHITECTURE.md against it).
 pub fn stream_configs() -> Vec<stream::Config> {
     vec![
-        stream::Config {
-            name: s::DISPATCH_STREAM.into(),
-            description: Some("Steps waiting for a runner; one subject token per target".into()),
-            subjects: vec!["outpost.dispatch.>".into()],
-            retention: RetentionPolicy::WorkQueue,
-            storage: StorageType::File,
-            // No max age: a step waiting for its runner must not vanish.
-            duplicate_window: DUPLICATE_WINDOW,
-            allow_direct: true,
-            ..Default::default()
-        },
+        dispatch_stream_config(None),
         stream::Config {
             name: s::EVENTS_STREAM.into(),
             description: Some("Execution events: the source of truth that projections fold".into()),
@@ -220,17 +211,25 @@ pub fn bucket_configs() -> Vec<kv::Config> {
     ]
 }
 
+async fn create_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<(), TopologyError> {
+    let name = config.name.clone();
+    js.create_or_update_stream(config)
+        .await
+        .map_err(|e| TopologyError::Stream {
+            name,
+            message: e.to_string(),
+        })?;
+    Ok(())
+}
+
 /// Creates every stream, bucket and fixed consumer; safe to call from any
 /// number of replicas at once.
 pub async fn ensure(js: &jetstream::Context) -> Result<(), TopologyError> {
     for config in stream_configs() {
-        let name = config.name.clone();
-        js.create_or_update_stream(config)
-            .await
-            .map_err(|e| TopologyError::Stream {
-                name,
-                message: e.to_string(),
-            })?;
+        create_stream(js, config).await?;
     }
     for config in bucket_configs() {
         let name = config.bucket.clone();
@@ -268,7 +267,7 @@ pub async fn ensure(js: &jetstream::Context) -> Result<(), TopologyError> {
         },
     )
     .await?;
-    ensure_dispatch_consumer(js, s::LOCAL_TOKEN).await?;
+    ensure_dispatch_consumer(js, None, s::LOCAL_TOKEN).await?;
     let projects =
         js.get_key_value(s::PROJECTS_BUCKET)
             .await
@@ -306,6 +305,27 @@ async fn ensure_consumer(
     })
 }
 
+/// `OUTPOST_DISPATCH`, or a plugin lane's stream: the same work queue.
+pub fn dispatch_stream_config(lane: Option<&str>) -> stream::Config {
+    stream::Config {
+        name: s::dispatch_stream(lane),
+        description: Some(match lane {
+            None => "Steps waiting for a runner; one subject token per target".into(),
+            Some(l) => format!("Steps that need the plugins of lane `{l}`, waiting for a runner that has them all; one subject token per target"),
+        }),
+        subjects: vec![match lane {
+            None => "outpost.dispatch.>".into(),
+            Some(l) => s::lane_subjects(l),
+        }],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        // No max age: a step waiting for its runner must not vanish.
+        duplicate_window: DUPLICATE_WINDOW,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
 /// Runner replicas that may wait on one dispatch consumer at once, each
 /// with its one long-poll pull. The server's default is 512, past which a
 /// pull fails with "409 Exceeded MaxWaiting": a fleet of 1,000 runners on
@@ -314,17 +334,26 @@ pub const MAX_WAITING_PULLS: i64 = 10_000;
 
 async fn ensure_dispatch_consumer(
     js: &jetstream::Context,
+    lane: Option<&str>,
     token: &str,
 ) -> Result<(), TopologyError> {
+    let stream = s::dispatch_stream(lane);
     let ensured = ensure_consumer(
         js,
-        s::DISPATCH_STREAM,
+        &stream,
         pull::Config {
             durable_name: Some(s::dispatch_consumer(token)),
             description: Some(format!(
-                "Work for target `{token}`, shared by every runner that satisfies it"
+                "Work for target `{token}`, shared by every runner that satisfies it{}",
+                match lane {
+                    Some(_) => " and runs the lane's plugins",
+                    None => "",
+                }
             )),
-            filter_subject: s::dispatch_filter(token),
+            filter_subject: match lane {
+                None => s::dispatch_filter(token),
+                Some(l) => s::lane_dispatch_filter(l, token),
+            },
             ack_policy: AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
             max_ack_pending: 10_000,
@@ -334,7 +363,7 @@ async fn ensure_dispatch_consumer(
     )
     .await;
     match ensured {
-        Err(err) if consumer_exists(js, &s::dispatch_consumer(token)).await => {
+        Err(err) if consumer_exists(js, &stream, &s::dispatch_consumer(token)).await => {
             // The server fixes `max_waiting` at creation, so a consumer made
             // by an older version cannot take the new limit; it keeps working
             // with its own.
@@ -345,8 +374,8 @@ async fn ensure_dispatch_consumer(
     }
 }
 
-async fn consumer_exists(js: &jetstream::Context, name: &str) -> bool {
-    js.get_consumer_from_stream::<pull::Config, _, _>(name, s::DISPATCH_STREAM)
+async fn consumer_exists(js: &jetstream::Context, stream: &str, name: &str) -> bool {
+    js.get_consumer_from_stream::<pull::Config, _, _>(name, stream)
         .await
         .is_ok()
 }
@@ -362,7 +391,7 @@ pub async fn ensure_tag_set(
     if let Ok(Some(_)) = registry.get(&key).await {
         return Ok(());
     }
-    ensure_dispatch_consumer(js, &set.token()).await?;
+    ensure_dispatch_consumer(js, None, &set.token()).await?;
     let value = serde_json::to_vec(set).expect("tag set serialises");
     registry
         .put(&key, value.into())
@@ -373,6 +402,39 @@ pub async fn ensure_tag_set(
         })?;
     // Runners re-ask which sets they serve. Best effort: they also re-ask
     // with every heartbeat.
+    let _ = js
+        .client()
+        .publish(s::TAGSETS_CHANGED, bytes::Bytes::new())
+        .await;
+    Ok(())
+}
+
+/// Makes a plugin lane servable for one target: the lane's stream, its
+/// consumer for the target, then the registry entry that tells runners
+/// (see [`ensure_tag_set`]). Idempotent; cheap when already registered.
+pub async fn ensure_lane(
+    js: &jetstream::Context,
+    registry: &kv::Store,
+    lane: &LaneTarget,
+) -> Result<(), TopologyError> {
+    let parts = match &lane.target {
+        Target::Local => vec![s::LOCAL_TOKEN.to_string()],
+        Target::Tags(set) => set.tags().to_vec(),
+    };
+    let key = s::lane_key(&lane.lane, &parts);
+    if let Ok(Some(_)) = registry.get(&key).await {
+        return Ok(());
+    }
+    create_stream(js, dispatch_stream_config(Some(&lane.lane))).await?;
+    ensure_dispatch_consumer(js, Some(&lane.lane), &lane.token()).await?;
+    let value = serde_json::to_vec(lane).expect("lane serialises");
+    registry
+        .put(&key, value.into())
+        .await
+        .map_err(|e| TopologyError::TagSet {
+            token: format!("{} (lane {})", lane.token(), lane.lane),
+            message: e.to_string(),
+        })?;
     let _ = js
         .client()
         .publish(s::TAGSETS_CHANGED, bytes::Bytes::new())

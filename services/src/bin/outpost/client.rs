@@ -444,6 +444,14 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
                     r.hostname.as_deref().unwrap_or("-"),
                     r.tags.join(","),
                 );
+                // Said only when a list leaves some out: why a plugin step
+                // waits is then in plain sight.
+                if !r.plugins_not_allowed.is_empty() {
+                    println!(
+                        "  not allowed by its --allowed-plugins: {}",
+                        r.plugins_not_allowed.join(", ")
+                    );
+                }
             }
         }
     }

@@ -263,25 +263,27 @@ impl Registry {
         runner: &str,
         req: TagSetsRequest,
     ) -> Result<TagSetsReply, RegistryError> {
+        let behind =
+            || ServiceError::Nats("the tag set index has not caught up yet; ask again".into());
+        let wait = std::time::Duration::from_secs(5);
+        let index = &self.inner.tag_index;
         if runner == subjects::LOCAL_RUNNER_ID {
             return Ok(TagSetsReply {
                 tokens: vec![subjects::LOCAL_TOKEN.into()],
+                lanes: index.lanes_for(None, wait).await.ok_or_else(behind)?,
             });
         }
         let mine = match self.tags_of(runner, &req.tags).await? {
             Ok(t) => t,
-            Err(_) => return Ok(TagSetsReply { tokens: vec![] }),
+            Err(_) => return Ok(TagSetsReply::default()),
         };
-        let mut tokens = self
-            .inner
-            .tag_index
-            .satisfied_by(&mine, std::time::Duration::from_secs(5))
-            .await
-            .ok_or_else(|| {
-                ServiceError::Nats("the tag set index has not caught up yet; ask again".into())
-            })?;
+        let mut tokens = index.satisfied_by(&mine, wait).await.ok_or_else(behind)?;
         tokens.sort();
-        Ok(TagSetsReply { tokens })
+        let lanes = index
+            .lanes_for(Some(&mine), wait)
+            .await
+            .ok_or_else(behind)?;
+        Ok(TagSetsReply { tokens, lanes })
     }
 
     /// The runner runs on `public_key` now: if that is its newest credential,
