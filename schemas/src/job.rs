@@ -38,7 +38,9 @@ pub use loglimit::*;
 pub use nodes::*;
 pub use notification::{Notifications, Notify, TRIGGERS};
 pub use option::*;
-pub use plugin::{http, known_types, stored_keys, FlowControl, PluginStep, Support, STEP_TYPES};
+pub use plugin::{
+    ansible, http, known_types, stored_keys, FlowControl, PluginStep, Support, STEP_TYPES,
+};
 pub use retry::{JobRetry, RetryPolicy};
 pub use schedule::Schedule;
 pub use step::*;

@@ -56,6 +56,7 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
             "plugin_http_request",
             schema_for!(job::http::HttpRequestConfig),
         ),
+        ("plugin_ansible", schema_for!(job::ansible::AnsibleConfig)),
         ("job", schema_for!(job::Job)),
         ("rpc_claim_request", schema_for!(rpc::ClaimRequest)),
         ("rpc_claim_reply", schema_for!(rpc::ClaimReply)),

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use outpost_schemas::job::ansible::{AnsibleConfig, SshAuth, Vault, TYPES as ANSIBLE_TYPES};
 use outpost_schemas::job::http::{HttpRequestConfig, TYPES as HTTP_TYPES};
 use outpost_schemas::{LogEntry, PluginVersion};
 use tokio::sync::mpsc;
@@ -14,6 +15,7 @@ use crate::executor::{spawn_task, ExecError, RunningStep};
 use crate::mask::Secrets;
 
 mod allow;
+mod ansible;
 mod http;
 
 pub use allow::{AllowList, AllowListError};
@@ -31,8 +33,14 @@ pub struct Built {
 
 /// The plugins this runner has.
 pub fn built() -> Vec<Built> {
+    let ansible: &[(&str, bool)] = if ansible::installed() {
+        ANSIBLE_TYPES
+    } else {
+        &[]
+    };
     HTTP_TYPES
         .iter()
+        .chain(ansible)
         .map(|(t, node_step)| Built {
             plugin_type: t,
             service: if *node_step {
@@ -88,18 +96,69 @@ impl Usable {
     }
 }
 
+/// Where a plugin step runs on this runner.
+pub struct Place<'a> {
+    pub key_store: &'a Path,
+    pub work_dir: &'a Path,
+    /// The step's environment (`RD_*`), as a command's.
+    pub env: &'a BTreeMap<String, String>,
+}
+
 /// Starts the plugin step `plugin`; a configuration that does not hold
 /// once expanded, or a plugin this runner lacks, is an error naming it.
 pub fn start(
     plugin: &str,
     config: &BTreeMap<String, String>,
     stored: &[String],
-    key_store: &Path,
+    place: &Place<'_>,
     lines: mpsc::Sender<LogEntry>,
     secrets: &Secrets,
 ) -> Result<RunningStep, ExecError> {
+    let key_store = place.key_store;
     // A configuration error quotes what the references expanded to.
     let refuse = |why: String| ExecError::Plugin(secrets.mask_str(&why));
+    if ANSIBLE_TYPES.iter().any(|(t, _)| *t == plugin) {
+        let run = AnsibleConfig::from_map(config)
+            .and_then(|c| c.run(false))
+            .map_err(refuse)?;
+        let read = |key: &str, path: &str| {
+            if !stored.iter().any(|k| k == key) {
+                return Err(refuse(format!(
+                    "configuration.{key}: not a storage path as the job wrote it"
+                )));
+            }
+            crate::node_run::read_stored(key_store, path)
+                .map_err(|why| refuse(format!("configuration.{key} {path}: {why}")))
+        };
+        let mut creds = ansible::Credentials::default();
+        match &run.auth {
+            SshAuth::StoredKey(p) => {
+                creds.private_key = Some(read("ansible-ssh-key-storage-path", p)?)
+            }
+            SshAuth::StoredPassword(p) => {
+                creds.ssh_password = Some(read("ansible-ssh-password-storage-path", p)?)
+            }
+            SshAuth::Default | SshAuth::KeyFile(_) => {}
+        }
+        if let Some(p) = run.become_.as_ref().and_then(|b| b.password.as_ref()) {
+            creds.become_password = Some(read("ansible-become-password-storage-path", p)?);
+        }
+        if let Some(Vault::Stored(p)) = &run.vault {
+            creds.vault_password = Some(read("ansible-vault-storage-path", p)?);
+        }
+        let mut secrets = secrets.clone();
+        for pw in [
+            &creds.ssh_password,
+            &creds.become_password,
+            &creds.vault_password,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            secrets = secrets.with(pw);
+        }
+        return ansible::start(&run, &creds, place, lines, &secrets);
+    }
     if HTTP_TYPES.iter().any(|(t, _)| *t == plugin) {
         let mut request = HttpRequestConfig::from_map(config)
             .and_then(|c| c.request(false))

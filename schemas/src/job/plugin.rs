@@ -1,7 +1,8 @@
 //! Plugin steps (`type`, `configuration`, `nodeStep`): one registry of the
 //! step types Outpost knows. The ones Rundeck's core ships run here, and
-//! the integration plugins built so far (the HTTP request step) on the
-//! runner; the others (Ansible, Kubernetes, WinRM, copy file) are known
+//! the integration plugins built so far (the HTTP request step, Ansible's
+//! workflow steps) on the runner; the others (Ansible's node steps,
+//! Kubernetes, WinRM, copy file) are known
 //! and refused as not supported yet; any other type is refused with the
 //! known ones listed.
 
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 
 use super::NOT_SUPPORTED_YET;
 
+pub mod ansible;
 pub mod http;
 
 /// How a known step type stands.
@@ -38,19 +40,20 @@ pub const STEP_TYPES: &[(&str, Support, &[&str])] = &[
     ("log-data-step", Support::Later, &[]),
     ("stub-data-step", Support::Later, &[]),
     ("stub-node-step", Support::Later, &[]),
+    // Keys checked by `ansible::AnsibleConfig`.
     (
         "com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep",
-        Support::Later,
+        Support::Runs,
         &[],
     ),
     (
         "com.batix.rundeck.plugins.AnsiblePlaybookInlineWorkflowStep",
-        Support::Later,
+        Support::Runs,
         &[],
     ),
     (
         "com.batix.rundeck.plugins.AnsibleModuleWorkflowStep",
-        Support::Later,
+        Support::Runs,
         &[],
     ),
     (
@@ -120,10 +123,13 @@ fn flag(config: &BTreeMap<String, String>, key: &str, default: bool) -> Result<b
 /// The configuration keys of a plugin step whose value, as the job writes
 /// it, is a key storage path for the runner to read.
 pub fn stored_keys(plugin: &str, config: &BTreeMap<String, String>) -> Vec<String> {
-    match http::TYPES.iter().any(|(t, _)| *t == plugin) {
-        true => http::stored_keys(config),
-        false => Vec::new(),
+    if http::TYPES.iter().any(|(t, _)| *t == plugin) {
+        return http::stored_keys(config);
     }
+    if ansible::TYPES.iter().any(|(t, _)| *t == plugin) {
+        return ansible::stored_keys(config);
+    }
+    Vec::new()
 }
 
 /// The known types, for an error message.
@@ -152,6 +158,13 @@ impl PluginStep {
         }
         if let Some((_, node_step)) = http::TYPES.iter().find(|(t, _)| *t == step_type) {
             http::HttpRequestConfig::from_map(config)?.request(true)?;
+            return Ok(PluginStep::OnRunner {
+                plugin: step_type.to_string(),
+                node_step: *node_step,
+            });
+        }
+        if let Some((_, node_step)) = ansible::TYPES.iter().find(|(t, _)| *t == step_type) {
+            ansible::AnsibleConfig::from_map(config)?.run(true)?;
             return Ok(PluginStep::OnRunner {
                 plugin: step_type.to_string(),
                 node_step: *node_step,
