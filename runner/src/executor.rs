@@ -161,6 +161,7 @@ pub fn spawn(
                     key_store,
                     work_dir,
                     env,
+                    node: None,
                 },
                 lines,
                 secrets,

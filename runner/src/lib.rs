@@ -11,6 +11,7 @@ pub mod log_filters;
 pub mod logs;
 pub mod mask;
 pub mod node_run;
+pub mod node_source;
 pub mod outbox;
 pub mod plugins;
 mod runner;

@@ -49,6 +49,10 @@ struct Cli {
     /// Rundeck resources.yaml of the nodes this runner serves.
     #[arg(long, env = "OUTPOST_RUNNER_NODES_FILE")]
     nodes_file: Option<PathBuf>,
+    /// An Ansible inventory (any format `ansible-inventory` reads) of more
+    /// nodes it serves.
+    #[arg(long, env = "OUTPOST_RUNNER_ANSIBLE_INVENTORY")]
+    ansible_inventory: Option<PathBuf>,
     /// Directory that `ssh-key-storage-path` / `ssh-password-storage-path` resolve in.
     #[arg(long, env = "OUTPOST_RUNNER_KEY_STORE")]
     key_store: Option<PathBuf>,
@@ -101,6 +105,7 @@ struct FileConfig {
     work_dir: Option<PathBuf>,
     shutdown_grace: Option<u64>,
     nodes_file: Option<PathBuf>,
+    ansible_inventory: Option<PathBuf>,
     key_store: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     host_key_policy: Option<String>,
@@ -213,6 +218,7 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
         opts.work_dir = dir;
     }
     opts.nodes_file = cli.nodes_file.or(file.nodes_file);
+    opts.ansible_inventory = cli.ansible_inventory.or(file.ansible_inventory);
     if let Some(p) = cli.key_store.or(file.key_store) {
         opts.key_store = p;
     }

@@ -439,6 +439,10 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
     result
 }
 
+/// The `node-executor` names that mean SSH: Outpost's default and
+/// Rundeck's two SSH providers.
+const SSH_EXECUTORS: &[&str] = &["ssh", "jsch-ssh", "sshj-ssh"];
+
 /// A process's end as a node's result: outcome, exit code, reason.
 fn outcome_of(r: Result<Exit, String>) -> (StepOutcome, Option<i32>, Option<String>) {
     match r {
@@ -510,17 +514,72 @@ async fn run_on(
             sanitize(&node.nodename),
             uuid::Uuid::now_v7().simple()
         );
-        let proc = executor::spawn(
-            cmd,
-            &env,
-            &sh.ctx.work_dir,
-            &sh.ctx.key_store,
-            &name,
-            lines.clone(),
-            &sh.spec.secrets,
-        )
+        let proc = match cmd {
+            StepCommand::Plugin {
+                plugin,
+                config,
+                stored,
+            } => crate::plugins::start(
+                plugin,
+                config,
+                stored,
+                &crate::plugins::Place {
+                    key_store: &sh.ctx.key_store,
+                    work_dir: &sh.ctx.work_dir,
+                    env: &env,
+                    node: Some(crate::plugins::NodeScope {
+                        node,
+                        nodes: &sh.spec.nodes,
+                    }),
+                },
+                lines.clone(),
+                &sh.spec.secrets,
+            ),
+            _ => executor::spawn(
+                cmd,
+                &env,
+                &sh.ctx.work_dir,
+                &sh.ctx.key_store,
+                &name,
+                lines.clone(),
+                &sh.spec.secrets,
+            ),
+        }
         .map_err(|e| e.to_string())?;
         return Ok(proc.wait(sh.cancel.clone()).await);
+    }
+    match node.executor() {
+        outpost_schemas::job::ansible::NODE_EXECUTOR => {
+            let place = crate::plugins::Place {
+                key_store: &sh.ctx.key_store,
+                work_dir: &sh.ctx.work_dir,
+                env: &env,
+                node: None,
+            };
+            let scope = crate::plugins::NodeScope {
+                node,
+                nodes: &sh.spec.nodes,
+            };
+            let proc = crate::plugins::ansible::start_executor(
+                cmd,
+                scope,
+                &place,
+                lines.clone(),
+                &sh.spec.secrets,
+            )
+            .map_err(|e| e.to_string())?;
+            return Ok(proc.wait(sh.cancel.clone()).await);
+        }
+        e if SSH_EXECUTORS.contains(&e) => {}
+        other => {
+            return Err(format!(
+            "{}: node-executor `{other}` on node {}; the node executors are {}, `local` and `{}`",
+            outpost_schemas::job::NOT_SUPPORTED_YET,
+            node.nodename,
+            SSH_EXECUTORS.join(", "),
+            outpost_schemas::job::ansible::NODE_EXECUTOR
+        ))
+        }
     }
     let target = SshTarget {
         host: node.hostname.clone(),

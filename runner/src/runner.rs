@@ -49,6 +49,8 @@ pub struct RunnerOptions {
     pub progress_every: Duration,
     /// Nodes this runner serves, from a `resources.yaml` on its host.
     pub nodes_file: Option<PathBuf>,
+    /// More, from an Ansible inventory on its host (`ansible-inventory`).
+    pub ansible_inventory: Option<PathBuf>,
     /// Where `ssh-*-storage-path` attributes resolve (`keys/web/id` →
     /// `<key_store>/web/id`).
     pub key_store: PathBuf,
@@ -83,6 +85,7 @@ impl RunnerOptions {
             fetch_expiry: Duration::from_secs(5),
             progress_every: Duration::from_secs(10),
             nodes_file: None,
+            ansible_inventory: None,
             key_store: PathBuf::from("/etc/outpost/keys"),
             known_hosts: PathBuf::from("/etc/outpost/known_hosts"),
             host_key_policy: crate::ssh::HostKeyPolicy::Strict,
@@ -110,8 +113,8 @@ pub enum RunnerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("nodes file {path}: {message}")]
-    Nodes { path: PathBuf, message: String },
+    #[error("node source {0}")]
+    Nodes(#[from] crate::node_source::NodeSourceError),
     #[error("the control plane has not created `{what}` yet (is it running?): {message}")]
     Topology { what: String, message: String },
     #[error(transparent)]
@@ -212,23 +215,10 @@ impl Runner {
         })?;
         // Read the node source first: a bad file should stop the runner
         // before it takes any work.
-        let nodes = match &opts.nodes_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| RunnerError::Nodes {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-                Some(
-                    outpost_schemas::resources::parse_resources(&text).map_err(|e| {
-                        RunnerError::Nodes {
-                            path: path.clone(),
-                            message: e.to_string(),
-                        }
-                    })?,
-                )
-            }
-            None => None,
-        };
+        let nodes = crate::node_source::load(
+            opts.nodes_file.as_deref(),
+            opts.ansible_inventory.as_deref(),
+        )?;
         // Before connecting: a second process on the same outbox should
         // fail at once, not after it has taken work.
         let outbox = Outbox::open(OutboxOptions {
@@ -274,7 +264,7 @@ impl Runner {
             outbox,
             reporting: TaskTracker::new(),
             leaving: CancellationToken::new(),
-            plugins: crate::plugins::Usable::new(opts.allowed_plugins.as_ref()),
+            plugins: usable_plugins(&opts),
             opts,
             js,
             client: client.clone(),
@@ -454,6 +444,26 @@ const FLUSH_WINDOW: Duration = Duration::from_secs(10);
 
 /// The outbox lane of a dispatched step: its events and log chunks are
 /// published in the order they were written.
+/// The plugins this runner offers: what it has and its list allows, or
+/// none when its credential cannot fetch from the lanes they run on.
+fn usable_plugins(opts: &RunnerOptions) -> crate::plugins::Usable {
+    let usable = crate::plugins::Usable::new(opts.allowed_plugins.as_ref());
+    let Some(path) = &opts.nats.creds_file else {
+        return usable;
+    };
+    match bus::load_creds(path) {
+        Ok((jwt, _)) if !crate::plugins::credential_reaches_lanes(&jwt) => {
+            tracing::warn!(
+                runner_id = %opts.runner_id,
+                "this runner's credential was issued before plugin lanes and cannot fetch plugin steps, so it offers none; rotate it (`outpost runner rotate {}`) to run them",
+                opts.runner_id
+            );
+            crate::plugins::Usable::none()
+        }
+        _ => usable,
+    }
+}
+
 fn lane(execution_id: Uuid, step: u32) -> String {
     // The claim key, so that the outbox's lanes name the steps they report.
     subjects::claim_key(execution_id, step)

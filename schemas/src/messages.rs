@@ -176,20 +176,23 @@ pub struct StepDispatched {
 impl StepDispatched {
     /// The integration plugins (Rundeck types) a runner needs to run this
     /// dispatch: its command's and its error handler's, and in a node run
-    /// every node step's. They choose its lane ([`crate::subjects::lane`]).
+    /// every node step's and each node's plugin node executor. They choose
+    /// its lane ([`crate::subjects::lane`]).
     pub fn plugins(&self) -> std::collections::BTreeSet<String> {
         let node_steps = self.node_run.iter().flat_map(|r| &r.steps);
+        let executors = self
+            .node_run
+            .iter()
+            .flat_map(|r| &r.nodes)
+            .map(|n| n.executor())
+            .filter(|e| *e == crate::job::ansible::NODE_EXECUTOR);
         std::iter::once(&self.command)
             .chain(self.errorhandler.as_ref())
             .chain(node_steps.flat_map(|s| std::iter::once(&s.command).chain(&s.errorhandler)))
             .filter_map(StepCommand::plugin)
+            .chain(executors)
             .map(str::to_string)
             .collect()
-    }
-
-    /// The plugin lane this dispatch goes to; none for `OUTPOST_DISPATCH`.
-    pub fn lane(&self) -> Option<String> {
-        crate::subjects::lane(&self.plugins())
     }
 }
 

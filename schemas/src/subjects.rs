@@ -145,6 +145,10 @@ const MAX_LANE_NAME: usize = 64;
 /// needs none. Each type gives the last part of its name, lowercased
 /// (`edu.ohio.ais.rundeck.HttpWorkflowStepPlugin`: `httpworkflowstepplugin`);
 /// several are sorted and joined by `_`, and a long join is hashed.
+///
+/// Two sets can share a readable name (`com.a.Step` and `org.b.step`);
+/// the control plane then puts the second on [`hashed_lane`], see
+/// `topology::ensure_lane`.
 pub fn lane(plugins: &BTreeSet<String>) -> Option<String> {
     if plugins.is_empty() {
         return None;
@@ -156,6 +160,11 @@ pub fn lane(plugins: &BTreeSet<String>) -> Option<String> {
     if joined.len() <= MAX_LANE_NAME {
         return Some(joined);
     }
+    Some(hashed_lane(plugins))
+}
+
+/// The lane name of `plugins` from a hash of their full names.
+pub fn hashed_lane(plugins: &BTreeSet<String>) -> String {
     // FNV-1a: stable across builds and replicas, which is all it needs.
     let hash = plugins
         .iter()
@@ -163,7 +172,7 @@ pub fn lane(plugins: &BTreeSet<String>) -> Option<String> {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-    Some(format!("x{hash:016x}"))
+    format!("x{hash:016x}")
 }
 
 fn lane_part(plugin: &str) -> String {

@@ -547,26 +547,40 @@ impl Stack {
         self.output_lines_paged(id, 20000).await
     }
 
+    /// One page of an execution's output, from `offset`.
+    pub async fn output_page(
+        &self,
+        id: Uuid,
+        offset: &str,
+        maxlines: usize,
+    ) -> contract::OutputPage {
+        self.http
+            .get(self.url(&format!("/execution/{id}/output")))
+            .query(&[("offset", offset), ("maxlines", &maxlines.to_string())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The lines so far of an execution that may still be running.
+    pub async fn output_so_far(&self, id: Uuid) -> Vec<String> {
+        let page = self.output_page(id, "0", 20000).await;
+        page.entries.into_iter().map(|e| e.log).collect()
+    }
+
     /// [`Stack::output_lines`], asking for at most `maxlines` per page.
     pub async fn output_lines_paged(
         &self,
         id: Uuid,
         maxlines: usize,
     ) -> Vec<contract::OutputEntry> {
-        let maxlines = maxlines.to_string();
         let mut out = Vec::new();
         let mut offset = "0".to_string();
         loop {
-            let page: contract::OutputPage = self
-                .http
-                .get(self.url(&format!("/execution/{id}/output")))
-                .query(&[("offset", offset.as_str()), ("maxlines", maxlines.as_str())])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let page = self.output_page(id, &offset, maxlines).await;
             let done = page.completed;
             let empty = page.entries.is_empty();
             out.extend(page.entries);
@@ -873,18 +887,36 @@ pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The command lines of the live (non-zombie) processes, NUL-separated
+/// arguments joined by spaces.
+pub fn live_processes() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| {
+            let raw = std::fs::read(p.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
+            (!zombie).then(|| String::from_utf8_lossy(&raw).replace('\0', " "))
+        })
+        .collect()
+}
+
 /// Whether a live (non-zombie) process has exactly this command line.
 pub fn process_running(cmdline: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
-        let raw = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'));
-        line.trim() == cmdline && !zombie
-    })
+    live_processes().iter().any(|line| line.trim() == cmdline)
+}
+
+/// The live processes whose command line names `path` (a work dir).
+pub fn processes_under(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    live_processes()
+        .into_iter()
+        .filter(|line| line.contains(&needle))
+        .collect()
 }
 
 /// As [`wait_for`], for a condition that must itself wait (a NATS read).

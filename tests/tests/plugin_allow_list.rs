@@ -41,29 +41,27 @@ async fn counting_server() -> (
     (addr, hits, task)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plugin_step_waits_for_a_runner_that_allows_it_and_no_other_receives_it() {
-    let stack = Stack::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("allowed-plugins.yaml");
+/// Runner `a` tagged `dc`, whose list allows no plugin (the real binary,
+/// so that the flag is read as an operator passes it), once the API shows
+/// what its list leaves out.
+async fn refusing_runner(stack: &Stack, dir: &std::path::Path) -> Reaped {
+    let list = dir.join("allowed-plugins.yaml");
     std::fs::write(
         &list,
         "allowedPlugins:\n  WorkflowStep: []\n  WorkflowNodeStep: []\n",
     )
     .unwrap();
-    let work_a = dir.path().join("work-a");
-    std::fs::create_dir_all(&work_a).unwrap();
-    // The real binary, so that the flag is read as an operator passes it.
-    let _a = runner_process(
-        &stack,
+    let work = dir.join("work-a");
+    std::fs::create_dir_all(&work).unwrap();
+    let runner = runner_process(
+        stack,
         "a",
         "dc",
-        &work_a,
+        &work,
         &["--allowed-plugins", list.to_str().unwrap()],
     );
-    // The API shows what A's list leaves out, from its heartbeat: every
-    // plugin it has (the HTTP ones always, Ansible's where
-    // `ansible-playbook` is on its PATH).
+    // Every plugin it has (the HTTP ones always, Ansible's where
+    // `ansible-playbook` is on its PATH), from its heartbeat.
     wait_for_async(
         "runner a's heartbeat with what its list refuses",
         || async {
@@ -79,6 +77,27 @@ async fn a_plugin_step_waits_for_a_runner_that_allows_it_and_no_other_receives_i
         },
     )
     .await;
+    runner
+}
+
+/// Which runners claimed step `step` of `id`.
+async fn claimants(stack: &Stack, id: uuid::Uuid, step: u32) -> Vec<String> {
+    stack
+        .events(id)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::StepClaimed(c) if c.step == step => Some(c.runner_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_step_waits_for_a_runner_that_allows_it_and_no_other_receives_it() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _a = refusing_runner(&stack, dir.path()).await;
 
     let (addr, hits, _server) = counting_server().await;
     let yaml = format!(
@@ -121,16 +140,7 @@ async fn a_plugin_step_waits_for_a_runner_that_allows_it_and_no_other_receives_i
     assert_eq!(st.steps[1].runner_id.as_deref(), Some("b"));
     assert_eq!(*hits.lock().unwrap(), 1, "one request, from B");
     // A never claimed it, not even to hand it back.
-    let claims: Vec<String> = stack
-        .events(id)
-        .await
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::StepClaimed(c) if c.step == 2 => Some(c.runner_id),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(claims, ["b"]);
+    assert_eq!(claimants(&stack, id, 2).await, ["b"]);
     // Nor was it delivered to A: the lane's consumer gave it out once.
     let lane = subjects::lane(&[HTTP.to_string()].into()).unwrap();
     let mut consumer = stack
@@ -143,6 +153,51 @@ async fn a_plugin_step_waits_for_a_runner_that_allows_it_and_no_other_receives_i
         .unwrap();
     let info = consumer.info().await.unwrap();
     assert_eq!(info.delivered.consumer_sequence, 1, "{info:#?}");
+}
+
+/// A step is only as runnable as its error handler: an exec step whose
+/// handler is a plugin goes on the plugin's lane, so a runner that refuses
+/// the plugin does not start the step only to find it cannot handle its
+/// failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_error_handler_is_a_plugin_waits_for_a_runner_that_allows_the_handler() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _a = refusing_runner(&stack, dir.path()).await;
+    let (addr, hits, _server) = counting_server().await;
+    let yaml = format!(
+        r#"
+- name: handled
+  runnerSelector: {{filter: dc}}
+  sequence:
+    commands:
+    - exec: echo failing; exit 1
+      errorhandler:
+        type: {HTTP}
+        nodeStep: false
+        configuration:
+          remoteUrl: http://{addr}/deploy
+          method: POST
+"#
+    );
+    let job = stack.load(&yaml, "handled").await;
+    let id = stack.run_job(job, &[]).await;
+    let st = stack
+        .wait_state(id, "the step waiting for a runner", |s| {
+            s.steps[0].status == StepStatus::Waiting
+        })
+        .await;
+    let reason = st.steps[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("runner a does not allow `{HTTP}`")),
+        "{st:#?}"
+    );
+
+    let _b = start_runner(&stack.nats, "b", &["dc"]);
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.steps[0].runner_id.as_deref(), Some("b"), "{st:#?}");
+    assert_eq!(*hits.lock().unwrap(), 1, "the handler ran once, on B");
+    assert_eq!(claimants(&stack, id, 1).await, ["b"]);
 }
 
 #[test]

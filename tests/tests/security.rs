@@ -161,23 +161,47 @@ async fn a_stolen_runner_credential_reaches_nothing_but_its_own_subjects() {
     let mut spy_all = thief.subscribe("outpost.dispatch.>").await.unwrap();
     violation(&mut errors, "outpost.dispatch.>").await;
 
-    // Fetch from B's consumer.
-    let next = "$JS.hub.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_beta";
-    let got = ask(next, json!({"batch": 1, "expires": 1_000_000_000u64})).await;
+    // Fetch from B's consumer, through the import runners use (a runner
+    // may publish nothing under the hub's own `$JS.hub.API`, so a check
+    // there proves nothing about whose consumer it names).
+    let fetch = json!({"batch": 1, "expires": 1_000_000_000u64});
+    let next = "JS.outpost.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_beta";
+    let got = ask(next, fetch.clone()).await;
     assert!(
         !matches!(got, Ok(Ok(_))),
         "a fetch from B's consumer answered"
     );
     violation(&mut errors, next).await;
     assert_eq!(pending().await, 1, "B's waiting step is still there");
-    // Nor from B's consumer on a plugin lane, nor any lane's subjects.
-    let lane_next =
-        "$JS.hub.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH_P_httpworkflowstepplugin.dispatch_beta";
-    let got = ask(lane_next, json!({"batch": 1, "expires": 1_000_000_000u64})).await;
+    // Nor from B's consumer on a plugin lane, nor ack there, nor read any
+    // lane's subjects.
+    let http: std::collections::BTreeSet<String> =
+        ["edu.ohio.ais.rundeck.HttpWorkflowStepPlugin".to_string()].into();
+    let lane = subjects::lane_stream(&subjects::lane(&http).unwrap());
+    let lane_next = format!("JS.outpost.API.CONSUMER.MSG.NEXT.{lane}.dispatch_beta");
+    let got = ask(&lane_next, fetch.clone()).await;
     assert!(!matches!(got, Ok(Ok(_))), "a fetch from B's lane answered");
-    violation(&mut errors, lane_next).await;
+    violation(&mut errors, &lane_next).await;
+    let lane_ack = format!("$JS.ACK.{lane}.dispatch_beta.1.1.1.1.0");
+    thief
+        .publish(lane_ack.clone(), "+ACK".into())
+        .await
+        .unwrap();
+    violation(&mut errors, &lane_ack).await;
     let _spy_lanes = thief.subscribe("outpost.pdispatch.>").await.unwrap();
     violation(&mut errors, "outpost.pdispatch.>").await;
+    // Its own consumer on the lane is open to it: JetStream answers (the
+    // lane has no stream yet, so with an error), NATS does not refuse.
+    let own = format!("JS.outpost.API.CONSUMER.INFO.{lane}.dispatch_alpha");
+    let got = ask(&own, json!({})).await;
+    let reply = got
+        .expect("its own lane consumer's info answers")
+        .expect("its own lane consumer's info answers");
+    assert!(
+        String::from_utf8_lossy(&reply.payload).contains("error"),
+        "{:?}",
+        reply.payload
+    );
 
     // Publish a "finished" for B's step: as B, and as itself.
     let forged = |runner: &str| {

@@ -102,3 +102,50 @@ async fn tag_set_requests_read_the_index_and_create_no_consumer() {
         );
     }
 }
+
+/// Two plugin sets whose readable lane names agree (`com.a.Step`,
+/// `org.b.step`) get two lanes: the second takes its hashed name, and each
+/// keeps its own on every later dispatch. A shared lane would have runners
+/// bind it by the first set's plugins and receive the second's steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_sets_whose_lane_names_collide_get_lanes_of_their_own() {
+    use outpost_schemas::job::{TagSet, Target};
+    use outpost_services::store::topology;
+    let stack = Stack::start().await;
+    let registry = stack
+        .js
+        .get_key_value(subjects::TAGSETS_BUCKET)
+        .await
+        .unwrap();
+    let target = Target::Tags(TagSet::new(vec!["dc".to_string()]).unwrap());
+    let a: std::collections::BTreeSet<String> = ["com.a.Step".to_string()].into();
+    let b: std::collections::BTreeSet<String> = ["org.b.step".to_string()].into();
+    assert_eq!(subjects::lane(&a), subjects::lane(&b));
+    let first = topology::ensure_lane(&stack.js, &registry, &a, &target)
+        .await
+        .unwrap();
+    let second = topology::ensure_lane(&stack.js, &registry, &b, &target)
+        .await
+        .unwrap();
+    assert_eq!(first, "step");
+    assert_eq!(second, subjects::hashed_lane(&b));
+    for (set, lane) in [(&a, &first), (&b, &second)] {
+        let again = topology::ensure_lane(&stack.js, &registry, set, &target)
+            .await
+            .unwrap();
+        assert_eq!(&again, lane);
+        // Each lane's entry names its own plugins, which runners bind by.
+        let raw = registry
+            .get(subjects::lane_key(lane, &["dc".to_string()]))
+            .await
+            .unwrap()
+            .unwrap();
+        let entry: outpost_schemas::rpc::LaneTarget = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(entry.plugins, set.iter().cloned().collect::<Vec<_>>());
+        stack
+            .js
+            .get_stream(subjects::lane_stream(lane))
+            .await
+            .unwrap();
+    }
+}

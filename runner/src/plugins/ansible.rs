@@ -12,8 +12,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use outpost_schemas::job::ansible::{AnsibleMode, AnsibleRun, Inventory, SshAuth, Vault};
-use outpost_schemas::LogEntry;
+use outpost_schemas::job::ansible::{
+    AnsibleConfig, AnsibleMode, AnsibleRun, Inventory, SshAuth, Vault, NODE_EXECUTOR,
+    NODE_EXECUTOR_KEYS,
+};
+use outpost_schemas::job::NOT_SUPPORTED_YET;
+use outpost_schemas::{LogEntry, StepCommand};
 use tokio::sync::mpsc;
 
 use crate::executor::{spawn_program, AfterExit, ExecError, RunningStep};
@@ -47,8 +51,14 @@ pub struct Invocation {
 pub const CONTROL_DIR: &str = "cp";
 
 /// Builds the command line in the plugin's order. `scratch` is where the
-/// files of [`Invocation::files`] will be.
-pub fn invocation(run: &AnsibleRun, creds: &Credentials, scratch: &Path) -> Invocation {
+/// files of [`Invocation::files`] will be; `from_nodes` is the inventory
+/// written from a node step's nodes ([`inventory_of`]).
+pub fn invocation(
+    run: &AnsibleRun,
+    creds: &Credentials,
+    from_nodes: Option<&str>,
+    scratch: &Path,
+) -> Invocation {
     let mut files = Vec::new();
     let mut file = |name: &str, content: String| {
         files.push((name.to_string(), content));
@@ -75,11 +85,33 @@ pub fn invocation(run: &AnsibleRun, creds: &Credentials, scratch: &Path) -> Invo
             }
             bin("ansible")
         }
+        AnsibleMode::Script { body, args: a } => {
+            let path = file("script", body.clone());
+            // Ansible splits the free form as a POSIX shell does.
+            let quoted = crate::executor::shell_quote(&path);
+            let free_form = match a {
+                Some(a) => format!("{quoted} {a}"),
+                None => quoted,
+            };
+            args.extend([
+                "all".into(),
+                "-m".into(),
+                "script".into(),
+                "-a".into(),
+                free_form,
+            ]);
+            bin("ansible")
+        }
     };
     match &run.inventory {
         Some(Inventory::Path(p)) => args.extend(["-i".into(), p.clone()]),
         Some(Inventory::Inline(text)) => {
             let path = file("inventory", text.clone());
+            args.extend(["-i".into(), path]);
+        }
+        // Ansible's yaml inventory plugin reads JSON by its extension.
+        Some(Inventory::FromNodes) => {
+            let path = file("inventory.json", from_nodes.unwrap_or("{}").to_string());
             args.extend(["-i".into(), path]);
         }
         None => {}
@@ -168,11 +200,130 @@ pub fn invocation(run: &AnsibleRun, creds: &Credentials, scratch: &Path) -> Invo
     }
 }
 
+/// Reads the run's credentials from the key store, and `secrets` with
+/// each password read added (masked in the output). `may_read(key)` says
+/// whether the storage path under `key` is one to trust: a job's, as it
+/// wrote it; a node's, from the runner's own node source.
+pub fn credentials(
+    run: &AnsibleRun,
+    key_store: &Path,
+    may_read: impl Fn(&str) -> bool,
+    secrets: &Secrets,
+) -> Result<(Credentials, Secrets), String> {
+    let read = |key: &str, path: &str| {
+        if !may_read(key) {
+            return Err(format!(
+                "configuration.{key}: not a storage path as the job wrote it"
+            ));
+        }
+        crate::node_run::read_stored(key_store, path)
+            .map_err(|why| format!("configuration.{key} {path}: {why}"))
+    };
+    let mut creds = Credentials::default();
+    match &run.auth {
+        SshAuth::StoredKey(p) => creds.private_key = Some(read("ansible-ssh-key-storage-path", p)?),
+        SshAuth::StoredPassword(p) => {
+            creds.ssh_password = Some(read("ansible-ssh-password-storage-path", p)?)
+        }
+        SshAuth::Default | SshAuth::KeyFile(_) => {}
+    }
+    if let Some(p) = run.become_.as_ref().and_then(|b| b.password.as_ref()) {
+        creds.become_password = Some(read("ansible-become-password-storage-path", p)?);
+    }
+    if let Some(Vault::Stored(p)) = &run.vault {
+        creds.vault_password = Some(read("ansible-vault-storage-path", p)?);
+    }
+    let mut secrets = secrets.clone();
+    for pw in [
+        &creds.ssh_password,
+        &creds.become_password,
+        &creds.vault_password,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        secrets = secrets.with(pw);
+    }
+    Ok((creds, secrets))
+}
+
+/// Runs an exec or script step on `scope.node` through Rundeck's Ansible
+/// node executor (its `node-executor`): `ansible all -l <nodename>` over
+/// the run's nodes, its configuration from the node's `ansible-*`
+/// attributes ([`NODE_EXECUTOR_KEYS`]). The command goes in a file that
+/// Ansible's `script` module copies to the node and runs, with the step's
+/// `RD_*` exported first, so no value reaches a command line on the
+/// runner host; a script's body goes as it is, with its args.
+pub fn start_executor(
+    command: &StepCommand,
+    scope: super::NodeScope<'_>,
+    place: &super::Place<'_>,
+    lines: mpsc::Sender<LogEntry>,
+    secrets: &Secrets,
+) -> Result<RunningStep, ExecError> {
+    let node = scope.node;
+    let refuse = |why: String| {
+        ExecError::Plugin(secrets.mask_str(&format!(
+            "node {} (node-executor {NODE_EXECUTOR}): {why}",
+            node.nodename
+        )))
+    };
+    let mut config: BTreeMap<String, String> = node
+        .attributes
+        .iter()
+        .filter(|(k, _)| NODE_EXECUTOR_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // A mode, which the command replaces below.
+    config.insert("ansible-module".into(), "script".into());
+    let mut run = AnsibleConfig::from_map(&config)
+        .and_then(|c| c.run_for(false, true))
+        .map_err(refuse)?;
+    run.mode = match command {
+        StepCommand::Exec { command } => {
+            let exports: String = place
+                .env
+                .iter()
+                .map(|(k, v)| format!("export {k}={}\n", crate::executor::shell_quote(v)))
+                .collect();
+            AnsibleMode::Script {
+                body: format!("#!/bin/sh\n{exports}{command}\n"),
+                args: None,
+            }
+        }
+        StepCommand::Script {
+            script,
+            args,
+            interpreter: None,
+            ..
+        } => AnsibleMode::Script {
+            body: script.clone(),
+            args: args.clone().filter(|a| !a.trim().is_empty()),
+        },
+        StepCommand::Script { .. } => {
+            return Err(refuse(format!(
+                "{NOT_SUPPORTED_YET}: a script step with scriptInterpreter through Ansible (give the script a #! line instead)"
+            )))
+        }
+        // They run on the runner, before a node executor is chosen.
+        StepCommand::LocalExec { .. } | StepCommand::Plugin { .. } => {
+            return Err(refuse("only exec and script steps go through a node executor".into()))
+        }
+    };
+    run.inventory = Some(Inventory::FromNodes);
+    run.limit = Some(node.nodename.clone());
+    // The node's storage paths come from the runner's own node source.
+    let (creds, secrets) = credentials(&run, place.key_store, |_| true, secrets).map_err(refuse)?;
+    let inventory = inventory_of(scope.nodes);
+    start(&run, &creds, Some(&inventory), place, lines, &secrets)
+}
+
 /// Writes the run's files into a fresh private directory under the work
 /// dir and starts Ansible there.
 pub fn start(
     run: &AnsibleRun,
     creds: &Credentials,
+    from_nodes: Option<&str>,
     place: &super::Place<'_>,
     lines: mpsc::Sender<LogEntry>,
     secrets: &Secrets,
@@ -183,7 +334,7 @@ pub fn start(
         .prefix("ansible-")
         .tempdir_in(place.work_dir)
         .map_err(|e| fail("cannot make the Ansible scratch directory", e))?;
-    let inv = invocation(run, creds, scratch.path());
+    let inv = invocation(run, creds, from_nodes, scratch.path());
     std::fs::create_dir(scratch.path().join(CONTROL_DIR))
         .map_err(|e| fail("cannot make the SSH control directory", e))?;
     for (name, content) in &inv.files {
@@ -202,6 +353,69 @@ pub fn start(
         drop(scratch);
     });
     spawn_program(&inv.program, &inv.args, &env, &cwd, after, lines, secrets)
+}
+
+/// The inventory Rundeck's plugin generates from nodes
+/// (`AnsibleInventoryBuilder`): every node under `all.hosts` by its
+/// nodename, with `ansible_host` (and `ansible_port`) from its address and
+/// its attributes as host vars; a group per tag and per `osFamily`,
+/// lowercased, anything outside `[a-z0-9_-]` made `_`. Ansible's reserved
+/// names and the attributes that locate credentials are left out. The
+/// node's `username` is a host var, not `ansible_user`, as in the plugin:
+/// the step's `ansible-ssh-user` says whom Ansible logs in as.
+pub fn inventory_of(nodes: &[outpost_schemas::node::Node]) -> String {
+    use serde_json::{json, Map, Value};
+    const RESERVED: &[&str] = &["hostvars", "group_names", "groups", "environment", "tags"];
+    let group = |name: &str| -> String {
+        name.to_lowercase()
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | '0'..='9' | '_' | '-' => c,
+                _ => '_',
+            })
+            .collect()
+    };
+    let mut hosts = Map::new();
+    let mut children: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for node in nodes {
+        let mut vars = Map::new();
+        for (k, v) in &node.attributes {
+            if RESERVED.contains(&k.as_str()) || outpost_schemas::node::is_credential_attribute(k) {
+                continue;
+            }
+            // JSON-looking values are read as JSON, as the plugin does.
+            let value = match v.trim_start().chars().next() {
+                Some('{' | '[') => serde_json::from_str(v).unwrap_or(Value::String(v.clone())),
+                _ => Value::String(v.clone()),
+            };
+            vars.insert(k.clone(), value);
+        }
+        if let Some(u) = &node.username {
+            vars.insert("username".into(), json!(u));
+        }
+        vars.insert("ansible_host".into(), json!(node.hostname));
+        if node.executor() == "local" {
+            // The runner's own host, as for any step on such a node.
+            vars.insert("ansible_connection".into(), json!("local"));
+        }
+        if let Some(port) = node.port {
+            vars.insert("ansible_port".into(), json!(port));
+        }
+        hosts.insert(node.nodename.clone(), Value::Object(vars));
+        let os = node.attributes.get("osFamily").into_iter();
+        for g in node.tags.iter().chain(os) {
+            children
+                .entry(group(g))
+                .or_default()
+                .insert(node.nodename.clone(), json!({}));
+        }
+    }
+    let children: Map<String, Value> = children
+        .into_iter()
+        .map(|(g, members)| (g, json!({ "hosts": members })))
+        .collect();
+    serde_json::to_string_pretty(&json!({"all": {"hosts": hosts, "children": children}}))
+        .expect("json")
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
@@ -319,7 +533,7 @@ mod tests {
         let got: Vec<String> = cases
             .iter()
             .map(|pairs| {
-                let inv = invocation(&run(pairs), &creds, Path::new("/scratch"));
+                let inv = invocation(&run(pairs), &creds, None, Path::new("/scratch"));
                 format!("{pairs:?}\n=> {inv:#?}")
             })
             .collect();

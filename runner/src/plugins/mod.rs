@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use outpost_schemas::job::ansible::{AnsibleConfig, SshAuth, Vault, TYPES as ANSIBLE_TYPES};
+use outpost_schemas::job::ansible::{AnsibleConfig, Inventory, TYPES as ANSIBLE_TYPES};
 use outpost_schemas::job::http::{HttpRequestConfig, TYPES as HTTP_TYPES};
+use outpost_schemas::node::Node;
 use outpost_schemas::{LogEntry, PluginVersion};
 use tokio::sync::mpsc;
 
@@ -15,7 +16,7 @@ use crate::executor::{spawn_task, ExecError, RunningStep};
 use crate::mask::Secrets;
 
 mod allow;
-mod ansible;
+pub mod ansible;
 mod http;
 
 pub use allow::{AllowList, AllowListError};
@@ -38,18 +39,25 @@ pub fn built() -> Vec<Built> {
     } else {
         &[]
     };
+    let step = |(t, node_step): &(&'static str, bool)| Built {
+        plugin_type: t,
+        service: if *node_step {
+            "WorkflowNodeStep"
+        } else {
+            "WorkflowStep"
+        },
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let executors = ansible::installed().then_some(Built {
+        plugin_type: outpost_schemas::job::ansible::NODE_EXECUTOR,
+        service: "NodeExecutor",
+        version: env!("CARGO_PKG_VERSION"),
+    });
     HTTP_TYPES
         .iter()
         .chain(ansible)
-        .map(|(t, node_step)| Built {
-            plugin_type: t,
-            service: if *node_step {
-                "WorkflowNodeStep"
-            } else {
-                "WorkflowStep"
-            },
-            version: env!("CARGO_PKG_VERSION"),
-        })
+        .map(step)
+        .chain(executors)
         .collect()
 }
 
@@ -78,6 +86,16 @@ impl Usable {
         }
     }
 
+    /// What a runner whose credential cannot reach the lanes offers:
+    /// nothing, which its heartbeat shows as such (see
+    /// [`credential_reaches_lanes`]).
+    pub fn none() -> Usable {
+        Usable {
+            plugins: Vec::new(),
+            not_allowed: Vec::new(),
+        }
+    }
+
     pub fn runs(&self, plugin: &str) -> bool {
         self.plugins.iter().any(|p| p.plugin_type == plugin)
     }
@@ -96,12 +114,48 @@ impl Usable {
     }
 }
 
+/// Whether the NATS user JWT `jwt` lets its runner fetch from plugin
+/// lanes. Credentials issued before lanes name the one stream,
+/// `…CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_<token>`; current ones
+/// name any stream. A runner with an old one would bind lanes and have
+/// every fetch refused, so it offers no plugins instead. A JWT that does
+/// not read, or grants everything (no permissions), is left to the server.
+pub fn credential_reaches_lanes(jwt: &str) -> bool {
+    let claims = jwt
+        .split('.')
+        .nth(1)
+        .and_then(|b| data_encoding::BASE64URL_NOPAD.decode(b.as_bytes()).ok())
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok());
+    let Some(allow) = claims
+        .as_ref()
+        .and_then(|c| c.pointer("/nats/pub/allow"))
+        .and_then(|a| a.as_array())
+    else {
+        return true;
+    };
+    let fetches: Vec<&str> = allow
+        .iter()
+        .filter_map(|s| s.as_str())
+        .filter(|s| s.contains(".CONSUMER.MSG.NEXT."))
+        .collect();
+    fetches.is_empty() || fetches.iter().any(|s| s.contains(".CONSUMER.MSG.NEXT.*."))
+}
+
 /// Where a plugin step runs on this runner.
 pub struct Place<'a> {
     pub key_store: &'a Path,
     pub work_dir: &'a Path,
     /// The step's environment (`RD_*`), as a command's.
     pub env: &'a BTreeMap<String, String>,
+    /// For a node step of a node run: the node it runs for, and every
+    /// node of the run.
+    pub node: Option<NodeScope<'a>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct NodeScope<'a> {
+    pub node: &'a Node,
+    pub nodes: &'a [Node],
 }
 
 /// Starts the plugin step `plugin`; a configuration that does not hold
@@ -117,47 +171,28 @@ pub fn start(
     let key_store = place.key_store;
     // A configuration error quotes what the references expanded to.
     let refuse = |why: String| ExecError::Plugin(secrets.mask_str(&why));
-    if ANSIBLE_TYPES.iter().any(|(t, _)| *t == plugin) {
-        let run = AnsibleConfig::from_map(config)
-            .and_then(|c| c.run(false))
+    if let Some((_, node_step)) = ANSIBLE_TYPES.iter().find(|(t, _)| *t == plugin) {
+        let mut run = AnsibleConfig::from_map(config)
+            .and_then(|c| c.run_for(false, *node_step))
             .map_err(refuse)?;
-        let read = |key: &str, path: &str| {
-            if !stored.iter().any(|k| k == key) {
+        // A node step runs for its node: limited to it, as the plugin's
+        // node steps are, with an inventory of the run's nodes.
+        let from_nodes = match (place.node, *node_step) {
+            (Some(scope), true) => {
+                run.limit = (!run.disable_limit).then(|| scope.node.nodename.clone());
+                Some(ansible::inventory_of(scope.nodes))
+            }
+            (None, true) if run.inventory == Some(Inventory::FromNodes) => {
                 return Err(refuse(format!(
-                    "configuration.{key}: not a storage path as the job wrote it"
-                )));
+                    "`{plugin}` runs on a job's nodes and this job has none: give it ansible-inventory, or the job nodefilters"
+                )))
             }
-            crate::node_run::read_stored(key_store, path)
-                .map_err(|why| refuse(format!("configuration.{key} {path}: {why}")))
+            _ => None,
         };
-        let mut creds = ansible::Credentials::default();
-        match &run.auth {
-            SshAuth::StoredKey(p) => {
-                creds.private_key = Some(read("ansible-ssh-key-storage-path", p)?)
-            }
-            SshAuth::StoredPassword(p) => {
-                creds.ssh_password = Some(read("ansible-ssh-password-storage-path", p)?)
-            }
-            SshAuth::Default | SshAuth::KeyFile(_) => {}
-        }
-        if let Some(p) = run.become_.as_ref().and_then(|b| b.password.as_ref()) {
-            creds.become_password = Some(read("ansible-become-password-storage-path", p)?);
-        }
-        if let Some(Vault::Stored(p)) = &run.vault {
-            creds.vault_password = Some(read("ansible-vault-storage-path", p)?);
-        }
-        let mut secrets = secrets.clone();
-        for pw in [
-            &creds.ssh_password,
-            &creds.become_password,
-            &creds.vault_password,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            secrets = secrets.with(pw);
-        }
-        return ansible::start(&run, &creds, place, lines, &secrets);
+        let (creds, secrets) =
+            ansible::credentials(&run, key_store, |k| stored.iter().any(|s| s == k), secrets)
+                .map_err(refuse)?;
+        return ansible::start(&run, &creds, from_nodes.as_deref(), place, lines, &secrets);
     }
     if HTTP_TYPES.iter().any(|(t, _)| *t == plugin) {
         let mut request = HttpRequestConfig::from_map(config)
@@ -181,4 +216,77 @@ pub fn start(
     Err(ExecError::Plugin(format!(
         "this runner has no plugin `{plugin}`"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HTTP: &str = "edu.ohio.ais.rundeck.HttpWorkflowStepPlugin";
+    const HTTP_NODE: &str = "edu.ohio.ais.rundeck.HttpWorkflowNodeStepPlugin";
+
+    /// A list splits what the runner has into what it offers and what it
+    /// names as refused; a lane is bound only when every plugin is offered.
+    #[test]
+    fn a_list_splits_the_plugins_into_offered_and_refused() {
+        let (list, _) = AllowList::parse(
+            &format!("allowedPlugins:\n  WorkflowStep: [{HTTP}]\n"),
+            &Usable::services(),
+        )
+        .unwrap();
+        let usable = Usable::new(Some(&list));
+        assert!(usable.runs(HTTP));
+        assert!(!usable.runs(HTTP_NODE));
+        assert!(usable.not_allowed.iter().any(|p| p == HTTP_NODE));
+        assert!(!usable.not_allowed.iter().any(|p| p == HTTP));
+        let (one, both) = (
+            [HTTP.to_string()],
+            [HTTP.to_string(), HTTP_NODE.to_string()],
+        );
+        assert!(usable.runs_all(one.iter()));
+        assert!(!usable.runs_all(both.iter()));
+        // Without a list, everything it has.
+        let all = Usable::new(None);
+        assert!(all.runs_all(both.iter()));
+        assert!(all.not_allowed.is_empty());
+        assert!(!Usable::none().runs_all(one.iter()));
+    }
+
+    fn jwt(claims: serde_json::Value) -> String {
+        let b64 = |b: &[u8]| data_encoding::BASE64URL_NOPAD.encode(b);
+        format!(
+            "{}.{}.sig",
+            b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+            b64(claims.to_string().as_bytes())
+        )
+    }
+
+    #[test]
+    fn a_credential_from_before_lanes_is_told_apart() {
+        let allow = |subjects: &[&str]| {
+            jwt(serde_json::json!({"nats": {"pub": {"allow": subjects}, "type": "user"}}))
+        };
+        let cases = [
+            (
+                allow(&[
+                    "outpost.ev.*.*.dc",
+                    "JS.outpost.API.CONSUMER.MSG.NEXT.OUTPOST_DISPATCH.dispatch_dc",
+                ]),
+                false,
+            ),
+            (
+                allow(&[
+                    "outpost.ev.*.*.dc",
+                    "JS.outpost.API.CONSUMER.MSG.NEXT.*.dispatch_dc",
+                ]),
+                true,
+            ),
+            // No permissions at all: everything is allowed.
+            (jwt(serde_json::json!({"nats": {"type": "user"}})), true),
+            ("not a jwt".to_string(), true),
+        ];
+        for (jwt, want) in cases {
+            assert_eq!(credential_reaches_lanes(&jwt), want, "{jwt}");
+        }
+    }
 }

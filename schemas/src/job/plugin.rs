@@ -1,8 +1,8 @@
 //! Plugin steps (`type`, `configuration`, `nodeStep`): one registry of the
 //! step types Outpost knows. The ones Rundeck's core ships run here, and
 //! the integration plugins built so far (the HTTP request step, Ansible's
-//! workflow steps) on the runner; the others (Ansible's node steps,
-//! Kubernetes, WinRM, copy file) are known
+//! workflow and node steps) on the runner; the others (Kubernetes, WinRM,
+//! copy file) are known
 //! and refused as not supported yet; any other type is refused with the
 //! known ones listed.
 
@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use super::NOT_SUPPORTED_YET;
 
 pub mod ansible;
+mod config;
 pub mod http;
 
 /// How a known step type stands.
@@ -58,12 +59,12 @@ pub const STEP_TYPES: &[(&str, Support, &[&str])] = &[
     ),
     (
         "com.batix.rundeck.plugins.AnsiblePlaybookWorflowNodeStep",
-        Support::Later,
+        Support::Runs,
         &[],
     ),
     (
         "com.batix.rundeck.plugins.AnsiblePlaybookInlineWorkflowNodeStep",
-        Support::Later,
+        Support::Runs,
         &[],
     ),
     // Keys checked by `http::HttpRequestConfig`.
@@ -109,15 +110,7 @@ pub enum FlowControl {
 }
 
 fn flag(config: &BTreeMap<String, String>, key: &str, default: bool) -> Result<bool, String> {
-    match config.get(key).map(|v| v.trim().to_ascii_lowercase()) {
-        None => Ok(default),
-        Some(v) if v.is_empty() => Ok(default),
-        Some(v) if v == "true" => Ok(true),
-        Some(v) if v == "false" => Ok(false),
-        Some(v) => Err(format!(
-            "configuration.{key}: `{v}` is not a flag: use true or false"
-        )),
-    }
+    config::flag(key, &config.get(key).cloned(), default, false)
 }
 
 /// The configuration keys of a plugin step whose value, as the job writes
@@ -164,7 +157,7 @@ impl PluginStep {
             });
         }
         if let Some((_, node_step)) = ansible::TYPES.iter().find(|(t, _)| *t == step_type) {
-            ansible::AnsibleConfig::from_map(config)?.run(true)?;
+            ansible::AnsibleConfig::from_map(config)?.run_for(true, *node_step)?;
             return Ok(PluginStep::OnRunner {
                 plugin: step_type.to_string(),
                 node_step: *node_step,

@@ -12,7 +12,6 @@ use async_nats::jetstream::{self, kv};
 use outpost_bus as bus;
 use outpost_schemas::job::{TagSet, Target};
 use outpost_schemas::records::DeadlineRecord;
-use outpost_schemas::rpc::LaneTarget;
 use outpost_schemas::{subjects, Event, Header, StepWaiting};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -471,21 +470,14 @@ async fn effects(ctx: &Ctx, run: &Run) -> Result<(), ServiceError> {
     }
     let dispatch = run.dispatch();
     let plugins = dispatch.plugins();
-    let lane = subjects::lane(&plugins);
-    match (&lane, &dispatch.target) {
-        (Some(lane), target) => {
-            let lane = LaneTarget {
-                lane: lane.clone(),
-                plugins: plugins.iter().cloned().collect(),
-                target: target.clone(),
-            };
-            topology::ensure_lane(&ctx.js, ctx.tagsets.raw(), &lane).await?;
-        }
-        (None, Target::Tags(set)) => {
+    let lane = if plugins.is_empty() {
+        if let Target::Tags(set) = &dispatch.target {
             topology::ensure_tag_set(&ctx.js, ctx.tagsets.raw(), set).await?
         }
-        (None, Target::Local) => {}
-    }
+        None
+    } else {
+        Some(topology::ensure_lane(&ctx.js, ctx.tagsets.raw(), &plugins, &dispatch.target).await?)
+    };
     let token = dispatch.target.token();
     let subject = subjects::dispatch_on(lane.as_deref(), &token, run.execution_id, run.current);
     let msg_id = format!("{}.{}.dispatch", run.execution_id.simple(), run.current);

@@ -259,6 +259,15 @@ fn lacking_plugins(
     let mut why: Vec<String> = serving
         .iter()
         .map(|h| {
+            // Every runner with lanes has the HTTP steps, allowed or not,
+            // so a heartbeat naming no plugin at all comes from a binary
+            // or a credential issued before lanes.
+            if h.plugins.is_empty() && h.plugins_not_allowed.is_empty() {
+                return format!(
+                    "runner {id} offers no plugins (its binary or its credential predates plugin lanes: upgrade it, or rotate its credential with `outpost runner rotate {id}`)",
+                    id = h.runner_id
+                );
+            }
             let missing = plugins
                 .iter()
                 .filter(|p| !h.plugins.iter().any(|v| &&v.plugin_type == p));
@@ -364,6 +373,11 @@ mod tests {
                 ],
                 &[HTTP, ANSIBLE],
                 "no runner can run the plugin step: it needs `com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep`, `edu.ohio.ais.rundeck.HttpWorkflowStepPlugin`, and of the live runners with the tags [dc], runner a does not have `com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep`; runner b does not allow `edu.ohio.ais.rundeck.HttpWorkflowStepPlugin` and does not have `com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep`; the step stays queued and starts when a runner that allows and has them connects",
+            ),
+            (
+                vec![runner("old", &["dc"], &[], &[])],
+                &[HTTP],
+                "no runner can run the plugin step: it needs `edu.ohio.ais.rundeck.HttpWorkflowStepPlugin`, and of the live runners with the tags [dc], runner old offers no plugins (its binary or its credential predates plugin lanes: upgrade it, or rotate its credential with `outpost runner rotate old`); the step stays queued and starts when a runner that allows and has them connects",
             ),
             (
                 vec![runner("c", &["eu"], &[HTTP], &[])],

@@ -386,7 +386,7 @@ impl Registry {
         // Only where this process also wrote the server's include file.
         let conf = keys.dir().join(crate::security::NATS_AUTH_CONF);
         if let Ok(text) = std::fs::read_to_string(&conf) {
-            if let Some(dir) = resolver_dir(&text) {
+            if let Some(dir) = crate::security::resolver_dir(&text) {
                 let fresh = keys.nats_auth_conf(std::path::Path::new(&dir), &revocations)?;
                 crate::security::write_private(&conf, fresh.as_bytes())
                     .map_err(|e| RegistryError::Invalid(format!("{}: {e}", conf.display())))?;
@@ -500,12 +500,4 @@ impl Registry {
 fn parse_claim_key(key: &str) -> Option<(Uuid, u32)> {
     let (exec, step) = key.split_once('.')?;
     Some((Uuid::parse_str(exec).ok()?, step.parse().ok()?))
-}
-
-/// The `dir` of the resolver line we write in the auth include.
-fn resolver_dir(conf: &str) -> Option<String> {
-    let line = conf.lines().find(|l| l.starts_with("resolver:"))?;
-    let start = line.find("dir: \"")? + 6;
-    let end = line[start..].find('"')? + start;
-    Some(line[start..end].to_string())
 }

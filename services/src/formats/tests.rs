@@ -403,7 +403,7 @@ case!(
 case!(
     yaml_unknown_plugin_type_not_supported_yet,
     Yaml,
-    "- name: n\n  sequence:\n    commands:\n    - type: com.batix.rundeck.plugins.AnsiblePlaybookInlineWorkflowNodeStep\n      nodeStep: true\n      configuration:\n        ansible-playbook-inline: '- hosts: all'\n"
+    "- name: n\n  sequence:\n    commands:\n    - type: copyfile\n      nodeStep: true\n      configuration:\n        sourcePath: /tmp/a\n"
 );
 
 // What Rundeck writes for unset features asks for nothing, and is accepted.
@@ -569,7 +569,7 @@ case!(
 case!(
     yaml_integration_plugin_step_not_supported_yet,
     Yaml,
-    "- name: n\n  sequence:\n    commands:\n    - type: com.batix.rundeck.plugins.AnsiblePlaybookWorflowNodeStep\n      nodeStep: true\n      configuration: {ansible-playbook: site.yml}\n"
+    "- name: n\n  sequence:\n    commands:\n    - type: job-state-conditional\n      nodeStep: false\n      configuration: {jobName: other}\n"
 );
 
 // Flow steps run once, between a node job's node runs.

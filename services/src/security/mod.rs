@@ -400,6 +400,18 @@ impl KeyStore {
         ))
     }
 
+    /// `existing` (a `nats-auth.conf` this store wrote, perhaps by an
+    /// older Outpost) with the account JWTs as this version builds them,
+    /// keeping its resolver dir and the revocations its runners' account
+    /// holds. An upgrade changes what the accounts export and import (the
+    /// plugin lanes did), and a server preloads only what this file says.
+    pub fn refreshed_nats_auth_conf(&self, existing: &str) -> Result<String, SecurityError> {
+        let dir = resolver_dir(existing)
+            .ok_or_else(|| SecurityError::Creds("the auth include names no resolver dir".into()))?;
+        let revocations = revocations_in(existing, &self.runners.public_key());
+        self.nats_auth_conf(Path::new(&dir), &revocations)
+    }
+
     /// Sends the runners' account JWT, with its revocations, to every
     /// server of the cluster; connected users whose credentials it revokes
     /// are cut off.
@@ -446,6 +458,35 @@ impl KeyStore {
         }
         Ok(())
     }
+}
+
+/// The resolver dir of a `nats-auth.conf` written by
+/// [`KeyStore::nats_auth_conf`].
+pub fn resolver_dir(conf: &str) -> Option<String> {
+    let line = conf.lines().find(|l| l.starts_with("resolver:"))?;
+    let start = line.find("dir: \"")? + 6;
+    let end = line[start..].find('"')? + start;
+    Some(line[start..end].to_string())
+}
+
+/// The revocations in the preloaded JWT of `account` in `conf` (none when
+/// it has none or does not read).
+fn revocations_in(conf: &str, account: &str) -> BTreeMap<String, i64> {
+    let prefix = format!("{account}: \"");
+    conf.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .and_then(|jwt| jwt.split('.').nth(1))
+        .and_then(|body| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(body)
+                .ok()
+        })
+        .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
+        .and_then(|claims| {
+            serde_json::from_value(claims.pointer("/nats/revocations")?.clone()).ok()
+        })
+        .unwrap_or_default()
 }
 
 /// What a NATS user may publish and subscribe to.
@@ -598,6 +639,34 @@ mod tests {
         assert!(p.publish.contains(&"outpost.ev.*.*.web".to_string()));
         assert!(!p.publish.iter().any(|s| s.contains("outpost.ev.>")));
         assert_eq!(p.subscribe[0], "_INBOX_web.>");
+    }
+
+    /// An upgrade rewrites the include with this version's accounts and
+    /// loses no revocation.
+    #[test]
+    fn a_refreshed_auth_include_keeps_its_revocations_and_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyStore::init(&dir.path().join("keys")).unwrap();
+        let revoked: BTreeMap<String, i64> = [("UREVOKED".to_string(), 1_700_000_000)].into();
+        let old = keys
+            .nats_auth_conf(Path::new("/data/nats/jwt"), &revoked)
+            .unwrap();
+        // As an older version wrote it: one stream exported.
+        let account = keys.account.public_key();
+        let old: String = old
+            .lines()
+            .map(|l| match l.trim().starts_with(&account) {
+                true => format!("  {account}: \"eyJ0eXAiOiJKV1QifQ.e30.old\"\n"),
+                false => format!("{l}\n"),
+            })
+            .collect();
+        assert!(old.contains("e30.old"));
+        let fresh = keys.refreshed_nats_auth_conf(&old).unwrap();
+        assert_eq!(resolver_dir(&fresh).as_deref(), Some("/data/nats/jwt"));
+        assert_eq!(revocations_in(&fresh, &keys.runners.public_key()), revoked);
+        assert!(!fresh.contains("e30.old"));
+        assert!(fresh.contains(&keys.account.public_key()));
+        assert!(revocations_in("operator: x\n", "AX").is_empty());
     }
 
     #[test]

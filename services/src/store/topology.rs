@@ -33,6 +33,8 @@ pub enum TopologyError {
     Consumer { name: String, message: String },
     #[error("cannot register tag set {token}: {message}")]
     TagSet { token: String, message: String },
+    #[error("no plugin lane is free for [{plugins}]: held are {held}")]
+    LaneTaken { plugins: String, held: String },
 }
 
 /// Every stream, as `ensure` creates it (pure: the tidy test checks
@@ -409,35 +411,86 @@ pub async fn ensure_tag_set(
     Ok(())
 }
 
-/// Makes a plugin lane servable for one target: the lane's stream, its
-/// consumer for the target, then the registry entry that tells runners
-/// (see [`ensure_tag_set`]). Idempotent; cheap when already registered.
+/// Makes sure the lane for `plugins` exists for `target` (its stream, the
+/// target's consumer on it, and its entry in the registry, which is how
+/// runners learn to bind it), and returns the lane's name.
+///
+/// A readable name held by another plugin set (`com.a.Step` and
+/// `org.b.step` read alike) is not shared: a runner binds a lane by the
+/// plugins its entry names, so sharing would hand it steps it lacks. The
+/// second set goes on its hashed name instead. The registry entry is
+/// created, not overwritten, so that two replicas racing for one name
+/// agree on who has it.
 pub async fn ensure_lane(
     js: &jetstream::Context,
     registry: &kv::Store,
-    lane: &LaneTarget,
-) -> Result<(), TopologyError> {
-    let parts = match &lane.target {
+    plugins: &std::collections::BTreeSet<String>,
+    target: &Target,
+) -> Result<String, TopologyError> {
+    let parts = match target {
         Target::Local => vec![s::LOCAL_TOKEN.to_string()],
         Target::Tags(set) => set.tags().to_vec(),
     };
-    let key = s::lane_key(&lane.lane, &parts);
-    if let Ok(Some(_)) = registry.get(&key).await {
-        return Ok(());
+    let wanted: Vec<String> = plugins.iter().cloned().collect();
+    let names = s::lane(plugins)
+        .into_iter()
+        .chain([s::hashed_lane(plugins)]);
+    let mut held = Vec::new();
+    for name in names {
+        let lane = LaneTarget {
+            lane: name.clone(),
+            plugins: wanted.clone(),
+            target: target.clone(),
+        };
+        let err = |message: String| TopologyError::TagSet {
+            token: format!("{} (lane {name})", lane.token()),
+            message,
+        };
+        let key = s::lane_key(&name, &parts);
+        let holder = |raw: &[u8]| {
+            serde_json::from_slice::<LaneTarget>(raw)
+                .map(|t| t.plugins)
+                .unwrap_or_default()
+        };
+        if let Ok(Some(raw)) = registry.get(&key).await {
+            let has = holder(&raw);
+            if has == wanted {
+                return Ok(name);
+            }
+            held.push((name, has));
+            continue;
+        }
+        create_stream(js, dispatch_stream_config(Some(&name))).await?;
+        ensure_dispatch_consumer(js, Some(&name), &lane.token()).await?;
+        let value = serde_json::to_vec(&lane).expect("lane serialises");
+        match registry.create(&key, value.into()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let raw = registry
+                    .get(&key)
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .unwrap_or_default();
+                let has = holder(&raw);
+                if has != wanted {
+                    held.push((name, has));
+                    continue;
+                }
+            }
+            Err(e) => return Err(err(e.to_string())),
+        }
+        let _ = js
+            .client()
+            .publish(s::TAGSETS_CHANGED, bytes::Bytes::new())
+            .await;
+        return Ok(name);
     }
-    create_stream(js, dispatch_stream_config(Some(&lane.lane))).await?;
-    ensure_dispatch_consumer(js, Some(&lane.lane), &lane.token()).await?;
-    let value = serde_json::to_vec(lane).expect("lane serialises");
-    registry
-        .put(&key, value.into())
-        .await
-        .map_err(|e| TopologyError::TagSet {
-            token: format!("{} (lane {})", lane.token(), lane.lane),
-            message: e.to_string(),
-        })?;
-    let _ = js
-        .client()
-        .publish(s::TAGSETS_CHANGED, bytes::Bytes::new())
-        .await;
-    Ok(())
+    Err(TopologyError::LaneTaken {
+        plugins: wanted.join(", "),
+        held: held
+            .into_iter()
+            .map(|(lane, has)| format!("{lane} by [{}]", has.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
 }

@@ -146,18 +146,16 @@ pub async fn run(opts: UpOptions, shutdown: CancellationToken) -> Result<(), UpE
     let keys_dir = data_dir.join("keys");
     let keys = KeyStore::init(&keys_dir).map_err(|e| UpError::Setup(e.to_string()))?;
     let auth_conf_path = keys_dir.join(NATS_AUTH_CONF);
-    // Rewritten by every revocation, so it holds the latest account JWT.
+    // Rewritten by every revocation, so it holds the latest revocations;
+    // rebuilt here with this version's accounts, which an upgrade may have
+    // changed (the plugin lanes widened what runners may fetch from).
     let auth_conf = match std::fs::read_to_string(&auth_conf_path) {
-        Ok(text) => text,
-        Err(_) => {
-            let text = keys
-                .nats_auth_conf(&nats_dir.join("jwt"), &Default::default())
-                .map_err(|e| UpError::Setup(e.to_string()))?;
-            write_private(&auth_conf_path, text.as_bytes())
-                .map_err(io(format!("cannot write {}", auth_conf_path.display())))?;
-            text
-        }
-    };
+        Ok(old) => keys.refreshed_nats_auth_conf(&old),
+        Err(_) => keys.nats_auth_conf(&nats_dir.join("jwt"), &Default::default()),
+    }
+    .map_err(|e| UpError::Setup(format!("{}: {e}", auth_conf_path.display())))?;
+    write_private(&auth_conf_path, auth_conf.as_bytes())
+        .map_err(io(format!("cannot write {}", auth_conf_path.display())))?;
     let tls = if opts.insecure {
         tracing::warn!("--insecure: NATS WebSocket/leaf listeners and the API use no TLS; credentials and tokens cross the network in clear text");
         None

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::NOT_SUPPORTED_YET;
 
+use super::config::{deferred, flag, from_map, text};
+
 /// The steps' configuration as a job export holds it: every value text.
 /// The committed JSON Schema (`plugin_ansible.v1.json`) is this.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -82,6 +84,15 @@ pub const TYPES: &[(&str, bool)] = &[
         false,
     ),
     ("com.batix.rundeck.plugins.AnsibleModuleWorkflowStep", false),
+    // Misspelled in the plugin, and so in every export.
+    (
+        "com.batix.rundeck.plugins.AnsiblePlaybookWorflowNodeStep",
+        true,
+    ),
+    (
+        "com.batix.rundeck.plugins.AnsiblePlaybookInlineWorkflowNodeStep",
+        true,
+    ),
 ];
 
 /// Rundeck's become methods.
@@ -115,12 +126,44 @@ pub enum AnsibleMode {
         module: String,
         args: Option<String>,
     },
+    /// The node executor's command or script: `ansible all -m script`
+    /// with a file of `body`, which Ansible copies to the node and runs.
+    Script {
+        body: String,
+        args: Option<String>,
+    },
 }
+
+/// Rundeck's Ansible node executor (`node-executor` of a node).
+pub const NODE_EXECUTOR: &str = "com.batix.rundeck.plugins.AnsibleNodeExecutor";
+
+/// The node attributes the node executor reads as its configuration, as
+/// the plugin reads them from the node (the others are host vars only).
+pub const NODE_EXECUTOR_KEYS: &[&str] = &[
+    "ansible-ssh-user",
+    "ansible-ssh-auth-type",
+    "ansible-ssh-keypath",
+    "ansible-ssh-key-storage-path",
+    "ansible-ssh-password-storage-path",
+    "ansible-ssh-timeout",
+    "ansible-become",
+    "ansible-become-method",
+    "ansible-become-user",
+    "ansible-become-password-storage-path",
+    "ansible-vault-path",
+    "ansible-vault-storage-path",
+    "ansible-extra-param",
+    "ansible-binaries-dir-path",
+    "ansible-config-file-path",
+    "ansible-debug",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inventory {
     Path(String),
     Inline(String),
+    /// For a node step: the runner writes one from the run's nodes.
+    FromNodes,
 }
 
 /// Where the SSH credential comes from.
@@ -159,6 +202,8 @@ pub struct AnsibleRun {
     pub extra_vars: Option<String>,
     pub extra_params: Vec<String>,
     pub limit: Option<String>,
+    /// `ansible-disable-limit`: a node step passes no `-l` either.
+    pub disable_limit: bool,
     pub user: Option<String>,
     pub auth: SshAuth,
     pub timeout: Option<u32>,
@@ -168,26 +213,6 @@ pub struct AnsibleRun {
     pub binaries_dir: Option<String>,
     pub config_file: Option<String>,
     pub debug: bool,
-}
-
-fn deferred(v: &str) -> bool {
-    v.contains("${")
-}
-
-fn text(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|v| !v.is_empty())
-}
-
-fn flag(key: &str, v: &Option<String>, default: bool, at_import: bool) -> Result<bool, String> {
-    match text(v) {
-        None => Ok(default),
-        Some(v) if at_import && deferred(v) => Ok(default),
-        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
-        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-        Some(v) => Err(format!(
-            "configuration.{key}: `{v}` is not a flag: use true or false"
-        )),
-    }
 }
 
 /// The configuration keys that hold key storage paths
@@ -204,22 +229,20 @@ pub fn stored_keys(config: &BTreeMap<String, String>) -> Vec<String> {
 impl AnsibleConfig {
     /// Reads the configuration map (unknown keys are errors).
     pub fn from_map(config: &BTreeMap<String, String>) -> Result<Self, String> {
-        let value = serde_json::to_value(config).expect("a map of text serialises");
-        serde_json::from_value(value).map_err(|e| {
-            let e = e.to_string();
-            match e.strip_prefix("unknown field ") {
-                Some(rest) => format!(
-                    "the Ansible step has no configuration key {}",
-                    rest.replacen(", expected one of", "; its keys are", 1)
-                ),
-                None => format!("configuration: {e}"),
-            }
-        })
+        from_map("the Ansible step", config)
     }
 
     /// Checks what can be checked before references expand (`at_import`),
-    /// or everything (on the runner), into the run to make.
+    /// or everything (on the runner), into the run a workflow step makes.
     pub fn run(&self, at_import: bool) -> Result<AnsibleRun, String> {
+        self.run_for(at_import, false)
+    }
+
+    /// As [`AnsibleConfig::run`], for a workflow step or a node step. A
+    /// node step runs on one node of the run at a time: the runner sets
+    /// `-l` to its name, and with no inventory given (or
+    /// `ansible-generate-inventory`) writes one from the run's nodes.
+    pub fn run_for(&self, at_import: bool, node_step: bool) -> Result<AnsibleRun, String> {
         let skip = |v: &str| at_import && deferred(v);
         let owned = |v: &Option<String>| text(v).map(str::to_string);
         let mode = match (
@@ -240,12 +263,18 @@ impl AnsibleConfig {
                 return Err("Missing module or playbook job arguments: set configuration.ansible-playbook, ansible-playbook-inline or ansible-module".into())
             }
         };
+        let generate = flag(
+            "ansible-generate-inventory",
+            &self.ansible_generate_inventory,
+            false,
+            at_import,
+        )?;
+        if generate && !node_step {
+            return Err(format!(
+                "{NOT_SUPPORTED_YET}: configuration.ansible-generate-inventory in a workflow step (an inventory from Rundeck's nodes, which a job with nodes would give; the node steps write one from the run's nodes)"
+            ));
+        }
         for (key, v, instead) in [
-            (
-                "ansible-generate-inventory",
-                &self.ansible_generate_inventory,
-                "an inventory from Rundeck's nodes; give it with ansible-inventory or ansible-inventory-inline",
-            ),
             (
                 "ansible-generate-inventory-nodes-auth",
                 &self.ansible_generate_inventory_nodes_auth,
@@ -303,8 +332,10 @@ impl AnsibleConfig {
                 .filter(|v| !v.trim().is_empty()),
             text(&self.ansible_inventory),
         ) {
+            _ if generate => Some(Inventory::FromNodes),
             (Some(i), _) => Some(Inventory::Inline(i.to_string())),
             (None, Some(p)) => Some(Inventory::Path(p.to_string())),
+            (None, None) if node_step => Some(Inventory::FromNodes),
             (None, None) => None,
         };
         let extra_params = match text(&self.ansible_extra_param) {
@@ -392,6 +423,7 @@ impl AnsibleConfig {
                 .filter(|v| !v.trim().is_empty()),
             extra_params,
             limit,
+            disable_limit,
             user: owned(&self.ansible_ssh_user),
             auth,
             timeout,
@@ -418,6 +450,35 @@ mod tests {
             Ok(run) => format!("{run:?}"),
             Err(e) => format!("error: {e}"),
         }
+    }
+
+    /// A node step takes its inventory from the run's nodes unless it
+    /// gives one; `ansible-generate-inventory` asks for them either way.
+    #[test]
+    fn a_node_step_reads_its_inventory_from_the_nodes_by_default() {
+        let inventory = |pairs: &[(&str, &str)]| {
+            let config: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            AnsibleConfig::from_map(&config)
+                .and_then(|c| c.run_for(true, true))
+                .map(|r| r.inventory)
+        };
+        let book = ("ansible-playbook", "/srv/site.yml");
+        assert_eq!(inventory(&[book]), Ok(Some(Inventory::FromNodes)));
+        assert_eq!(
+            inventory(&[book, ("ansible-inventory", "/etc/hosts.ini")]),
+            Ok(Some(Inventory::Path("/etc/hosts.ini".into())))
+        );
+        assert_eq!(
+            inventory(&[
+                book,
+                ("ansible-inventory", "/etc/hosts.ini"),
+                ("ansible-generate-inventory", "true")
+            ]),
+            Ok(Some(Inventory::FromNodes))
+        );
     }
 
     /// Each configuration beside what it runs, or why it is refused.

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::NOT_SUPPORTED_YET;
 
+use super::config::{deferred, flag, from_map, text};
+
 /// The step's configuration as a job export holds it: every value text.
 /// The committed JSON Schema (`plugin_http_request.v1.json`) is this.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -108,27 +110,6 @@ pub fn succeeds(rules: Option<&[CodeRule]>, code: u16) -> bool {
     }
 }
 
-fn flag(key: &str, v: &Option<String>, default: bool, at_import: bool) -> Result<bool, String> {
-    match v.as_deref().map(str::trim) {
-        None | Some("") => Ok(default),
-        Some(v) if at_import && deferred(v) => Ok(default),
-        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
-        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-        Some(v) => Err(format!(
-            "configuration.{key}: `{v}` is not a flag: use true or false"
-        )),
-    }
-}
-
-/// A value that expands only at run time: checked then, on the runner.
-fn deferred(v: &str) -> bool {
-    v.contains("${")
-}
-
-fn text(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|v| !v.is_empty())
-}
-
 /// Reads `responseCode` as the plugin matches it: each comma-separated
 /// entry `\d{3}`, `\d{3}-\d{3}` or `\dxx`. The plugin skips an entry it
 /// cannot read with a warning; here it is an error, so that a typo does not
@@ -219,17 +200,7 @@ pub fn stored_keys(config: &BTreeMap<String, String>) -> Vec<String> {
 impl HttpRequestConfig {
     /// Reads the configuration map (unknown keys are errors).
     pub fn from_map(config: &BTreeMap<String, String>) -> Result<Self, String> {
-        let value = serde_json::to_value(config).expect("a map of text serialises");
-        serde_json::from_value(value).map_err(|e| {
-            let e = e.to_string();
-            match e.strip_prefix("unknown field ") {
-                Some(rest) => format!(
-                    "the HTTP request step has no configuration key {}",
-                    rest.replacen(", expected one of", "; its keys are", 1)
-                ),
-                None => format!("configuration: {e}"),
-            }
-        })
+        from_map("the HTTP request step", config)
     }
 
     /// Checks what can be checked before references expand (`at_import`),

@@ -394,11 +394,14 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<i32> {
             );
             if let Some(dir) = resolver_dir {
                 let conf = keys_dir.join(outpost_services::security::NATS_AUTH_CONF);
-                if conf.exists() {
-                    // It carries the revocations made since; a fresh one
-                    // would let revoked runners back in.
+                if let Ok(old) = std::fs::read_to_string(&conf) {
+                    // It carries the revocations made since (a fresh one
+                    // would let revoked runners back in), and perhaps an
+                    // older version's accounts.
+                    let text = keys.refreshed_nats_auth_conf(&old)?;
+                    outpost_services::security::write_private(&conf, text.as_bytes())?;
                     println!(
-                        "nats-server auth include: {} (kept; it holds the current revocations)",
+                        "nats-server auth include: {} (rebuilt with this version's accounts, keeping its revocations and resolver dir; restart nats-server to load it)",
                         conf.display()
                     );
                     return Ok(0);
