@@ -32,7 +32,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{self, shell_quote, Exit};
+use crate::plugins::copyfile::Target;
 use crate::ssh::{self, SshAuth, SshOptions, SshTarget};
+use outpost_schemas::job::copyfile::{CopyFileConfig, TYPES as COPYFILE_TYPES};
 
 #[derive(Debug, Clone)]
 pub struct NodeRunSpec {
@@ -439,6 +441,8 @@ async fn run_pair(sh: &Shared, step: StepNo, cmd: &StepCommand, node: &Node) -> 
     result
 }
 
+const COPYFILE: &str = COPYFILE_TYPES[0].0;
+
 /// The `node-executor` names that mean SSH: Outpost's default and
 /// Rundeck's two SSH providers.
 const SSH_EXECUTORS: &[&str] = &["ssh", "jsch-ssh", "sshj-ssh"];
@@ -502,11 +506,21 @@ async fn run_on(
     // `localexec` runs here on the runner, with the node's context.
     // A plugin step runs here too, with the node's context in its
     // configuration, as Rundeck runs a node-step plugin on its server.
+    // Copy File goes to the node itself, through its executor's session.
+    let copy = match cmd {
+        StepCommand::Plugin { plugin, config, .. } if plugin == COPYFILE => Some(
+            CopyFileConfig::from_map(config)
+                .and_then(|c| c.copy(false))
+                .map_err(|e| sh.spec.secrets.mask_str(&e))?,
+        ),
+        _ => None,
+    };
     if node.executor() == "local"
-        || matches!(
-            cmd,
-            StepCommand::LocalExec { .. } | StepCommand::Plugin { .. }
-        )
+        || (copy.is_none()
+            && matches!(
+                cmd,
+                StepCommand::LocalExec { .. } | StepCommand::Plugin { .. }
+            ))
     {
         // Unique per pair: executions and nodes run side by side here.
         let name = format!(
@@ -549,6 +563,14 @@ async fn run_on(
         return Ok(proc.wait(sh.cancel.clone()).await);
     }
     match node.executor() {
+        outpost_schemas::job::ansible::NODE_EXECUTOR if copy.is_some() => {
+            return Err(format!(
+                "{}: copyfile to node {}, whose node-executor is {} (Rundeck copies through its Ansible file copier)",
+                outpost_schemas::job::NOT_SUPPORTED_YET,
+                node.nodename,
+                outpost_schemas::job::ansible::NODE_EXECUTOR
+            ))
+        }
         outpost_schemas::job::ansible::NODE_EXECUTOR => {
             let place = crate::plugins::Place {
                 key_store: &sh.ctx.key_store,
@@ -595,6 +617,19 @@ async fn run_on(
         s = ssh::connect(&target, &auth, &sh.ctx.ssh) => s.map_err(|e| e.to_string())?.with_secrets(sh.spec.secrets.clone()),
         _ = sh.cancel.cancelled() => return Ok(Exit::Killed),
     };
+    if let Some(copy) = copy {
+        let sftp = tokio::select! {
+            s = session.sftp() => s.map_err(|e| e.to_string())?,
+            _ = sh.cancel.cancelled() => return Ok(Exit::Killed),
+        };
+        let name = node.nodename.clone();
+        let proc = executor::spawn_task(lines.clone(), &sh.spec.secrets, move |out, stop| {
+            crate::plugins::copyfile::run(copy, Target::Sftp(sftp), name, out, stop)
+        });
+        let exit = proc.wait(sh.cancel.clone()).await;
+        session.close().await;
+        return Ok(exit);
+    }
     let exports: String = env
         .iter()
         .map(|(k, v)| format!("export {k}={}; ", shell_quote(v)))

@@ -385,6 +385,19 @@ impl Session {
         }
     }
 
+    /// Opens the node's SFTP subsystem on this session (Copy File).
+    pub async fn sftp(&self) -> Result<russh_sftp::client::SftpSession, SshError> {
+        let proto = |e: russh::Error| SshError::Protocol(e.to_string());
+        let channel = self.handle.channel_open_session().await.map_err(proto)?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(proto)?;
+        russh_sftp::client::SftpSession::new(channel.into_stream())
+            .await
+            .map_err(|e| SshError::Protocol(format!("sftp: {e}")))
+    }
+
     pub async fn close(self) {
         let _ = self
             .handle

@@ -39,7 +39,7 @@ pub use nodes::*;
 pub use notification::{Notifications, Notify, TRIGGERS};
 pub use option::*;
 pub use plugin::{
-    ansible, http, known_types, stored_keys, FlowControl, PluginStep, Support, STEP_TYPES,
+    ansible, copyfile, http, known_types, stored_keys, FlowControl, PluginStep, Support, STEP_TYPES,
 };
 pub use retry::{JobRetry, RetryPolicy};
 pub use schedule::Schedule;

@@ -57,6 +57,10 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
             schema_for!(job::http::HttpRequestConfig),
         ),
         ("plugin_ansible", schema_for!(job::ansible::AnsibleConfig)),
+        (
+            "plugin_copyfile",
+            schema_for!(job::copyfile::CopyFileConfig),
+        ),
         ("job", schema_for!(job::Job)),
         ("rpc_claim_request", schema_for!(rpc::ClaimRequest)),
         ("rpc_claim_reply", schema_for!(rpc::ClaimReply)),

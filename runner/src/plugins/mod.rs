@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use outpost_schemas::job::ansible::{AnsibleConfig, Inventory, TYPES as ANSIBLE_TYPES};
+use outpost_schemas::job::copyfile::{CopyFileConfig, TYPES as COPYFILE_TYPES};
 use outpost_schemas::job::http::{HttpRequestConfig, TYPES as HTTP_TYPES};
 use outpost_schemas::node::Node;
 use outpost_schemas::{LogEntry, PluginVersion};
@@ -17,6 +18,7 @@ use crate::mask::Secrets;
 
 mod allow;
 pub mod ansible;
+pub mod copyfile;
 mod http;
 
 pub use allow::{AllowList, AllowListError};
@@ -55,6 +57,7 @@ pub fn built() -> Vec<Built> {
     });
     HTTP_TYPES
         .iter()
+        .chain(COPYFILE_TYPES)
         .chain(ansible)
         .map(step)
         .chain(executors)
@@ -193,6 +196,20 @@ pub fn start(
             ansible::credentials(&run, key_store, |k| stored.iter().any(|s| s == k), secrets)
                 .map_err(refuse)?;
         return ansible::start(&run, &creds, from_nodes.as_deref(), place, lines, &secrets);
+    }
+    if COPYFILE_TYPES.iter().any(|(t, _)| *t == plugin) {
+        // On the runner's host: a job without nodes, or a local node (a
+        // node run sends the others to the node, see `node_run`).
+        let copy = CopyFileConfig::from_map(config)
+            .and_then(|c| c.copy(false))
+            .map_err(refuse)?;
+        let node = place
+            .node
+            .map(|s| s.node.nodename.clone())
+            .unwrap_or_else(|| "localhost".into());
+        return Ok(spawn_task(lines, secrets, move |out, stop| {
+            copyfile::run(copy, copyfile::Target::Local, node, out, stop)
+        }));
     }
     if HTTP_TYPES.iter().any(|(t, _)| *t == plugin) {
         let mut request = HttpRequestConfig::from_map(config)

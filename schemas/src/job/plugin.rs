@@ -1,8 +1,8 @@
 //! Plugin steps (`type`, `configuration`, `nodeStep`): one registry of the
 //! step types Outpost knows. The ones Rundeck's core ships run here, and
 //! the integration plugins built so far (the HTTP request step, Ansible's
-//! workflow and node steps) on the runner; the others (Kubernetes, WinRM,
-//! copy file) are known
+//! workflow and node steps, copy file) on the runner; the others
+//! (Kubernetes, WinRM) are known
 //! and refused as not supported yet; any other type is refused with the
 //! known ones listed.
 
@@ -12,6 +12,7 @@ use super::NOT_SUPPORTED_YET;
 
 pub mod ansible;
 mod config;
+pub mod copyfile;
 pub mod http;
 
 /// How a known step type stands.
@@ -35,7 +36,8 @@ pub const STEP_TYPES: &[(&str, Support, &[&str])] = &[
     ("export-var", Support::Runs, &["export", "group", "value"]),
     // Rundeck's other core steps and the integration plugins.
     ("script-file-url", Support::Later, &[]),
-    ("copyfile", Support::Later, &[]),
+    // Keys checked by `copyfile::CopyFileConfig`.
+    ("copyfile", Support::Runs, &[]),
     ("job-state-conditional", Support::Later, &[]),
     ("source-refresh-plugin", Support::Later, &[]),
     ("log-data-step", Support::Later, &[]),
@@ -151,6 +153,13 @@ impl PluginStep {
         }
         if let Some((_, node_step)) = http::TYPES.iter().find(|(t, _)| *t == step_type) {
             http::HttpRequestConfig::from_map(config)?.request(true)?;
+            return Ok(PluginStep::OnRunner {
+                plugin: step_type.to_string(),
+                node_step: *node_step,
+            });
+        }
+        if let Some((_, node_step)) = copyfile::TYPES.iter().find(|(t, _)| *t == step_type) {
+            copyfile::CopyFileConfig::from_map(config)?.copy(true)?;
             return Ok(PluginStep::OnRunner {
                 plugin: step_type.to_string(),
                 node_step: *node_step,
@@ -311,8 +320,8 @@ mod tests {
             ),
             "{unknown}"
         );
-        assert!(PluginStep::read("copyfile", &config(&[]))
+        assert!(PluginStep::read("log-data-step", &config(&[]))
             .unwrap_err()
-            .starts_with("not supported yet: plugin step type `copyfile`"));
+            .starts_with("not supported yet: plugin step type `log-data-step`"));
     }
 }

@@ -403,7 +403,7 @@ case!(
 case!(
     yaml_unknown_plugin_type_not_supported_yet,
     Yaml,
-    "- name: n\n  sequence:\n    commands:\n    - type: copyfile\n      nodeStep: true\n      configuration:\n        sourcePath: /tmp/a\n"
+    "- name: n\n  sequence:\n    commands:\n    - type: log-data-step\n      nodeStep: false\n      configuration:\n        logLevel: NORMAL\n"
 );
 
 // What Rundeck writes for unset features asks for nothing, and is accepted.
