@@ -152,9 +152,12 @@ pub fn from_inventory(listed: &str) -> Result<Vec<Node>, String> {
             ),
             None => None,
         };
+        // A vault-encrypted value (`{"__ansible_vault": …}`) is a secret
+        // whatever its name: it is not read at all.
+        let vaulted = |v: &Value| v.get("__ansible_vault").is_some();
         let mut attributes: BTreeMap<String, String> = vars
             .iter()
-            .filter(|(k, _)| k.as_str() != "tags")
+            .filter(|(k, v)| k.as_str() != "tags" && !vaulted(v))
             .map(|(k, v)| (k.clone(), text(v)))
             .collect();
         for (attr, keys) in OS {

@@ -77,10 +77,18 @@ impl Node {
     }
 }
 
-/// Attributes that locate credentials. They stay on the runner that owns the
-/// node: a runner reports its nodes without them.
+/// Attributes that locate or hold credentials. They stay on the runner
+/// that owns the node: a runner reports its nodes without them. Besides
+/// Rundeck's storage paths, any name that reads as a secret (an Ansible
+/// inventory's `ansible_password`, `ansible_become_pass`, a vault blob
+/// under any name that says so, a token) is kept home too.
 pub fn is_credential_attribute(name: &str) -> bool {
-    name.ends_with("-storage-path") || name.starts_with("ssh-key") || name == "ssh-password"
+    let lower = name.to_ascii_lowercase();
+    name.ends_with("-storage-path")
+        || name.starts_with("ssh-key")
+        || ["pass", "secret", "token", "vault", "private_key"]
+            .iter()
+            .any(|w| lower.contains(w))
 }
 
 impl Node {

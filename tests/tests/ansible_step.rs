@@ -376,7 +376,7 @@ async fn an_ansible_inventory_is_a_node_source() {
     let stack = Stack::start().await;
     let n = node_with(&stack, |port, python| {
         Some(Source::Inventory(format!(
-            "prod:\n  children:\n    web:\n      hosts:\n        inv1:\n          ansible_host: 127.0.0.1\n          ansible_port: {port}\n          ansible_python_interpreter: {python}\n          ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n          node-executor: com.batix.rundeck.plugins.AnsibleNodeExecutor\n          ansible-ssh-user: {user}\n          ansible-ssh-key-storage-path: keys/ansible/id\n",
+            "prod:\n  children:\n    web:\n      hosts:\n        inv1:\n          ansible_host: 127.0.0.1\n          ansible_port: {port}\n          ansible_python_interpreter: {python}\n          ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n          node-executor: com.batix.rundeck.plugins.AnsibleNodeExecutor\n          ansible-ssh-user: {user}\n          ansible-ssh-key-storage-path: keys/ansible/id\n  vars:\n    ansible_become_password: inventory-s3cret-pw\n",
             user = user()
         )))
     })
@@ -402,8 +402,14 @@ async fn an_ansible_inventory_is_a_node_source() {
         lines.iter().any(|l| l.contains("from inv1 in prod,web")),
         "{lines:#?}"
     );
-    assert!(find_in_all_streams(&stack.js, "keys/ansible/id")
-        .await
-        .is_empty());
+    // Neither a storage path nor a password from the inventory's group
+    // vars (which `ansible-inventory --list` folds into each host's) left
+    // the runner.
+    for secret in ["keys/ansible/id", "inventory-s3cret-pw"] {
+        assert!(
+            find_in_all_streams(&stack.js, secret).await.is_empty(),
+            "{secret} reached a stream"
+        );
+    }
     drop(n.sshd);
 }
