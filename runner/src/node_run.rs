@@ -73,6 +73,10 @@ pub struct NodeContext {
     pub work_dir: PathBuf,
     /// SSH user when a node names none.
     pub default_user: String,
+    /// The plugins this runner runs. A node's executor is checked here,
+    /// where it runs: the runner's own entry for a node, which replaces
+    /// the dispatched one, may name another than the lane was chosen for.
+    pub plugins: crate::plugins::Usable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -567,6 +571,15 @@ async fn run_on(
             return Err(format!(
                 "{}: copyfile to node {}, whose node-executor is {} (Rundeck copies through its Ansible file copier)",
                 outpost_schemas::job::NOT_SUPPORTED_YET,
+                node.nodename,
+                outpost_schemas::job::ansible::NODE_EXECUTOR
+            ))
+        }
+        outpost_schemas::job::ansible::NODE_EXECUTOR
+            if !sh.ctx.plugins.runs(outpost_schemas::job::ansible::NODE_EXECUTOR) =>
+        {
+            return Err(format!(
+                "node {}: node-executor {} is not among the plugins this runner runs (not installed, or not allowed by its --allowed-plugins)",
                 node.nodename,
                 outpost_schemas::job::ansible::NODE_EXECUTOR
             ))

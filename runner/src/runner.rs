@@ -179,6 +179,7 @@ impl Shared {
             },
             work_dir: self.opts.work_dir.clone(),
             default_user: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            plugins: self.plugins.clone(),
         }
     }
 }
@@ -442,8 +443,6 @@ const FLUSH_FIRST_LIMIT: Duration = Duration::from_secs(60);
 /// acknowledge its outbox, after the shutdown grace.
 const FLUSH_WINDOW: Duration = Duration::from_secs(10);
 
-/// The outbox lane of a dispatched step: its events and log chunks are
-/// published in the order they were written.
 /// The plugins this runner offers: what it has and its list allows, or
 /// none when its credential cannot fetch from the lanes they run on.
 fn usable_plugins(opts: &RunnerOptions) -> crate::plugins::Usable {
@@ -455,7 +454,7 @@ fn usable_plugins(opts: &RunnerOptions) -> crate::plugins::Usable {
         Ok((jwt, _)) if !crate::plugins::credential_reaches_lanes(&jwt) => {
             tracing::warn!(
                 runner_id = %opts.runner_id,
-                "this runner's credential was issued before plugin lanes and cannot fetch plugin steps, so it offers none; rotate it (`outpost runner rotate {}`) to run them",
+                "this runner's credential was issued before plugin lanes and cannot fetch plugin steps, so it offers none; rotate it (`outpost runner rotate {}`), then restart the runner, to run them",
                 opts.runner_id
             );
             crate::plugins::Usable::none()
@@ -464,6 +463,8 @@ fn usable_plugins(opts: &RunnerOptions) -> crate::plugins::Usable {
     }
 }
 
+/// The outbox lane of a dispatched step: its events and log chunks are
+/// published in the order they were written.
 fn lane(execution_id: Uuid, step: u32) -> String {
     // The claim key, so that the outbox's lanes name the steps they report.
     subjects::claim_key(execution_id, step)

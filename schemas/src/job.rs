@@ -527,6 +527,19 @@ impl TryFrom<RawJob> for Job {
                     i + 1
                 ));
             }
+        } else {
+            for (i, c) in raw.sequence.commands.iter().enumerate() {
+                let why = match c.plugin() {
+                    Some(PluginStep::OnRunner {
+                        plugin,
+                        node_step: true,
+                    }) => ansible::refused_without_nodes(&plugin, &c.configuration),
+                    _ => None,
+                };
+                if let Some(why) = why {
+                    return Err(format!("job `{name}`: step {}: {why}", i + 1));
+                }
+            }
         }
         Ok(Job {
             uuid,

@@ -36,6 +36,23 @@ enum Source {
 /// given the sshd's port and the node's Python; with nodes, once it has
 /// reported them (a job run before would match none).
 async fn node_with(stack: &Stack, nodes: impl Fn(u16, &str) -> Option<Source>) -> Node {
+    node_with_list(stack, nodes, None).await
+}
+
+/// As [`node_with`], the runner with the allow-list `allowed` (its YAML).
+async fn node_with_list(
+    stack: &Stack,
+    nodes: impl Fn(u16, &str) -> Option<Source>,
+    allowed: Option<&str>,
+) -> Node {
+    let allowed = allowed.map(|text| {
+        outpost_runner::plugins::AllowList::parse(
+            text,
+            &outpost_runner::plugins::Usable::services(),
+        )
+        .unwrap()
+        .0
+    });
     let dir = tempfile::tempdir().unwrap();
     let key_store = dir.path().join("store");
     std::fs::create_dir_all(key_store.join("ansible")).unwrap();
@@ -62,6 +79,7 @@ async fn node_with(stack: &Stack, nodes: impl Fn(u16, &str) -> Option<Source>) -
         o.key_store = key_store.clone();
         o.nodes_file = nodes_file.clone();
         o.ansible_inventory = inventory_file.clone();
+        o.allowed_plugins = allowed.clone();
     });
     if source.is_some() {
         use futures::StreamExt;
@@ -295,16 +313,17 @@ async fn node_steps_run_per_node_over_an_inventory_of_the_runners_nodes() {
 
 /// Rundeck's Ansible node executor: nodes whose `node-executor` is
 /// `com.batix.rundeck.plugins.AnsibleNodeExecutor` run a job's exec and
-/// script steps through `ansible -m script -l <node>`, configured from
-/// their own `ansible-*` attributes (the key from the runner's key store),
-/// each node's exit its own.
+/// script steps through `ansible -m shell -l <node>`, configured from
+/// their own `ansible-*` attributes (the key from the runner's key store,
+/// the shell from `ansible-executable`), each node's exit its own, the
+/// command's output as its own lines (so a log filter's `^…$` holds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ansible_node_executor_runs_exec_and_script_steps_on_each_node() {
     let stack = Stack::start().await;
     let n = node_with(&stack, |port, python| {
         let node = |name: &str| {
             format!(
-                "{name}:\n  hostname: 127.0.0.1:{port}\n  tags: web\n  node-executor: com.batix.rundeck.plugins.AnsibleNodeExecutor\n  ansible-ssh-user: {user}\n  ansible-ssh-key-storage-path: keys/ansible/id\n  ansible_python_interpreter: {python}\n  ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n",
+                "{name}:\n  hostname: 127.0.0.1:{port}\n  tags: web\n  node-executor: com.batix.rundeck.plugins.AnsibleNodeExecutor\n  ansible-ssh-user: {user}\n  ansible-ssh-key-storage-path: keys/ansible/id\n  ansible-executable: /bin/bash\n  ansible_python_interpreter: {python}\n  ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n",
                 user = user()
             )
         };
@@ -319,11 +338,13 @@ async fn the_ansible_node_executor_runs_exec_and_script_steps_on_each_node() {
   sequence:
     keepgoing: true
     commands:
-    - exec: echo "exec on $RD_NODE_NAME"; test "$RD_NODE_NAME" != web2
+    - exec: echo "exec on $RD_NODE_NAME in ${BASH_VERSION:+bash}"; test "$RD_NODE_NAME" != web2
     - script: |
         #!/bin/sh
-        echo "script on @node.name@ got $1"
-      args: first
+        echo "script on @node.name@ got $1 and $2"
+        echo "{{ not templated }}" >&2
+      args: first 'second arg'
+
 "#;
     let job = stack.load(yaml, "through-ansible").await;
     let id = stack.run_job(job, &[]).await;
@@ -341,15 +362,13 @@ async fn the_ansible_node_executor_runs_exec_and_script_steps_on_each_node() {
             .filter(|l| l.node.as_deref() == Some(name))
             .map(|l| l.log.as_str())
             .collect();
-        assert!(
-            own.iter().any(|l| l.contains(&format!("exec on {name}"))),
-            "{own:#?}"
-        );
-        assert!(
-            own.iter()
-                .any(|l| l.contains(&format!("script on {name} got first"))),
-            "{own:#?}"
-        );
+        for line in [
+            format!("exec on {name} in bash"),
+            format!("script on {name} got first and second arg"),
+            "{{ not templated }}".into(),
+        ] {
+            assert!(own.contains(&line.as_str()), "{line:?} in {own:#?}");
+        }
         // Limited to the node: Ansible's lines name it alone.
         let other = if name == "web1" { "web2" } else { "web1" };
         assert!(!own.iter().any(|l| l.contains(other)), "{own:#?}");
@@ -363,6 +382,52 @@ async fn the_ansible_node_executor_runs_exec_and_script_steps_on_each_node() {
             .any(|p| p.plugin_type == "com.batix.rundeck.plugins.AnsibleNodeExecutor")),
         "{runners:#?}"
     );
+    drop(n.sshd);
+}
+
+/// A runner whose allow-list leaves the node executor out never claims a
+/// node run with such a node; the step waits and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_does_not_allow_the_node_executor_never_claims_its_nodes() {
+    let stack = Stack::start().await;
+    let n = node_with_list(
+        &stack,
+        |port, python| {
+            Some(Source::Resources(format!(
+                "web1:\n  hostname: 127.0.0.1:{port}\n  tags: web\n  node-executor: com.batix.rundeck.plugins.AnsibleNodeExecutor\n  ansible_python_interpreter: {python}\n"
+            )))
+        },
+        Some("allowedPlugins:\n  WorkflowStep: [com.batix.rundeck.plugins.AnsiblePlaybookWorkflowStep]\n"),
+    )
+    .await;
+    let yaml = r#"
+- name: refused-executor
+  runnerSelector: {filter: ansible}
+  nodefilters: {filter: 'tags: web'}
+  sequence:
+    commands:
+    - exec: echo never
+"#;
+    let job = stack.load(yaml, "refused-executor").await;
+    let id = stack.run_job(job, &[]).await;
+    let st = stack
+        .wait_state(id, "the node step waiting for a runner", |s| {
+            s.steps[0].status == StepStatus::Waiting && s.steps[0].reason.is_some()
+        })
+        .await;
+    let reason = st.steps[0].reason.clone().unwrap();
+    assert!(
+        reason.contains(
+            "runner dc-ansible does not allow `com.batix.rundeck.plugins.AnsibleNodeExecutor`"
+        ),
+        "{st:#?}"
+    );
+    let claimed = stack
+        .events(id)
+        .await
+        .into_iter()
+        .any(|e| matches!(e, outpost_schemas::Event::StepClaimed(_)));
+    assert!(!claimed, "{st:#?}");
     drop(n.sshd);
 }
 

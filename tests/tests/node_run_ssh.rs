@@ -63,6 +63,7 @@ async fn several_nodes_run_exec_and_script_steps_and_an_unreachable_one_fails_al
         },
         work_dir: keys.path().to_path_buf(),
         default_user: user.clone(),
+        plugins: outpost_runner::plugins::Usable::new(None),
     };
     let spec = NodeRunSpec {
         loglevel: Default::default(),
@@ -164,6 +165,7 @@ async fn threadcount_bounds_concurrent_ssh_nodes() {
             },
             work_dir: keys.path().to_path_buf(),
             default_user: user.clone(),
+            plugins: outpost_runner::plugins::Usable::new(None),
         };
         let spec = NodeRunSpec {
             loglevel: Default::default(),

@@ -37,6 +37,8 @@ async fn go(spec: NodeRunSpec) -> Outcome {
         },
         work_dir: dir.path().to_path_buf(),
         default_user: "root".into(),
+        // What a runner whose allow-list leaves every plugin out runs.
+        plugins: crate::plugins::Usable::none(),
     };
     let (etx, mut erx) = mpsc::channel(1024);
     let (ltx, mut lrx) = mpsc::channel(1024);
@@ -309,6 +311,23 @@ async fn an_ssh_node_without_credentials_fails_with_a_one_line_reason() {
     assert_eq!(
         logged,
         ["node remote: no credentials: set ssh-key-storage-path or ssh-password-storage-path"]
+    );
+}
+
+/// The runner's own entry for a node may name a node executor the lane
+/// was not chosen for; a plugin the runner does not run never starts.
+#[tokio::test]
+async fn a_node_executor_the_runner_does_not_run_fails_its_node() {
+    let mut s = spec(&["a"], vec![exec("true")], Strategy::NodeFirst);
+    s.nodes = outpost_schemas::resources::parse_resources(
+        "remote:\n  hostname: 127.0.0.1:1\n  node-executor: com.batix.rundeck.plugins.AnsibleNodeExecutor\n",
+    )
+    .unwrap();
+    let o = go(s).await;
+    assert_eq!(o.results[0].outcome, Some(StepOutcome::Failed));
+    assert_eq!(
+        o.results[0].reason.as_deref(),
+        Some("node remote: node-executor com.batix.rundeck.plugins.AnsibleNodeExecutor is not among the plugins this runner runs (not installed, or not allowed by its --allowed-plugins)")
     );
 }
 

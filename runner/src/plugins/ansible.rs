@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use outpost_schemas::job::ansible::{
-    AnsibleConfig, AnsibleMode, AnsibleRun, Inventory, SshAuth, Vault, NODE_EXECUTOR,
-    NODE_EXECUTOR_KEYS,
+    AnsibleConfig, AnsibleMode, AnsibleRun, Inventory, SshAuth, Vault, DEFAULT_EXECUTABLE,
+    EXECUTABLE_KEY, NODE_EXECUTOR, NODE_EXECUTOR_KEYS,
 };
 use outpost_schemas::job::NOT_SUPPORTED_YET;
 use outpost_schemas::{LogEntry, StepCommand};
@@ -85,20 +85,35 @@ pub fn invocation(
             }
             bin("ansible")
         }
-        AnsibleMode::Script { body, args: a } => {
-            let path = file("script", body.clone());
-            // Ansible splits the free form as a POSIX shell does.
-            let quoted = crate::executor::shell_quote(&path);
-            let free_form = match a {
-                Some(a) => format!("{quoted} {a}"),
-                None => quoted,
-            };
+        AnsibleMode::Shell {
+            script,
+            args: a,
+            executable,
+        } => {
+            // The command writes its stdin to a file only the login user
+            // reads and runs it, so the script and the step's values
+            // reach neither a command line on the runner host nor one on
+            // the node; Ansible templates nothing in them (`!unsafe`).
+            let cmd = format!(
+                "f=$(mktemp) && cat >\"$f\" && chmod 700 \"$f\" && \"$f\"{}; rc=$?; rm -f \"$f\"; exit $rc",
+                a.as_deref().map(|a| format!(" {a}")).unwrap_or_default()
+            );
+            let vars = [
+                unsafe_var("outpost_cmd", &cmd),
+                unsafe_var("outpost_stdin", script),
+                unsafe_var("outpost_executable", executable),
+            ]
+            .concat();
+            let vars = file("command-vars.yml", vars);
+            // `-a` that starts with `{` is read as JSON. Ends are kept, so
+            // the last line of stdout and stderr stay apart in the log.
             args.extend([
                 "all".into(),
                 "-m".into(),
-                "script".into(),
+                "shell".into(),
                 "-a".into(),
-                free_form,
+                r#"{"cmd": "{{ outpost_cmd }}", "stdin": "{{ outpost_stdin }}", "executable": "{{ outpost_executable }}", "stdin_add_newline": false, "strip_empty_ends": false}"#.into(),
+                format!("--extra-vars=@{vars}"),
             ]);
             bin("ansible")
         }
@@ -248,12 +263,14 @@ pub fn credentials(
 }
 
 /// Runs an exec or script step on `scope.node` through Rundeck's Ansible
-/// node executor (its `node-executor`): `ansible all -l <nodename>` over
-/// the run's nodes, its configuration from the node's `ansible-*`
-/// attributes ([`NODE_EXECUTOR_KEYS`]). The command goes in a file that
-/// Ansible's `script` module copies to the node and runs, with the step's
-/// `RD_*` exported first, so no value reaches a command line on the
-/// runner host; a script's body goes as it is, with its args.
+/// node executor (its `node-executor`): `ansible all -m shell -l
+/// <nodename>` over the run's nodes, its configuration from the node's
+/// `ansible-*` attributes ([`NODE_EXECUTOR_KEYS`]), as the plugin runs it.
+/// An exec step becomes a script of `ansible-executable` with the step's
+/// `RD_*` exported first; a script step's body goes as it is, with its
+/// args. Its output is what Ansible prints for a shell task: a
+/// `node | CHANGED | rc=0 >>` line, then the command's stdout and stderr,
+/// once the command has ended.
 pub fn start_executor(
     command: &StepCommand,
     scope: super::NodeScope<'_>,
@@ -274,8 +291,23 @@ pub fn start_executor(
         .filter(|(k, _)| NODE_EXECUTOR_KEYS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    if node
+        .attributes
+        .get("osFamily")
+        .is_some_and(|os| os.to_lowercase().contains("windows"))
+    {
+        return Err(refuse(format!(
+            "{NOT_SUPPORTED_YET}: Windows nodes through Ansible (win_shell)"
+        )));
+    }
+    let executable = node
+        .attributes
+        .get(EXECUTABLE_KEY)
+        .filter(|e| !e.trim().is_empty())
+        .map_or(DEFAULT_EXECUTABLE, |e| e.as_str())
+        .to_string();
     // A mode, which the command replaces below.
-    config.insert("ansible-module".into(), "script".into());
+    config.insert("ansible-module".into(), "shell".into());
     let mut run = AnsibleConfig::from_map(&config)
         .and_then(|c| c.run_for(false, true))
         .map_err(refuse)?;
@@ -286,9 +318,10 @@ pub fn start_executor(
                 .iter()
                 .map(|(k, v)| format!("export {k}={}\n", crate::executor::shell_quote(v)))
                 .collect();
-            AnsibleMode::Script {
-                body: format!("#!/bin/sh\n{exports}{command}\n"),
+            AnsibleMode::Shell {
+                script: format!("#!{executable}\n{exports}{command}\n"),
                 args: None,
+                executable,
             }
         }
         StepCommand::Script {
@@ -296,9 +329,10 @@ pub fn start_executor(
             args,
             interpreter: None,
             ..
-        } => AnsibleMode::Script {
-            body: script.clone(),
+        } => AnsibleMode::Shell {
+            script: script.clone(),
             args: args.clone().filter(|a| !a.trim().is_empty()),
+            executable,
         },
         StepCommand::Script { .. } => {
             return Err(refuse(format!(
@@ -530,13 +564,24 @@ mod tests {
                 ("ansible-vault-path", "/etc/vault-pass"),
             ],
         ];
-        let got: Vec<String> = cases
+        let mut got: Vec<String> = cases
             .iter()
             .map(|pairs| {
                 let inv = invocation(&run(pairs), &creds, None, Path::new("/scratch"));
                 format!("{pairs:?}\n=> {inv:#?}")
             })
             .collect();
+        // The node executor's command, on a generated inventory.
+        let mut shell = run(&[("ansible-module", "shell"), ("ansible-ssh-user", "deploy")]);
+        shell.mode = AnsibleMode::Shell {
+            script: "#!/bin/bash\necho \"{{ not templated }}\" $RD_NODE_NAME\n".into(),
+            args: Some("'a b' c".into()),
+            executable: "/bin/bash".into(),
+        };
+        shell.inventory = Some(Inventory::FromNodes);
+        shell.limit = Some("web1".into());
+        let inv = invocation(&shell, &creds, Some("{}"), Path::new("/scratch"));
+        got.push(format!("node executor\n=> {inv:#?}"));
         insta::assert_snapshot!(got.join("\n\n"));
     }
 }

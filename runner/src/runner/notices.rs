@@ -92,6 +92,17 @@ pub(super) async fn watch_creds(shared: Arc<Shared>, stop: CancellationToken) {
             tracing::info!(runner_id = %shared.opts.runner_id, "credentials file changed; reconnecting with the new credentials");
             current = now;
             told = false;
+            // The lanes are bound once, at start.
+            let reaches = bus::load_creds(&path)
+                .is_ok_and(|(jwt, _)| crate::plugins::credential_reaches_lanes(&jwt));
+            if reaches
+                && shared.plugins.plugins.is_empty()
+                && !crate::plugins::Usable::new(shared.opts.allowed_plugins.as_ref())
+                    .plugins
+                    .is_empty()
+            {
+                tracing::warn!(runner_id = %shared.opts.runner_id, "the new credential may fetch plugin steps; restart the runner to offer its plugins");
+            }
             if let Err(err) = shared.client.force_reconnect().await {
                 tracing::warn!(error = %err, "cannot reconnect");
             }

@@ -2,9 +2,8 @@
 //! step types Outpost knows. The ones Rundeck's core ships run here, and
 //! the integration plugins built so far (the HTTP request step, Ansible's
 //! workflow and node steps, copy file) on the runner; the others
-//! (Kubernetes, WinRM) are known
-//! and refused as not supported yet; any other type is refused with the
-//! known ones listed.
+//! (Rundeck's other core steps, Kubernetes') are known and refused as not
+//! supported yet; any other type is refused with the known ones listed.
 
 use std::collections::BTreeMap;
 
@@ -69,6 +68,31 @@ pub const STEP_TYPES: &[(&str, Support, &[&str])] = &[
         Support::Runs,
         &[],
     ),
+    // Rundeck's Kubernetes plugin (rundeck-plugins/kubernetes): every one a
+    // node step; see docs/research/rundeck-kubernetes-plugin.md.
+    ("Kubernetes-Create-Pod", Support::Later, &[]),
+    ("Kubernetes-Wait-Pod", Support::Later, &[]),
+    ("Kubernetes-Pods-Logs", Support::Later, &[]),
+    ("Kubernetes-Delete-Pod", Support::Later, &[]),
+    ("Kubernetes-Describe-Pod", Support::Later, &[]),
+    ("Kubernetes-Execute-Step", Support::Later, &[]),
+    ("Kubernetes-InlineScript-Step", Support::Later, &[]),
+    ("Kubernetes-Ephemeral-Container", Support::Later, &[]),
+    ("Kubernetes-Create-Job", Support::Later, &[]),
+    ("Kubernetes-Wait-Job", Support::Later, &[]),
+    ("Kubernetes-Delete-Job", Support::Later, &[]),
+    ("Kubernetes-Run-Job", Support::Later, &[]),
+    ("Kubernetes-Create", Support::Later, &[]),
+    ("Kubernetes-Delete", Support::Later, &[]),
+    ("Kubernetes-Create-Deployment", Support::Later, &[]),
+    ("Kubernetes-Update-Deployment", Support::Later, &[]),
+    ("Kubernetes-Delete-Deployment", Support::Later, &[]),
+    ("Kubernetes-Status-Deployment", Support::Later, &[]),
+    ("Kubernetes-Wait-Deployment", Support::Later, &[]),
+    ("Kubernetes-Wait-StatefulSet", Support::Later, &[]),
+    ("Kubernetes-Create-Service", Support::Later, &[]),
+    ("Kubernetes-Update-Service", Support::Later, &[]),
+    ("Kubernetes-Delete-Service", Support::Later, &[]),
     // Keys checked by `http::HttpRequestConfig`.
     (
         "edu.ohio.ais.rundeck.HttpWorkflowStepPlugin",

@@ -264,7 +264,7 @@ fn lacking_plugins(
             // or a credential issued before lanes.
             if h.plugins.is_empty() && h.plugins_not_allowed.is_empty() {
                 return format!(
-                    "runner {id} offers no plugins (its binary or its credential predates plugin lanes: upgrade it, or rotate its credential with `outpost runner rotate {id}`)",
+                    "runner {id} offers no plugins (its binary or its credential predates plugin lanes: upgrade it, or rotate its credential with `outpost runner rotate {id}` and restart it)",
                     id = h.runner_id
                 );
             }
@@ -377,7 +377,7 @@ mod tests {
             (
                 vec![runner("old", &["dc"], &[], &[])],
                 &[HTTP],
-                "no runner can run the plugin step: it needs `edu.ohio.ais.rundeck.HttpWorkflowStepPlugin`, and of the live runners with the tags [dc], runner old offers no plugins (its binary or its credential predates plugin lanes: upgrade it, or rotate its credential with `outpost runner rotate old`); the step stays queued and starts when a runner that allows and has them connects",
+                "no runner can run the plugin step: it needs `edu.ohio.ais.rundeck.HttpWorkflowStepPlugin`, and of the live runners with the tags [dc], runner old offers no plugins (its binary or its credential predates plugin lanes: upgrade it, or rotate its credential with `outpost runner rotate old` and restart it); the step stays queued and starts when a runner that allows and has them connects",
             ),
             (
                 vec![runner("c", &["eu"], &[HTTP], &[])],

@@ -405,10 +405,29 @@ impl KeyStore {
     /// keeping its resolver dir and the revocations its runners' account
     /// holds. An upgrade changes what the accounts export and import (the
     /// plugin lanes did), and a server preloads only what this file says.
+    ///
+    /// The revocations are those of the file and those of the account JWT
+    /// the server keeps in its resolver dir, which a revocation pushed by
+    /// a replica that does not write this file reached: a revoked
+    /// credential stays revoked across the rebuild.
     pub fn refreshed_nats_auth_conf(&self, existing: &str) -> Result<String, SecurityError> {
         let dir = resolver_dir(existing)
             .ok_or_else(|| SecurityError::Creds("the auth include names no resolver dir".into()))?;
-        let revocations = revocations_in(existing, &self.runners.public_key());
+        let account = self.runners.public_key();
+        let mut revocations = revocations_in(existing, &account)?;
+        let stored = Path::new(&dir).join(format!("{account}.jwt"));
+        match std::fs::read_to_string(&stored) {
+            Ok(jwt) => {
+                let more = revocations_of(jwt.trim())
+                    .map_err(|why| SecurityError::Creds(format!("{}: {why}", stored.display())))?;
+                for (user, at) in more {
+                    let e = revocations.entry(user).or_insert(at);
+                    *e = (*e).max(at);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(keys_err(&stored, e)),
+        }
         self.nats_auth_conf(Path::new(&dir), &revocations)
     }
 
@@ -469,24 +488,35 @@ pub fn resolver_dir(conf: &str) -> Option<String> {
     Some(line[start..end].to_string())
 }
 
-/// The revocations in the preloaded JWT of `account` in `conf` (none when
-/// it has none or does not read).
-fn revocations_in(conf: &str, account: &str) -> BTreeMap<String, i64> {
+/// The revocations in the preloaded JWT of `account` in `conf`: none when
+/// the file preloads no JWT of it, an error when that JWT does not read
+/// (rebuilding from it would drop them).
+fn revocations_in(conf: &str, account: &str) -> Result<BTreeMap<String, i64>, SecurityError> {
     let prefix = format!("{account}: \"");
-    conf.lines()
+    let Some(line) = conf
+        .lines()
         .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
-        .and_then(|rest| rest.strip_suffix('"'))
-        .and_then(|jwt| jwt.split('.').nth(1))
-        .and_then(|body| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(body)
-                .ok()
-        })
-        .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
-        .and_then(|claims| {
-            serde_json::from_value(claims.pointer("/nats/revocations")?.clone()).ok()
-        })
-        .unwrap_or_default()
+    else {
+        return Ok(BTreeMap::new());
+    };
+    line.strip_suffix('"')
+        .ok_or_else(|| "no closing quote".to_string())
+        .and_then(revocations_of)
+        .map_err(|why| SecurityError::Creds(format!("the auth include's JWT of {account}: {why}")))
+}
+
+/// The revocations an account JWT holds.
+fn revocations_of(jwt: &str) -> Result<BTreeMap<String, i64>, String> {
+    let body = jwt.split('.').nth(1).ok_or("not a JWT")?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|e| format!("its claims are not base64url: {e}"))?;
+    let claims: Value =
+        serde_json::from_slice(&raw).map_err(|e| format!("its claims are not JSON: {e}"))?;
+    match claims.pointer("/nats/revocations") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(r) => serde_json::from_value(r.clone()).map_err(|e| format!("its revocations: {e}")),
+    }
 }
 
 /// What a NATS user may publish and subscribe to.
@@ -642,15 +672,24 @@ mod tests {
     }
 
     /// An upgrade rewrites the include with this version's accounts and
-    /// loses no revocation.
+    /// loses no revocation: neither the file's nor one that reached the
+    /// server's resolver dir only (pushed by a replica elsewhere).
     #[test]
     fn a_refreshed_auth_include_keeps_its_revocations_and_dir() {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeyStore::init(&dir.path().join("keys")).unwrap();
+        let jwt_dir = dir.path().join("jwt");
+        std::fs::create_dir(&jwt_dir).unwrap();
         let revoked: BTreeMap<String, i64> = [("UREVOKED".to_string(), 1_700_000_000)].into();
-        let old = keys
-            .nats_auth_conf(Path::new("/data/nats/jwt"), &revoked)
-            .unwrap();
+        let old = keys.nats_auth_conf(&jwt_dir, &revoked).unwrap();
+        let runners = keys.runners.public_key();
+        let mut pushed = revoked.clone();
+        pushed.insert("UELSEWHERE".into(), 1_700_000_100);
+        std::fs::write(
+            jwt_dir.join(format!("{runners}.jwt")),
+            keys.runners_account_jwt(&pushed).unwrap(),
+        )
+        .unwrap();
         // As an older version wrote it: one stream exported.
         let account = keys.account.public_key();
         let old: String = old
@@ -662,11 +701,24 @@ mod tests {
             .collect();
         assert!(old.contains("e30.old"));
         let fresh = keys.refreshed_nats_auth_conf(&old).unwrap();
-        assert_eq!(resolver_dir(&fresh).as_deref(), Some("/data/nats/jwt"));
-        assert_eq!(revocations_in(&fresh, &keys.runners.public_key()), revoked);
+        assert_eq!(
+            resolver_dir(&fresh).as_deref(),
+            Some(jwt_dir.to_str().unwrap())
+        );
+        assert_eq!(revocations_in(&fresh, &runners).unwrap(), pushed);
         assert!(!fresh.contains("e30.old"));
         assert!(fresh.contains(&keys.account.public_key()));
-        assert!(revocations_in("operator: x\n", "AX").is_empty());
+        assert!(revocations_in("operator: x\n", "AX").unwrap().is_empty());
+        // A JWT that does not read would lose its revocations: refused.
+        let garbled: String = fresh
+            .lines()
+            .map(|l| match l.trim().starts_with(&runners) {
+                true => format!("  {runners}: \"eyJ0eXAiOiJKV1QifQ.!!.x\"\n"),
+                false => format!("{l}\n"),
+            })
+            .collect();
+        let err = keys.refreshed_nats_auth_conf(&garbled).unwrap_err();
+        assert!(err.to_string().contains("not base64url"), "{err}");
     }
 
     #[test]

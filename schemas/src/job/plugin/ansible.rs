@@ -126,12 +126,36 @@ pub enum AnsibleMode {
         module: String,
         args: Option<String>,
     },
-    /// The node executor's command or script: `ansible all -m script`
-    /// with a file of `body`, which Ansible copies to the node and runs.
-    Script {
-        body: String,
+    /// The node executor's command or script: `ansible all -m shell`,
+    /// whose command writes `script` (given on its stdin) to a private
+    /// file on the node and runs it with `args` under `executable`.
+    Shell {
+        script: String,
         args: Option<String>,
+        executable: String,
     },
+}
+
+/// Why the Ansible node step `plugin` cannot run in a job without nodes,
+/// if it is one and cannot. It runs once per node, limited to the node
+/// (`-l`): without nodes there is no inventory to write, and a step's own
+/// inventory would run whole, where Rundeck limits it to its server node.
+pub fn refused_without_nodes(plugin: &str, config: &BTreeMap<String, String>) -> Option<String> {
+    if !TYPES.contains(&(plugin, true)) {
+        return None;
+    }
+    let run = AnsibleConfig::from_map(config)
+        .and_then(|a| a.run_for(true, true))
+        .ok()?;
+    match run.inventory {
+        Some(Inventory::FromNodes) | None => Some(format!(
+            "`{plugin}` runs on the job's nodes, and the job has no nodefilters: give it nodefilters, or the step ansible-inventory"
+        )),
+        Some(_) if !run.disable_limit => Some(format!(
+            "`{plugin}` runs once per node of the job, limited to it, and the job has no nodefilters: give it nodefilters, or `ansible-disable-limit: true` to run the step's inventory whole"
+        )),
+        Some(_) => None,
+    }
 }
 
 /// Rundeck's Ansible node executor (`node-executor` of a node).
@@ -154,9 +178,16 @@ pub const NODE_EXECUTOR_KEYS: &[&str] = &[
     "ansible-vault-storage-path",
     "ansible-extra-param",
     "ansible-binaries-dir-path",
+    "ansible-base-dir-path",
     "ansible-config-file-path",
     "ansible-debug",
 ];
+
+/// The shell the node executor runs commands with (`executable=` of
+/// Ansible's `shell` module), from the node's `ansible-executable`.
+pub const EXECUTABLE_KEY: &str = "ansible-executable";
+/// The plugin's default for [`EXECUTABLE_KEY`].
+pub const DEFAULT_EXECUTABLE: &str = "/bin/sh";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inventory {

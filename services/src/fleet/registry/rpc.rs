@@ -40,6 +40,11 @@ impl Registry {
             sub(subjects::rpc::ROTATED).await?,
         ]);
         let tasks = tokio_util::task::TaskTracker::new();
+        // The server may have started from an include that lacks a
+        // revocation made where no include is written (another host's
+        // replica); the bucket has them all.
+        let this = self.clone();
+        tasks.spawn(async move { this.push_revocations_at_start().await });
         let sweeper = tokio::spawn(self.clone().sweep_loop(shutdown.clone()));
         let index = tokio::spawn(self.inner.tag_index.clone().maintain(
             self.inner.client.clone(),
@@ -60,6 +65,24 @@ impl Registry {
         let _ = sweeper.await;
         let _ = index.await;
         Ok(())
+    }
+
+    async fn push_revocations_at_start(&self) {
+        if self.inner.keys.is_none() {
+            return;
+        }
+        match self.revocations().await {
+            Ok(r) if r.is_empty() => {}
+            Ok(_) => {
+                if let Err(err) = self.push_revocations().await {
+                    self.inner
+                        .push_pending
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    tracing::error!(error = %err, "cannot push the revocations at start; retried with the next rotation");
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "cannot read the revocations at start"),
+        }
     }
 
     pub(super) async fn answer(&self, op: &str, msg: async_nats::Message) {
