@@ -67,15 +67,16 @@ test-deps: deps
     # at this path (or $OUTPOST_KUBECTL).
     kubectl="target/tools/kubernetes-client/usr/bin/kubectl"
     have="$("$kubectl" version --client 2>/dev/null || true)"
-    if [[ "$have" != *'GitVersion:"v1.20.2"'* ]]; then
+    if [[ "$have" != *'GitVersion:"v1.20.'* ]]; then
         echo "extracting kubectl 1.20 from Debian's kubernetes-client {{kubectl_deb_version}}"
         sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
         debs="target/tools/debs"
         rm -rf "$debs" && mkdir -p "$debs"
-        download() { (cd "$debs" && apt-get download -q "kubernetes-client=$1" >/dev/null 2>&1); }
+        download() { (cd "$debs" && apt-get download -q "kubernetes-client${1:+=$1}" >/dev/null); }
         download "{{kubectl_deb_version}}" \
             || { $sudo apt-get update -qq && download "{{kubectl_deb_version}}"; } \
-            || { echo "kubernetes-client {{kubectl_deb_version}} is gone from the archive; trying its current version" >&2; (cd "$debs" && apt-get download -q kubernetes-client >/dev/null); }
+            || { echo "kubernetes-client {{kubectl_deb_version}} is not in the apt archive; trying its current version" >&2; download ""; } \
+            || { echo "cannot download Debian's kubernetes-client (kubectl 1.20, for the fake Kubernetes API's tests): apt-get download failed above" >&2; exit 1; }
         rm -rf target/tools/kubernetes-client
         dpkg-deb -x "$debs"/kubernetes-client_*.deb target/tools/kubernetes-client
         have="$("$kubectl" version --client)"

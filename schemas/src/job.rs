@@ -39,7 +39,8 @@ pub use nodes::*;
 pub use notification::{Notifications, Notify, TRIGGERS};
 pub use option::*;
 pub use plugin::{
-    ansible, copyfile, http, known_types, stored_keys, FlowControl, PluginStep, Support, STEP_TYPES,
+    ansible, copyfile, http, known_types, kubernetes, stored_keys, FlowControl, PluginStep,
+    Support, STEP_TYPES,
 };
 pub use retry::{JobRetry, RetryPolicy};
 pub use schedule::Schedule;
@@ -528,14 +529,18 @@ impl TryFrom<RawJob> for Job {
                 ));
             }
         } else {
-            for (i, c) in raw.sequence.commands.iter().enumerate() {
-                let why = match c.plugin() {
-                    Some(PluginStep::OnRunner {
-                        plugin,
-                        node_step: true,
-                    }) => ansible::refused_without_nodes(&plugin, &c.configuration),
-                    _ => None,
-                };
+            for (i, step) in raw.sequence.commands.iter().enumerate() {
+                // A step's error handler runs where the step runs.
+                let handler = step.errorhandler.as_deref();
+                let why = std::iter::once(step)
+                    .chain(handler)
+                    .find_map(|c| match c.plugin() {
+                        Some(PluginStep::OnRunner {
+                            plugin,
+                            node_step: true,
+                        }) => ansible::refused_without_nodes(&plugin, &c.configuration),
+                        _ => None,
+                    });
                 if let Some(why) = why {
                     return Err(format!("job `{name}`: step {}: {why}", i + 1));
                 }

@@ -61,6 +61,10 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
             "plugin_copyfile",
             schema_for!(job::copyfile::CopyFileConfig),
         ),
+        (
+            "plugin_kubernetes",
+            schema_for!(job::kubernetes::KubernetesExecConfig),
+        ),
         ("job", schema_for!(job::Job)),
         ("rpc_claim_request", schema_for!(rpc::ClaimRequest)),
         ("rpc_claim_reply", schema_for!(rpc::ClaimReply)),

@@ -65,6 +65,9 @@ struct State {
     /// `METHOD /path?query` of every request, in order.
     requests: Vec<String>,
     resource_version: u64,
+    /// Set when the fake is dropped: nothing starts after, so no Job
+    /// controller or late request leaves a process behind the test.
+    closed: bool,
 }
 
 struct Shared {
@@ -256,11 +259,12 @@ impl FakeKube {
 impl Drop for FakeKube {
     fn drop(&mut self) {
         self.server.abort();
-        let st = self
+        let mut st = self
             .shared
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        st.closed = true;
         for pod in st.pods.values() {
             for c in &pod.containers {
                 c.run.kill();

@@ -90,29 +90,27 @@ pub fn invocation(
             args: a,
             executable,
         } => {
-            // The command writes its stdin to a file only the login user
-            // reads and runs it, so the script and the step's values
-            // reach neither a command line on the runner host nor one on
-            // the node; Ansible templates nothing in them (`!unsafe`).
-            let cmd = format!(
-                "f=$(mktemp) && cat >\"$f\" && chmod 700 \"$f\" && \"$f\"{}; rc=$?; rm -f \"$f\"; exit $rc",
-                a.as_deref().map(|a| format!(" {a}")).unwrap_or_default()
-            );
             let vars = [
-                unsafe_var("outpost_cmd", &cmd),
+                unsafe_var(
+                    "outpost_cmd",
+                    &shell_wrapper(script, a.as_deref(), executable),
+                ),
                 unsafe_var("outpost_stdin", script),
-                unsafe_var("outpost_executable", executable),
+                // Modules log their arguments to the node's syslog, and
+                // the script holds the step's values.
+                "ansible_no_target_syslog: true\n".to_string(),
             ]
             .concat();
             let vars = file("command-vars.yml", vars);
             // `-a` that starts with `{` is read as JSON. Ends are kept, so
-            // the last line of stdout and stderr stay apart in the log.
+            // that Ansible's failure message does not run on from the
+            // command's last line.
             args.extend([
                 "all".into(),
                 "-m".into(),
                 "shell".into(),
                 "-a".into(),
-                r#"{"cmd": "{{ outpost_cmd }}", "stdin": "{{ outpost_stdin }}", "executable": "{{ outpost_executable }}", "stdin_add_newline": false, "strip_empty_ends": false}"#.into(),
+                r#"{"cmd": "{{ outpost_cmd }}", "stdin": "{{ outpost_stdin }}", "stdin_add_newline": false, "strip_empty_ends": false}"#.into(),
                 format!("--extra-vars=@{vars}"),
             ]);
             bin("ansible")
@@ -213,6 +211,34 @@ pub fn invocation(
         files,
         cwd: run.base_dir.as_ref().map(PathBuf::from),
     }
+}
+
+/// The node executor's command, in POSIX sh (the shell module's
+/// default): it writes the script, which comes on its stdin, to a file
+/// only the login (or become) user reads, runs it with `args`, and removes
+/// it however it ends. The script runs by its `#!` line, or without one
+/// under `executable` (`ansible-executable`), as the plugin's
+/// `executable=` runs it. Its stderr goes with its stdout, in order:
+/// Ansible prints both as one block anyway.
+fn shell_wrapper(script: &str, args: Option<&str>, executable: &str) -> String {
+    use crate::executor::shell_quote;
+    let run = match script.starts_with("#!") {
+        true => "\"$f\"".to_string(),
+        false => format!("{} \"$f\"", shell_quote(executable)),
+    };
+    // The args on a line of their own: whatever they hold, the cleanup
+    // above has been set up.
+    let args = args.map(|a| format!(" {a}")).unwrap_or_default();
+    format!(
+        "f=$(mktemp \"${{HOME:-/tmp}}/.outpost-script.XXXXXX\" 2>/dev/null || mktemp) || exit 127\n\
+         trap 'rm -f \"$f\"' EXIT\n\
+         trap 'exit 129' HUP\n\
+         trap 'exit 130' INT\n\
+         trap 'exit 143' TERM\n\
+         cat >\"$f\" && chmod 700 \"$f\" || exit 126\n\
+         exec 2>&1\n\
+         {run}{args}\n"
+    )
 }
 
 /// Reads the run's credentials from the key store, and `secrets` with

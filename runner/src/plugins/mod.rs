@@ -9,6 +9,7 @@ use std::path::Path;
 use outpost_schemas::job::ansible::{AnsibleConfig, Inventory, TYPES as ANSIBLE_TYPES};
 use outpost_schemas::job::copyfile::{CopyFileConfig, TYPES as COPYFILE_TYPES};
 use outpost_schemas::job::http::{HttpRequestConfig, TYPES as HTTP_TYPES};
+use outpost_schemas::job::kubernetes::{KubeConnection, KubernetesExecConfig, TYPES as KUBE_TYPES};
 use outpost_schemas::node::Node;
 use outpost_schemas::{LogEntry, PluginVersion};
 use tokio::sync::mpsc;
@@ -20,6 +21,7 @@ mod allow;
 pub mod ansible;
 pub mod copyfile;
 mod http;
+mod kubernetes;
 
 pub use allow::{AllowList, AllowListError};
 
@@ -58,6 +60,7 @@ pub fn built() -> Vec<Built> {
     HTTP_TYPES
         .iter()
         .chain(COPYFILE_TYPES)
+        .chain(KUBE_TYPES)
         .chain(ansible)
         .map(step)
         .chain(executors)
@@ -209,6 +212,41 @@ pub fn start(
             .unwrap_or_else(|| "localhost".into());
         return Ok(spawn_task(lines, secrets, move |out, stop| {
             copyfile::run(copy, copyfile::Target::Local, node, out, stop)
+        }));
+    }
+    if KUBE_TYPES.iter().any(|(t, _)| *t == plugin) {
+        let exec = KubernetesExecConfig::from_map(config)
+            .and_then(|c| c.exec(false))
+            .map_err(refuse)?;
+        let none = BTreeMap::new();
+        let attributes = place.node.map_or(&none, |s| &s.node.attributes);
+        let (pod, namespace, container) = exec.target(attributes).map_err(refuse)?;
+        let connection = exec.connection_for(attributes);
+        let mut secrets = secrets.clone();
+        let token = match &connection {
+            KubeConnection::Url { token: Some(p), .. } => {
+                if !stored.iter().any(|k| k == "token") {
+                    return Err(refuse(
+                        "configuration.token: not a storage path as the job wrote it".into(),
+                    ));
+                }
+                let t = crate::node_run::read_stored(key_store, p)
+                    .map_err(|why| refuse(format!("configuration.token {p}: {why}")))?;
+                secrets = secrets.with(t.trim());
+                Some(t)
+            }
+            _ => None,
+        };
+        let target = kubernetes::Target {
+            pod,
+            namespace,
+            container,
+            connection,
+            token,
+        };
+        let masked = secrets.clone();
+        return Ok(spawn_task(lines, &secrets, move |out, stop| {
+            kubernetes::run(exec, target, masked, out, stop)
         }));
     }
     if HTTP_TYPES.iter().any(|(t, _)| *t == plugin) {

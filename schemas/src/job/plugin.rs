@@ -1,7 +1,7 @@
 //! Plugin steps (`type`, `configuration`, `nodeStep`): one registry of the
 //! step types Outpost knows. The ones Rundeck's core ships run here, and
 //! the integration plugins built so far (the HTTP request step, Ansible's
-//! workflow and node steps, copy file) on the runner; the others
+//! workflow and node steps, copy file, Kubernetes' exec) on the runner; the others
 //! (Rundeck's other core steps, Kubernetes') are known and refused as not
 //! supported yet; any other type is refused with the known ones listed.
 
@@ -13,6 +13,7 @@ pub mod ansible;
 mod config;
 pub mod copyfile;
 pub mod http;
+pub mod kubernetes;
 
 /// How a known step type stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,8 @@ pub const STEP_TYPES: &[(&str, Support, &[&str])] = &[
     ("Kubernetes-Pods-Logs", Support::Later, &[]),
     ("Kubernetes-Delete-Pod", Support::Later, &[]),
     ("Kubernetes-Describe-Pod", Support::Later, &[]),
-    ("Kubernetes-Execute-Step", Support::Later, &[]),
+    // Keys checked by `kubernetes::KubernetesExecConfig`.
+    ("Kubernetes-Execute-Step", Support::Runs, &[]),
     ("Kubernetes-InlineScript-Step", Support::Later, &[]),
     ("Kubernetes-Ephemeral-Container", Support::Later, &[]),
     ("Kubernetes-Create-Job", Support::Later, &[]),
@@ -148,6 +150,9 @@ pub fn stored_keys(plugin: &str, config: &BTreeMap<String, String>) -> Vec<Strin
     if ansible::TYPES.iter().any(|(t, _)| *t == plugin) {
         return ansible::stored_keys(config);
     }
+    if kubernetes::TYPES.iter().any(|(t, _)| *t == plugin) {
+        return kubernetes::stored_keys(config);
+    }
     Vec::new()
 }
 
@@ -191,6 +196,13 @@ impl PluginStep {
         }
         if let Some((_, node_step)) = ansible::TYPES.iter().find(|(t, _)| *t == step_type) {
             ansible::AnsibleConfig::from_map(config)?.run_for(true, *node_step)?;
+            return Ok(PluginStep::OnRunner {
+                plugin: step_type.to_string(),
+                node_step: *node_step,
+            });
+        }
+        if let Some((_, node_step)) = kubernetes::TYPES.iter().find(|(t, _)| *t == step_type) {
+            kubernetes::KubernetesExecConfig::from_map(config)?.exec(true)?;
             return Ok(PluginStep::OnRunner {
                 plugin: step_type.to_string(),
                 node_step: *node_step,

@@ -155,7 +155,20 @@ impl Session {
 
     async fn run(self, socket: WebSocket, shared: Arc<Shared>) {
         let (mut tx, mut rx) = socket.split();
-        let mut child = match self.spawn() {
+        // Under the lock, so that the fake's drop either comes first (and
+        // nothing starts) or sees the pid and kills it.
+        let spawned = {
+            let mut st = shared.state.lock().unwrap();
+            if st.closed {
+                return;
+            }
+            let spawned = self.spawn();
+            if let Ok(child) = &spawned {
+                st.execs[self.index].pid = child.id();
+            }
+            spawned
+        };
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 // What the kubelet reports when the runtime cannot exec.
@@ -176,9 +189,8 @@ impl Session {
                 return;
             }
         };
-        let pid = child.id();
-        self.record(&shared, |r| r.pid = pid);
 
+        let pid = child.id();
         let (out_tx, mut out_rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
         if let Some(out) = child.stdout.take() {
             tokio::spawn(pump(out, STDOUT, out_tx.clone()));

@@ -234,6 +234,9 @@ impl State {
         namespace: &str,
         mut body: Value,
     ) -> Result<(Value, Starts), KubeError> {
+        if self.closed {
+            return Err(KubeError::internal("the fake apiserver is shutting down"));
+        }
         if let Some(kind) = body.get("kind").and_then(Value::as_str) {
             if kind != "Pod" {
                 return Err(KubeError::bad_request(format!(

@@ -1,0 +1,194 @@
+//! Rundeck's `Kubernetes-Execute-Step` on the runner, against the fake
+//! Kubernetes API server (`outpost_tests::kube_api`, which kubectl 1.20 and
+//! the official Python client are run against in `kube_fake_protocol.rs`):
+//! the command runs in the pod over the exec subresource, its output
+//! streams with stdout and stderr apart, its exit code is the step's, the
+//! token from the runner's key store reaches no stream, a pod node's
+//! attributes name the pod, and an abort ends the command in the pod.
+
+use outpost_schemas::state::{ExecutionStatus, StepStatus};
+use outpost_tests::kube_api::FakeKube;
+use outpost_tests::*;
+
+const TOKEN: &str = "k8s-s3cret-token-value";
+
+/// A runner tagged `k8s` whose key store holds the fake's token at
+/// `keys/k8s/token`, with `nodes` (a resources.yaml) as its node source.
+async fn runner(stack: &Stack, dir: &std::path::Path, nodes: Option<&str>) -> RunnerGuard {
+    let store = dir.join("store");
+    std::fs::create_dir_all(store.join("k8s")).unwrap();
+    std::fs::write(store.join("k8s/token"), format!("{TOKEN}\n")).unwrap();
+    let nodes_file = nodes.map(|yaml| {
+        let path = dir.join("resources.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    });
+    let mut reports = stack.client.subscribe("outpost.nodes.k8s").await.unwrap();
+    let runner = start_runner_with(&stack.nats, "k8s", &["k8s"], |o| {
+        o.key_store = store.clone();
+        o.nodes_file = nodes_file.clone();
+    });
+    if nodes.is_some() {
+        use futures::StreamExt;
+        tokio::time::timeout(WAIT, reports.next()).await.unwrap();
+    }
+    runner
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_runs_in_the_pod_and_its_exit_code_is_the_steps() {
+    let stack = Stack::start().await;
+    let fake = FakeKube::start_with_token(TOKEN).await;
+    fake.add_pod("shop", "web-0", &[], &["app"], Vec::<String>::new());
+    let dir = tempfile::tempdir().unwrap();
+    let _runner = runner(&stack, dir.path(), None).await;
+    let yaml = format!(
+        r#"
+- name: in-pod
+  runnerSelector: {{filter: k8s}}
+  sequence:
+    commands:
+    - nodeStep: true
+      type: Kubernetes-Execute-Step
+      configuration:
+        name: web-0
+        namespace: shop
+        shell: /bin/sh
+        command: 'echo "hello from $0"; echo oops >&2; exit 3'
+        url: {url}
+        token: keys/k8s/token
+"#,
+        url = fake.url()
+    );
+    let job = stack.load(&yaml, "in-pod").await;
+    let id = stack.run_job(job, &[]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Failed, "{st:#?}");
+    assert_eq!(st.steps[0].status, StepStatus::Failed, "{st:#?}");
+    assert_eq!(st.steps[0].exit_code, Some(3), "{st:#?}");
+    let lines: Vec<(String, String)> = stack
+        .output_lines(id)
+        .await
+        .into_iter()
+        .map(|e| (e.stream, e.log))
+        .collect();
+    assert!(
+        lines.contains(&("stdout".into(), "hello from /bin/sh".into())),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&("stderr".into(), "oops".into())),
+        "{lines:#?}"
+    );
+    // In the pod the step named, through the exec subresource.
+    let execs = fake.execs();
+    assert_eq!(execs.len(), 1, "{execs:#?}");
+    assert_eq!(
+        (execs[0].namespace.as_str(), execs[0].pod.as_str()),
+        ("shop", "web-0")
+    );
+    assert_eq!(execs[0].command[..2], ["/bin/sh".to_string(), "-c".into()]);
+    assert_eq!(execs[0].exit_code, Some(3));
+    assert!(
+        find_in_all_streams(&stack.js, TOKEN).await.is_empty(),
+        "the token reached a stream"
+    );
+}
+
+/// A pod node, as the plugin's resource model writes it: the step names
+/// no pod, and `default:name`, `default:namespace`,
+/// `default:container_name` and `kubernetes:config_file` say where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_nodes_attributes_name_the_pod_and_the_cluster() {
+    let stack = Stack::start().await;
+    let fake = FakeKube::start().await;
+    fake.add_pod("shop", "web-0", &[], &["side", "app"], Vec::<String>::new());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let nodes = format!(
+        "web-0-app:\n  hostname: 10.0.0.5\n  tags: pods\n  default:name: web-0\n  default:namespace: shop\n  default:container_name: app\n  kubernetes:config_file: {}\n",
+        kubeconfig.display()
+    );
+    let _runner = runner(&stack, dir.path(), Some(&nodes)).await;
+    let yaml = r#"
+- name: on-pod-nodes
+  runnerSelector: {filter: k8s}
+  nodefilters: {filter: 'tags: pods'}
+  sequence:
+    commands:
+    - nodeStep: true
+      type: Kubernetes-Execute-Step
+      configuration:
+        shell: /bin/sh
+        command: echo "on ${node.name}"
+"#;
+    let job = stack.load(yaml, "on-pod-nodes").await;
+    let id = stack.run_job(job, &[]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
+    assert_eq!(
+        st.steps[0].nodes["web-0-app"].status,
+        StepStatus::Succeeded,
+        "{st:#?}"
+    );
+    let lines = stack.log_texts(id).await;
+    assert!(lines.iter().any(|l| l == "on web-0-app"), "{lines:#?}");
+    let execs = fake.execs();
+    assert_eq!(execs.len(), 1, "{execs:#?}");
+    assert_eq!(
+        (
+            execs[0].namespace.as_str(),
+            execs[0].pod.as_str(),
+            execs[0].container.as_str()
+        ),
+        ("shop", "web-0", "app")
+    );
+}
+
+/// An abort closes the exec's connection, and the API server ends the
+/// command in the pod: nothing is left running there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_ends_the_command_in_the_pod() {
+    let stack = Stack::start().await;
+    let fake = FakeKube::start().await;
+    fake.add_pod("default", "worker", &[], &["main"], Vec::<String>::new());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = fake.kubeconfig(dir.path());
+    let _runner = runner(&stack, dir.path(), None).await;
+    let yaml = format!(
+        r#"
+- name: long
+  runnerSelector: {{filter: k8s}}
+  sequence:
+    commands:
+    - nodeStep: true
+      type: Kubernetes-Execute-Step
+      configuration:
+        name: worker
+        shell: /bin/sh
+        command: echo started; exec sleep 1000
+        config_file: {}
+"#,
+        kubeconfig.display()
+    );
+    let job = stack.load(&yaml, "long").await;
+    let id = stack.run_job(job, &[]).await;
+    wait_for_async("the command's first line", || async {
+        stack.output_so_far(id).await.iter().any(|l| l == "started")
+    })
+    .await;
+    let pid = fake.execs()[0].pid.expect("the exec's process started");
+    assert!(process_alive(pid));
+    stack.abort(id).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Aborted, "{st:#?}");
+    wait_for_async("the command in the pod to end", || async {
+        fake.execs()[0].exit_code.is_some() && !process_alive(pid)
+    })
+    .await;
+}
