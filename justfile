@@ -101,13 +101,15 @@ test: test-deps build
     cargo test --workspace --no-fail-fast
 
 # Benchmarks (release build): pickup latency and throughput beside raw JetStream;
-# SSH fan-out to 100 nodes beside ansible and xargs+ssh.
+# SSH fan-out to 100 nodes beside ansible and xargs+ssh; an Ansible playbook on 25 nodes
+# through Outpost beside ansible-playbook run directly.
 bench: test-deps
     #!/usr/bin/env bash
     set -euo pipefail
     cargo bench -p outpost-tests --bench pickup
     cargo bench -p outpost-tests --bench job_import
     cargo bench -p outpost-tests --bench fanout
+    cargo bench -p outpost-tests --bench ansible
     # The scale bench runs `outpost serve` as its own process, to read its
     # CPU and memory apart from the 1,000 in-process runners.
     cargo build --release --bin outpost

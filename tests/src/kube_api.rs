@@ -55,6 +55,9 @@ pub struct ExecRecord {
     pub pid: Option<u32>,
     /// Set once the process is reaped.
     pub exit_code: Option<i32>,
+    /// The client closed the session before the command ended (which, as
+    /// on a kubelet, does not end it).
+    pub client_closed: bool,
 }
 
 #[derive(Default)]

@@ -447,8 +447,11 @@ except client.ApiException as e:
     }
 }
 
+/// As on a kubelet, a command whose client closed its session goes on;
+/// it ends with its pod. (So a client that wants it ended must end it:
+/// the runner's Kubernetes step does, with a second exec.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_an_exec_early_kills_its_process() {
+async fn closing_an_exec_early_leaves_its_command_to_its_pod() {
     let fake = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
     let kc = fake.kubeconfig(dir.path());
@@ -461,6 +464,10 @@ resp = stream(api.connect_get_namespaced_pod_exec, "box", "ns", command=["sleep"
 print("open", flush=True)
 sys.stdin.readline()
 resp.close()
+print("closed", flush=True)
+sys.stdin.readline()
+api.delete_namespaced_pod("box", "ns")
+print("deleted", flush=True)
 "#,
         &[],
     )
@@ -480,18 +487,32 @@ resp.close()
 
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"close\n").await.unwrap();
+    assert_eq!(next_line(&mut stdout).await.as_deref(), Some("closed"));
+    wait_for("the fake to see the client go", || {
+        fake.execs()[0].client_closed
+    })
+    .await;
+    assert!(process_alive(pid), "the command outlives its session");
+    assert_eq!(fake.execs()[0].exit_code, None);
+
+    stdin.write_all(b"delete\n").await.unwrap();
     drop(stdin);
+    assert_eq!(next_line(&mut stdout).await.as_deref(), Some("deleted"));
     let status = tokio::time::timeout(WAIT, child.wait())
         .await
         .unwrap()
         .unwrap();
     assert!(status.success(), "python: {status}");
-    wait_for("the exec's process to be killed", || !process_alive(pid)).await;
     wait_for("the exec to be reaped", || {
         fake.execs()[0].exit_code.is_some()
     })
     .await;
-    assert_eq!(fake.execs()[0].exit_code, Some(137), "SIGKILLed");
+    assert_eq!(
+        fake.execs()[0].exit_code,
+        Some(137),
+        "SIGKILLed with its pod"
+    );
+    assert!(!process_alive(pid));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

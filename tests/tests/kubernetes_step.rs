@@ -150,8 +150,9 @@ async fn a_pod_nodes_attributes_name_the_pod_and_the_cluster() {
     );
 }
 
-/// An abort closes the exec's connection, and the API server ends the
-/// command in the pod: nothing is left running there.
+/// An abort ends the command in the pod. The fake, as a kubelet, leaves a
+/// command whose client went away running; the runner ends it with a
+/// second exec, by the pid the command reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_ends_the_command_in_the_pod() {
     let stack = Stack::start().await;
@@ -191,4 +192,8 @@ async fn an_abort_ends_the_command_in_the_pod() {
         fake.execs()[0].exit_code.is_some() && !process_alive(pid)
     })
     .await;
+    let execs = fake.execs();
+    assert_eq!(execs[0].exit_code, Some(143), "ended by TERM: {execs:#?}");
+    assert!(execs[0].client_closed, "{execs:#?}");
+    assert_eq!(execs.len(), 2, "the command, then the kill: {execs:#?}");
 }

@@ -216,7 +216,7 @@ pub fn invocation(
 /// The node executor's command, in POSIX sh (the shell module's
 /// default): it writes the script, which comes on its stdin, to a file
 /// only the login (or become) user reads, runs it with `args`, and removes
-/// it however it ends. The script runs by its `#!` line, or without one
+/// it when it ends (by a signal too, but for SIGKILL). The script runs by its `#!` line, or without one
 /// under `executable` (`ansible-executable`), as the plugin's
 /// `executable=` runs it. Its stderr goes with its stdout, in order:
 /// Ansible prints both as one block anyway.
@@ -226,8 +226,8 @@ fn shell_wrapper(script: &str, args: Option<&str>, executable: &str) -> String {
         true => "\"$f\"".to_string(),
         false => format!("{} \"$f\"", shell_quote(executable)),
     };
-    // The args on a line of their own: whatever they hold, the cleanup
-    // above has been set up.
+    // After the traps: whatever the args hold (a `#`, a `;`), the file is
+    // removed.
     let args = args.map(|a| format!(" {a}")).unwrap_or_default();
     format!(
         "f=$(mktemp \"${{HOME:-/tmp}}/.outpost-script.XXXXXX\" 2>/dev/null || mktemp) || exit 127\n\

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::containers::{kill_group, RunState};
+use super::containers::RunState;
 use super::objects::{KubeError, Params, Reply};
 use super::{ExecRecord, Shared};
 
@@ -103,6 +103,7 @@ pub(super) async fn exec(
             command: argv.clone(),
             pid: None,
             exit_code: None,
+            client_closed: false,
         });
         st.execs.len() - 1
     };
@@ -190,7 +191,6 @@ impl Session {
             }
         };
 
-        let pid = child.id();
         let (out_tx, mut out_rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
         if let Some(out) = child.stdout.take() {
             tokio::spawn(pump(out, STDOUT, out_tx.clone()));
@@ -245,10 +245,11 @@ impl Session {
             }
         }
         if outputs_open || exit.is_none() {
-            // The client went away first: nothing may outlive its session.
-            if let Some(pid) = pid {
-                kill_group(pid);
-            }
+            // The client went away first. As a kubelet does, the command
+            // goes on (writing to a closed pipe, if it writes), until it
+            // ends, or its pod is deleted.
+            self.record(&shared, |r| r.client_closed = true);
+            drop((tx, rx, stdin_tx, out_rx));
             let status = match exit {
                 Some(status) => status,
                 None => exit_rx

@@ -372,7 +372,21 @@ impl State {
             .map(|(k, _)| k.clone())
             .collect();
         self.resource_version += 1;
-        keys.iter().filter_map(|k| self.pods.remove(k)).collect()
+        keys.iter().filter_map(|k| self.remove_pod(k)).collect()
+    }
+
+    /// Removes a pod, and ends the exec sessions still running in it, as
+    /// its containers' end ends them on a kubelet.
+    pub(super) fn remove_pod(&mut self, key: &(String, String)) -> Option<Pod> {
+        let pod = self.pods.remove(key)?;
+        for e in &self.execs {
+            if (&e.namespace, &e.pod) == (&key.0, &key.1) && e.exit_code.is_none() {
+                if let Some(pid) = e.pid {
+                    super::containers::kill_group(pid);
+                }
+            }
+        }
+        Some(pod)
     }
 }
 
@@ -570,8 +584,7 @@ pub(super) async fn delete(
     let pod = {
         let mut st = shared.state.lock().unwrap();
         st.resource_version += 1;
-        st.pods
-            .remove(&key(&ns, &name))
+        st.remove_pod(&key(&ns, &name))
             .ok_or_else(|| KubeError::not_found("pods", &name))?
     };
     let grace = options

@@ -68,8 +68,8 @@ pub enum KubeConnection {
         verify: bool,
         ca_file: Option<String>,
     },
-    /// Neither: in the cluster (a service account), else the runner's
-    /// `$KUBECONFIG` or `~/.kube/config`.
+    /// Neither: the runner's `$KUBECONFIG` or `~/.kube/config`, else in
+    /// the cluster (its service account).
     Infer,
 }
 
