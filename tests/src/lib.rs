@@ -709,11 +709,22 @@ pub async fn wait_state(
     what: &str,
     pred: impl Fn(&ExecutionState) -> bool,
 ) -> ExecutionState {
+    wait_state_for(js, id, what, WAIT, pred).await
+}
+
+/// As [`wait_state`], for up to `limit` (a benchmark's long run).
+pub async fn wait_state_for(
+    js: &jetstream::Context,
+    id: Uuid,
+    what: &str,
+    limit: Duration,
+    pred: impl Fn(&ExecutionState) -> bool,
+) -> ExecutionState {
     let store = js.get_key_value(subjects::EXECUTIONS_BUCKET).await.unwrap();
     let key = subjects::execution_key(id);
     let mut watch = store.watch_with_history(&key).await.unwrap();
     let mut last = None;
-    let found = tokio::time::timeout(WAIT, async {
+    let found = tokio::time::timeout(limit, async {
         while let Some(entry) = watch.next().await {
             let entry: kv::Entry = entry.unwrap();
             if entry.operation != kv::Operation::Put {
