@@ -65,6 +65,26 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
             "plugin_kubernetes",
             schema_for!(job::kubernetes::KubernetesExecConfig),
         ),
+        (
+            "plugin_kubernetes_create_pod",
+            schema_for!(job::kubernetes::CreatePodConfig),
+        ),
+        (
+            "plugin_kubernetes_create_job",
+            schema_for!(job::kubernetes::CreateJobConfig),
+        ),
+        (
+            "plugin_kubernetes_wait",
+            schema_for!(job::kubernetes::WaitConfig),
+        ),
+        (
+            "plugin_kubernetes_logs",
+            schema_for!(job::kubernetes::LogsConfig),
+        ),
+        (
+            "plugin_kubernetes_delete",
+            schema_for!(job::kubernetes::DeleteConfig),
+        ),
         ("job", schema_for!(job::Job)),
         ("rpc_claim_request", schema_for!(rpc::ClaimRequest)),
         ("rpc_claim_reply", schema_for!(rpc::ClaimReply)),

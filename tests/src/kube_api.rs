@@ -316,6 +316,42 @@ pub fn python_with_kubernetes() -> PathBuf {
     python
 }
 
+/// The bearer token [`runner`]'s key store holds, at `keys/k8s/token`.
+pub const TOKEN: &str = "k8s-s3cret-token-value";
+
+/// A runner tagged `k8s` whose key store holds [`TOKEN`] at
+/// `keys/k8s/token`, with `nodes` (a resources.yaml) as its node source,
+/// returned once it reported them.
+pub async fn runner(stack: &crate::Stack, dir: &Path, nodes: Option<&str>) -> crate::RunnerGuard {
+    let store = dir.join("store");
+    std::fs::create_dir_all(store.join("k8s")).unwrap();
+    std::fs::write(store.join("k8s/token"), format!("{TOKEN}\n")).unwrap();
+    let nodes_file = nodes.map(|yaml| {
+        let path = dir.join("resources.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    });
+    let mut reports = stack.client.subscribe("outpost.nodes.k8s").await.unwrap();
+    let runner = crate::start_runner_with(&stack.nats, "k8s", &["k8s"], |o| {
+        o.key_store = store.clone();
+        o.nodes_file = nodes_file.clone();
+    });
+    if nodes.is_some() {
+        use futures::StreamExt;
+        tokio::time::timeout(crate::WAIT, reports.next())
+            .await
+            .unwrap();
+    }
+    runner
+}
+
+/// Whether the process `pid` exists (a container's or an exec's, which the
+/// fake runs as local processes).
+pub fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
 fn router(shared: Arc<Shared>) -> Router {
     let pod = "/api/v1/namespaces/{ns}/pods/{name}";
     let job = "/apis/batch/v1/namespaces/{ns}/jobs/{name}";

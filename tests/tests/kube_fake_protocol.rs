@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use outpost_tests::kube_api::{kubectl_1_20, python_with_kubernetes, FakeKube};
+use outpost_tests::kube_api::{kubectl_1_20, process_alive, python_with_kubernetes, FakeKube};
 use outpost_tests::{wait_for, WAIT};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -91,11 +91,6 @@ fn phase(fake: &FakeKube, ns: &str, name: &str) -> String {
     fake.pod(ns, name)
         .map(|p| p["status"]["phase"].as_str().unwrap_or("").to_string())
         .unwrap_or_default()
-}
-
-fn process_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
 
 /// A FIFO the test writes to open a gate in a container's command, so that

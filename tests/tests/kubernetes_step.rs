@@ -7,38 +7,8 @@
 //! attributes name the pod, and an abort ends the command in the pod.
 
 use outpost_schemas::state::{ExecutionStatus, StepStatus};
-use outpost_tests::kube_api::FakeKube;
+use outpost_tests::kube_api::{process_alive, runner, FakeKube, TOKEN};
 use outpost_tests::*;
-
-const TOKEN: &str = "k8s-s3cret-token-value";
-
-/// A runner tagged `k8s` whose key store holds the fake's token at
-/// `keys/k8s/token`, with `nodes` (a resources.yaml) as its node source.
-async fn runner(stack: &Stack, dir: &std::path::Path, nodes: Option<&str>) -> RunnerGuard {
-    let store = dir.join("store");
-    std::fs::create_dir_all(store.join("k8s")).unwrap();
-    std::fs::write(store.join("k8s/token"), format!("{TOKEN}\n")).unwrap();
-    let nodes_file = nodes.map(|yaml| {
-        let path = dir.join("resources.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        path
-    });
-    let mut reports = stack.client.subscribe("outpost.nodes.k8s").await.unwrap();
-    let runner = start_runner_with(&stack.nats, "k8s", &["k8s"], |o| {
-        o.key_store = store.clone();
-        o.nodes_file = nodes_file.clone();
-    });
-    if nodes.is_some() {
-        use futures::StreamExt;
-        tokio::time::timeout(WAIT, reports.next()).await.unwrap();
-    }
-    runner
-}
-
-fn process_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_runs_in_the_pod_and_its_exit_code_is_the_steps() {

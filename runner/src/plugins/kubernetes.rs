@@ -1,251 +1,249 @@
 //! Rundeck's Kubernetes steps, through the API server with kube-rs, from
-//! the runner (which may reach a cluster the control plane cannot).
-//! `Kubernetes-Execute-Step` runs `[shell, "-c", command]` in a container
-//! over the pod's exec subresource (WebSocket, `v4`/`v5.channel.k8s.io`),
-//! as the plugin's `pods-node-executor.py` does, streaming stdout and
-//! stderr as they come; the exit code is the container command's, where
-//! the plugin's is always 1 on failure. A kubelet does not end a command
-//! whose client went away, so an abort ends it with a second exec, by the
-//! pid the command reported first.
+//! the runner (which may reach a cluster the control plane cannot): a
+//! command in a pod (`exec`), a pod or Job created from the step's keys
+//! (`create`), waited for with its log streamed (`wait`), or deleted.
+//!
+//! Whatever a step creates carries the label `outpost.dev/execution`. A
+//! step that is aborted or times out while it waits on a pod or Job, reads
+//! its log, or creates it, deletes it if its own execution created it:
+//! nothing of an aborted execution is left running in the cluster, and
+//! nothing another execution made is touched.
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, AttachParams};
+use kube::api::{Api, DeleteParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use outpost_schemas::job::kubernetes::{KubeConnection, KubeExec};
+use outpost_schemas::job::kubernetes::{
+    Kind, KubeAction, KubeConnection, KubeStep, EXECUTION_LABEL,
+};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{Exit, PluginOutput};
 use crate::mask::Secrets;
 
-/// Where a step runs: pod, namespace and container (`None`: the pod's
-/// only one), and how to reach the API server, with the token read.
+mod create;
+mod exec;
+mod wait;
+
+/// What a step works on, resolved on the runner: the object's name and
+/// namespace, how to reach the API server (with the token read), and the
+/// execution the step belongs to.
 pub struct Target {
-    pub pod: String,
+    pub name: String,
     pub namespace: String,
-    pub container: Option<String>,
+    /// A pod node's `default:container_name`, for a step that names none.
+    pub node_container: Option<String>,
     pub connection: KubeConnection,
     pub token: Option<String>,
+    /// `RD_JOB_EXECID`: what the step creates is labelled with it.
+    pub execution: String,
+}
+
+impl Target {
+    /// `namespace/name`, as kubectl writes it.
+    fn at(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
 }
 
 pub async fn run(
-    exec: KubeExec,
+    step: KubeStep,
     target: Target,
     secrets: Secrets,
     mut out: PluginOutput,
     stop: CancellationToken,
 ) -> Exit {
-    // It watches `stop` itself: once the command runs, an abort has it to
-    // end in the pod.
-    let exit = exec_in_pod(&exec, &target, &mut out, &stop).await;
+    let exit = run_step(&step, &target, &mut out, &stop).await;
     match exit {
         Exit::Failed(why) => Exit::Failed(secrets.mask_str(&why)),
         other => other,
     }
 }
 
-async fn exec_in_pod(
-    exec: &KubeExec,
+async fn run_step(
+    step: &KubeStep,
     target: &Target,
     out: &mut PluginOutput,
     stop: &CancellationToken,
 ) -> Exit {
-    let connect = async {
-        let client = client(&target.connection, target.token.as_deref()).await?;
-        let pods: Api<Pod> = Api::namespaced(client, &target.namespace);
-        // Read first, as the plugin does: the exec's own refusal comes as
-        // a bare HTTP status, where this names the pod.
-        let pod = pods.get(&target.pod).await.map_err(|e| api_error(&e))?;
-        Ok::<_, String>((pods, pod))
-    };
-    // Before the exec starts there is nothing to end.
-    let (pods, pod) = tokio::select! {
-        r = connect => match r {
-            Ok(v) => v,
-            Err(why) => return Exit::Failed(format!("{}: {why}", target_name(target))),
+    // Before the client exists there is nothing to end.
+    let client = tokio::select! {
+        c = client(&target.connection, target.token.as_deref()) => match c {
+            Ok(c) => c,
+            Err(why) => return Exit::Failed(format!("{} {}: {why}", step.object.kind.as_str(), target.at())),
         },
         _ = stop.cancelled() => return Exit::Killed,
     };
-    let at = target_name(target);
-    if exec.debug {
-        let _ = out
-            .stderr
-            .write_all(format!("kubernetes: exec {:?} in {at}\n", exec.argv).as_bytes())
-            .await;
-    }
-    // With no container named, the pod's first is the plugin's choice,
-    // where the API server refuses a pod of several.
-    let container = target.container.clone().or_else(|| {
-        pod.spec
-            .as_ref()
-            .and_then(|s| s.containers.first())
-            .map(|c| c.name.clone())
-    });
-    let mut params = AttachParams::default()
-        .stdin(false)
-        .stdout(true)
-        .stderr(true);
-    if let Some(c) = &container {
-        params = params.container(c.clone());
-    }
-    let mut attached = tokio::select! {
-        a = pods.exec(&target.pod, with_pid(&exec.argv), &params) => match a {
-            Ok(a) => a,
-            Err(e) => return Exit::Failed(format!("cannot exec in {at}: {}", api_error(&e))),
+    let kind = step.object.kind;
+    let exit = match &step.action {
+        KubeAction::Exec(exec) => {
+            return exec::exec_in_pod(exec, step.debug, target, client, out, stop).await
+        }
+        KubeAction::CreatePod(spec) => {
+            create::create_pod(spec, target, client.clone(), out, stop).await
+        }
+        KubeAction::CreateJob(spec) => {
+            create::create_job(spec, step.debug, target, client.clone(), out, stop).await
+        }
+        KubeAction::Wait(wait) => match kind {
+            Kind::Pod => wait::wait_pod(wait, target, client.clone(), out, stop).await,
+            Kind::Job => wait::wait_job(wait, target, client.clone(), out, stop).await,
         },
-        _ = stop.cancelled() => return Exit::Killed,
-    };
-    let (Some(mut stdout), Some(stderr), Some(status)) =
-        (attached.stdout(), attached.stderr(), attached.take_status())
-    else {
-        attached.abort();
-        return Exit::Failed(format!("exec in {at}: no output streams"));
-    };
-    let pid = std::sync::OnceLock::new();
-    let (to_out, to_err) = (&mut out.stdout, &mut out.stderr);
-    let work = async {
-        // Both at once: the client's buffers are small, and a full one
-        // would stall the other stream.
-        let _ = tokio::join!(
-            tokio::io::copy(&mut stdout, to_out),
-            copy_stderr(stderr, to_err, &pid),
-        );
-        status.await
-    };
-    let status = tokio::select! {
-        s = work => s,
-        _ = stop.cancelled() => {
-            attached.abort();
-            // A kubelet does not end a command whose client went away:
-            // the runner ends it, by the pid it reported.
-            if let Some(pid) = pid.get() {
-                kill_in_pod(&pods, &target.pod, container.as_deref(), *pid).await;
+        KubeAction::Logs {
+            container,
+            follow,
+            tail_lines,
+        } => {
+            let container = container.clone().or_else(|| target.node_container.clone());
+            let params = kube::api::LogParams {
+                container,
+                follow: *follow,
+                tail_lines: *tail_lines,
+                ..Default::default()
+            };
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
+            tokio::select! {
+                r = wait::write_log(&pods, &target.name, &params, &mut out.stdout) => match r {
+                    Ok(()) => Exit::Code(0),
+                    Err(why) => Exit::Failed(format!("pod {}: cannot read its log: {why}", target.at())),
+                },
+                _ = stop.cancelled() => Exit::Killed,
             }
-            return Exit::Killed;
+        }
+        KubeAction::Delete => match kind {
+            Kind::Pod => delete_pod(target, client.clone(), out).await,
+            Kind::Job => delete_job(target, client.clone(), out).await,
+        },
+    };
+    if matches!(exit, Exit::Killed) && !matches!(step.action, KubeAction::Delete) {
+        delete_if_ours(kind, target, client, out).await;
+    }
+    exit
+}
+
+/// After an abort or a timeout: deletes the step's pod or Job (a Job with
+/// its pods) if this execution created it.
+async fn delete_if_ours(kind: Kind, target: &Target, client: kube::Client, out: &mut PluginOutput) {
+    let labels = match kind {
+        Kind::Pod => Api::<Pod>::namespaced(client.clone(), &target.namespace)
+            .get_opt(&target.name)
+            .await
+            .map(|o| o.map(|p| p.metadata.labels)),
+        Kind::Job => Api::<Job>::namespaced(client.clone(), &target.namespace)
+            .get_opt(&target.name)
+            .await
+            .map(|o| o.map(|j| j.metadata.labels)),
+    };
+    let ours = match labels {
+        Ok(Some(labels)) => labels
+            .unwrap_or_default()
+            .get(EXECUTION_LABEL)
+            .is_some_and(|e| *e == target.execution),
+        Ok(None) => return,
+        Err(err) => {
+            let err = api_error(&err);
+            tracing::warn!(error = %err, object = %target.at(), "cannot read the aborted step's object to delete it");
+            return;
         }
     };
-    let joined = attached.join().await;
-    match (status, joined) {
-        (None, Err(e)) => Exit::Failed(format!("exec in {at} ended without a status: {e}")),
-        (status, _) => exit_of(status, &at),
-    }
-}
-
-fn target_name(target: &Target) -> String {
-    format!(
-        "pod {}/{}{}",
-        target.namespace,
-        target.pod,
-        target
-            .container
-            .as_deref()
-            .map(|c| format!(" container {c}"))
-            .unwrap_or_default()
-    )
-}
-
-/// The first line the command writes to stderr: its pid, for an abort.
-const PID_LINE: &str = "outpost-exec-pid=";
-
-/// `argv` preceded by a line on stderr with the pid it will run as: the
-/// shell prints its own, then becomes `argv`.
-fn with_pid(argv: &[String]) -> Vec<String> {
-    let mut v = vec![
-        "/bin/sh".to_string(),
-        "-c".into(),
-        format!("echo {PID_LINE}$$ >&2; exec \"$@\""),
-        "sh".into(),
-    ];
-    v.extend(argv.iter().cloned());
-    v
-}
-
-/// Copies the command's stderr, taking the pid line off its front.
-async fn copy_stderr(
-    stderr: impl tokio::io::AsyncRead + Unpin,
-    to: &mut tokio::io::DuplexStream,
-    pid: &std::sync::OnceLock<u32>,
-) {
-    use tokio::io::AsyncBufReadExt;
-    let mut stderr = tokio::io::BufReader::new(stderr);
-    let mut first = String::new();
-    if stderr.read_line(&mut first).await.is_err() {
+    if !ours {
         return;
     }
-    match first
-        .trim_end()
-        .strip_prefix(PID_LINE)
-        .and_then(|p| p.parse().ok())
-    {
-        Some(p) => {
-            let _ = pid.set(p);
-        }
-        None => {
-            if to.write_all(first.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-    }
-    let _ = tokio::io::copy(&mut stderr, to).await;
-}
-
-/// Ends the command `pid` (its process group where it leads one) with a
-/// second exec in the container: TERM, then KILL if it is still there.
-async fn kill_in_pod(pods: &Api<Pod>, pod: &str, container: Option<&str>, pid: u32) {
-    let script = format!(
-        "kill -TERM -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null || exit 0; \
-         for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 {pid} 2>/dev/null || exit 0; sleep 0.5; done; \
-         kill -KILL -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; exit 0"
-    );
-    let mut params = AttachParams::default()
-        .stdin(false)
-        .stdout(true)
-        .stderr(false);
-    if let Some(c) = container {
-        params = params.container(c);
-    }
-    let kill = async {
-        let attached = pods
-            .exec(pod, ["/bin/sh", "-c", &script], &params)
+    let deleted = match kind {
+        Kind::Pod => Api::<Pod>::namespaced(client, &target.namespace)
+            .delete(&target.name, &DeleteParams::background())
             .await
-            .map_err(|e| api_error(&e))?;
-        attached.join().await.map_err(|e| e.to_string())
+            .map(|_| ()),
+        Kind::Job => Api::<Job>::namespaced(client, &target.namespace)
+            .delete(&target.name, &DeleteParams::background())
+            .await
+            .map(|_| ()),
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(15), kill).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, pod, pid, "cannot end the aborted command in its pod")
+    let line = match deleted {
+        Ok(()) => format!(
+            "aborted: deleted {} {}, which this execution created\n",
+            kind.as_str(),
+            target.at()
+        ),
+        Err(err) => {
+            let err = api_error(&err);
+            tracing::warn!(error = %err, object = %target.at(), "cannot delete the aborted step's object");
+            format!(
+                "aborted: cannot delete {} {}, which this execution created: {err}\n",
+                kind.as_str(),
+                target.at()
+            )
         }
-        Err(_) => tracing::warn!(pod, pid, "ending the aborted command in its pod timed out"),
+    };
+    let _ = out.stderr.write_all(line.as_bytes()).await;
+}
+
+/// As the plugin: a 5 s grace, in the foreground; a pod that is not
+/// there is no failure.
+async fn delete_pod(target: &Target, client: kube::Client, out: &mut PluginOutput) -> Exit {
+    let pods: Api<Pod> = Api::namespaced(client, &target.namespace);
+    let params = DeleteParams {
+        grace_period_seconds: Some(5),
+        ..DeleteParams::foreground()
+    };
+    match pods.delete(&target.name, &params).await {
+        Ok(_) => {
+            let _ = out
+                .stdout
+                .write_all(format!("pod {} deleted\n", target.at()).as_bytes())
+                .await;
+            Exit::Code(0)
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let _ = out
+                .stdout
+                .write_all(format!("pod {} is not there\n", target.at()).as_bytes())
+                .await;
+            Exit::Code(0)
+        }
+        Err(e) => Exit::Failed(format!(
+            "cannot delete pod {}: {}",
+            target.at(),
+            api_error(&e)
+        )),
     }
 }
 
-/// The exec's end, from the `Status` the API server sends on channel 3.
-fn exit_of(
-    status: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
-    at: &str,
-) -> Exit {
-    let Some(status) = status else {
-        return Exit::Failed(format!("exec in {at} ended without a status"));
-    };
-    if status.status.as_deref() == Some("Success") {
-        return Exit::Code(0);
+/// As the plugin: the Job's pods, then the Job in the background (which
+/// removes any pod left); a Job that is not there fails the step.
+async fn delete_job(target: &Target, client: kube::Client, out: &mut PluginOutput) -> Exit {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
+    let jobs: Api<Job> = Api::namespaced(client, &target.namespace);
+    let of_job = kube::api::ListParams::default().labels(&format!("job-name={}", target.name));
+    if let Err(e) = pods
+        .delete_collection(&DeleteParams::background(), &of_job)
+        .await
+    {
+        let _ = out
+            .stderr
+            .write_all(
+                format!(
+                    "cannot delete the pods of Job {}: {}\n",
+                    target.at(),
+                    api_error(&e)
+                )
+                .as_bytes(),
+            )
+            .await;
     }
-    let code = status
-        .details
-        .as_ref()
-        .and_then(|d| d.causes.as_ref())
-        .and_then(|causes| {
-            causes
-                .iter()
-                .find(|c| c.reason.as_deref() == Some("ExitCode"))
-        })
-        .and_then(|c| c.message.as_deref()?.parse::<i32>().ok());
-    match (status.reason.as_deref(), code) {
-        (Some("NonZeroExitCode"), Some(code)) => Exit::Code(code),
-        _ => Exit::Failed(format!(
-            "exec in {at} failed: {}",
-            status.message.unwrap_or_else(|| "no message".into())
+    match jobs.delete(&target.name, &DeleteParams::background()).await {
+        Ok(_) => {
+            let _ = out
+                .stdout
+                .write_all(format!("Job {} deleted\n", target.at()).as_bytes())
+                .await;
+            Exit::Code(0)
+        }
+        Err(e) => Exit::Failed(format!(
+            "cannot delete Job {}: {}",
+            target.at(),
+            api_error(&e)
         )),
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use outpost_schemas::job::ansible::{AnsibleConfig, Inventory, TYPES as ANSIBLE_TYPES};
 use outpost_schemas::job::copyfile::{CopyFileConfig, TYPES as COPYFILE_TYPES};
 use outpost_schemas::job::http::{HttpRequestConfig, TYPES as HTTP_TYPES};
-use outpost_schemas::job::kubernetes::{KubeConnection, KubernetesExecConfig, TYPES as KUBE_TYPES};
+use outpost_schemas::job::kubernetes::{KubeConnection, NODE_CONTAINER, TYPES as KUBE_TYPES};
 use outpost_schemas::node::Node;
 use outpost_schemas::{LogEntry, PluginVersion};
 use tokio::sync::mpsc;
@@ -215,13 +215,11 @@ pub fn start(
         }));
     }
     if KUBE_TYPES.iter().any(|(t, _)| *t == plugin) {
-        let exec = KubernetesExecConfig::from_map(config)
-            .and_then(|c| c.exec(false))
-            .map_err(refuse)?;
+        let step = outpost_schemas::job::kubernetes::read(plugin, config, false).map_err(refuse)?;
         let none = BTreeMap::new();
         let attributes = place.node.map_or(&none, |s| &s.node.attributes);
-        let (pod, namespace, container) = exec.target(attributes).map_err(refuse)?;
-        let connection = exec.connection_for(attributes);
+        let (name, namespace) = step.object.resolve(attributes).map_err(refuse)?;
+        let connection = step.connection.for_node(attributes);
         let mut secrets = secrets.clone();
         let token = match &connection {
             KubeConnection::Url { token: Some(p), .. } => {
@@ -237,16 +235,23 @@ pub fn start(
             }
             _ => None,
         };
+        let execution = place.env.get("RD_JOB_EXECID").cloned().ok_or_else(|| {
+            refuse("the step has no RD_JOB_EXECID to label what it creates".into())
+        })?;
         let target = kubernetes::Target {
-            pod,
+            name,
             namespace,
-            container,
+            node_container: attributes
+                .get(NODE_CONTAINER)
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty()),
             connection,
             token,
+            execution,
         };
         let masked = secrets.clone();
         return Ok(spawn_task(lines, &secrets, move |out, stop| {
-            kubernetes::run(exec, target, masked, out, stop)
+            kubernetes::run(step, target, masked, out, stop)
         }));
     }
     if HTTP_TYPES.iter().any(|(t, _)| *t == plugin) {

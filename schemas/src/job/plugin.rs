@@ -1,8 +1,9 @@
 //! Plugin steps (`type`, `configuration`, `nodeStep`): one registry of the
 //! step types Outpost knows. The ones Rundeck's core ships run here, and
 //! the integration plugins built so far (the HTTP request step, Ansible's
-//! workflow and node steps, copy file, Kubernetes' exec) on the runner; the others
-//! (Rundeck's other core steps, Kubernetes') are known and refused as not
+//! workflow and node steps, copy file, Kubernetes' pod and Job steps) on the
+//! runner; the others (Rundeck's other core steps, Kubernetes' deployments,
+//! services and generic objects) are known and refused as not
 //! supported yet; any other type is refused with the known ones listed.
 
 use std::collections::BTreeMap;
@@ -71,18 +72,18 @@ pub const STEP_TYPES: &[(&str, Support, &[&str])] = &[
     ),
     // Rundeck's Kubernetes plugin (rundeck-plugins/kubernetes): every one a
     // node step; see docs/research/rundeck-kubernetes-plugin.md.
-    ("Kubernetes-Create-Pod", Support::Later, &[]),
-    ("Kubernetes-Wait-Pod", Support::Later, &[]),
-    ("Kubernetes-Pods-Logs", Support::Later, &[]),
-    ("Kubernetes-Delete-Pod", Support::Later, &[]),
+    ("Kubernetes-Create-Pod", Support::Runs, &[]),
+    ("Kubernetes-Wait-Pod", Support::Runs, &[]),
+    ("Kubernetes-Pods-Logs", Support::Runs, &[]),
+    ("Kubernetes-Delete-Pod", Support::Runs, &[]),
     ("Kubernetes-Describe-Pod", Support::Later, &[]),
-    // Keys checked by `kubernetes::KubernetesExecConfig`.
+    // Keys checked by `kubernetes::read`.
     ("Kubernetes-Execute-Step", Support::Runs, &[]),
     ("Kubernetes-InlineScript-Step", Support::Later, &[]),
     ("Kubernetes-Ephemeral-Container", Support::Later, &[]),
-    ("Kubernetes-Create-Job", Support::Later, &[]),
-    ("Kubernetes-Wait-Job", Support::Later, &[]),
-    ("Kubernetes-Delete-Job", Support::Later, &[]),
+    ("Kubernetes-Create-Job", Support::Runs, &[]),
+    ("Kubernetes-Wait-Job", Support::Runs, &[]),
+    ("Kubernetes-Delete-Job", Support::Runs, &[]),
     ("Kubernetes-Run-Job", Support::Later, &[]),
     ("Kubernetes-Create", Support::Later, &[]),
     ("Kubernetes-Delete", Support::Later, &[]),
@@ -202,7 +203,7 @@ impl PluginStep {
             });
         }
         if let Some((_, node_step)) = kubernetes::TYPES.iter().find(|(t, _)| *t == step_type) {
-            kubernetes::KubernetesExecConfig::from_map(config)?.exec(true)?;
+            kubernetes::read(step_type, config, true)?;
             return Ok(PluginStep::OnRunner {
                 plugin: step_type.to_string(),
                 node_step: *node_step,

@@ -49,3 +49,27 @@ pub fn flag(key: &str, v: &Option<String>, default: bool, at_import: bool) -> Re
         )),
     }
 }
+
+/// [`from_map`] for a configuration type with flattened parts (serde's
+/// `deny_unknown_fields` does not see through `flatten`): its keys are the
+/// properties of its JSON Schema, the one committed for it.
+pub fn from_map_flat<T: DeserializeOwned + schemars::JsonSchema>(
+    step: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<T, String> {
+    let schema = schemars::schema_for!(T);
+    let keys: Vec<&String> = schema
+        .as_value()
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().collect())
+        .unwrap_or_default();
+    if let Some(k) = config.keys().find(|k| !keys.contains(k)) {
+        let listed: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+        return Err(format!(
+            "{step} has no configuration key `{k}`; its keys are {}",
+            listed.join(", ")
+        ));
+    }
+    from_map(step, config)
+}

@@ -1,33 +1,54 @@
 //! Rundeck's Kubernetes plugin (`rundeck-plugins/kubernetes`), the steps
-//! built so far: `Kubernetes-Execute-Step`, a command in a container of an
-//! existing pod over the API's exec subresource. Its keys are the
-//! plugin's (`plugin.yaml`); see `docs/research/rundeck-kubernetes-plugin.md`
-//! §2 and §3.
+//! built so far: a command in a pod (`exec`), a pod or Job created from the
+//! step's keys (`create`), and waiting for one, reading its log and
+//! deleting it (`lifecycle`). Their keys are the plugin's (`plugin.yaml`);
+//! see `docs/research/rundeck-kubernetes-plugin.md` §2 and §3.
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::config::{deferred, flag, from_map, text};
+use super::config::{deferred, flag, text};
 
-/// The step's configuration as a job export holds it: every value text.
-/// The committed JSON Schema (`plugin_kubernetes.v1.json`) is this.
+mod create;
+mod exec;
+mod lifecycle;
+
+pub use create::{Container, CreateJobConfig, CreatePodConfig, JobSpec, PodSpec};
+pub use exec::{KubeExec, KubernetesExecConfig};
+pub use lifecycle::{DeleteConfig, LogsConfig, Wait, WaitConfig};
+
+/// The step types: (type, node step). Every one of the plugin's is a node
+/// step.
+pub const TYPES: &[(&str, bool)] = &[
+    ("Kubernetes-Execute-Step", true),
+    ("Kubernetes-Create-Pod", true),
+    ("Kubernetes-Wait-Pod", true),
+    ("Kubernetes-Pods-Logs", true),
+    ("Kubernetes-Delete-Pod", true),
+    ("Kubernetes-Create-Job", true),
+    ("Kubernetes-Wait-Job", true),
+    ("Kubernetes-Delete-Job", true),
+];
+
+/// The node attributes a pod node carries (the plugin's resource model
+/// writes them), read when a pod step names no pod.
+pub const NODE_NAME: &str = "default:name";
+pub const NODE_NAMESPACE: &str = "default:namespace";
+pub const NODE_CONTAINER: &str = "default:container_name";
+/// A node's kubeconfig, read when the step names no connection.
+pub const NODE_CONFIG_FILE: &str = "kubernetes:config_file";
+
+/// The label on every pod and Job a step creates: the execution that
+/// created it, so that an abort deletes what its own execution made and
+/// nothing else.
+pub const EXECUTION_LABEL: &str = "outpost.dev/execution";
+
+/// The connection keys every step of the plugin has (its auth block), and
+/// `interpreter`, which every step but the resource model has.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesExecConfig {
-    /// The pod; default the node's `default:name` attribute.
-    pub name: Option<String>,
-    /// The namespace; default the node's `default:namespace`, else
-    /// `default`.
-    pub namespace: Option<String>,
-    /// The container; default the node's `default:container_name`, else
-    /// the pod's only one.
-    pub container: Option<String>,
-    /// Runs the command as `[shell, "-c", command]`; default `/bin/bash`.
-    pub shell: Option<String>,
-    /// The command; required.
-    pub command: Option<String>,
+pub struct KubeAuthConfig {
     /// A kubeconfig on the runner.
     pub config_file: Option<String>,
     /// The API server's URL, with `token`.
@@ -38,22 +59,9 @@ pub struct KubernetesExecConfig {
     pub verify_ssl: Option<String>,
     /// A CA certificate file on the runner for the server's certificate.
     pub ssl_ca_cert: Option<String>,
-    /// Print what the step connects to.
-    pub debug: Option<String>,
     /// The plugin's Python (`python`, `python3`); read, and without effect.
     pub interpreter: Option<String>,
 }
-
-/// The step types: (type, node step).
-pub const TYPES: &[(&str, bool)] = &[("Kubernetes-Execute-Step", true)];
-
-/// The node attributes a pod node carries (the plugin's resource model
-/// writes them), read when the step names no pod.
-pub const NODE_NAME: &str = "default:name";
-pub const NODE_NAMESPACE: &str = "default:namespace";
-pub const NODE_CONTAINER: &str = "default:container_name";
-/// A node's kubeconfig, read when the step names no connection.
-pub const NODE_CONFIG_FILE: &str = "kubernetes:config_file";
 
 /// How the runner reaches the API server, in the plugin's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,41 +81,11 @@ pub enum KubeConnection {
     Infer,
 }
 
-/// What to run, with the pod as far as the step names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubeExec {
-    pub pod: Option<String>,
-    pub namespace: Option<String>,
-    pub container: Option<String>,
-    pub argv: Vec<String>,
-    pub connection: KubeConnection,
-    pub debug: bool,
-}
-
-/// The configuration keys whose value, as the job writes it, is a key
-/// storage path the runner reads.
-pub fn stored_keys(config: &BTreeMap<String, String>) -> Vec<String> {
-    config
-        .get("token")
-        .filter(|t| !t.trim().is_empty())
-        .map(|_| vec!["token".to_string()])
-        .unwrap_or_default()
-}
-
-impl KubernetesExecConfig {
-    /// Reads the configuration map (unknown keys are errors).
-    pub fn from_map(config: &BTreeMap<String, String>) -> Result<Self, String> {
-        from_map("the Kubernetes step", config)
-    }
-
-    /// Checks what can be checked before references expand (`at_import`),
-    /// or everything (on the runner).
-    pub fn exec(&self, at_import: bool) -> Result<KubeExec, String> {
+impl KubeAuthConfig {
+    /// The connection the keys name; at import a reference is left for the
+    /// runner, except in `token`, which must name its key itself.
+    pub fn connection(&self, at_import: bool) -> Result<KubeConnection, String> {
         let owned = |v: &Option<String>| text(v).map(str::to_string);
-        let command = text(&self.command)
-            .ok_or("the Kubernetes step needs configuration.command")?
-            .to_string();
-        let shell = text(&self.shell).unwrap_or("/bin/bash").to_string();
         if let Some(i) = text(&self.interpreter) {
             let checked = ["python", "python3"].contains(&i) || (at_import && deferred(i));
             if !checked {
@@ -129,7 +107,7 @@ impl KubernetesExecConfig {
                 ));
             }
         }
-        let connection = match (owned(&self.config_file), owned(&self.url)) {
+        Ok(match (owned(&self.config_file), owned(&self.url)) {
             (Some(file), _) => KubeConnection::ConfigFile(file),
             (None, Some(url)) => KubeConnection::Url {
                 url,
@@ -146,46 +124,14 @@ impl KubernetesExecConfig {
                 }
                 KubeConnection::Infer
             }
-        };
-        Ok(KubeExec {
-            pod: owned(&self.name),
-            namespace: owned(&self.namespace),
-            container: owned(&self.container),
-            argv: vec![shell, "-c".into(), command],
-            connection,
-            debug: flag("debug", &self.debug, false, at_import)?,
         })
     }
 }
 
-impl KubeExec {
-    /// The pod, namespace and container, the step's first, then the node's
-    /// attributes (a pod node's), as the plugin falls back.
-    pub fn target(
-        &self,
-        node: &BTreeMap<String, String>,
-    ) -> Result<(String, String, Option<String>), String> {
-        let attr = |k: &str| node.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let pod = self
-            .pod
-            .clone()
-            .or_else(|| attr(NODE_NAME).map(str::to_string))
-            .ok_or("the Kubernetes step names no pod: set configuration.name, or run it on a pod node (attribute default:name)")?;
-        let namespace = self
-            .namespace
-            .clone()
-            .or_else(|| attr(NODE_NAMESPACE).map(str::to_string))
-            .unwrap_or_else(|| "default".into());
-        let container = self
-            .container
-            .clone()
-            .or_else(|| attr(NODE_CONTAINER).map(str::to_string));
-        Ok((pod, namespace, container))
-    }
-
+impl KubeConnection {
     /// The connection, with a node's kubeconfig where the step names none.
-    pub fn connection_for(&self, node: &BTreeMap<String, String>) -> KubeConnection {
-        match (&self.connection, node.get(NODE_CONFIG_FILE)) {
+    pub fn for_node(&self, node: &BTreeMap<String, String>) -> KubeConnection {
+        match (self, node.get(NODE_CONFIG_FILE)) {
             (KubeConnection::Infer, Some(f)) if !f.trim().is_empty() => {
                 KubeConnection::ConfigFile(f.trim().to_string())
             }
@@ -194,87 +140,168 @@ impl KubeExec {
     }
 }
 
+/// What kind of object a step works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Pod,
+    Job,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pod => "pod",
+            Kind::Job => "Job",
+        }
+    }
+}
+
+/// The object a step names: its name and namespace as the step gives them,
+/// and, for the pod steps, the node's attributes where it gives none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    /// The pod steps fall back on a pod node's `default:*` attributes; the
+    /// Job steps do not (the plugin's scripts read only their keys).
+    pub from_node: bool,
+}
+
+impl ObjectRef {
+    /// `(name, namespace)`: the step's, else the node's, else namespace
+    /// `default`.
+    pub fn resolve(&self, node: &BTreeMap<String, String>) -> Result<(String, String), String> {
+        let attr = |k: &str| {
+            self.from_node
+                .then(|| node.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()))
+                .flatten()
+                .map(str::to_string)
+        };
+        let name = self.name.clone().or_else(|| attr(NODE_NAME)).ok_or_else(|| {
+            if self.from_node {
+                format!("the step names no {}: set configuration.name, or run it on a pod node (attribute default:name)", self.kind.as_str())
+            } else {
+                format!("the step names no {}: set configuration.name", self.kind.as_str())
+            }
+        })?;
+        let namespace = self
+            .namespace
+            .clone()
+            .or_else(|| attr(NODE_NAMESPACE))
+            .unwrap_or_else(|| "default".into());
+        Ok((name, namespace))
+    }
+}
+
+/// What a Kubernetes step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KubeAction {
+    /// `Kubernetes-Execute-Step`.
+    Exec(KubeExec),
+    /// `Kubernetes-Create-Pod`: the pod, from the step's keys.
+    CreatePod(Box<PodSpec>),
+    /// `Kubernetes-Create-Job`.
+    CreateJob(Box<JobSpec>),
+    /// `Kubernetes-Wait-Pod`, `Kubernetes-Wait-Job`.
+    Wait(Wait),
+    /// `Kubernetes-Pods-Logs`: the pod's log, followed or not.
+    Logs {
+        container: Option<String>,
+        follow: bool,
+        tail_lines: Option<i64>,
+    },
+    /// `Kubernetes-Delete-Pod`, `Kubernetes-Delete-Job`.
+    Delete,
+}
+
+/// A Kubernetes step, read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeStep {
+    pub action: KubeAction,
+    /// What it works on (for `Exec`, the pod).
+    pub object: ObjectRef,
+    pub connection: KubeConnection,
+    pub debug: bool,
+}
+
+/// The configuration keys whose value, as the job writes it, is a key
+/// storage path the runner reads.
+pub fn stored_keys(config: &BTreeMap<String, String>) -> Vec<String> {
+    config
+        .get("token")
+        .filter(|t| !t.trim().is_empty())
+        .map(|_| vec!["token".to_string()])
+        .unwrap_or_default()
+}
+
+/// Reads the step `step_type` (one of [`TYPES`]): what can be checked
+/// before references expand (`at_import`), or everything (on the runner).
+pub fn read(
+    step_type: &str,
+    config: &BTreeMap<String, String>,
+    at_import: bool,
+) -> Result<KubeStep, String> {
+    match step_type {
+        "Kubernetes-Execute-Step" => KubernetesExecConfig::from_map(config)?.step(at_import),
+        "Kubernetes-Create-Pod" => CreatePodConfig::from_map(config)?.step(at_import),
+        "Kubernetes-Create-Job" => CreateJobConfig::from_map(config)?.step(at_import),
+        "Kubernetes-Wait-Pod" => {
+            WaitConfig::from_map(config, Kind::Pod, step_type)?.step(Kind::Pod, at_import)
+        }
+        "Kubernetes-Wait-Job" => {
+            WaitConfig::from_map(config, Kind::Job, step_type)?.step(Kind::Job, at_import)
+        }
+        "Kubernetes-Pods-Logs" => LogsConfig::from_map(config)?.step(at_import),
+        "Kubernetes-Delete-Pod" => {
+            DeleteConfig::from_map(config, Kind::Pod, step_type)?.step(Kind::Pod, at_import)
+        }
+        "Kubernetes-Delete-Job" => {
+            DeleteConfig::from_map(config, Kind::Job, step_type)?.step(Kind::Job, at_import)
+        }
+        other => Err(format!("`{other}` is not a Kubernetes step Outpost runs")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn read(pairs: &[(&str, &str)]) -> String {
-        let config: BTreeMap<String, String> = pairs
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        match KubernetesExecConfig::from_map(&config).and_then(|c| c.exec(true)) {
-            Ok(c) => format!("{c:?}"),
-            Err(e) => format!("error: {e}"),
-        }
+            .collect()
     }
 
     #[test]
-    fn configurations_read_as_the_plugin_reads_them() {
-        let cases: &[&[(&str, &str)]] = &[
-            &[("command", "df -h")],
-            &[
-                ("name", "web-0"),
-                ("namespace", "shop"),
-                ("container", "app"),
-                ("shell", "/bin/sh"),
-                ("command", "env | sort"),
-                ("url", "https://10.0.0.1:6443"),
-                ("token", "keys/project/p/k8s-token"),
-                ("verify_ssl", "false"),
-                ("ssl_ca_cert", "/etc/k8s/ca.crt"),
-                ("debug", "true"),
-                ("interpreter", "python3"),
-            ],
-            &[("command", "true"), ("config_file", "/etc/k8s/admin.conf")],
-            &[("shell", "/bin/sh")],
-            &[("command", "true"), ("token", "keys/t")],
-            &[
-                ("command", "true"),
-                ("url", "https://k8s"),
-                ("token", "keys/${option.k}"),
-            ],
-            &[
-                ("command", "true"),
-                ("url", "https://k8s"),
-                ("token", "s3cret"),
-            ],
-            &[("command", "true"), ("interpreter", "ruby")],
-            &[("command", "true"), ("image", "busybox")],
-            &[("command", "true"), ("verify_ssl", "maybe"), ("url", "u")],
-        ];
-        let got: Vec<String> = cases
-            .iter()
-            .map(|c| format!("{c:?}\n=> {}", read(c)))
-            .collect();
-        insta::assert_snapshot!(got.join("\n\n"));
-    }
-
-    #[test]
-    fn the_pod_comes_from_the_step_then_the_node() {
-        let exec = KubernetesExecConfig {
-            command: Some("true".into()),
-            ..Default::default()
-        }
-        .exec(false)
-        .unwrap();
-        let node: BTreeMap<String, String> = [
-            (NODE_NAME.to_string(), "web-0".to_string()),
-            (NODE_CONTAINER.to_string(), "app".to_string()),
-            (NODE_CONFIG_FILE.to_string(), "/etc/k8s/c".to_string()),
-        ]
-        .into();
+    fn an_object_comes_from_the_step_then_a_pod_node() {
+        let node = map(&[(NODE_NAME, "web-0"), (NODE_NAMESPACE, "shop")]);
+        let pod = ObjectRef {
+            kind: Kind::Pod,
+            name: None,
+            namespace: None,
+            from_node: true,
+        };
+        assert_eq!(pod.resolve(&node).unwrap(), ("web-0".into(), "shop".into()));
+        let job = ObjectRef {
+            kind: Kind::Job,
+            from_node: false,
+            ..pod.clone()
+        };
+        assert!(job.resolve(&node).unwrap_err().contains("names no Job"));
+        let named = ObjectRef {
+            name: Some("report".into()),
+            ..job
+        };
         assert_eq!(
-            exec.target(&node).unwrap(),
-            ("web-0".into(), "default".into(), Some("app".into()))
+            named.resolve(&node).unwrap(),
+            ("report".into(), "default".into())
         );
+        let node_config = map(&[(NODE_CONFIG_FILE, "/etc/k8s/c")]);
         assert_eq!(
-            exec.connection_for(&node),
+            KubeConnection::Infer.for_node(&node_config),
             KubeConnection::ConfigFile("/etc/k8s/c".into())
         );
-        assert!(exec
-            .target(&BTreeMap::new())
-            .unwrap_err()
-            .contains("names no pod"));
     }
 }
