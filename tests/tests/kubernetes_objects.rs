@@ -120,13 +120,24 @@ async fn a_jobs_log_streams_and_its_exit_code_is_the_steps() {
     );
 }
 
+/// Whether the pod's first container has ended (the fake reports it once
+/// its process is reaped).
+fn ended(fake: &FakeKube, ns: &str, name: &str) -> bool {
+    fake.pod(ns, name)
+        .is_some_and(|p| !p["status"]["containerStatuses"][0]["state"]["terminated"].is_null())
+}
+
+/// A pod is created; once its container has ended, a wait, a log and a
+/// delete step read it. (While a container runs it is ready, which ends a
+/// wait at once: the container is let end first, so that what the wait
+/// finds does not depend on timing.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_is_created_waited_for_read_and_deleted() {
     let stack = Stack::start().await;
     let fake = FakeKube::start_with_token(TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
     let _runner = runner(&stack, dir.path(), None).await;
-    let steps = r#"
+    let create = r#"
     - nodeStep: true
       type: Kubernetes-Create-Pod
       configuration:
@@ -139,6 +150,8 @@ async fn a_pod_is_created_waited_for_read_and_deleted() {
         container_command: sh -c
         container_args: echo "$GREETING"; exit ${option.code}
         AUTH
+"#;
+    let wait = r#"
     - nodeStep: true
       type: Kubernetes-Wait-Pod
       configuration:
@@ -147,6 +160,8 @@ async fn a_pod_is_created_waited_for_read_and_deleted() {
         retries: '600'
         sleep: '0.1'
         AUTH
+"#;
+    let read = r#"
     - nodeStep: true
       type: Kubernetes-Pods-Logs
       configuration:
@@ -159,13 +174,36 @@ async fn a_pod_is_created_waited_for_read_and_deleted() {
         name: probe
         namespace: shop
         AUTH
+    - nodeStep: true
+      type: Kubernetes-Delete-Pod
+      configuration:
+        name: probe
+        namespace: shop
+        AUTH
 "#;
-    let yaml = format!(
-        "{}  options:\n  - name: code\n",
-        job_yaml("probe", &fake, steps)
-    );
-    let job = stack.load(&yaml, "probe").await;
-    let id = stack.run_job(job, &[("code", "0")]).await;
+    let creates = stack
+        .load(
+            &format!(
+                "{}  options:\n  - name: code\n",
+                job_yaml("create", &fake, create)
+            ),
+            "create",
+        )
+        .await;
+    let reads = stack
+        .load(&job_yaml("read", &fake, &format!("{wait}{read}")), "read")
+        .await;
+    let waits = stack.load(&job_yaml("wait", &fake, wait), "wait").await;
+
+    let id = stack.run_job(creates, &[("code", "0")]).await;
+    let st = stack.wait_terminal(id).await;
+    assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
+    assert_eq!(stack.log_texts(id).await, ["pod shop/probe created"]);
+    let labels = &fake.pod("shop", "probe").unwrap()["metadata"]["labels"];
+    assert_eq!(labels["app"], "probe");
+    assert_eq!(labels["outpost.dev/execution"], id.to_string());
+    wait_for("the container to end", || ended(&fake, "shop", "probe")).await;
+    let id = stack.run_job(reads, &[]).await;
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Succeeded, "{st:#?}");
     let lines = stack.log_texts(id).await;
@@ -175,16 +213,32 @@ async fn a_pod_is_created_waited_for_read_and_deleted() {
         "once by the wait, once by the log step: {lines:#?}"
     );
     assert!(
+        lines
+            .iter()
+            .any(|l| l == "pod shop/probe ended with exit code 0"),
+        "{lines:#?}"
+    );
+    assert!(
         lines.iter().any(|l| l == "pod shop/probe deleted"),
         "{lines:#?}"
     );
+    assert!(
+        lines.iter().any(|l| l == "pod shop/probe is not there"),
+        "deleting it again is no failure: {lines:#?}"
+    );
     assert!(fake.pods().is_empty(), "{:?}", fake.pods());
 
-    // A container that ends with a code: the wait step's.
-    let id = stack.run_job(job, &[("code", "4")]).await;
+    // A container that ended with a code: the wait step's.
+    let id = stack.run_job(creates, &[("code", "4")]).await;
+    assert_eq!(
+        stack.wait_terminal(id).await.status,
+        ExecutionStatus::Succeeded
+    );
+    wait_for("the container to end", || ended(&fake, "shop", "probe")).await;
+    let id = stack.run_job(waits, &[]).await;
     let st = stack.wait_terminal(id).await;
     assert_eq!(st.status, ExecutionStatus::Failed, "{st:#?}");
-    assert_eq!(st.steps[1].exit_code, Some(4), "{st:#?}");
+    assert_eq!(st.steps[0].exit_code, Some(4), "{st:#?}");
     assert_eq!(fake.pods(), [("shop".to_string(), "probe".to_string())]);
 }
 

@@ -4,10 +4,9 @@
 //! (`create`), waited for with its log streamed (`wait`), or deleted.
 //!
 //! Whatever a step creates carries the label `outpost.dev/execution`. A
-//! step that is aborted or times out while it waits on a pod or Job, reads
-//! its log, or creates it, deletes it if its own execution created it:
-//! nothing of an aborted execution is left running in the cluster, and
-//! nothing another execution made is touched.
+//! step that is aborted (or killed by the job's timeout) while it creates
+//! a pod or Job, waits on it or reads its log deletes it if its own
+//! execution created it, and nothing another execution made.
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -76,6 +75,16 @@ async fn run_step(
         _ = stop.cancelled() => return Exit::Killed,
     };
     let kind = step.object.kind;
+    if step.debug {
+        let line = format!(
+            "kubernetes: {} {} {} through {}\n",
+            action_name(&step.action),
+            kind.as_str(),
+            target.at(),
+            connection_text(&target.connection)
+        );
+        let _ = out.stderr.write_all(line.as_bytes()).await;
+    }
     let exit = match &step.action {
         KubeAction::Exec(exec) => {
             return exec::exec_in_pod(exec, step.debug, target, client, out, stop).await
@@ -117,29 +126,70 @@ async fn run_step(
         },
     };
     if matches!(exit, Exit::Killed) && !matches!(step.action, KubeAction::Delete) {
-        delete_if_ours(kind, target, client, out).await;
+        // Within the runner's grace for a plugin that was told to stop.
+        let cleanup = delete_if_ours(kind, target, client, out);
+        if tokio::time::timeout(CLEANUP_LIMIT, cleanup).await.is_err() {
+            let line = format!(
+                "aborted: cannot delete {} {}: the API server did not answer in {CLEANUP_LIMIT:?}\n",
+                kind.as_str(),
+                target.at()
+            );
+            tracing::warn!(object = %target.at(), "deleting the aborted step's object timed out");
+            let _ = out.stderr.write_all(line.as_bytes()).await;
+        }
     }
     exit
+}
+
+/// How long an aborted step may spend deleting what it created: less than
+/// the runner's grace (`executor::KILL_GRACE`), so that it can still say
+/// what it did.
+const CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// What the step reaches the API server through, for `debug` (never the
+/// token).
+fn connection_text(c: &KubeConnection) -> String {
+    match c {
+        KubeConnection::ConfigFile(path) => format!("kubeconfig {path}"),
+        KubeConnection::Url { url, token, .. } => format!(
+            "{url}{}",
+            if token.is_some() { " with a token" } else { "" }
+        ),
+        KubeConnection::Infer => "the runner's environment".into(),
+    }
+}
+
+fn action_name(a: &KubeAction) -> &'static str {
+    match a {
+        KubeAction::Exec(_) => "exec in",
+        KubeAction::CreatePod(_) | KubeAction::CreateJob(_) => "create",
+        KubeAction::Wait(_) => "wait for",
+        KubeAction::Logs { .. } => "read the log of",
+        KubeAction::Delete => "delete",
+    }
 }
 
 /// After an abort or a timeout: deletes the step's pod or Job (a Job with
 /// its pods) if this execution created it.
 async fn delete_if_ours(kind: Kind, target: &Target, client: kube::Client, out: &mut PluginOutput) {
-    let labels = match kind {
+    let meta = match kind {
         Kind::Pod => Api::<Pod>::namespaced(client.clone(), &target.namespace)
             .get_opt(&target.name)
             .await
-            .map(|o| o.map(|p| p.metadata.labels)),
+            .map(|o| o.map(|p| p.metadata)),
         Kind::Job => Api::<Job>::namespaced(client.clone(), &target.namespace)
             .get_opt(&target.name)
             .await
-            .map(|o| o.map(|j| j.metadata.labels)),
+            .map(|o| o.map(|j| j.metadata)),
     };
-    let ours = match labels {
-        Ok(Some(labels)) => labels
-            .unwrap_or_default()
-            .get(EXECUTION_LABEL)
-            .is_some_and(|e| *e == target.execution),
+    let (ours, uid) = match meta {
+        Ok(Some(meta)) => (
+            meta.labels
+                .unwrap_or_default()
+                .get(EXECUTION_LABEL)
+                .is_some_and(|e| *e == target.execution),
+            meta.uid,
+        ),
         Ok(None) => return,
         Err(err) => {
             let err = api_error(&err);
@@ -150,13 +200,21 @@ async fn delete_if_ours(kind: Kind, target: &Target, client: kube::Client, out: 
     if !ours {
         return;
     }
+    // The object read, not one of the same name made since.
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
     let deleted = match kind {
         Kind::Pod => Api::<Pod>::namespaced(client, &target.namespace)
-            .delete(&target.name, &DeleteParams::background())
+            .delete(&target.name, &params)
             .await
             .map(|_| ()),
         Kind::Job => Api::<Job>::namespaced(client, &target.namespace)
-            .delete(&target.name, &DeleteParams::background())
+            .delete(&target.name, &params)
             .await
             .map(|_| ()),
     };

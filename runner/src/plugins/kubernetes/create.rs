@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, PostParams};
 use outpost_schemas::job::kubernetes::{JobSpec, PodSpec};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -61,8 +61,8 @@ pub(super) async fn create_job(
     create(&jobs, "Job", &job, target, out, stop).await
 }
 
-/// Posts `object`; once posted, an abort that came meanwhile deletes it
-/// (the caller's cleanup would find it too, but the answer is at hand).
+/// Posts `object`, unless the step is already stopped. An abort that
+/// comes meanwhile is left to the caller's cleanup, which deletes it.
 async fn create<K>(
     api: &Api<K>,
     kind: &str,
@@ -76,11 +76,11 @@ where
 {
     // Not raced with `stop`: a create whose answer is dropped may still
     // have made the object, and then nothing would delete it.
+    if stop.is_cancelled() {
+        return Exit::Killed;
+    }
     match api.create(&PostParams::default(), object).await {
-        Ok(_) if stop.is_cancelled() => {
-            let _ = api.delete(&target.name, &DeleteParams::background()).await;
-            Exit::Killed
-        }
+        Ok(_) if stop.is_cancelled() => Exit::Killed,
         Ok(_) => {
             let _ = out
                 .stdout

@@ -6,12 +6,13 @@
 //! - a Job's log streams while it runs, each pod's once, where the plugin
 //!   writes the first pod's whole log again on every look;
 //! - a failed Job's step ends with its container's exit code;
-//! - a pod whose container ran to its end ends the wait, with that exit
-//!   code, where the plugin waits for readiness such a pod never reaches.
+//! - a container that has ended ends Wait-Pod, with its exit code, where
+//!   the plugin waits for a readiness that container has lost;
+//! - a log that cannot be read is said, and the wait goes on.
 
 use std::collections::BTreeSet;
 
-use futures::{AsyncBufReadExt, TryStreamExt};
+use futures::AsyncReadExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
@@ -22,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use super::{api_error, Target};
 use crate::executor::{Exit, PluginOutput};
 
-/// Copies the pod's log, line by line as it comes, to `to`.
+/// Copies the pod's log to `to` as it comes, as bytes (a log need not be
+/// UTF-8; the step's readers split and mask it as a process's output),
+/// ending it with a newline if it ends without one.
 pub(super) async fn write_log(
     pods: &Api<Pod>,
     name: &str,
@@ -33,11 +36,21 @@ pub(super) async fn write_log(
         .log_stream(name, params)
         .await
         .map_err(|e| api_error(&e))?;
-    let mut lines = stream.lines();
-    while let Some(line) = lines.try_next().await.map_err(|e| e.to_string())? {
-        if to.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+    let mut stream = std::pin::pin!(stream);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut last = b'\n';
+    loop {
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
             break;
         }
+        last = buf[n - 1];
+        if to.write_all(&buf[..n]).await.is_err() {
+            return Ok(());
+        }
+    }
+    if last != b'\n' {
+        let _ = to.write_all(b"\n").await;
     }
     Ok(())
 }
@@ -77,13 +90,15 @@ fn job_end(job: &Job) -> Option<JobEnd> {
     None
 }
 
-/// The exit code of the first container of a pod that ended, if one did.
-fn exit_code(pod: &Pod) -> Option<i32> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
+/// The exit code of the pod's container `container` (else its first)
+/// if it ended.
+fn exit_code(pod: &Pod, container: Option<&str>) -> Option<i32> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let status = match container {
+        Some(c) => statuses.iter().find(|s| s.name == c)?,
+        None => statuses.first()?,
+    };
+    status
         .state
         .as_ref()?
         .terminated
@@ -96,10 +111,18 @@ fn started(pod: &Pod) -> bool {
     matches!(phase, Some("Running" | "Succeeded" | "Failed"))
 }
 
-/// The Job's pods, oldest first.
-async fn job_pods(pods: &Api<Pod>, job: &str) -> Result<Vec<Pod>, kube::Error> {
+/// The Job's pods, oldest first: by its `controller-uid` (a pod left by an
+/// earlier Job of the same name is not its), else its name.
+async fn job_pods(pods: &Api<Pod>, job: &Job) -> Result<Vec<Pod>, kube::Error> {
+    let selector = match &job.metadata.uid {
+        Some(uid) => format!("controller-uid={uid}"),
+        None => format!(
+            "job-name={}",
+            job.metadata.name.as_deref().unwrap_or_default()
+        ),
+    };
     let mut list = pods
-        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .list(&ListParams::default().labels(&selector))
         .await?
         .items;
     list.sort_by(|a, b| {
@@ -107,6 +130,54 @@ async fn job_pods(pods: &Api<Pod>, job: &str) -> Result<Vec<Pod>, kube::Error> {
             .cmp(&(&b.metadata.creation_timestamp, &b.metadata.name))
     });
     Ok(list)
+}
+
+/// The container the Job runs: the first of its template, the plugin's
+/// one.
+fn job_container(job: &Job) -> Option<String> {
+    job.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()
+        .map(|c| c.name.clone())
+}
+
+/// Writes the log of each of the Job's pods that started and whose log
+/// is not written yet, following it to its end. A log that cannot be read
+/// is said, and the wait goes on: the Job decides the step.
+async fn write_new_logs(
+    pods: &Api<Pod>,
+    job: &Job,
+    logged: &mut BTreeSet<String>,
+    namespace: &str,
+    out: &mut PluginOutput,
+) -> Result<(), String> {
+    let all = job_pods(pods, job)
+        .await
+        .map_err(|e| format!("the pods of the Job: {}", api_error(&e)))?;
+    let container = job_container(job);
+    for pod in all.iter().filter(|p| started(p)) {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if !logged.insert(name.clone()) {
+            continue;
+        }
+        let params = LogParams {
+            follow: true,
+            container: container.clone(),
+            ..Default::default()
+        };
+        if let Err(why) = write_log(pods, &name, &params, &mut out.stdout).await {
+            note(
+                out,
+                format!("cannot read the log of pod {namespace}/{name}: {why}"),
+            )
+            .await;
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn wait_job(
@@ -122,62 +193,53 @@ pub(super) async fn wait_job(
     let work = async {
         // The pods whose log is written: each once, whole.
         let mut logged = BTreeSet::new();
-        for look in 1..=wait.retries {
-            let job = jobs
-                .get(&target.name)
+        let get = || async {
+            jobs.get(&target.name)
                 .await
-                .map_err(|e| format!("Job {at}: {}", api_error(&e)))?;
+                .map_err(|e| format!("Job {at}: {}", api_error(&e)))
+        };
+        // As the plugin: a first look, then `retries` more.
+        for look in 0..=wait.retries {
+            let mut job = get().await?;
             if wait.show_log {
-                let all = job_pods(&pods, &target.name)
-                    .await
-                    .map_err(|e| format!("the pods of Job {at}: {}", api_error(&e)))?;
-                for pod in all.iter().filter(|p| started(p)) {
-                    let name = pod.metadata.name.clone().unwrap_or_default();
-                    if logged.insert(name.clone()) {
-                        let params = LogParams {
-                            follow: true,
-                            ..Default::default()
-                        };
-                        write_log(&pods, &name, &params, &mut out.stdout)
-                            .await
-                            .map_err(|why| {
-                                format!("the log of pod {}/{name}: {why}", target.namespace)
-                            })?;
-                    }
-                }
+                write_new_logs(&pods, &job, &mut logged, &target.namespace, out).await?;
+                // Read again after the logs: the Job may have ended meanwhile.
+                job = get().await?;
             }
-            // Read again after a log: the Job may have ended meanwhile.
-            let job = if wait.show_log {
-                jobs.get(&target.name)
-                    .await
-                    .map_err(|e| format!("Job {at}: {}", api_error(&e)))?
-            } else {
-                job
-            };
-            match job_end(&job) {
-                Some(JobEnd::Succeeded) => {
-                    note(out, format!("Job {at} succeeded")).await;
-                    return Ok(Exit::Code(0));
+            let Some(end) = job_end(&job) else {
+                if look < wait.retries {
+                    tokio::time::sleep(wait.sleep).await;
                 }
-                Some(JobEnd::Failed(why)) => {
+                continue;
+            };
+            if wait.show_log {
+                // Pods that started after the last list; their logs are whole.
+                write_new_logs(&pods, &job, &mut logged, &target.namespace, out).await?;
+            }
+            return Ok(match end {
+                JobEnd::Succeeded => {
+                    note(out, format!("Job {at} succeeded")).await;
+                    Exit::Code(0)
+                }
+                JobEnd::Failed(why) => {
                     note(out, format!("Job {at} failed: {why}")).await;
-                    let code = job_pods(&pods, &target.name)
-                        .await
-                        .ok()
-                        .and_then(|all| all.iter().rev().find_map(exit_code))
-                        .filter(|c| *c != 0);
-                    return Ok(match code {
+                    let container = job_container(&job);
+                    let code = job_pods(&pods, &job).await.ok().and_then(|all| {
+                        all.iter()
+                            .rev()
+                            .find_map(|p| exit_code(p, container.as_deref()).filter(|c| *c != 0))
+                    });
+                    match code {
                         Some(c) => Exit::Code(c),
                         None => Exit::Failed(format!("Job {at} failed: {why}")),
-                    });
+                    }
                 }
-                None if look < wait.retries => tokio::time::sleep(wait.sleep).await,
-                None => {}
-            }
+            });
         }
         Err(format!(
             "Job {at} did not finish in {} looks, {:?} apart (configuration.retries, configuration.sleep)",
-            wait.retries, wait.sleep
+            wait.retries + 1,
+            wait.sleep
         ))
     };
     tokio::select! {
@@ -196,7 +258,7 @@ pub(super) async fn wait_pod(
     let pods: Api<Pod> = Api::namespaced(client, &target.namespace);
     let at = target.at();
     let work = async {
-        for look in 1..=wait.retries {
+        for look in 0..=wait.retries {
             let pod = pods
                 .get(&target.name)
                 .await
@@ -207,7 +269,12 @@ pub(super) async fn wait_pod(
                 .and_then(|s| s.container_statuses.as_ref())
                 .and_then(|c| c.first())
                 .is_some_and(|c| c.ready);
-            let ended = exit_code(&pod);
+            let first = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .map(|c| c.name.clone());
+            let ended = exit_code(&pod, first.as_deref());
             if ready || ended.is_some() {
                 if wait.show_log {
                     let containers = pod.spec.iter().flat_map(|s| &s.containers);
@@ -238,7 +305,8 @@ pub(super) async fn wait_pod(
         }
         Err(format!(
             "pod {at} was not ready in {} looks, {:?} apart (configuration.retries, configuration.sleep)",
-            wait.retries, wait.sleep
+            wait.retries + 1,
+            wait.sleep
         ))
     };
     tokio::select! {

@@ -240,6 +240,8 @@ impl Reader {
             (Value::Array(items), true) => Ok(Some(Value::Array(items))),
             (Value::Object(o), true) => Ok(Some(Value::Array(vec![Value::Object(o)]))),
             (Value::Object(o), false) => Ok(Some(Value::Object(o))),
+            // `${option.volumes}` reads as a string until it expands.
+            _ if self.later(v) => Ok(None),
             (_, true) => Err(format!("configuration.{key}: not a YAML list or mapping")),
             (_, false) => Err(format!("configuration.{key}: not a YAML mapping")),
         }
@@ -303,6 +305,24 @@ fn container(r: &Reader, keys: ContainerKeys<'_>) -> Result<Map<String, Value>, 
         c.insert("volumeMounts".into(), m);
     }
     Ok(c)
+}
+
+/// The plugin reads a toleration's `toleration_seconds` (its Python
+/// client's name) for the API's `tolerationSeconds`.
+fn tolerations(mut list: Value) -> Value {
+    for t in list.as_array_mut().into_iter().flatten() {
+        if let Some(o) = t.as_object_mut() {
+            if let Some(secs) = o.remove("toleration_seconds") {
+                let secs = secs
+                    .as_str()
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                    .map(Value::from)
+                    .unwrap_or(secs);
+                o.entry("tolerationSeconds").or_insert(secs);
+            }
+        }
+    }
+    list
 }
 
 fn pull_secrets(v: &Option<String>) -> Option<Value> {
@@ -455,7 +475,7 @@ impl CreateJobConfig {
             pod.insert("volumes".into(), v);
         }
         if let Some(t) = r.yaml("tolerations", &self.tolerations, true)? {
-            pod.insert("tolerations".into(), t);
+            pod.insert("tolerations".into(), tolerations(t));
         }
         let mut spec = Map::new();
         for (key, v, field) in [
@@ -633,7 +653,10 @@ mod tests {
                     ("completions", "1"),
                     ("active_deadline_seconds", "600"),
                     ("node_selectors", "disk=ssd"),
-                    ("tolerations", "- {key: dedicated, operator: Exists}"),
+                    (
+                        "tolerations",
+                        "- {key: dedicated, operator: Exists}\n- {key: spot, effect: NoExecute, toleration_seconds: '60'}",
+                    ),
                     ("serviceaccount", "reporter"),
                     ("env_from", "- configMapRef: {name: settings}"),
                     ("container_command", "sh -c"),
@@ -707,6 +730,8 @@ mod tests {
             ("container_image", "i"),
             ("backoff_limit", "${option.retries}"),
             ("labels", "${option.labels}"),
+            ("volumes", "${option.volumes}"),
+            ("tolerations", "${option.tolerations}"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -714,6 +739,6 @@ mod tests {
         assert!(read("Kubernetes-Create-Job", &config, true).is_ok());
         assert!(read("Kubernetes-Create-Job", &config, false)
             .unwrap_err()
-            .contains("backoff_limit"));
+            .contains("configuration.volumes"));
     }
 }

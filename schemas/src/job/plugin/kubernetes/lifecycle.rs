@@ -24,7 +24,7 @@ pub struct WaitConfig {
     pub sleep: Option<String>,
     /// Write the log (default true).
     pub show_log: Option<String>,
-    /// `Kubernetes-Wait-Job` only: print what the step reads.
+    /// `Kubernetes-Wait-Job` only: write what the step does.
     pub debug: Option<String>,
     #[serde(flatten)]
     pub auth: KubeAuthConfig,
