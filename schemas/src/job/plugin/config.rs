@@ -57,12 +57,26 @@ pub fn from_map_flat<T: DeserializeOwned + schemars::JsonSchema>(
     step: &str,
     config: &BTreeMap<String, String>,
 ) -> Result<T, String> {
+    from_map_flat_without(step, config, &[])
+}
+
+/// [`from_map_flat`] for a step that lacks some keys of the type it shares
+/// with another (`without`).
+pub fn from_map_flat_without<T: DeserializeOwned + schemars::JsonSchema>(
+    step: &str,
+    config: &BTreeMap<String, String>,
+    without: &[&str],
+) -> Result<T, String> {
     let schema = schemars::schema_for!(T);
     let keys: Vec<&String> = schema
         .as_value()
         .get("properties")
         .and_then(|p| p.as_object())
-        .map(|p| p.keys().collect())
+        .map(|p| {
+            p.keys()
+                .filter(|k| !without.contains(&k.as_str()))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(k) = config.keys().find(|k| !keys.contains(k)) {
         let listed: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();

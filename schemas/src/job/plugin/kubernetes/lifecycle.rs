@@ -7,7 +7,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::super::config::{deferred, flag, from_map_flat, text};
+use super::super::config::{deferred, flag, from_map_flat, from_map_flat_without, text};
 use super::{Kind, KubeAction, KubeAuthConfig, KubeStep, ObjectRef};
 
 /// `Kubernetes-Wait-Pod`'s and `Kubernetes-Wait-Job`'s configuration.
@@ -72,16 +72,10 @@ pub struct Wait {
 }
 
 /// The plugin's pod steps have no `debug` key; its Job steps do.
-fn without_debug_for_pods(
-    kind: Kind,
-    step: &str,
-    config: &BTreeMap<String, String>,
-) -> Result<(), String> {
-    match (kind, config.contains_key("debug")) {
-        (Kind::Pod, true) => Err(format!(
-            "{step} has no configuration key `debug` (the plugin's Job steps have it, its pod steps do not)"
-        )),
-        _ => Ok(()),
+fn lacks(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Pod => &["debug"],
+        Kind::Job => &[],
     }
 }
 
@@ -124,8 +118,7 @@ impl WaitConfig {
         kind: Kind,
         step_type: &str,
     ) -> Result<Self, String> {
-        without_debug_for_pods(kind, step_type, config)?;
-        from_map_flat(step_type, config)
+        from_map_flat_without(step_type, config, lacks(kind))
     }
 
     pub fn step(&self, kind: Kind, at_import: bool) -> Result<KubeStep, String> {
@@ -185,8 +178,7 @@ impl DeleteConfig {
         kind: Kind,
         step_type: &str,
     ) -> Result<Self, String> {
-        without_debug_for_pods(kind, step_type, config)?;
-        from_map_flat(step_type, config)
+        from_map_flat_without(step_type, config, lacks(kind))
     }
 
     pub fn step(&self, kind: Kind, at_import: bool) -> Result<KubeStep, String> {
@@ -232,6 +224,10 @@ mod tests {
             ),
             ("Kubernetes-Pods-Logs", &[("follow", "yes")]),
             ("Kubernetes-Delete-Pod", &[("name", "web")]),
+            (
+                "Kubernetes-Delete-Pod",
+                &[("name", "web"), ("retries", "3")],
+            ),
             (
                 "Kubernetes-Delete-Job",
                 &[("name", "report"), ("debug", "false")],
