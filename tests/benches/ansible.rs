@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use outpost_schemas::state::ExecutionStatus;
-use outpost_tests::sshd::{keygen, Sshd};
+use outpost_tests::bench::SshFleet;
 use outpost_tests::*;
 
 const NODES: usize = 25;
@@ -48,26 +48,18 @@ async fn main() {
         "ansible-playbook is not installed: run `just test-deps`"
     );
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let key = keygen(&keys, "id", "ed25519");
-    let servers: Vec<Sshd> = (0..SERVERS).map(|_| Sshd::start(&[&key])).collect();
-    let known_hosts = dir.path().join("known_hosts");
-    std::fs::write(
-        &known_hosts,
-        servers
-            .iter()
-            .map(|s| s.known_hosts_line.clone())
-            .collect::<String>(),
-    )
-    .unwrap();
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let fleet = SshFleet::start(dir.path(), SERVERS);
+    let (key, known_hosts, user) = (
+        fleet.key.clone(),
+        fleet.known_hosts.clone(),
+        fleet.user.clone(),
+    );
     let inventory = dir.path().join("inventory.ini");
     let hosts: String = (0..NODES)
         .map(|i| {
             format!(
                 "node{i:02} ansible_host=127.0.0.1 ansible_port={} ansible_user={user}\n",
-                servers[i % SERVERS].port
+                fleet.port(i)
             )
         })
         .collect();

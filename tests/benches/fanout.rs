@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use outpost_schemas::state::ExecutionStatus;
-use outpost_tests::sshd::{keygen, Sshd};
+use outpost_tests::bench::SshFleet;
 use outpost_tests::*;
 
 const NODES: usize = 100;
@@ -24,21 +24,14 @@ fn secs(d: Duration) -> String {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let key_store = dir.path().join("keys");
-    std::fs::create_dir_all(&key_store).unwrap();
-    let key = keygen(&key_store, "id", "ed25519");
-    let servers: Vec<Sshd> = (0..SERVERS).map(|_| Sshd::start(&[&key])).collect();
-    let known_hosts = dir.path().join("known_hosts");
-    std::fs::write(
-        &known_hosts,
-        servers
-            .iter()
-            .map(|s| s.known_hosts_line.clone())
-            .collect::<String>(),
-    )
-    .unwrap();
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let ports: Vec<u16> = (0..NODES).map(|i| servers[i % SERVERS].port).collect();
+    let fleet = SshFleet::start(dir.path(), SERVERS);
+    let (key_store, key, known_hosts, user) = (
+        fleet.key_store.clone(),
+        fleet.key.clone(),
+        fleet.known_hosts.clone(),
+        fleet.user.clone(),
+    );
+    let ports: Vec<u16> = (0..NODES).map(|i| fleet.port(i)).collect();
 
     // Outpost: a runner serving the 100 nodes; one job, threadcount 25.
     let nodes_yaml: String = ports

@@ -1,5 +1,5 @@
-//! What the benchmarks share: percentiles and how a latency figure is
-//! printed.
+//! What the benchmarks share: percentiles, how a latency figure is
+//! printed, and a set of sshd on loopback for the node benchmarks.
 
 use std::time::Duration;
 
@@ -20,4 +20,42 @@ pub fn report(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
         ms(p99)
     );
     (p50, p99)
+}
+
+/// `servers` OpenSSH sshd on loopback that accept one ed25519 key (the
+/// private half at `<dir>/keys/id`, key storage path `keys/id`), with a
+/// `known_hosts` file naming them all; killed on drop.
+pub struct SshFleet {
+    pub servers: Vec<crate::sshd::Sshd>,
+    pub key_store: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub known_hosts: std::path::PathBuf,
+    /// The user the nodes log in as: this one.
+    pub user: String,
+}
+
+impl SshFleet {
+    pub fn start(dir: &std::path::Path, servers: usize) -> SshFleet {
+        let key_store = dir.join("keys");
+        std::fs::create_dir_all(&key_store).unwrap();
+        let key = crate::sshd::keygen(&key_store, "id", "ed25519");
+        let servers: Vec<crate::sshd::Sshd> = (0..servers)
+            .map(|_| crate::sshd::Sshd::start(&[&key]))
+            .collect();
+        let known_hosts = dir.join("known_hosts");
+        let lines: String = servers.iter().map(|s| s.known_hosts_line.clone()).collect();
+        std::fs::write(&known_hosts, lines).unwrap();
+        SshFleet {
+            servers,
+            key_store,
+            key,
+            known_hosts,
+            user: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        }
+    }
+
+    /// The port of node `i`: the nodes spread over the servers in turn.
+    pub fn port(&self, i: usize) -> u16 {
+        self.servers[i % self.servers.len()].port
+    }
 }
