@@ -134,7 +134,24 @@ struct Inner {
     full_reported: AtomicBool,
     stop: CancellationToken,
     /// Held for the life of the outbox: the `flock` is the process's claim.
-    _lock: std::fs::File,
+    _lock: DirLock,
+}
+
+/// The outbox directory's `flock`, released when the outbox goes. Closing
+/// the file is not enough: a child forked meanwhile (any step's process)
+/// holds a copy of the descriptor until it execs, and with it the lock,
+/// so a reopen right after would find the directory locked.
+struct DirLock(std::fs::File);
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // SAFETY: flock(2) on a descriptor we own; LOCK_UN releases the
+        // lock of its open file description, whoever else holds a copy.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
 }
 
 impl Inner {
@@ -273,7 +290,7 @@ impl Outbox {
                 online: watch::channel(true).0,
                 full_reported: AtomicBool::new(false),
                 stop: CancellationToken::new(),
-                _lock: lock,
+                _lock: DirLock(lock),
             }),
         })
     }
