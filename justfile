@@ -7,6 +7,10 @@ ansible_version := "2.19.14"
 # Debian bookworm's kubectl 1.20: both are run against the fake Kubernetes API in the tests.
 kubernetes_py_version := "35.0.0"
 kubectl_deb_version := "1.20.5+really1.20.2-1.1+deb12u1"
+# The WinRM clients Rundeck's WinRM plugin uses (pywinrm) and pypsrp: both are run against
+# the WinRM test server in the tests.
+pywinrm_version := "0.5.0"
+pypsrp_version := "0.9.1"
 
 # pip puts console scripts here (a user install on a Debian system Python, or a venv/pyenv).
 py_scripts := `python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true`
@@ -34,7 +38,8 @@ deps:
     command -v nats-server >/dev/null || { echo "nats-server is still not on PATH; add Python's scripts directory (python3 -m site --user-base)/bin to PATH" >&2; exit 1; }
 
 # Install OpenSSH's server (for the SSH executor's tests), ansible-core (for the Ansible steps'),
-# the Kubernetes Python client and kubectl 1.20 (for the fake Kubernetes API's) if missing.
+# the Kubernetes Python client and kubectl 1.20 (for the fake Kubernetes API's), pywinrm and
+# pypsrp (for the WinRM test server's) if missing.
 test-deps: deps
     #!/usr/bin/env bash
     set -euo pipefail
@@ -61,6 +66,13 @@ test-deps: deps
         pkg="kubernetes=={{kubernetes_py_version}}"
         python3 -m pip install --quiet --disable-pip-version-check "$pkg" 2>/dev/null \
             || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$pkg"
+    fi
+    have="$(python3 -c 'import importlib.metadata as m; print(m.version("pywinrm"), m.version("pypsrp"))' 2>/dev/null || true)"
+    if [ "$have" != "{{pywinrm_version}} {{pypsrp_version}}" ]; then
+        echo "installing pywinrm {{pywinrm_version}} and pypsrp {{pypsrp_version}} (found: ${have:-none})"
+        pkgs="pywinrm=={{pywinrm_version}} pypsrp=={{pypsrp_version}}"
+        python3 -m pip install --quiet --disable-pip-version-check $pkgs 2>/dev/null \
+            || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages $pkgs
     fi
     # kubectl 1.20 is extracted, not installed: /usr/bin/kubectl may belong to another
     # package (Google Cloud SDK's dispatcher) and be another version. Tests find it

@@ -18,7 +18,7 @@
 //! resolved here, on the runner, from its key store.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::executor::{self, shell_quote, Exit};
 use crate::plugins::copyfile::Target;
-use crate::ssh::{self, SshAuth, SshOptions, SshTarget};
+use crate::ssh::{self, SshOptions, SshTarget};
 use outpost_schemas::job::copyfile::{CopyFileConfig, TYPES as COPYFILE_TYPES};
 
 #[derive(Debug, Clone)]
@@ -451,6 +451,8 @@ const COPYFILE: &str = COPYFILE_TYPES[0].0;
 /// Rundeck's two SSH providers.
 const SSH_EXECUTORS: &[&str] = &["ssh", "jsch-ssh", "sshj-ssh"];
 
+const WINRM: &str = outpost_schemas::job::winrm::NODE_EXECUTOR;
+
 /// A process's end as a node's result: outcome, exit code, reason.
 fn outcome_of(r: Result<Exit, String>) -> (StepOutcome, Option<i32>, Option<String>) {
     match r {
@@ -605,10 +607,37 @@ async fn run_on(
             .map_err(|e| e.to_string())?;
             return Ok(proc.wait(sh.cancel.clone()).await);
         }
+        WINRM if copy.is_some() => {
+            return Err(format!(
+                "{}: copyfile to node {}, whose node-executor is {WINRM} (Rundeck copies through its {} file copier)",
+                outpost_schemas::job::NOT_SUPPORTED_YET,
+                node.nodename,
+                outpost_schemas::job::winrm::FILE_COPIER
+            ))
+        }
+        WINRM if !sh.ctx.plugins.runs(WINRM) => {
+            return Err(format!(
+                "node {}: node-executor {WINRM} is not among the plugins this runner runs (not allowed by its --allowed-plugins)",
+                node.nodename,
+            ))
+        }
+        WINRM => {
+            let proc = crate::plugins::winrm::start_executor(
+                cmd,
+                node,
+                &env,
+                &sh.spec.auth,
+                |path| read_stored(&sh.ctx.key_store, path),
+                lines.clone(),
+                &sh.spec.secrets,
+            )
+            .map_err(|e| e.to_string())?;
+            return Ok(proc.wait(sh.cancel.clone()).await);
+        }
         e if SSH_EXECUTORS.contains(&e) => {}
         other => {
             return Err(format!(
-            "{}: node-executor `{other}` on node {}; the node executors are {}, `local` and `{}`",
+            "{}: node-executor `{other}` on node {}; the node executors are {}, `local`, `{}` and `{WINRM}`",
             outpost_schemas::job::NOT_SUPPORTED_YET,
             node.nodename,
             SSH_EXECUTORS.join(", "),
@@ -708,77 +737,6 @@ async fn run_on(
     exit
 }
 
-/// Resolves a node's SSH credentials from the runner's key store and the
-/// run's authentication options, as Rundeck's SSH executor does: a
-/// storage path wins; else the option the node names
-/// (`ssh-password-option`, default `option.sshPassword`;
-/// `ssh-key-passphrase-option`, default `option.sshKeyPassphrase`).
-fn credentials(
-    node: &Node,
-    key_store: &Path,
-    auth: &BTreeMap<String, String>,
-) -> Result<SshAuth, String> {
-    let attr = |k: &str| node.attributes.get(k).map(String::as_str);
-    // `option.NAME`, as Rundeck writes the reference.
-    let option = |k: &str, default: &str| {
-        let reference = attr(k).unwrap_or(default);
-        let name = reference.strip_prefix("option.").unwrap_or(reference);
-        auth.get(name).filter(|v| !v.is_empty()).cloned()
-    };
-    let stored = |path: &str, what: &str| -> Result<String, String> {
-        read_stored(key_store, path)
-            .map_err(|why| format!("cannot read the {what} at storage path `{path}`: {why}"))
-    };
-    let want_password = attr("ssh-authentication") == Some("password");
-    match (
-        want_password,
-        attr("ssh-key-storage-path"),
-        attr("ssh-password-storage-path"),
-    ) {
-        (false, Some(path), _) => {
-            let passphrase = match attr("ssh-key-passphrase-storage-path") {
-                Some(p) => Some(stored(p, "key passphrase")?),
-                None => option("ssh-key-passphrase-option", "option.sshKeyPassphrase"),
-            };
-            let file = store_path(key_store, path)?;
-            ssh::load_key(&file, passphrase.as_deref())
-                .map(|k| SshAuth::Key(Arc::new(k)))
-                .map_err(|_| format!("cannot load the key at storage path `{path}`"))
-        }
-        (_, _, Some(path)) => Ok(SshAuth::Password(stored(path, "password")?)),
-        (true, _, None) => match option("ssh-password-option", "option.sshPassword") {
-            Some(pw) => Ok(SshAuth::Password(pw)),
-            // Rundeck's words.
-            None => Err("SSH Password was not set: ssh-authentication is password, but neither ssh-password-storage-path nor the option ssh-password-option names (default option.sshPassword) gives one".into()),
-        },
-        (false, None, None) => {
-            Err("no credentials: set ssh-key-storage-path or ssh-password-storage-path".into())
-        }
-    }
-}
-
-/// A key's text from the key store (a final newline dropped, as files
-/// written with `echo` end); `path not found` when it is not there, as
-/// Rundeck says.
-pub(crate) fn read_stored(key_store: &Path, path: &str) -> Result<String, String> {
-    let file = store_path(key_store, path)?;
-    std::fs::read_to_string(&file)
-        .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => "path not found".to_string(),
-            _ => format!("cannot read it: {e}"),
-        })
-}
-
-/// A storage path below the key store; `..` and absolute paths are refused.
-fn store_path(key_store: &Path, path: &str) -> Result<PathBuf, String> {
-    let rel = Path::new(path.trim_start_matches("keys/"));
-    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(format!("storage path `{path}` leaves the key store"));
-    }
-    Ok(key_store.join(rel))
-}
-
 fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -791,5 +749,9 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+mod credentials;
 #[cfg(test)]
 mod tests;
+
+use credentials::credentials;
+pub(crate) use credentials::read_stored;

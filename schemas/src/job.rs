@@ -39,7 +39,7 @@ pub use nodes::*;
 pub use notification::{Notifications, Notify, TRIGGERS};
 pub use option::*;
 pub use plugin::{
-    ansible, copyfile, http, known_types, kubernetes, stored_keys, FlowControl, PluginStep,
+    ansible, copyfile, http, known_types, kubernetes, stored_keys, winrm, FlowControl, PluginStep,
     Support, STEP_TYPES,
 };
 pub use retry::{JobRetry, RetryPolicy};

@@ -185,7 +185,13 @@ impl StepDispatched {
             .iter()
             .flat_map(|r| &r.nodes)
             .map(|n| n.executor())
-            .filter(|e| *e == crate::job::ansible::NODE_EXECUTOR);
+            .filter(|e| {
+                [
+                    crate::job::ansible::NODE_EXECUTOR,
+                    crate::job::winrm::NODE_EXECUTOR,
+                ]
+                .contains(e)
+            });
         std::iter::once(&self.command)
             .chain(self.errorhandler.as_ref())
             .chain(node_steps.flat_map(|s| std::iter::once(&s.command).chain(&s.errorhandler)))

@@ -4,14 +4,16 @@
 //! Every process started here is killed and reaped on drop. Services and
 //! runners are the real components, the runner speaks WebSocket to the real
 //! server, and tests observe through the REST API, the CLI binary and NATS
-//! subjects. The one fake is the Kubernetes API ([`kube_api`]), since no
-//! apiserver can run here; the real clients are run against it.
+//! subjects. The fakes are the Kubernetes API ([`kube_api`]) and a WinRM
+//! host ([`winrm_server`]), since no apiserver or Windows host can run
+//! here; the real clients are run against each.
 
 pub mod bench;
 pub mod kube_api;
 pub mod netns;
 pub mod proxy;
 pub mod sshd;
+pub mod winrm_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

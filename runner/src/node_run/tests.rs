@@ -1,8 +1,11 @@
 //! Strategies, threadcount and keepgoing, on local nodes (`node-executor:
 //! local`). The SSH path is covered against a real sshd in `tests/`.
+use std::path::Path;
 use std::time::Duration;
 
+use super::credentials::store_path;
 use super::*;
+use crate::ssh::SshAuth;
 use outpost_schemas::job::LogFilter;
 
 fn local_nodes(names: &[&str]) -> Vec<Node> {

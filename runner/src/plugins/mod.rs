@@ -22,6 +22,7 @@ pub mod ansible;
 pub mod copyfile;
 mod http;
 mod kubernetes;
+pub mod winrm;
 
 pub use allow::{AllowList, AllowListError};
 
@@ -57,6 +58,12 @@ pub fn built() -> Vec<Built> {
         service: "NodeExecutor",
         version: env!("CARGO_PKG_VERSION"),
     });
+    // Built in: WinRM needs nothing on the runner's host.
+    let winrm = Built {
+        plugin_type: outpost_schemas::job::winrm::NODE_EXECUTOR,
+        service: "NodeExecutor",
+        version: env!("CARGO_PKG_VERSION"),
+    };
     HTTP_TYPES
         .iter()
         .chain(COPYFILE_TYPES)
@@ -64,6 +71,7 @@ pub fn built() -> Vec<Built> {
         .chain(ansible)
         .map(step)
         .chain(executors)
+        .chain(std::iter::once(winrm))
         .collect()
 }
 

@@ -15,6 +15,7 @@ mod config;
 pub mod copyfile;
 pub mod http;
 pub mod kubernetes;
+pub mod winrm;
 
 /// How a known step type stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
