@@ -596,23 +596,39 @@ async fn soap(shared: &Shared, text: &str, auth: &'static str) -> (u16, String) 
             if signal.to_lowercase().ends_with("/terminate")
                 || signal.to_lowercase().ends_with("/ctrl_c")
             {
-                if let Some((_, c)) = shared.state.lock().unwrap().commands.get(id) {
+                let command = shared
+                    .state
+                    .lock()
+                    .unwrap()
+                    .commands
+                    .get(id)
+                    .map(|(_, c)| c.clone());
+                if let Some(c) = command {
                     c.terminate();
+                    // Windows answers once the process is gone.
+                    c.ended_within(std::time::Duration::from_secs(5)).await;
                 }
             }
             rec.signal = Some(signal);
             "<rsp:SignalResponse/>".to_string()
         }
         "Delete" => {
-            let mut state = shared.state.lock().unwrap();
-            if let Some(s) = &shell {
-                state.shells.remove(s);
-            }
             // Deleting a shell ends what runs in it (inferred from Windows).
-            for (of, c) in state.commands.values() {
-                if Some(of) == shell.as_ref() {
-                    c.terminate();
+            let ending: Vec<host::Command> = {
+                let mut state = shared.state.lock().unwrap();
+                if let Some(s) = &shell {
+                    state.shells.remove(s);
                 }
+                state
+                    .commands
+                    .values()
+                    .filter(|(of, _)| Some(of) == shell.as_ref())
+                    .map(|(_, c)| c.clone())
+                    .collect()
+            };
+            for c in ending {
+                c.terminate();
+                c.ended_within(std::time::Duration::from_secs(5)).await;
             }
             String::new()
         }

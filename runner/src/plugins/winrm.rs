@@ -171,7 +171,8 @@ pub fn target(
         shell,
         operation_timeout,
         tries: number(keys::RETRY_CONNECTION, 1)?.max(1) as u32,
-        retry_delay: Duration::from_secs(number(keys::RETRY_CONNECTION_DELAY, 0)?),
+        // The plugin's default as Rundeck fills it in (its yaml's 10).
+        retry_delay: Duration::from_secs(number(keys::RETRY_CONNECTION_DELAY, 10)?),
         terminate_on_abort: flag("winrm-terminate-on-abort"),
     })
 }
@@ -273,18 +274,13 @@ pub fn start_executor(
             }
             let path = script_path(node, env, file_extension.as_deref());
             let args = args.as_deref().map(str::trim).filter(|a| !a.is_empty());
-            let run = match (interpreter.as_deref(), interpreter_args_quoted) {
-                (Some(i), true) => format!(
-                    "{i} \"{path}{}\"",
-                    args.map(|a| format!(" {a}")).unwrap_or_default()
-                ),
-                (Some(i), false) => format!("{i} {path}"),
-                (None, _) => path.clone(),
-            };
-            let run = match (args, interpreter_args_quoted) {
-                (Some(a), false) => format!("{run} {a}"),
-                _ => run,
-            };
+            let run = script_line(
+                target.shell,
+                interpreter.as_deref(),
+                *interpreter_args_quoted,
+                &path,
+                args,
+            );
             Work::Script {
                 line: command_line(target.shell, &run, target.terminate_on_abort),
                 body: crlf(script).into_bytes(),
@@ -361,8 +357,48 @@ fn script_path(node: &Node, env: &BTreeMap<String, String>, extension: Option<&s
 }
 
 /// Windows line ends, as Rundeck writes a script for a Windows node.
+/// Rundeck writes a script line by line with the node's line ends, the
+/// last line ended too.
 fn crlf(text: &str) -> String {
-    text.replace("\r\n", "\n").replace('\n', "\r\n")
+    let unix = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut out = unix.replace('\n', "\r\n");
+    if !out.is_empty() && !out.ends_with("\r\n") {
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// How a copied script is run, as Rundeck runs one: its path (quoted, in
+/// the shell's way, where Rundeck leaves it bare), after the interpreter
+/// if the step names one; with `interpreterArgsQuoted`, the path and args
+/// as one argument of the interpreter.
+fn script_line(
+    shell: Shell,
+    interpreter: Option<&str>,
+    args_quoted: bool,
+    path: &str,
+    args: Option<&str>,
+) -> String {
+    let with_args = |head: String| match args {
+        Some(a) => format!("{head} {a}"),
+        None => head,
+    };
+    let quoted = |text: &str| match shell {
+        Shell::Cmd => format!("\"{text}\""),
+        Shell::Powershell => session::ps_quote(text),
+    };
+    match (interpreter, args_quoted) {
+        (Some(i), true) => format!(
+            "{i} {}",
+            quoted(&args.map_or(path.to_string(), |a| format!("{path} {a}")))
+        ),
+        (Some(i), false) => with_args(format!("{i} {}", quoted(path))),
+        // PowerShell runs a quoted path with `&`.
+        (None, _) => with_args(match shell {
+            Shell::Cmd => quoted(path),
+            Shell::Powershell => format!("& {}", quoted(path)),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ use base64::Engine as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// cmd.exe's limit.
+pub const MAX_COMMAND_LINE: usize = 8191;
+
 /// The pid `$PID` expands to.
 pub const PID: u32 = 4242;
 
@@ -66,6 +69,10 @@ enum Lang {
 impl Host {
     /// Starts `line` with the shell's environment.
     pub fn start(&self, line: &str, env: BTreeMap<String, String>) -> Command {
+        // WinRS runs every command through cmd.exe, which refuses longer.
+        if line.len() > MAX_COMMAND_LINE {
+            return self.start("too-long", env);
+        }
         let (lang, script) = match line
             .trim()
             .strip_prefix("powershell -encodedcommand ")
@@ -191,6 +198,23 @@ impl Command {
         self.0.output.lock().unwrap().exit.is_some()
     }
 
+    /// Waits (up to `limit`) until it has ended, as Windows answers a
+    /// Signal or a Delete once the process is gone.
+    pub async fn ended_within(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let notified = self.0.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.ended() {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+
     /// What came since the last Receive, waiting up to `timeout` for
     /// something; `None` when nothing came (the server's TimedOut fault).
     pub async fn receive(&self, timeout: Duration) -> Option<Got> {
@@ -264,13 +288,20 @@ async fn powershell(host: &Host, run: &Inner, script: &str, env: &BTreeMap<Strin
         }
         out
     };
+    // powershell.exe -EncodedCommand exits 1 when its last statement
+    // failed (a native command's own code is not passed on), else 0.
     let mut failed = false;
     for st in statements(script) {
         let (verb, arg) = st.split_once(' ').unwrap_or((st.as_str(), ""));
         match verb.to_lowercase().as_str() {
+            "&" if host.script_of(arg).is_some() => {
+                let script = host.script_of(arg).expect("checked");
+                failed = host.run_file(run, script, env).await != 0;
+            }
             "&" | "{" | "}" => {}
             "write-output" | "echo" => {
-                run.write("stdout", &format!("{}\r\n", expand(unquote(arg))))
+                run.write("stdout", &format!("{}\r\n", expand(unquote(arg))));
+                failed = false;
             }
             "write-error" => {
                 run.write("stderr", &clixml_error(&expand(unquote(arg))));
@@ -319,10 +350,7 @@ async fn powershell(host: &Host, run: &Inner, script: &str, env: &BTreeMap<Strin
             "del" | "rm" | "remove-item" => host.remove(arg),
             _ if host.script_of(&st).is_some() => {
                 let script = host.script_of(&st).expect("checked");
-                let code = host.run_file(run, script, env).await;
-                if code != 0 {
-                    return code;
-                }
+                failed = host.run_file(run, script, env).await != 0;
             }
             _ => {
                 run.write(
@@ -365,6 +393,10 @@ fn cmd_line(host: &Host, run: &Inner, line: &str) -> Option<i32> {
         "del" => {
             host.remove(arg);
             None
+        }
+        "too-long" => {
+            run.write("stderr", "The command line is too long.\r\n");
+            Some(1)
         }
         "ipconfig" => {
             run.write("stdout", "\r\nWindows IP Configuration\r\n\r\n");

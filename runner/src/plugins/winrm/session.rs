@@ -18,11 +18,17 @@ use crate::mask::Secrets;
 /// deletes are, so the cleanup can still say what it did.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(4);
 
-/// Raw bytes per copy command: in base64, then as UTF-16 text, then in
-/// base64 again (`-encodedcommand`), 32 KiB is about 116 KiB of envelope,
-/// under Windows' default `MaxEnvelopeSize` of 150 KiB. The plugin sends
-/// 2 KiB, each in a new shell.
-const CHUNK: usize = 32 * 1024;
+/// The longest command line cmd.exe runs (WinRS runs every command
+/// through it, `WINRS_SKIP_CMD_SHELL=FALSE`): a copy command's piece is
+/// sized to fit, after base64, UTF-16 and base64 again
+/// (`-encodedcommand`). With the default directory that is about 1.9 KiB,
+/// the plugin's 2 KiB; unlike the plugin, every piece goes through the one
+/// shell, not a new shell (and NTLM handshake) each.
+const MAX_COMMAND_LINE: usize = 8191;
+
+/// How long an abort's extra commands (taskkill, the script's removal)
+/// may take, so that the shell's Delete still has time.
+const STEPS_LIMIT: Duration = Duration::from_secs(2);
 
 /// What a step runs on the node.
 pub(super) enum Work {
@@ -70,14 +76,18 @@ enum Output {
     Keep,
 }
 
+fn header<'a>(target: &Target, url: &'a str, shell: Option<&'a str>) -> wsman::Header<'a> {
+    wsman::Header {
+        url,
+        operation_timeout_secs: target.operation_timeout,
+        shell_id: shell,
+        options: &[],
+    }
+}
+
 impl Run {
     fn header<'a>(&'a self, shell: Option<&'a str>) -> wsman::Header<'a> {
-        wsman::Header {
-            url: &self.url,
-            operation_timeout_secs: self.target.operation_timeout,
-            shell_id: shell,
-            options: &[],
-        }
+        header(&self.target, &self.url, shell)
     }
 
     async fn say(&mut self, text: &str) {
@@ -105,7 +115,13 @@ impl Run {
         match self.body(&mut conn, &shell, work, stop).await {
             Ok(exit) => {
                 let delete = wsman::delete(&self.header(Some(&shell)));
-                if let Err(why) = call_ok(&mut conn, &delete).await {
+                let closed = tokio::time::timeout(CLEANUP_LIMIT, call_ok(&mut conn, &delete)).await;
+                let problem = match closed {
+                    Ok(Ok(())) => None,
+                    Ok(Err(why)) => Some(why.to_string()),
+                    Err(_) => Some(format!("no answer in {CLEANUP_LIMIT:?}")),
+                };
+                if let Some(why) = problem {
                     self.say(&format!("cannot close the WinRM shell {shell}: {why}"))
                         .await;
                 }
@@ -137,13 +153,42 @@ impl Run {
         let mut tries = 0;
         loop {
             tries += 1;
-            let opening = open_shell(&self.target, &self.url, env);
-            tokio::pin!(opening);
-            let opened = tokio::select! {
-                r = &mut opening => r,
-                _ = stop.cancelled() => {
-                    if let Ok(Ok((mut conn, shell))) = tokio::time::timeout(CLEANUP_LIMIT, opening).await {
-                        let _ = call_ok(&mut conn, &wsman::delete(&self.header(Some(&shell)))).await;
+            // `Err` when stopped: what the stop's cleanup has to say.
+            let opened: Result<_, Option<String>> = {
+                let opening = open_shell(&self.target, &self.url, env);
+                tokio::pin!(opening);
+                tokio::select! {
+                    r = &mut opening => Ok(r),
+                    _ = stop.cancelled() => {
+                        // A Create that may have gone through: let it end
+                        // and delete its shell, all within the limit.
+                        let (target, url) = (&self.target, self.url.as_str());
+                        let close = async {
+                            let (mut conn, shell) = opening.await.ok()?;
+                            let delete = wsman::delete(&header(target, url, Some(&shell)));
+                            let done = call_ok(&mut conn, &delete).await;
+                            Some((shell, done))
+                        };
+                        Err(match tokio::time::timeout(CLEANUP_LIMIT, close).await {
+                            Ok(None) => None,
+                            Ok(Some((shell, Ok(())))) => {
+                                Some(format!("aborted: the WinRM shell {shell} was closed"))
+                            }
+                            Ok(Some((shell, Err(why)))) => Some(format!(
+                                "aborted: cannot close the WinRM shell {shell}: {why}"
+                            )),
+                            Err(_) => Some(format!(
+                                "aborted: a WinRM shell may still be open: no answer in {CLEANUP_LIMIT:?}"
+                            )),
+                        })
+                    }
+                }
+            };
+            let opened = match opened {
+                Ok(r) => r,
+                Err(said) => {
+                    if let Some(said) = said {
+                        self.say(&said).await;
                     }
                     return Err(Exit::Killed);
                 }
@@ -154,7 +199,9 @@ impl Run {
             };
             let unreachable = matches!(
                 why,
-                CallError::Transport(TransportError::Connect(..) | TransportError::Timeout(_))
+                CallError::Transport(
+                    TransportError::Connect(..) | TransportError::ConnectTimeout(_)
+                )
             );
             if !unreachable || tries >= self.target.tries {
                 return Err(self.failed(format!("{why} (connection failed after {tries} tries)")));
@@ -176,7 +223,14 @@ impl Run {
         let line = match work {
             Work::Command(line) => line,
             Work::Script { path, body, line } => {
-                for (i, chunk) in body.chunks(CHUNK).enumerate() {
+                // An empty script is an empty file, still made.
+                let size = chunk_size(path);
+                let pieces: Vec<&[u8]> = if body.is_empty() {
+                    vec![&[]]
+                } else {
+                    body.chunks(size).collect()
+                };
+                for (i, chunk) in pieces.into_iter().enumerate() {
                     let copy =
                         command_line(Shell::Powershell, &copy_chunk(path, chunk, i == 0), false);
                     let ran = self.exec(conn, shell, &copy, Output::Keep, stop).await?;
@@ -194,15 +248,25 @@ impl Run {
             }
         };
         let ran = self.exec(conn, shell, line, Output::Stream, stop).await?;
+        // Its pid may be another process's by now.
+        self.pid = None;
         if let Work::Script { path, .. } = work {
+            // As Rundeck, a script that stays is said, not a failure.
             let del = command_line(self.target.shell, &remove(self.target.shell, path), false);
-            let removed = self.exec(conn, shell, &del, Output::Keep, stop).await?;
-            if removed.code != 0 {
-                self.say(&format!(
-                    "cannot remove the script {path} (exit {})",
-                    removed.code
-                ))
-                .await;
+            match self.exec(conn, shell, &del, Output::Keep, stop).await {
+                Ok(r) if r.code == 0 => {}
+                Ok(r) => {
+                    self.say(&format!(
+                        "cannot remove the script {path} (exit {})",
+                        r.code
+                    ))
+                    .await
+                }
+                Err(Stop::Failed { why, .. }) => {
+                    self.say(&format!("cannot remove the script {path}: {why}"))
+                        .await
+                }
+                Err(aborted) => return Err(aborted),
             }
         }
         Ok(self.exit_of(ran).await)
@@ -288,7 +352,7 @@ impl Run {
         };
         let _ = self.out.stdout.write_all(&pending).await;
         let signal = wsman::signal(&self.header(Some(shell)), &command, wsman::SIGNAL_TERMINATE);
-        let _ = call_ok(conn, &signal).await;
+        let _ = tokio::time::timeout(CLEANUP_LIMIT, call_ok(conn, &signal)).await;
         Ok(Ran { code, stderr })
     }
 
@@ -344,9 +408,18 @@ impl Run {
                 }
             }
             if !steps.is_empty() {
-                match self.run_each(&mut conn, &steps).await {
-                    Ok(()) => {}
-                    Err(why) => problems.push(why),
+                match tokio::time::timeout(STEPS_LIMIT, self.run_each(&mut conn, &steps)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => problems.push(why),
+                    Err(_) => {
+                        problems.push(format!(
+                            "{}: no answer in {STEPS_LIMIT:?}",
+                            steps.join(", ")
+                        ));
+                        // A request was left half-way: the Delete goes on
+                        // a connection of its own.
+                        conn = Connection::open(&target.endpoint).await?;
+                    }
                 }
             }
             let delete = wsman::delete(&self.header(Some(shell)));
@@ -424,8 +497,22 @@ async fn open_shell(
     Ok((conn, shell))
 }
 
+/// The largest piece of a script whose copy command for `path` fits in a
+/// command line.
+fn chunk_size(path: &str) -> usize {
+    let encoded =
+        |script: usize| "powershell -encodedcommand ".len() + (2 * script).div_ceil(3) * 4;
+    let overhead = copy_chunk(path, &[], true).len();
+    // Each 3 bytes are 4 base64 characters in the script.
+    let mut size: usize = 3 * 2048;
+    while size > 3 && encoded(overhead + size.div_ceil(3) * 4) > MAX_COMMAND_LINE {
+        size -= 3;
+    }
+    size
+}
+
 /// A PowerShell string literal.
-fn ps_quote(s: &str) -> String {
+pub(super) fn ps_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -508,5 +595,29 @@ async fn call_ok(conn: &mut Connection, req: &wsman::Request) -> Result<(), Call
     match call(conn, req, |_| Ok(())).await {
         Err(CallError::Wsman(wsman::WsmanError::Missing("body"))) => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A piece as large as fits: its copy command is within cmd.exe's
+    /// limit, and three bytes more are not.
+    #[test]
+    fn a_copy_command_fits_in_a_command_line() {
+        let path = r"C:\WINDOWS\TEMP\0a1b2c3d-01938f2e-7c4b-7d3a-9f00-123456789abc-win-ntlm-dispatch-script.tmp.bat";
+        let size = chunk_size(path);
+        let line = |n: usize| {
+            command_line(
+                Shell::Powershell,
+                &copy_chunk(path, &vec![b'x'; n], true),
+                false,
+            )
+            .len()
+        };
+        assert!(line(size) <= MAX_COMMAND_LINE, "{}", line(size));
+        assert!(line(size + 3) > MAX_COMMAND_LINE, "{}", line(size + 3));
+        assert!(size > 1800, "{size}");
     }
 }

@@ -128,3 +128,45 @@ fn stderr_is_cleaned_of_clixml_as_the_plugin_cleans_it() {
     assert_eq!(clean_stderr(progress), "");
     assert_eq!(clean_stderr("plain error\r\n"), "plain error\r\n");
 }
+
+#[test]
+fn a_script_runs_by_its_quoted_path_as_rundeck_runs_it() {
+    let p = r"C:\WINDOWS\TEMP\1-9-win-dispatch-script.tmp.bat";
+    let cases = [
+        (Shell::Cmd, None, false, Some("a b"), format!("\"{p}\" a b")),
+        (
+            Shell::Powershell,
+            None,
+            false,
+            Some("a b"),
+            format!("& '{p}' a b"),
+        ),
+        // Quoting asks for an interpreter; without one the args stay.
+        (
+            Shell::Powershell,
+            None,
+            true,
+            Some("a"),
+            format!("& '{p}' a"),
+        ),
+        (
+            Shell::Cmd,
+            Some("cscript //nologo"),
+            false,
+            None,
+            format!("cscript //nologo \"{p}\""),
+        ),
+        (
+            Shell::Cmd,
+            Some("bash -c"),
+            true,
+            Some("x y"),
+            format!("bash -c \"{p} x y\""),
+        ),
+    ];
+    for (shell, interpreter, quoted, args, want) in cases {
+        assert_eq!(script_line(shell, interpreter, quoted, p, args), want);
+    }
+    assert_eq!(crlf("a\nb\r\nc\rd"), "a\r\nb\r\nc\r\nd\r\n");
+    assert_eq!(crlf(""), "");
+}

@@ -81,6 +81,8 @@ pub enum TransportError {
     Http(#[from] hyper::Error),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("could not connect and log in within {0:?}")]
+    ConnectTimeout(Duration),
     #[error("the specified credentials were rejected by the server")]
     Rejected,
     #[error("NTLM: {0}")]
@@ -112,7 +114,7 @@ impl Connection {
     pub async fn open(ep: &Endpoint) -> Result<Connection, TransportError> {
         tokio::time::timeout(ep.read_timeout, Self::connect(ep))
             .await
-            .map_err(|_| TransportError::Timeout(ep.read_timeout))?
+            .map_err(|_| TransportError::ConnectTimeout(ep.read_timeout))?
     }
 
     async fn connect(ep: &Endpoint) -> Result<Connection, TransportError> {
