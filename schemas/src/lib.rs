@@ -85,6 +85,18 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
             "plugin_kubernetes_delete",
             schema_for!(job::kubernetes::DeleteConfig),
         ),
+        (
+            "plugin_kubernetes_generic_create",
+            schema_for!(job::kubernetes::GenericCreateConfig),
+        ),
+        (
+            "plugin_kubernetes_generic_delete",
+            schema_for!(job::kubernetes::GenericDeleteConfig),
+        ),
+        (
+            "plugin_kubernetes_rollout_wait",
+            schema_for!(job::kubernetes::RolloutWaitConfig),
+        ),
         ("job", schema_for!(job::Job)),
         ("rpc_claim_request", schema_for!(rpc::ClaimRequest)),
         ("rpc_claim_reply", schema_for!(rpc::ClaimReply)),

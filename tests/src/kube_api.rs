@@ -19,6 +19,7 @@
 
 mod containers;
 mod exec;
+pub mod generic;
 mod jobs;
 mod objects;
 mod pods;
@@ -64,6 +65,8 @@ pub struct ExecRecord {
 struct State {
     pods: BTreeMap<(String, String), pods::Pod>,
     jobs: BTreeMap<(String, String), jobs::Job>,
+    /// Every other kind (`generic`).
+    objects: generic::Objects,
     execs: Vec<ExecRecord>,
     /// `METHOD /path?query` of every request, in order.
     requests: Vec<String>,
@@ -121,6 +124,25 @@ impl FakeKube {
             server,
             runtime: tokio::runtime::Handle::current(),
         }
+    }
+
+    /// The objects of the other kinds (`generic`): (plural, namespace, name).
+    pub fn objects(&self) -> Vec<(String, String, String)> {
+        let st = self.shared.state.lock().unwrap();
+        st.objects.live.keys().cloned().collect()
+    }
+
+    /// One object of the other kinds, as stored.
+    pub fn object(&self, plural: &str, ns: &str, name: &str) -> Option<serde_json::Value> {
+        let st = self.shared.state.lock().unwrap();
+        let key = (plural.to_string(), ns.to_string(), name.to_string());
+        st.objects.live.get(&key).cloned()
+    }
+
+    /// `(plural, namespace, name, propagationPolicy, gracePeriodSeconds)`
+    /// of each object of the other kinds deleted, in order.
+    pub fn deleted_objects(&self) -> Vec<generic::Deleted> {
+        self.shared.state.lock().unwrap().objects.deleted.clone()
     }
 
     pub fn url(&self) -> String {
@@ -355,7 +377,7 @@ pub fn process_alive(pid: u32) -> bool {
 fn router(shared: Arc<Shared>) -> Router {
     let pod = "/api/v1/namespaces/{ns}/pods/{name}";
     let job = "/apis/batch/v1/namespaces/{ns}/jobs/{name}";
-    Router::new()
+    let router = Router::new()
         .route("/version", get(version))
         .route("/api", get(api_versions))
         .route("/apis", get(api_groups))
@@ -380,7 +402,8 @@ fn router(shared: Arc<Shared>) -> Router {
             get(jobs::list_namespaced).post(jobs::create),
         )
         .route(job, get(jobs::get).delete(jobs::delete))
-        .route(&format!("{job}/status"), get(jobs::get))
+        .route(&format!("{job}/status"), get(jobs::get));
+    generic::routes(router)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),

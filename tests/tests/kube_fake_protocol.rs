@@ -693,3 +693,98 @@ out["pods"] = sorted(p.metadata.labels["job-name"] for p in api.list_namespaced_
     let orphan = fake.pod("ns", &long_pod).unwrap();
     assert!(orphan["metadata"]["ownerReferences"].is_null(), "{orphan}");
 }
+
+/// The other kinds, as the plugin's generic steps call them (its
+/// `create-from-yaml.py`, `delete.py` and `deployment-wait.py`): create,
+/// read, delete, a refused duplicate and a refused kind, and a
+/// Deployment's rollout progressing with each read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_creates_reads_and_deletes_the_other_kinds() {
+    let fake = FakeKube::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = fake.kubeconfig(dir.path());
+    let out = python(
+        &kc,
+        r#"
+import yaml
+apps = client.AppsV1Api()
+net = client.NetworkingV1Api()
+storage = client.StorageV1Api()
+dep = yaml.safe_load("""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx}]}
+""")
+out["created"] = apps.create_namespaced_deployment(body=dep, namespace="shop", pretty="true").metadata.uid is not None
+try:
+    apps.create_namespaced_deployment(body=dep, namespace="shop")
+except client.ApiException as e:
+    out["duplicate"] = [e.status, json.loads(e.body)["reason"]]
+ready = []
+for _ in range(3):
+    s = apps.read_namespaced_deployment("web", "shop", pretty="True").status
+    ready.append([s.ready_replicas, s.unavailable_replicas])
+out["ready"] = ready
+api.create_namespaced_config_map(namespace="shop", body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "1"}})
+out["cm"] = api.read_namespaced_config_map("cfg", "shop").data
+net.create_namespaced_ingress(body={"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "in"}}, namespace="shop")
+storage.create_storage_class(body={"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fast"}, "provisioner": "x"})
+try:
+    api.create_namespaced_service(namespace="shop", body=dep)
+except client.ApiException as e:
+    out["wrong_kind"] = e.status
+d = apps.delete_namespaced_deployment("web", "shop", body=client.V1DeleteOptions(propagation_policy="Foreground", grace_period_seconds=5))
+out["deleted"] = d.kind if hasattr(d, "kind") else str(d)
+storage.delete_storage_class("fast", body=client.V1DeleteOptions())
+try:
+    apps.read_namespaced_deployment("web", "shop")
+except client.ApiException as e:
+    out["gone"] = e.status
+"#,
+        &[],
+    )
+    .await;
+    assert_eq!(out["created"], true);
+    assert_eq!(out["duplicate"], serde_json::json!([409, "AlreadyExists"]));
+    assert_eq!(
+        out["ready"],
+        serde_json::json!([[1, 1], [2, null], [2, null]])
+    );
+    assert_eq!(out["cm"], serde_json::json!({"a": "1"}));
+    assert_eq!(out["wrong_kind"], 400);
+    assert_eq!(out["gone"], 404);
+    assert_eq!(
+        fake.objects(),
+        [
+            (
+                "configmaps".to_string(),
+                "shop".to_string(),
+                "cfg".to_string()
+            ),
+            (
+                "ingresses".to_string(),
+                "shop".to_string(),
+                "in".to_string()
+            ),
+        ]
+    );
+    let deleted = fake.deleted_objects();
+    assert_eq!(
+        deleted[0],
+        (
+            "deployments".to_string(),
+            "shop".to_string(),
+            "web".to_string(),
+            Some("Foreground".to_string()),
+            Some(5)
+        )
+    );
+    assert_eq!(deleted[1].0, "storageclasses");
+    assert_eq!(deleted[1].1, "");
+}

@@ -1,7 +1,8 @@
 //! Rundeck's Kubernetes steps, through the API server with kube-rs, from
 //! the runner (which may reach a cluster the control plane cannot): a
 //! command in a pod (`exec`), a pod or Job created from the step's keys
-//! (`create`), waited for with its log streamed (`wait`), or deleted.
+//! (`create`), waited for with its log streamed (`wait`), or deleted, and
+//! the generic steps on any of the plugin's kinds (`generic`).
 //!
 //! Whatever a step creates carries the label `outpost.dev/execution`. A
 //! step that is aborted (or killed by the job's timeout) while it creates
@@ -21,6 +22,7 @@ use crate::mask::Secrets;
 mod create;
 mod delete;
 mod exec;
+mod generic;
 mod wait;
 
 /// What a step works on, resolved on the runner: the object's name and
@@ -93,9 +95,19 @@ async fn run_step(
         KubeAction::CreateJob(spec) => {
             create::create_job(spec, step.debug, target, client.clone(), out, stop).await
         }
+        KubeAction::Apply(manifest) => match kind {
+            Kind::Other(r) => generic::apply(r, manifest, target, client.clone(), out, stop).await,
+            other => Exit::Failed(format!(
+                "Kubernetes-Create does not create a {}",
+                other.as_str()
+            )),
+        },
         KubeAction::Wait(wait) => match kind {
             Kind::Pod => wait::wait_pod(wait, target, client.clone(), out, stop).await,
             Kind::Job => wait::wait_job(wait, target, client.clone(), out, stop).await,
+            Kind::Other(r) => {
+                generic::wait_rollout(r, wait, target, client.clone(), out, stop).await
+            }
         },
         KubeAction::Logs {
             container,
@@ -121,6 +133,7 @@ async fn run_step(
         KubeAction::Delete => match kind {
             Kind::Pod => delete::delete_pod(target, client.clone(), out).await,
             Kind::Job => delete::delete_job(target, client.clone(), out).await,
+            Kind::Other(r) => generic::delete(r, target, client.clone(), out).await,
         },
     };
     if matches!(exit, Exit::Killed) && !matches!(step.action, KubeAction::Delete) {
@@ -160,7 +173,7 @@ fn connection_text(c: &KubeConnection) -> String {
 fn action_name(a: &KubeAction) -> &'static str {
     match a {
         KubeAction::Exec(_) => "exec in",
-        KubeAction::CreatePod(_) | KubeAction::CreateJob(_) => "create",
+        KubeAction::CreatePod(_) | KubeAction::CreateJob(_) | KubeAction::Apply(_) => "create",
         KubeAction::Wait(_) => "wait for",
         KubeAction::Logs { .. } => "read the log of",
         KubeAction::Delete => "delete",

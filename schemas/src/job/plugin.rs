@@ -1,10 +1,11 @@
 //! Plugin steps (`type`, `configuration`, `nodeStep`): one registry of the
 //! step types Outpost knows. The ones Rundeck's core ships run here, and
 //! the integration plugins built so far (the HTTP request step, Ansible's
-//! workflow and node steps, copy file, Kubernetes' pod and Job steps) on the
-//! runner; the others (Rundeck's other core steps, Kubernetes' deployments,
-//! services and generic objects) are known and refused as not
-//! supported yet; any other type is refused with the known ones listed.
+//! workflow and node steps, copy file, Kubernetes' pod, Job and generic
+//! steps and its rollout waits) on the runner; the others (Rundeck's other
+//! core steps, Kubernetes' deployment and service steps) are known and
+//! refused as not supported yet; any other type is refused with the known
+//! ones listed.
 
 use std::collections::BTreeMap;
 
@@ -86,14 +87,14 @@ pub const STEP_TYPES: &[(&str, Support, &[&str])] = &[
     ("Kubernetes-Wait-Job", Support::Runs, &[]),
     ("Kubernetes-Delete-Job", Support::Runs, &[]),
     ("Kubernetes-Run-Job", Support::Later, &[]),
-    ("Kubernetes-Create", Support::Later, &[]),
-    ("Kubernetes-Delete", Support::Later, &[]),
+    ("Kubernetes-Create", Support::Runs, &[]),
+    ("Kubernetes-Delete", Support::Runs, &[]),
     ("Kubernetes-Create-Deployment", Support::Later, &[]),
     ("Kubernetes-Update-Deployment", Support::Later, &[]),
     ("Kubernetes-Delete-Deployment", Support::Later, &[]),
     ("Kubernetes-Status-Deployment", Support::Later, &[]),
-    ("Kubernetes-Wait-Deployment", Support::Later, &[]),
-    ("Kubernetes-Wait-StatefulSet", Support::Later, &[]),
+    ("Kubernetes-Wait-Deployment", Support::Runs, &[]),
+    ("Kubernetes-Wait-StatefulSet", Support::Runs, &[]),
     ("Kubernetes-Create-Service", Support::Later, &[]),
     ("Kubernetes-Update-Service", Support::Later, &[]),
     ("Kubernetes-Delete-Service", Support::Later, &[]),

@@ -18,24 +18,28 @@ pub(super) async fn delete_if_ours(
     client: kube::Client,
     out: &mut PluginOutput,
 ) {
+    let label_of = |meta: kube::api::ObjectMeta| {
+        (
+            meta.labels
+                .unwrap_or_default()
+                .get(EXECUTION_LABEL)
+                .cloned(),
+            meta.uid,
+        )
+    };
     let meta = match kind {
         Kind::Pod => Api::<Pod>::namespaced(client.clone(), &target.namespace)
             .get_opt(&target.name)
             .await
-            .map(|o| o.map(|p| p.metadata)),
+            .map(|o| o.map(|p| label_of(p.metadata))),
         Kind::Job => Api::<Job>::namespaced(client.clone(), &target.namespace)
             .get_opt(&target.name)
             .await
-            .map(|o| o.map(|j| j.metadata)),
+            .map(|o| o.map(|j| label_of(j.metadata))),
+        Kind::Other(r) => super::generic::labels_and_uid(r, target, client.clone()).await,
     };
     let (ours, uid) = match meta {
-        Ok(Some(meta)) => (
-            meta.labels
-                .unwrap_or_default()
-                .get(EXECUTION_LABEL)
-                .is_some_and(|e| *e == target.execution),
-            meta.uid,
-        ),
+        Ok(Some((label, uid))) => (label.is_some_and(|e| e == target.execution), uid),
         Ok(None) => return,
         Err(err) => {
             let err = api_error(&err);
@@ -63,6 +67,7 @@ pub(super) async fn delete_if_ours(
             .delete(&target.name, &params)
             .await
             .map(|_| ()),
+        Kind::Other(r) => super::generic::delete_with(r, target, client, &params).await,
     };
     let line = match deleted {
         Ok(()) => format!(

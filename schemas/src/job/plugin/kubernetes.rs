@@ -1,7 +1,8 @@
 //! Rundeck's Kubernetes plugin (`rundeck-plugins/kubernetes`), the steps
 //! built so far: a command in a pod (`exec`), a pod or Job created from the
 //! step's keys (`create`), and waiting for one, reading its log and
-//! deleting it (`lifecycle`). Their keys are the plugin's (`plugin.yaml`);
+//! deleting it (`lifecycle`), and the generic steps: a manifest applied,
+//! an object deleted, a rollout waited for (`generic`). Their keys are the plugin's (`plugin.yaml`);
 //! see `docs/research/rundeck-kubernetes-plugin.md` §2 and §3.
 
 use std::collections::BTreeMap;
@@ -13,10 +14,14 @@ use super::config::{deferred, flag, text};
 
 mod create;
 mod exec;
+mod generic;
 mod lifecycle;
 
 pub use create::{Container, CreateJobConfig, CreatePodConfig, JobSpec, PodSpec};
 pub use exec::{KubeExec, KubernetesExecConfig};
+pub use generic::{
+    manifest, GenericCreateConfig, GenericDeleteConfig, Resource, RolloutWaitConfig,
+};
 pub use lifecycle::{DeleteConfig, LogsConfig, Wait, WaitConfig};
 
 /// The step types: (type, node step). Every one of the plugin's is a node
@@ -30,6 +35,10 @@ pub const TYPES: &[(&str, bool)] = &[
     ("Kubernetes-Create-Job", true),
     ("Kubernetes-Wait-Job", true),
     ("Kubernetes-Delete-Job", true),
+    ("Kubernetes-Create", true),
+    ("Kubernetes-Delete", true),
+    ("Kubernetes-Wait-Deployment", true),
+    ("Kubernetes-Wait-StatefulSet", true),
 ];
 
 /// The node attributes a pod node carries (the plugin's resource model
@@ -145,6 +154,8 @@ impl KubeConnection {
 pub enum Kind {
     Pod,
     Job,
+    /// What the generic steps and the rollout waits work on.
+    Other(Resource),
 }
 
 impl Kind {
@@ -152,6 +163,7 @@ impl Kind {
         match self {
             Kind::Pod => "pod",
             Kind::Job => "Job",
+            Kind::Other(r) => r.name(),
         }
     }
 }
@@ -203,7 +215,11 @@ pub enum KubeAction {
     CreatePod(Box<PodSpec>),
     /// `Kubernetes-Create-Job`.
     CreateJob(Box<JobSpec>),
-    /// `Kubernetes-Wait-Pod`, `Kubernetes-Wait-Job`.
+    /// `Kubernetes-Create`: the manifest (`Null` at import while it
+    /// waits for its references).
+    Apply(serde_json::Value),
+    /// `Kubernetes-Wait-Pod`, `Kubernetes-Wait-Job`, and for a Deployment
+    /// or a StatefulSet its rollout.
     Wait(Wait),
     /// `Kubernetes-Pods-Logs`: the pod's log, followed or not.
     Logs {
@@ -211,7 +227,7 @@ pub enum KubeAction {
         follow: bool,
         tail_lines: Option<i64>,
     },
-    /// `Kubernetes-Delete-Pod`, `Kubernetes-Delete-Job`.
+    /// `Kubernetes-Delete-Pod`, `Kubernetes-Delete-Job`, `Kubernetes-Delete`.
     Delete,
 }
 
@@ -258,6 +274,14 @@ pub fn read(
         }
         "Kubernetes-Delete-Job" => {
             DeleteConfig::from_map(config, Kind::Job, step_type)?.step(Kind::Job, at_import)
+        }
+        "Kubernetes-Create" => GenericCreateConfig::from_map(config)?.step(at_import),
+        "Kubernetes-Delete" => GenericDeleteConfig::from_map(config)?.step(at_import),
+        "Kubernetes-Wait-Deployment" => {
+            RolloutWaitConfig::from_map(config, step_type)?.step(Resource::Deployment, at_import)
+        }
+        "Kubernetes-Wait-StatefulSet" => {
+            RolloutWaitConfig::from_map(config, step_type)?.step(Resource::StatefulSet, at_import)
         }
         other => Err(format!("`{other}` is not a Kubernetes step Outpost runs")),
     }

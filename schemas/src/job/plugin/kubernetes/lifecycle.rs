@@ -75,7 +75,7 @@ pub struct Wait {
 fn lacks(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Pod => &["debug"],
-        Kind::Job => &[],
+        Kind::Job | Kind::Other(_) => &[],
     }
 }
 
@@ -96,7 +96,7 @@ fn object(
     })
 }
 
-fn number<T: std::str::FromStr>(
+pub(super) fn number<T: std::str::FromStr>(
     key: &str,
     v: &Option<String>,
     default: T,
