@@ -53,6 +53,10 @@ struct Cli {
     /// nodes it serves.
     #[arg(long, env = "OUTPOST_RUNNER_ANSIBLE_INVENTORY")]
     ansible_inventory: Option<PathBuf>,
+    /// Pods as more nodes: a YAML file of the keys of Rundeck's Kubernetes
+    /// resource model (`label_selector`, `namespace_filter`, `config_file`, …).
+    #[arg(long, env = "OUTPOST_RUNNER_KUBERNETES_PODS")]
+    kubernetes_pods: Option<PathBuf>,
     /// Directory that `ssh-key-storage-path` / `ssh-password-storage-path` resolve in.
     #[arg(long, env = "OUTPOST_RUNNER_KEY_STORE")]
     key_store: Option<PathBuf>,
@@ -106,6 +110,7 @@ struct FileConfig {
     shutdown_grace: Option<u64>,
     nodes_file: Option<PathBuf>,
     ansible_inventory: Option<PathBuf>,
+    kubernetes_pods: Option<PathBuf>,
     key_store: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     host_key_policy: Option<String>,
@@ -219,6 +224,7 @@ fn options(cli: Cli) -> anyhow::Result<RunnerOptions> {
     }
     opts.nodes_file = cli.nodes_file.or(file.nodes_file);
     opts.ansible_inventory = cli.ansible_inventory.or(file.ansible_inventory);
+    opts.kubernetes_pods = cli.kubernetes_pods.or(file.kubernetes_pods);
     if let Some(p) = cli.key_store.or(file.key_store) {
         opts.key_store = p;
     }

@@ -453,6 +453,8 @@ const SSH_EXECUTORS: &[&str] = &["ssh", "jsch-ssh", "sshj-ssh"];
 
 const WINRM: &str = outpost_schemas::job::winrm::NODE_EXECUTOR;
 
+const KUBE: &str = outpost_schemas::job::kubernetes::NODE_EXECUTOR;
+
 /// A process's end as a node's result: outcome, exit code, reason.
 fn outcome_of(r: Result<Exit, String>) -> (StepOutcome, Option<i32>, Option<String>) {
     match r {
@@ -621,6 +623,31 @@ async fn run_on(
                 node.nodename,
             ))
         }
+        KUBE if copy.is_some() => {
+            return Err(format!(
+                "{}: copyfile to node {}, whose node-executor is {KUBE} (Rundeck copies through its {} file copier)",
+                outpost_schemas::job::NOT_SUPPORTED_YET,
+                node.nodename,
+                outpost_schemas::job::kubernetes::FILE_COPIER
+            ))
+        }
+        KUBE if !sh.ctx.plugins.runs(KUBE) => {
+            return Err(format!(
+                "node {}: node-executor {KUBE} is not among the plugins this runner runs (not allowed by its --allowed-plugins)",
+                node.nodename,
+            ))
+        }
+        KUBE => {
+            let proc = crate::plugins::kubernetes::start_executor(
+                cmd,
+                node,
+                &env,
+                lines.clone(),
+                &sh.spec.secrets,
+            )
+            .map_err(|e| e.to_string())?;
+            return Ok(proc.wait(sh.cancel.clone()).await);
+        }
         WINRM => {
             let proc = crate::plugins::winrm::start_executor(
                 cmd,
@@ -637,7 +664,7 @@ async fn run_on(
         e if SSH_EXECUTORS.contains(&e) => {}
         other => {
             return Err(format!(
-            "{}: node-executor `{other}` on node {}; the node executors are {}, `local`, `{}` and `{WINRM}`",
+            "{}: node-executor `{other}` on node {}; the node executors are {}, `local`, `{}`, `{WINRM}` and `{KUBE}`",
             outpost_schemas::job::NOT_SUPPORTED_YET,
             node.nodename,
             SSH_EXECUTORS.join(", "),

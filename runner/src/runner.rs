@@ -51,6 +51,9 @@ pub struct RunnerOptions {
     pub nodes_file: Option<PathBuf>,
     /// More, from an Ansible inventory on its host (`ansible-inventory`).
     pub ansible_inventory: Option<PathBuf>,
+    /// More: pods, one node per container, as Rundeck's Kubernetes resource
+    /// model lists them, configured by this YAML file of its keys.
+    pub kubernetes_pods: Option<PathBuf>,
     /// Where `ssh-*-storage-path` attributes resolve (`keys/web/id` →
     /// `<key_store>/web/id`).
     pub key_store: PathBuf,
@@ -86,6 +89,7 @@ impl RunnerOptions {
             progress_every: Duration::from_secs(10),
             nodes_file: None,
             ansible_inventory: None,
+            kubernetes_pods: None,
             key_store: PathBuf::from("/etc/outpost/keys"),
             known_hosts: PathBuf::from("/etc/outpost/known_hosts"),
             host_key_policy: crate::ssh::HostKeyPolicy::Strict,
@@ -216,10 +220,33 @@ impl Runner {
         })?;
         // Read the node source first: a bad file should stop the runner
         // before it takes any work.
-        let nodes = crate::node_source::load(
+        let mut nodes = crate::node_source::load(
             opts.nodes_file.as_deref(),
             opts.ansible_inventory.as_deref(),
         )?;
+        if let Some(path) = &opts.kubernetes_pods {
+            let pods = crate::plugins::kubernetes::pods_source::load(path, &opts.key_store)
+                .await
+                .map_err(|message| crate::node_source::NodeSourceError {
+                    path: path.clone(),
+                    message,
+                })?;
+            let listed = nodes.get_or_insert_with(Vec::new);
+            if let Some(twice) = pods
+                .iter()
+                .find(|p| listed.iter().any(|n| n.nodename == p.nodename))
+            {
+                return Err(crate::node_source::NodeSourceError {
+                    path: path.clone(),
+                    message: format!(
+                        "node `{}` is also in another node source; a node comes from one source",
+                        twice.nodename
+                    ),
+                }
+                .into());
+            }
+            listed.extend(pods);
+        }
         // Before connecting: a second process on the same outbox should
         // fail at once, not after it has taken work.
         let outbox = Outbox::open(OutboxOptions {

@@ -97,6 +97,10 @@ pub fn all_schemas() -> Vec<(&'static str, schemars::Schema)> {
             "plugin_kubernetes_rollout_wait",
             schema_for!(job::kubernetes::RolloutWaitConfig),
         ),
+        (
+            "plugin_kubernetes_pods_source",
+            schema_for!(job::kubernetes::PodsSourceConfig),
+        ),
         ("job", schema_for!(job::Job)),
         ("rpc_claim_request", schema_for!(rpc::ClaimRequest)),
         ("rpc_claim_reply", schema_for!(rpc::ClaimReply)),

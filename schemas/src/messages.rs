@@ -189,6 +189,7 @@ impl StepDispatched {
                 [
                     crate::job::ansible::NODE_EXECUTOR,
                     crate::job::winrm::NODE_EXECUTOR,
+                    crate::job::kubernetes::NODE_EXECUTOR,
                 ]
                 .contains(e)
             });

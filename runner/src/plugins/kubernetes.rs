@@ -7,7 +7,8 @@
 //! Whatever a step creates carries the label `outpost.dev/execution`. A
 //! step that is aborted (or killed by the job's timeout) while it creates
 //! a pod or Job, waits on it or reads its log deletes it if its own
-//! execution created it, and nothing another execution made.
+//! execution created it, and nothing another execution made; of the
+//! generic steps' objects, only an aborted Create deletes what it made.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -23,6 +24,7 @@ mod create;
 mod delete;
 mod exec;
 mod generic;
+pub(crate) mod pods_source;
 mod wait;
 
 /// What a step works on, resolved on the runner: the object's name and
@@ -44,6 +46,69 @@ impl Target {
     fn at(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+}
+
+/// Runs a node step's command in a pod node's container, as the plugin's
+/// `Kubernetes-node-executor` runs it: `/bin/bash -c <command>` in the
+/// pod its `default:*` attributes name, through the node's
+/// `kubernetes:config_file` or the runner's environment. A script step
+/// goes through the plugin's file copier, not built yet.
+pub fn start_executor(
+    command: &outpost_schemas::StepCommand,
+    node: &outpost_schemas::node::Node,
+    env: &std::collections::BTreeMap<String, String>,
+    lines: tokio::sync::mpsc::Sender<outpost_schemas::LogEntry>,
+    secrets: &Secrets,
+) -> Result<crate::executor::RunningStep, crate::executor::ExecError> {
+    use outpost_schemas::job::kubernetes::{
+        KubeExec, ObjectRef, FILE_COPIER, NODE_CONTAINER, NODE_EXECUTOR, NODE_EXECUTOR_SHELL,
+    };
+    let refuse = |why: String| {
+        crate::executor::ExecError::Plugin(secrets.mask_str(&format!(
+            "node {} (node-executor {NODE_EXECUTOR}): {why}",
+            node.nodename
+        )))
+    };
+    let outpost_schemas::StepCommand::Exec { command } = command else {
+        return Err(refuse(format!(
+            "{}: a script step on a pod node (Rundeck copies it with {FILE_COPIER})",
+            outpost_schemas::job::NOT_SUPPORTED_YET
+        )));
+    };
+    let object = ObjectRef {
+        kind: Kind::Pod,
+        name: None,
+        namespace: None,
+        from_node: true,
+    };
+    let (name, namespace) = object.resolve(&node.attributes).map_err(refuse)?;
+    let step = KubeStep {
+        action: KubeAction::Exec(KubeExec {
+            container: None,
+            argv: vec![NODE_EXECUTOR_SHELL.into(), "-c".into(), command.clone()],
+        }),
+        object,
+        connection: KubeConnection::Infer.for_node(&node.attributes),
+        debug: false,
+    };
+    let target = Target {
+        name,
+        namespace,
+        node_container: node
+            .attributes
+            .get(NODE_CONTAINER)
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty()),
+        connection: step.connection.clone(),
+        token: None,
+        execution: env.get("RD_JOB_EXECID").cloned().unwrap_or_default(),
+    };
+    let masked = secrets.clone();
+    Ok(crate::executor::spawn_task(
+        lines,
+        secrets,
+        move |out, stop| run(step, target, masked, out, stop),
+    ))
 }
 
 pub async fn run(
@@ -136,7 +201,15 @@ async fn run_step(
             Kind::Other(r) => generic::delete(r, target, client.clone(), out).await,
         },
     };
-    if matches!(exit, Exit::Killed) && !matches!(step.action, KubeAction::Delete) {
+    // A pod or Job is the step's work, and goes with it; a Deployment or
+    // any other object of the generic steps is an application, deleted
+    // only when its own create was aborted, never by a wait on it.
+    let owns = match (kind, &step.action) {
+        (_, KubeAction::Delete) => false,
+        (Kind::Other(_), action) => matches!(action, KubeAction::Apply(_)),
+        _ => true,
+    };
+    if matches!(exit, Exit::Killed) && owns {
         // Within the runner's grace for a plugin that was told to stop.
         let cleanup = delete::delete_if_ours(kind, target, client, out);
         if tokio::time::timeout(CLEANUP_LIMIT, cleanup).await.is_err() {

@@ -21,7 +21,7 @@ mod allow;
 pub mod ansible;
 pub mod copyfile;
 mod http;
-mod kubernetes;
+pub(crate) mod kubernetes;
 pub mod winrm;
 
 pub use allow::{AllowList, AllowListError};
@@ -58,12 +58,16 @@ pub fn built() -> Vec<Built> {
         service: "NodeExecutor",
         version: env!("CARGO_PKG_VERSION"),
     });
-    // Built in: WinRM needs nothing on the runner's host.
-    let winrm = Built {
-        plugin_type: outpost_schemas::job::winrm::NODE_EXECUTOR,
+    // Built in: WinRM and Kubernetes need nothing on the runner's host.
+    let built_in = [
+        outpost_schemas::job::winrm::NODE_EXECUTOR,
+        outpost_schemas::job::kubernetes::NODE_EXECUTOR,
+    ]
+    .map(|plugin_type| Built {
+        plugin_type,
         service: "NodeExecutor",
         version: env!("CARGO_PKG_VERSION"),
-    };
+    });
     HTTP_TYPES
         .iter()
         .chain(COPYFILE_TYPES)
@@ -71,7 +75,7 @@ pub fn built() -> Vec<Built> {
         .chain(ansible)
         .map(step)
         .chain(executors)
-        .chain(std::iter::once(winrm))
+        .chain(built_in)
         .collect()
 }
 

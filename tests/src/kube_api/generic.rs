@@ -176,6 +176,19 @@ fn create(
     let mut body: Value = serde_json::from_slice(&body).map_err(|e| {
         KubeError::bad_request(format!("the body of the request was not a {kind}: {e}"))
     })?;
+    // As the apiserver decodes, with the endpoint's kind as the default,
+    // and clears the namespace of a kind that has none.
+    if let Some(object) = body.as_object_mut() {
+        object.entry("kind").or_insert_with(|| json!(kind));
+        object
+            .entry("apiVersion")
+            .or_insert_with(|| json!(api_version));
+        if ns.is_empty() {
+            if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.remove("namespace");
+            }
+        }
+    }
     // As the apiserver decodes a body: its kind and apiVersion are the
     // endpoint's.
     if body["kind"] != kind || body["apiVersion"] != api_version {

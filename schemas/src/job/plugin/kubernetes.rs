@@ -16,6 +16,7 @@ mod create;
 mod exec;
 mod generic;
 mod lifecycle;
+mod source;
 
 pub use create::{Container, CreateJobConfig, CreatePodConfig, JobSpec, PodSpec};
 pub use exec::{KubeExec, KubernetesExecConfig};
@@ -23,6 +24,7 @@ pub use generic::{
     manifest, GenericCreateConfig, GenericDeleteConfig, Resource, RolloutWaitConfig,
 };
 pub use lifecycle::{DeleteConfig, LogsConfig, Wait, WaitConfig};
+pub use source::{PodsSource, PodsSourceConfig};
 
 /// The step types: (type, node step). Every one of the plugin's is a node
 /// step.
@@ -48,6 +50,16 @@ pub const NODE_NAMESPACE: &str = "default:namespace";
 pub const NODE_CONTAINER: &str = "default:container_name";
 /// A node's kubeconfig, read when the step names no connection.
 pub const NODE_CONFIG_FILE: &str = "kubernetes:config_file";
+
+/// The plugin's node executor (`node-executor` of a pod node): a node
+/// step's command runs in the node's container, as `Kubernetes-Execute-Step`
+/// runs one.
+pub const NODE_EXECUTOR: &str = "Kubernetes-node-executor";
+/// Its file copier (`file-copier`), not built yet.
+pub const FILE_COPIER: &str = "Kubernetes-file-copier";
+/// The shell the node executor runs a command with, the plugin's default
+/// for its `shell` (project configuration in Rundeck).
+pub const NODE_EXECUTOR_SHELL: &str = "/bin/bash";
 
 /// The label on every pod and Job a step creates: the execution that
 /// created it, so that an abort deletes what its own execution made and

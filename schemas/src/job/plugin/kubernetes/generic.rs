@@ -180,18 +180,27 @@ fn namespace(resource: Resource, v: &Option<String>) -> Option<String> {
 }
 
 /// A manifest as the API server takes it: one object of `resource`'s
-/// kind and apiVersion, named; its namespace, if any, the step's.
+/// kind and apiVersion (filled in from the step's type when it names
+/// none, as the server fills them in from the endpoint), named; its
+/// namespace, if any, the step's. YAML is read as YAML 1.2 (an unquoted
+/// `0644` is not octal, where the plugin's PyYAML reads it as 420).
 pub fn manifest(
     resource: Resource,
     yaml: &str,
     namespace: Option<&str>,
 ) -> Result<serde_json::Value, String> {
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_yaml_ng::from_str(yaml).map_err(|e| format!("configuration.yaml: not YAML: {e}"))?;
     let at = |field: &str| format!("configuration.yaml: {field}");
-    let Some(object) = value.as_object() else {
+    let Some(object) = value.as_object_mut() else {
         return Err(at("not one object (a mapping)"));
     };
+    object
+        .entry("kind")
+        .or_insert_with(|| resource.name().into());
+    object
+        .entry("apiVersion")
+        .or_insert_with(|| resource.api_version().into());
     let text_of = |key: &str| object.get(key).and_then(|v| v.as_str());
     match text_of("kind") {
         Some(k) if k == resource.name() => {}
@@ -202,29 +211,19 @@ pub fn manifest(
                 resource.name()
             ))
         }
-        None => {
-            return Err(format!(
-                "{} is missing (the API server needs it)",
-                at("kind")
-            ))
-        }
+        None => return Err(format!("{}: not text", at("kind"))),
     }
     match text_of("apiVersion") {
         Some(v) if v == resource.api_version() => {}
         Some(v) => {
             return Err(format!(
-                "{}: `{v}`, where Outpost sends a {} to `{}`",
-                at("apiVersion"),
-                resource.name(),
-                resource.api_version()
-            ))
+            "{}: `{v}`, the step's type `{}` goes to `{}`, the version today's API servers serve",
+            at("apiVersion"),
+            resource.name(),
+            resource.api_version()
+        ))
         }
-        None => {
-            return Err(format!(
-                "{} is missing (the API server needs it)",
-                at("apiVersion")
-            ))
-        }
+        None => return Err(format!("{}: not text", at("apiVersion"))),
     }
     let metadata = object.get("metadata").and_then(|m| m.as_object());
     let field = |k: &str| metadata.and_then(|m| m.get(k)).and_then(|v| v.as_str());
@@ -234,7 +233,8 @@ pub fn manifest(
             at("metadata.name")
         ));
     }
-    if let (Some(theirs), Some(ours)) = (field("namespace"), namespace) {
+    let theirs = field("namespace").filter(|n| !n.is_empty());
+    if let (Some(theirs), Some(ours)) = (theirs, namespace) {
         if theirs != ours {
             return Err(format!(
                 "{}: `{theirs}`, where the step's namespace is `{ours}`",
@@ -258,7 +258,9 @@ impl GenericCreateConfig {
             if at_import && (deferred(yaml) || text(&self.kind).is_some_and(deferred)) {
                 (serde_json::Value::Null, None)
             } else {
-                let m = manifest(resource, yaml, namespace.as_deref())?;
+                // A namespace from an option is checked on the runner.
+                let ns = namespace.as_deref().filter(|n| !(at_import && deferred(n)));
+                let m = manifest(resource, yaml, ns)?;
                 let name = m["metadata"]["name"].as_str().map(str::to_string);
                 (m, name)
             };
@@ -354,6 +356,7 @@ mod tests {
             ("Kubernetes-Create", &[("type", "Deployment"), ("yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {generateName: web-}\n")]),
             ("Kubernetes-Create", &[("type", "ConfigMap"), ("namespace", "shop"), ("yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: other}\n")]),
             ("Kubernetes-Create", &[("type", "Deployment"), ("yaml", "- a\n- b\n")]),
+            ("Kubernetes-Create", &[("type", "ConfigMap"), ("yaml", "metadata: {name: c, namespace: ''}\ndata: {a: b}\n")]),
             ("Kubernetes-Create", &[("type", "Widget"), ("yaml", deployment)]),
             ("Kubernetes-Delete", &[("type", "Service"), ("name", "web")]),
             ("Kubernetes-Delete", &[("type", "Pod"), ("name", "web")]),
@@ -394,5 +397,23 @@ mod tests {
         .collect();
         let step = read("Kubernetes-Create", &config, true).unwrap();
         assert_eq!(step.action, KubeAction::Apply(serde_json::Value::Null));
+        // A namespace from an option may be the manifest's: the runner checks.
+        let config: BTreeMap<String, String> = [
+            ("type", "ConfigMap"),
+            ("namespace", "${option.ns}"),
+            (
+                "yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: prod}\n",
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert!(read("Kubernetes-Create", &config, true).is_ok());
+        let mut expanded = config.clone();
+        expanded.insert("namespace".into(), "qa".into());
+        assert!(read("Kubernetes-Create", &expanded, false)
+            .unwrap_err()
+            .contains("where the step's namespace is `qa`"));
     }
 }
