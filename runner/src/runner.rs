@@ -225,12 +225,15 @@ impl Runner {
             opts.ansible_inventory.as_deref(),
         )?;
         if let Some(path) = &opts.kubernetes_pods {
-            let pods = crate::plugins::kubernetes::pods_source::load(path, &opts.key_store)
-                .await
-                .map_err(|message| crate::node_source::NodeSourceError {
+            let listing = crate::plugins::kubernetes::pods_source::load(path, &opts.key_store);
+            let pods = tokio::select! {
+                r = listing => r.map_err(|message| crate::node_source::NodeSourceError {
                     path: path.clone(),
                     message,
-                })?;
+                })?,
+                // Told to stop before it took any work.
+                _ = shutdown.cancelled() => return Ok(()),
+            };
             let listed = nodes.get_or_insert_with(Vec::new);
             if let Some(twice) = pods
                 .iter()

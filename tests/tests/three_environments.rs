@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use outpost_schemas::state::{ExecutionStatus, StepStatus};
-use outpost_tests::kube_api::{self, FakeKube, TOKEN};
+use outpost_tests::kube_api::{FakeKube, TOKEN};
 use outpost_tests::netns::ZeroTrustNet;
 use outpost_tests::sshd::{keygen, Sshd};
 use outpost_tests::winrm_server::{Options, WinrmServer};
@@ -134,30 +134,26 @@ async fn one_job_spans_kubernetes_an_ansible_datacentre_and_windows() {
     let nodes_file = dir.path().join("dc2-nodes.yaml");
     std::fs::write(&nodes_file, nodes).unwrap();
     let mut reported = stack.client.subscribe("outpost.nodes.dc2").await.unwrap();
-    let dc2 = Command::new("ip")
-        .args(["netns", "exec", &net.runner_ns])
-        .arg(workspace_binary("outpost-runner"))
-        .args(["--insecure", "--id", "dc2", "--tags", "dc2", "--nats-url"])
-        .arg(&stack.nats.ws_url)
-        .arg("--nodes-file")
-        .arg(&nodes_file)
-        .arg("--key-store")
-        .arg(&key_store)
-        .arg("--work-dir")
-        .arg(dir.path().join("dc2-work"))
-        .env("OUTPOST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _dc2 = Reaped(dc2);
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let _dc2 = runner_process(
+        &stack,
+        "dc2",
+        Some(&net.runner_ns),
+        Some(&nodes_file),
+        &key_store,
+        dir.path(),
+    );
     tokio::time::timeout(WAIT, reported.next())
         .await
         .expect("the data centre's runner reached the hub from its namespace");
 
     // The Kubernetes environment and the Windows one, each with its runner.
     let kube = FakeKube::start_with_token(TOKEN).await;
-    let kube_dir = tempfile::tempdir().unwrap();
-    let _k8s = kube_api::runner(&stack, kube_dir.path(), None).await;
+    let kube_store = dir.path().join("k8s-store");
+    std::fs::create_dir_all(kube_store.join("k8s")).unwrap();
+    std::fs::write(kube_store.join("k8s/token"), format!("{TOKEN}\n")).unwrap();
+    let _k8s = runner_process(&stack, "k8s", None, None, &kube_store, dir.path());
     let winrm = WinrmServer::start(Options::default()).await;
     let win_store = dir.path().join("win-store");
     std::fs::create_dir_all(win_store.join("win")).unwrap();
@@ -173,10 +169,14 @@ async fn one_job_spans_kubernetes_an_ansible_datacentre_and_windows() {
     )
     .unwrap();
     let mut reported = stack.client.subscribe("outpost.nodes.win").await.unwrap();
-    let _win = start_runner_with(&stack.nats, "win", &["win"], |o| {
-        o.key_store = win_store.clone();
-        o.nodes_file = Some(win_nodes.clone());
-    });
+    let _win = runner_process(
+        &stack,
+        "win",
+        None,
+        Some(&win_nodes),
+        &win_store,
+        dir.path(),
+    );
     tokio::time::timeout(WAIT, reported.next()).await.unwrap();
     let _local = start_runner(&stack.nats, "local", &["local"]);
 
@@ -255,13 +255,16 @@ async fn one_job_spans_kubernetes_an_ansible_datacentre_and_windows() {
 
     // The plugins' credentials stay in their runners' key stores: in no
     // stream message or KV value, no file of NATS's data dir (store,
-    // log), and no file of a runner's work dir.
+    // log), no runner's log (at debug) and no file of its work dir.
     let work_dirs = [
+        logs,
         dir.path().join("dc2-work"),
-        _k8s.work_dir.path().to_path_buf(),
-        _win.work_dir.path().to_path_buf(),
+        dir.path().join("k8s-work"),
+        dir.path().join("win-work"),
         _local.work_dir.path().to_path_buf(),
     ];
+    let log = std::fs::read_to_string(dir.path().join("logs/win.log")).unwrap();
+    assert!(log.contains("DEBUG"), "the runner logged at debug: {log}");
     for secret in [TOKEN, winrm.options().password.as_str()] {
         assert!(
             find_in_all_streams(&stack.js, secret).await.is_empty(),
@@ -272,4 +275,44 @@ async fn one_job_spans_kubernetes_an_ansible_datacentre_and_windows() {
             assert!(files_containing(d, secret).is_empty(), "{}", d.display());
         }
     }
+}
+
+/// A runner tagged `id`, as its own process (in `netns`, if given), with
+/// its work dir at `dir/<id>-work` and its log, at debug, in
+/// `dir/logs/<id>.log`.
+fn runner_process(
+    stack: &Stack,
+    id: &str,
+    netns: Option<&str>,
+    nodes: Option<&std::path::Path>,
+    key_store: &std::path::Path,
+    dir: &std::path::Path,
+) -> Reaped {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns])
+                .arg(workspace_binary("outpost-runner"));
+            c
+        }
+        None => Command::new(workspace_binary("outpost-runner")),
+    };
+    cmd.args(["--insecure", "--id", id, "--tags", id, "--nats-url"])
+        .arg(&stack.nats.ws_url)
+        .arg("--key-store")
+        .arg(key_store)
+        .arg("--work-dir")
+        .arg(dir.join(format!("{id}-work")));
+    if let Some(nodes) = nodes {
+        cmd.arg("--nodes-file").arg(nodes);
+    }
+    let log = std::fs::File::create(dir.join(format!("logs/{id}.log"))).unwrap();
+    let child = cmd
+        .env("OUTPOST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Reaped(child)
 }

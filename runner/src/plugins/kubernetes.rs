@@ -62,6 +62,7 @@ pub fn start_executor(
 ) -> Result<crate::executor::RunningStep, crate::executor::ExecError> {
     use outpost_schemas::job::kubernetes::{
         KubeExec, ObjectRef, FILE_COPIER, NODE_CONTAINER, NODE_EXECUTOR, NODE_EXECUTOR_SHELL,
+        NODE_SHELL,
     };
     let refuse = |why: String| {
         crate::executor::ExecError::Plugin(secrets.mask_str(&format!(
@@ -82,10 +83,21 @@ pub fn start_executor(
         from_node: true,
     };
     let (name, namespace) = object.resolve(&node.attributes).map_err(refuse)?;
+    let shell = node
+        .attributes
+        .get(NODE_SHELL)
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(NODE_EXECUTOR_SHELL)
+        .to_string();
+    let execution = env
+        .get("RD_JOB_EXECID")
+        .cloned()
+        .ok_or_else(|| refuse("the step has no RD_JOB_EXECID".into()))?;
     let step = KubeStep {
         action: KubeAction::Exec(KubeExec {
             container: None,
-            argv: vec![NODE_EXECUTOR_SHELL.into(), "-c".into(), command.clone()],
+            argv: vec![shell, "-c".into(), command.clone()],
         }),
         object,
         connection: KubeConnection::Infer.for_node(&node.attributes),
@@ -101,7 +113,7 @@ pub fn start_executor(
             .filter(|c| !c.is_empty()),
         connection: step.connection.clone(),
         token: None,
-        execution: env.get("RD_JOB_EXECID").cloned().unwrap_or_default(),
+        execution,
     };
     let masked = secrets.clone();
     Ok(crate::executor::spawn_task(

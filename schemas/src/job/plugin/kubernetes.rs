@@ -57,9 +57,10 @@ pub const NODE_CONFIG_FILE: &str = "kubernetes:config_file";
 pub const NODE_EXECUTOR: &str = "Kubernetes-node-executor";
 /// Its file copier (`file-copier`), not built yet.
 pub const FILE_COPIER: &str = "Kubernetes-file-copier";
-/// The shell the node executor runs a command with, the plugin's default
-/// for its `shell` (project configuration in Rundeck).
+/// The shell the node executor runs a command with: the node's
+/// `kube-pod-shell`, else the plugin's default for its `shell`.
 pub const NODE_EXECUTOR_SHELL: &str = "/bin/bash";
+pub const NODE_SHELL: &str = "kube-pod-shell";
 
 /// The label on every pod and Job a step creates: the execution that
 /// created it, so that an abort deletes what its own execution made and

@@ -77,6 +77,14 @@ impl PodsSourceConfig {
         let connection = auth
             .connection(false)
             .map_err(|e| e.replace("configuration.token", "token_storage_path"))?;
+        // A pod node carries its cluster as `kubernetes:config_file`; a URL
+        // and token could not follow it to the node executor, which would
+        // reach whatever cluster the runner's environment names.
+        if matches!(connection, KubeConnection::Url { .. }) {
+            return Err(format!(
+                "url: {NOT_SUPPORTED_YET} for pods as nodes (their steps could not reach that cluster); give config_file"
+            ));
+        }
         let (mut tags, mut tag_selectors) = (vec!["pods".to_string()], Vec::new());
         let spec = text(&self.tags).unwrap_or("tag.selector=default:status");
         for item in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -86,11 +94,13 @@ impl PodsSourceConfig {
             }
         }
         let mut attributes = BTreeMap::new();
-        for pair in text(&self.attributes).unwrap_or("").split_whitespace() {
+        let words = shlex::split(text(&self.attributes).unwrap_or(""))
+            .ok_or("attributes: unbalanced quotes")?;
+        for pair in &words {
             let (k, v) = pair
                 .split_once('=')
                 .ok_or_else(|| format!("attributes: `{pair}` is not key=value"))?;
-            attributes.insert(k.to_string(), v.trim_matches('"').to_string());
+            attributes.insert(k.to_string(), v.to_string());
         }
         Ok(PodsSource {
             connection,
@@ -116,7 +126,7 @@ mod tests {
                 .map_err(|e| e.to_string())
                 .and_then(|c| c.source())
         };
-        let s = read("config_file: /etc/k8s/c\nnamespace_filter: shop\nlabel_selector: app=web\nrunning: 'true'\ntags: web, tag.selector=default:image\nattributes: env=prod tier=\"front\"\n").unwrap();
+        let s = read("config_file: /etc/k8s/c\nnamespace_filter: shop\nlabel_selector: app=web\nrunning: 'true'\ntags: web, tag.selector=default:image\nattributes: env=prod tier=\"front end\"\n").unwrap();
         assert_eq!(
             s.connection,
             KubeConnection::ConfigFile("/etc/k8s/c".into())
@@ -125,7 +135,7 @@ mod tests {
         assert!(s.running_only);
         assert_eq!(s.tags, ["pods", "web"]);
         assert_eq!(s.tag_selectors, ["default:image"]);
-        assert_eq!(s.attributes["tier"], "front");
+        assert_eq!(s.attributes["tier"], "front end");
         let s = read("{}").unwrap();
         assert_eq!(s.tag_selectors, ["default:status"]);
         assert_eq!(s.connection, KubeConnection::Infer);
@@ -138,5 +148,8 @@ mod tests {
         assert!(read("url: https://k:6443\ntoken_storage_path: token\n")
             .unwrap_err()
             .starts_with("token_storage_path"));
+        assert!(read("url: https://k:6443\ntoken_storage_path: keys/t\n")
+            .unwrap_err()
+            .contains("give config_file"));
     }
 }
