@@ -349,10 +349,7 @@ fn ntlm_step(conn: &mut Conn, options: &Options, token: &[u8]) -> Result<Option<
         }
         let mut server_challenge = [0u8; 8];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut server_challenge);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        let filetime = (now.as_nanos() / 100) as u64 + 116_444_736_000_000_000;
+        let filetime = transport::filetime_now();
         let challenge = Challenge {
             flags: reply,
             target_name: "WINHOST".into(),

@@ -48,8 +48,8 @@ async fn run(args: &[&str]) -> Result<Value, String> {
     Ok(serde_json::from_slice(&out.stdout).expect("JSON from the client"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pywinrm_runs_cmd_and_powershell_with_basic_and_ntlm() {
+/// The server, its user and password, and its HTTP and HTTPS endpoints.
+async fn start() -> (WinrmServer, String, String, String, String) {
     let server = WinrmServer::start(Options::default()).await;
     let (user, pw) = (
         server.options().user.clone(),
@@ -57,6 +57,12 @@ async fn pywinrm_runs_cmd_and_powershell_with_basic_and_ntlm() {
     );
     let http = format!("http://{}/wsman", server.http);
     let https = format!("https://127.0.0.1:{}/wsman", server.https.port());
+    (server, user, pw, http, https)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pywinrm_runs_cmd_and_powershell_with_basic_and_ntlm() {
+    let (server, user, pw, http, https) = start().await;
     for (url, auth, sealed) in [
         (&http, "basic", "basic"),
         (&http, "ntlm", "ntlm-sealed"),
@@ -117,13 +123,7 @@ async fn pywinrm_runs_cmd_and_powershell_with_basic_and_ntlm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pypsrp_executes_commands_with_ntlm_and_basic() {
-    let server = WinrmServer::start(Options::default()).await;
-    let (user, pw) = (
-        server.options().user.clone(),
-        server.options().password.clone(),
-    );
-    let http = format!("http://{}/wsman", server.http);
-    let https = format!("https://127.0.0.1:{}/wsman", server.https.port());
+    let (server, user, pw, http, https) = start().await;
     for (url, auth, sealed) in [
         (&http, "ntlm", "ntlm-sealed"),
         (&http, "basic", "basic"),

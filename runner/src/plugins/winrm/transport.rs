@@ -297,8 +297,8 @@ impl Connection {
     }
 }
 
-fn filetime_now() -> u64 {
-    // 100 ns ticks since 1601.
+/// Now as a FILETIME, NTLM's clock: 100 ns ticks since 1601.
+pub fn filetime_now() -> u64 {
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

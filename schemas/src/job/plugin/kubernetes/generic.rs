@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::super::config::{deferred, flag, from_map_flat, text};
-use super::lifecycle::number;
+use super::lifecycle::looks;
 use super::{Kind, KubeAction, KubeAuthConfig, KubeStep, ObjectRef, Wait};
 
 /// The kinds the plugin's `type` names, with where the API serves them.
@@ -307,18 +307,12 @@ impl RolloutWaitConfig {
     }
 
     pub fn step(&self, resource: Resource, at_import: bool) -> Result<KubeStep, String> {
-        let retries: u32 = number("retries", &self.retries, 100, at_import)?;
-        let sleep: f64 = number("sleep", &self.sleep, 10.0, at_import)?;
-        if !(0.0..=86_400.0).contains(&sleep) {
-            return Err(format!(
-                "configuration.sleep: `{sleep}` is not between 0 and 86400 seconds"
-            ));
-        }
+        let (retries, sleep) = looks(&self.retries, &self.sleep, at_import)?;
         let name = text(&self.name).ok_or("the step needs configuration.name")?;
         Ok(KubeStep {
             action: KubeAction::Wait(Wait {
                 retries,
-                sleep: std::time::Duration::from_secs_f64(sleep),
+                sleep,
                 show_log: false,
             }),
             object: ObjectRef {

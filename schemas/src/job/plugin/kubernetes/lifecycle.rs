@@ -96,6 +96,23 @@ fn object(
     })
 }
 
+/// A wait's `retries` (default 100) and `sleep` (seconds, default 10),
+/// as every wait step of the plugin names them.
+pub(super) fn looks(
+    retries: &Option<String>,
+    sleep: &Option<String>,
+    at_import: bool,
+) -> Result<(u32, Duration), String> {
+    let retries: u32 = number("retries", retries, 100, at_import)?;
+    let sleep: f64 = number("sleep", sleep, 10.0, at_import)?;
+    if !(0.0..=86_400.0).contains(&sleep) {
+        return Err(format!(
+            "configuration.sleep: `{sleep}` is not between 0 and 86400 seconds"
+        ));
+    }
+    Ok((retries, Duration::from_secs_f64(sleep)))
+}
+
 pub(super) fn number<T: std::str::FromStr>(
     key: &str,
     v: &Option<String>,
@@ -122,17 +139,11 @@ impl WaitConfig {
     }
 
     pub fn step(&self, kind: Kind, at_import: bool) -> Result<KubeStep, String> {
-        let retries: u32 = number("retries", &self.retries, 100, at_import)?;
-        let sleep: f64 = number("sleep", &self.sleep, 10.0, at_import)?;
-        if !(0.0..=86_400.0).contains(&sleep) {
-            return Err(format!(
-                "configuration.sleep: `{sleep}` is not between 0 and 86400 seconds"
-            ));
-        }
+        let (retries, sleep) = looks(&self.retries, &self.sleep, at_import)?;
         Ok(KubeStep {
             action: KubeAction::Wait(Wait {
                 retries: retries.max(1),
-                sleep: Duration::from_secs_f64(sleep),
+                sleep,
                 show_log: flag("show_log", &self.show_log, true, at_import)?,
             }),
             object: object(kind, &self.name, &self.namespace)?,
